@@ -1,0 +1,67 @@
+"""The one model config that covers every family we run (DESIGN §4)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+Family = Literal["sdar", "llada", "dream", "tiny"]
+Attention = Literal["block_causal", "full"]
+
+# Per family: (attention kind, logits shifted?, q/k RMSNorm?, q/k/v bias?)
+FAMILY_TRAITS: dict[str, tuple[Attention, bool, bool, bool]] = {
+    "sdar": ("block_causal", False, True, False),
+    "tiny": ("block_causal", False, True, False),
+    "llada": ("full", False, False, False),
+    "dream": ("full", True, False, True),
+}
+
+
+@dataclass
+class ModelConfig:
+    family: Family
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    max_position_embeddings: int = 4096
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-6
+    tie_word_embeddings: bool = False
+    block_size: int = 4
+    mask_token_id: int = 0
+    eos_token_id: int = 1
+    pad_token_id: int = 1
+    # Extra ids that end a response like EOS does (e.g. <|im_end|> and <|endoftext|> for SDAR).
+    stop_token_ids: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILY_TRAITS:
+            raise ValueError(f"model.family={self.family!r}: allowed values are {sorted(FAMILY_TRAITS)}")
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}")
+        if self.block_size < 1:
+            raise ValueError(f"block_size={self.block_size} must be >= 1")
+
+    @property
+    def attention(self) -> Attention:
+        return FAMILY_TRAITS[self.family][0]
+
+    @property
+    def shift_logits(self) -> bool:
+        """Dream predicts token i from position i-1; the others predict it in place."""
+        return FAMILY_TRAITS[self.family][1]
+
+    @property
+    def qk_norm(self) -> bool:
+        return FAMILY_TRAITS[self.family][2]
+
+    @property
+    def qkv_bias(self) -> bool:
+        return FAMILY_TRAITS[self.family][3]
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,155 @@
+"""One compact decoder (Qwen3/Qwen2/LLaDA shapes) with explicit positions, masks and KV cache.
+
+Module names follow the Qwen layout (`layers.N.self_attn.q_proj`, ...) so Qwen-family checkpoints
+map by prefix and LLaDA maps by a fixed rename table (models/checkpoint.py).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .config import ModelConfig
+from .kv_cache import KVCache
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class Rotary(nn.Module):
+    def __init__(self, head_dim: int, theta: float) -> None:
+        super().__init__()
+        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        freqs = position_ids[..., None].float() * self.inv_freq  # [N, T, D/2]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos().to(dtype)[:, None], emb.sin().to(dtype)[:, None]  # [N, 1, T, D]
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.hidden_size, cfg.num_heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.k_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.v_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.o_proj = nn.Linear(cfg.num_heads * cfg.head_dim, cfg.hidden_size, bias=False)
+        if cfg.qk_norm:
+            self.q_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps)
+            self.k_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
+                cache: KVCache | None, layer: int, cache_write: int) -> torch.Tensor:
+        n, t, _ = x.shape
+        q = self.q_proj(x).view(n, t, self.num_heads, self.head_dim)
+        k = self.k_proj(x).view(n, t, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(x).view(n, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        if cache is not None:
+            past_k, past_v = cache.read(layer)
+            if cache_write:
+                cache.write(layer, k[:, :, :cache_write], v[:, :, :cache_write])
+            k, v = torch.cat((past_k, k), dim=2), torch.cat((past_v, v), dim=2)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=None if mask is None else mask[:, None],
+            enable_gqa=self.num_heads != self.num_kv_heads)
+        return self.o_proj(out.transpose(1, 2).reshape(n, t, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.self_attn = Attention(cfg)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, cos, sin, mask, cache, layer, cache_write):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer, cache_write)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class DiffusionLM(nn.Module):
+    """Decoder used for every family; `cfg.family` only changes norms, biases and logit shift."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.rotary = Rotary(cfg.head_dim, cfg.rope_theta)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        if cfg.tie_word_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+        self.gradient_checkpointing = False
+
+    def hidden_states(self, input_ids: torch.Tensor, position_ids: torch.Tensor,
+                      attn_mask: torch.Tensor | None = None, kv_cache: KVCache | None = None,
+                      cache_write: int = 0) -> torch.Tensor:
+        """Final-normed hidden states [N, T, H].
+
+        attn_mask: bool [N, T, S] (True = may attend), S = cached columns + T; None = attend all.
+        cache_write: K/V of the first `cache_write` query columns are appended to `kv_cache`.
+        """
+        x = self.embed_tokens(input_ids)
+        cos, sin = self.rotary(position_ids, x.dtype)
+        for i, layer in enumerate(self.layers):
+            if self.gradient_checkpointing and self.training and kv_cache is None:
+                x = checkpoint(layer, x, cos, sin, attn_mask, None, i, 0, use_reentrant=False)
+            else:
+                x = layer(x, cos, sin, attn_mask, kv_cache, i, cache_write)
+        if kv_cache is not None and cache_write:
+            kv_cache.advance(cache_write)
+        return self.norm(x)
+
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor,
+                attn_mask: torch.Tensor | None = None, kv_cache: KVCache | None = None,
+                cache_write: int = 0, logits_at: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [N, T, V], or [M, V] at the M query slots where bool `logits_at` [N, T] is True.
+
+        Only the asked-for rows go through the vocabulary projection: full-vocab logits at every
+        position are the main memory cost of training at real vocab sizes.
+        """
+        h = self.hidden_states(input_ids, position_ids, attn_mask, kv_cache, cache_write)
+        if logits_at is not None:
+            h = h[logits_at]
+        return self.lm_head(h)
+
+    def new_kv_cache(self, batch: int, capacity: int) -> KVCache:
+        p = self.embed_tokens.weight
+        return KVCache(self.config.num_layers, batch, self.config.num_kv_heads, capacity,
+                       self.config.head_dim, p.dtype, p.device)

@@ -1,0 +1,36 @@
+"""Sampling parameters, validated at the boundary (they cross from config/driver to workers)."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Strategy = Literal["static", "dynamic", "entropy_bounded", "random", "sequential"]
+
+
+class SamplingParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    block_size: int = Field(4, ge=1)
+    # Denoising passes per block (K). `static` commits n_k = masked/K tokens per pass; the
+    # adaptive strategies use K as a cap and commit everything left on the last pass.
+    steps_per_block: int = Field(4, ge=1)
+    strategy: Strategy = "static"
+    threshold: float = Field(0.9, gt=0.0, le=1.0)  # dynamic: commit every position with confidence >= τ
+    # dynamic: commit at least this many per pass (None = n_k like the reference engine; 1 = Fast-dLLM).
+    min_per_step: int | None = Field(None, ge=1)
+    entropy_bound: float = Field(1.0, gt=0.0)  # entropy_bounded: summed entropy budget per pass
+    temperature: float = Field(1.0, ge=0.0)  # 0 = greedy
+    top_k: int = Field(0, ge=0)  # 0 = off
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(256, ge=1)
+    stop_token_ids: tuple[int, ...] = ()
+    use_cache: bool = True
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> "SamplingParams":
+        if self.steps_per_block > self.block_size:
+            raise ValueError(f"steps_per_block={self.steps_per_block} exceeds block_size={self.block_size}: "
+                             "every pass must be able to commit at least one token")
+        return self

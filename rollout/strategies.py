@@ -1,0 +1,56 @@
+"""Which masked slots a denoising pass commits (DESIGN §5).
+
+Every strategy ranks the masked slots of each row by a score and commits the top n_r of them;
+strategies differ only in the score and in how n_r is chosen. Committed slots are never re-masked.
+"""
+from __future__ import annotations
+
+import torch
+
+from .params import SamplingParams
+
+
+def static_schedule(masked_at_start: torch.Tensor, steps: int) -> torch.Tensor:
+    """[R, steps] tokens per pass: the block's masked count split as evenly as possible over
+    min(steps, masked) passes, remainder first (SDAR's schedule)."""
+    passes = masked_at_start.clamp(max=steps).clamp(min=1)
+    k = torch.arange(steps)
+    base = masked_at_start[:, None] // passes[:, None]
+    rem = masked_at_start[:, None] % passes[:, None]
+    return torch.where(k < passes[:, None], base + (k < rem).long(), torch.zeros_like(base))
+
+
+def choose_commits(params: SamplingParams, masked: torch.Tensor, confidence: torch.Tensor,
+                   entropy: torch.Tensor, rand: torch.Tensor, planned: torch.Tensor,
+                   last_pass: bool) -> torch.Tensor:
+    """Commit mask [R, S] for one pass.
+
+    masked: [R, S] slots still masked; confidence/entropy/rand: [R, S] (only read where masked);
+    planned: [R] the static schedule's n_k for this pass; last_pass: commit everything left.
+    """
+    left = masked.sum(1)
+    neg_inf = torch.tensor(float("-inf"), dtype=torch.float64)
+    slot = torch.arange(masked.shape[1], dtype=torch.float64)
+    if params.strategy == "static":
+        score, count = confidence.double(), planned
+    elif params.strategy == "random":
+        score, count = rand, planned
+    elif params.strategy == "sequential":
+        score, count = -slot.expand_as(rand), planned
+    elif params.strategy == "dynamic":
+        score = confidence.double()
+        floor = planned if params.min_per_step is None else torch.full_like(left, params.min_per_step)
+        count = torch.maximum((masked & (confidence >= params.threshold)).sum(1), floor)
+    elif params.strategy == "entropy_bounded":
+        score = -entropy.double()
+        ordered = torch.sort(torch.where(masked, entropy.double(), torch.inf), dim=1).values
+        count = (ordered.cumsum(1) <= params.entropy_bound).sum(1).clamp(min=1)
+    else:  # pydantic already restricts the names; this guards direct construction
+        raise ValueError(f"unknown strategy {params.strategy!r}")
+    if last_pass:
+        count = left
+    count = torch.minimum(count, left)
+    score = torch.where(masked, score, neg_inf)
+    order = torch.argsort(score, dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1]).expand_as(order))
+    return masked & (rank < count[:, None])

@@ -1,0 +1,172 @@
+"""The block-diffusion sampler against its own uncached reference and a brute-force replay."""
+import pytest
+import torch
+
+from models.config import ModelConfig
+from models.masks import column_mask
+from models.transformer import DiffusionLM
+from rollout.params import SamplingParams
+from rollout.sampler import generate
+
+STRATEGIES = ["static", "dynamic", "entropy_bounded", "random", "sequential"]
+MASK, EOS, PAD = 11, 1, 0
+
+
+def tiny_model(block_size: int = 4, family: str = "tiny", vocab: int = 12, seed: int = 0) -> DiffusionLM:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(family=family, vocab_size=vocab, hidden_size=32, intermediate_size=64, num_layers=2,
+                      num_heads=4, num_kv_heads=2, head_dim=8, block_size=block_size, max_position_embeddings=256,
+                      mask_token_id=MASK, eos_token_id=EOS, pad_token_id=PAD)
+    model = DiffusionLM(cfg).eval()
+    with torch.no_grad():  # sharper distributions, so dynamic/entropy strategies commit several per pass
+        model.lm_head.weight.mul_(8.0)
+    return model
+
+
+def prompts_mixed(block: int) -> list[list[int]]:
+    g = torch.Generator().manual_seed(1)
+    lengths = [block * 2, block * 3 + 1, 3, block + block - 1]  # multiples and non-multiples of B
+    return [torch.randint(2, 10, (n,), generator=g).tolist() for n in lengths]
+
+
+def params(**kw) -> SamplingParams:
+    base = dict(block_size=4, steps_per_block=2, max_new_tokens=24, threshold=0.5, entropy_bound=0.8, seed=3)
+    base.update(kw)
+    return SamplingParams(**base)
+
+
+def assert_same(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x.response_ids == y.response_ids
+        assert x.step_map == y.step_map
+        assert x.tail_ids == y.tail_ids and x.tail_steps == y.tail_steps
+        assert x.finish_reason == y.finish_reason and x.num_forwards == y.num_forwards
+        assert torch.allclose(torch.tensor(x.logprobs), torch.tensor(y.logprobs), atol=1e-5)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("block", [2, 4])
+def test_cached_equals_uncached(strategy, block):
+    model = tiny_model(block)
+    p = params(strategy=strategy, block_size=block, steps_per_block=2)
+    cached = generate(model, prompts_mixed(block), p)
+    uncached = generate(model, prompts_mixed(block), p.model_copy(update={"use_cache": False}))
+    assert_same(cached, uncached)
+
+
+def test_eos_inside_a_block_is_covered_and_cut():
+    model = tiny_model(4)
+    trajs = generate(model, prompts_mixed(4) * 3, params(max_new_tokens=40),
+                     seeds=list(range(12)))
+    inside = [t for t in trajs if t.finish_reason == "eos" and t.tail_ids]
+    assert inside, "the fixture must produce an EOS that is not the last slot of its block"
+    for t in trajs:
+        if t.finish_reason == "eos":
+            assert t.response_ids[-1] == EOS and EOS not in t.response_ids[:-1]
+            # The response ends inside its last block; the tail fills that block up.
+            assert (len(t.prompt_ids) + len(t.response_ids) + len(t.tail_ids)) % 4 == 0
+        else:
+            assert t.finish_reason == "length" and len(t.response_ids) == 40
+
+
+def test_row_results_do_not_depend_on_the_batch():
+    model = tiny_model(4)
+    prompts = prompts_mixed(4)
+    seeds = [7, 8, 9, 10]
+    batch = generate(model, prompts, params(strategy="dynamic"), seeds=seeds)
+    alone = [generate(model, [p], params(strategy="dynamic"), seeds=[s])[0] for p, s in zip(prompts, seeds)]
+    assert_same(batch, alone)
+
+
+def replay_logprob(model: DiffusionLM, traj, index: int) -> float:
+    """Brute force: rebuild the sequence as it was when response token `index` was committed and
+    run the model without cache over it (block-causal, no padding)."""
+    B, step = traj.block_size, traj.step_map[index]
+    ids = traj.prompt_ids + traj.response_ids + traj.tail_ids
+    steps = [0] * len(traj.prompt_ids) + traj.step_map + traj.tail_steps
+    state = [t if s < step else MASK for t, s in zip(ids, steps)]
+    n = len(state)
+    cols = torch.arange(n)
+    mask = column_mask(cols, cols, torch.ones(1, n, dtype=torch.bool), B)
+    with torch.no_grad():
+        logits = model(torch.tensor([state]), cols[None], mask)[0]
+    logits[:, MASK] = float("-inf")
+    return float(torch.log_softmax(logits.float(), -1)[len(traj.prompt_ids) + index, ids[len(traj.prompt_ids) + index]])
+
+
+@pytest.mark.parametrize("strategy", ["static", "dynamic"])
+def test_recorded_logprobs_equal_uncached_forward_at_commit_state(strategy):
+    model = tiny_model(4)
+    trajs = generate(model, prompts_mixed(4), params(strategy=strategy, temperature=1.0))
+    for t in trajs:
+        for j in range(len(t.response_ids)):
+            assert abs(replay_logprob(model, t, j) - t.logprobs[j]) < 1e-5
+
+
+def test_static_commits_exactly_n_k_per_pass_and_prompt_is_untouched():
+    model = tiny_model(8)
+    prompts = [list(range(2, 10)), list(range(2, 10))[::-1]]  # multiples of B: every block has B masks
+    for steps in (1, 2, 4, 8):
+        trajs = generate(model, prompts, params(block_size=8, steps_per_block=steps, max_new_tokens=32))
+        for t in trajs:
+            all_steps = t.step_map + t.tail_steps
+            counts = torch.bincount(torch.tensor(all_steps))[1:]
+            assert set(counts.tolist()) == {8 // steps}
+            assert t.num_forwards == len(all_steps) // (8 // steps)
+            assert t.tokens_per_forward == pytest.approx(8 / steps) or t.finish_reason == "eos"
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_step_maps_increase_across_blocks(strategy):
+    model = tiny_model(4)
+    for t in generate(model, prompts_mixed(4), params(strategy=strategy)):
+        offset = len(t.prompt_ids)
+        steps = t.step_map + t.tail_steps
+        blocks = {}
+        for j, s in enumerate(steps):
+            blocks.setdefault((offset + j) // 4, []).append(s)
+        ordered = [blocks[b] for b in sorted(blocks)]
+        for earlier, later in zip(ordered, ordered[1:]):
+            assert max(earlier) < min(later)
+        assert min(steps) == 1
+        assert t.num_forwards == max(steps)
+
+
+def test_greedy_is_deterministic_and_ignores_seed():
+    model = tiny_model(4)
+    a = generate(model, prompts_mixed(4), params(temperature=0.0, seed=1))
+    b = generate(model, prompts_mixed(4), params(temperature=0.0, seed=2))
+    assert [t.response_ids for t in a] == [t.response_ids for t in b]
+
+
+def test_full_attention_families_sample_with_and_without_prefix_cache():
+    for family in ("llada", "dream"):
+        model = tiny_model(4, family=family)
+        p = params(max_new_tokens=16, strategy="static")
+        exact = generate(model, prompts_mixed(4), p.model_copy(update={"use_cache": False}))
+        approx = generate(model, prompts_mixed(4), p)
+        for t in exact + approx:
+            assert t.canvas_len == 16
+            assert all(s >= 1 for s in t.step_map)
+        # The first block's first pass sees the same (empty) cache in both modes.
+        assert [t.response_ids[:1] for t in exact] == [t.response_ids[:1] for t in approx]
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(prompts=[[]]), "prompt 0 is empty"),
+    (dict(prompts=[[2] * 300]), "exceeds the model context"),
+    (dict(prompts=[[2, MASK]]), "mask token"),
+    (dict(family="llada", max_new_tokens=10), "must divide max_new_tokens"),
+])
+def test_bad_input_is_named(bad, message):
+    model = tiny_model(4, family=bad.get("family", "tiny"))
+    with pytest.raises(ValueError, match=message):
+        generate(model, bad.get("prompts", [[2, 3]]), params(max_new_tokens=bad.get("max_new_tokens", 8)))
+
+
+def test_bad_params_are_named():
+    with pytest.raises(ValueError, match="steps_per_block"):
+        SamplingParams(block_size=2, steps_per_block=4)
+    with pytest.raises(ValueError, match="strategy"):
+        SamplingParams(strategy="greedy")

@@ -1,0 +1,63 @@
+"""Group-relative advantages and the batch filters of DESIGN §6.1 step 5."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from rollout.trajectory import Trajectory
+
+
+@dataclass
+class ScoredGroup:
+    """The G responses to one prompt with their rewards."""
+    prompt_uid: str
+    trajectories: list[Trajectory]
+    rewards: list[float]
+    correct: list[bool]
+
+
+class AdvantageConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # Keep groups whose accuracy lies in [acc_low, acc_high] (the reference keeps 0.2-0.8).
+    acc_low: float = Field(0.0, ge=0.0, le=1.0)
+    acc_high: float = Field(1.0, ge=0.0, le=1.0)
+    drop_zero_advantage: bool = True
+    truncated_reward_zero: bool = False  # responses cut at max_new_tokens score 0
+
+
+@dataclass
+class AdvantageResult:
+    trajectories: list[Trajectory] = field(default_factory=list)
+    advantages: list[float] = field(default_factory=list)
+    dropped: dict[str, int] = field(default_factory=dict)  # reason -> groups dropped
+
+    @property
+    def skip_reason(self) -> str | None:
+        """Why an RL step has nothing to train on, or None."""
+        if self.trajectories:
+            return None
+        return "every group was filtered out (" + ", ".join(f"{k}: {v}" for k, v in self.dropped.items()) + ")"
+
+
+def group_advantages(groups: list[ScoredGroup], cfg: AdvantageConfig) -> AdvantageResult:
+    """Â_i = (r_i - mean_G r) / (std_G r + 1e-6) with the population std; 0 when std = 0."""
+    out = AdvantageResult()
+    for g in groups:
+        rewards = torch.tensor(g.rewards, dtype=torch.float64)
+        if cfg.truncated_reward_zero:
+            truncated = torch.tensor([t.finish_reason == "length" for t in g.trajectories])
+            rewards = rewards.masked_fill(truncated, 0.0)
+        acc = sum(g.correct) / max(len(g.correct), 1)
+        if not cfg.acc_low <= acc <= cfg.acc_high:
+            out.dropped["accuracy_band"] = out.dropped.get("accuracy_band", 0) + 1
+            continue
+        std = rewards.std(unbiased=False)
+        adv = torch.zeros_like(rewards) if std == 0 else (rewards - rewards.mean()) / (std + 1e-6)
+        if cfg.drop_zero_advantage and not adv.any():
+            out.dropped["zero_advantage"] = out.dropped.get("zero_advantage", 0) + 1
+            continue
+        out.trajectories += g.trajectories
+        out.advantages += adv.tolist()
+    return out

@@ -1,0 +1,212 @@
+"""One learner rank's RL and SFT updates: rows → micro-batches → old log-probs/values → updates.
+
+All ranks call `rl_step`/`sft_step` collectively with their own shard. Gradients are averaged
+across ranks by the engine, so per-token weights are `world / global denominator`; micro-batch
+counts are equalised across ranks with zero-weight batches so collectives always line up.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from models.config import ModelConfig
+from rollout.trajectory import Trajectory
+
+from .algo_config import AlgoConfig
+from .batching import MicroBatch, micro_batches
+from .logprobs import token_logprobs
+from .losses import clipped_value_loss, k3_kl, ppo_clip, truncated_is_weight
+from .objective_rows import rl_rows, sft_rows, sft_trajectory
+from .rows import Row
+from .value import outcome_rewards, step_ranks, token_targets
+
+
+def _world() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _all_reduce(values: list[float], op: str) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64)
+    if _world() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+    return t.tolist()
+
+
+def norm_weights(mbs: list[MicroBatch], trajs: list[Trajectory], mode: str) -> None:
+    """Attach data['w'] = normalisation × row weight, so Σ over micro-batches is the step loss."""
+    real = [mb for mb in mbs if "zero" not in mb.data]
+    per_seq: dict[int, int] = defaultdict(int)
+    for mb in real:
+        for i in mb.traj_index.tolist():
+            per_seq[i] += 1
+    total, n_seqs = _all_reduce([sum(per_seq.values()), len(per_seq)], "sum")
+    (max_len,) = _all_reduce([max((len(trajs[i].response_ids) for i in per_seq), default=0)], "max")
+    world = _world()
+    for mb in mbs:
+        if "zero" in mb.data:
+            mb.data["w"] = torch.zeros_like(mb.row_weight)
+            continue
+        if mode == "token_mean":
+            w = torch.full_like(mb.row_weight, world / max(total, 1))
+        elif mode == "seq_mean":
+            w = torch.tensor([world / (n_seqs * per_seq[i]) for i in mb.traj_index.tolist()])
+        else:  # max_len: the reference's padded-length denominator
+            w = torch.full_like(mb.row_weight, world / max(n_seqs * max_len, 1))
+        mb.data["w"] = w * mb.row_weight
+
+
+def _gather(mb: MicroBatch, per_traj: list[float] | list[list[float]]) -> torch.Tensor:
+    """Per-token tensor from per-trajectory scalars or per-trajectory token lists."""
+    ti, tj = mb.traj_index.tolist(), mb.token_index.tolist()
+    if per_traj and isinstance(per_traj[0], list):
+        return torch.tensor([per_traj[i][j] for i, j in zip(ti, tj)], dtype=torch.float32)
+    return torch.tensor([per_traj[i] for i in ti], dtype=torch.float32)
+
+
+class PolicyUpdater:
+    def __init__(self, engine, algo: AlgoConfig, model_cfg: ModelConfig, *, ref_model: nn.Module | None = None,
+                 value_engine=None, seed: int = 0) -> None:
+        if algo.uses_value and value_engine is None:
+            raise ValueError("algo.name=tracerl_value needs a value engine (a ValueModel in a TrainEngine)")
+        if algo.kl_beta > 0 and algo.kl_ref == "frozen" and ref_model is None:
+            raise ValueError("algo.kl_ref=frozen with kl_beta > 0 needs a frozen reference model")
+        self.engine, self.algo, self.cfg = engine, algo, model_cfg
+        self.ref_model, self.value_engine, self.seed = ref_model, value_engine, seed
+
+    # ---- batching -------------------------------------------------------------------------
+    def _micro_batches(self, rows: list[Row]) -> list[MicroBatch]:
+        mbs = micro_batches(rows, self.algo.token_budget, self.cfg.pad_token_id)
+        (most,) = _all_reduce([len(mbs)], "max")
+        while len(mbs) < most:  # this rank ran out: a zero-weight batch keeps collectives aligned
+            filler = mbs[-1] if mbs else micro_batches([_filler_row(self.cfg)], self.algo.token_budget,
+                                                       self.cfg.pad_token_id)[0]
+            mbs.append(MicroBatch(**{k: v for k, v in filler.__dict__.items() if k != "data"},
+                                  data={"zero": torch.ones(1)}))
+        return mbs
+
+    def _device(self) -> torch.device:
+        return next(self.engine.module.parameters()).device
+
+    @torch.no_grad()
+    def _forward_logprobs(self, model: nn.Module, mbs: list[MicroBatch]) -> list[torch.Tensor]:
+        dev = self._device()
+        return [token_logprobs(model, mb.to(dev), self.cfg.mask_token_id, self.algo.temperature)[0].cpu()
+                for mb in mbs]
+
+    # ---- RL -------------------------------------------------------------------------------
+    def rl_step(self, trajectories: list[Trajectory], advantages: list[float], step: int) -> dict[str, float]:
+        algo = self.algo
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        if algo.name in ("tracerl", "tracerl_value", "agrpo"):  # same rows every pass
+            epochs = [self._micro_batches(rl_rows(trajectories, algo, self.cfg, gen))] * algo.ppo_epochs
+        else:  # the masking baselines draw fresh masks per pass (d1's μ iterations)
+            epochs = [self._micro_batches(rl_rows(trajectories, algo, self.cfg, gen)) for _ in range(algo.ppo_epochs)]
+        # Old (and reference) log-probs of every pass are taken before any update.
+        for mbs in {id(m): m for m in epochs}.values():
+            norm_weights(mbs, trajectories, algo.norm)
+            olds = self._forward_logprobs(self.engine.module, mbs)
+            refs = (self._forward_logprobs(self.ref_model, mbs) if algo.kl_beta > 0 and algo.kl_ref == "frozen"
+                    else olds)
+            for mb, old, ref in zip(mbs, olds, refs):
+                real = "zero" not in mb.data
+                mb.data |= {"old_logp": old, "ref_logp": ref,
+                            "sampler_logp": _gather(mb, [t.logprobs for t in trajectories]) if real else old,
+                            "adv": _gather(mb, advantages) if real else torch.zeros_like(old)}
+        metrics: dict[str, float] = {}
+        if algo.uses_value:
+            metrics |= self._value_update(epochs[0], trajectories, advantages, step)
+        for mbs in epochs:
+            metrics |= self._train(self.engine, mbs, self._policy_loss)
+        metrics["rows"] = float(sum(mb.input_ids.shape[0] for mb in epochs[0] if "zero" not in mb.data))
+        return metrics
+
+    def _policy_loss(self, module: nn.Module, mb: MicroBatch, acc: dict[str, float]) -> torch.Tensor:
+        algo, d = self.algo, mb.data
+        logp, entropy = token_logprobs(module, mb, self.cfg.mask_token_id, algo.temperature, with_entropy=True)
+        per_token, clipped = ppo_clip(logp, d["old_logp"], d["adv"], algo.eps_low, algo.eps_high)
+        if algo.tis_cap is not None:
+            per_token = per_token * truncated_is_weight(d["old_logp"], d["sampler_logp"], algo.tis_cap)
+        kl = k3_kl(logp, d["ref_logp"]) if algo.kl_beta > 0 else torch.zeros_like(logp)
+        loss = ((per_token + algo.kl_beta * kl) * d["w"]).sum()
+        n = float(d["w"].ne(0).sum())
+        acc["policy_loss"] += float(loss.detach())
+        acc["clip_frac"] += float(clipped.float().sum())
+        acc["kl"] += float(kl.detach().sum())
+        acc["entropy"] += float(entropy.detach().sum())
+        acc["ratio_max"] = max(acc["ratio_max"], float((logp - d["old_logp"]).exp().max()) if n else 0.0)
+        acc["tokens"] += n
+        return loss
+
+    def _value_update(self, mbs: list[MicroBatch], trajs: list[Trajectory], advantages: list[float],
+                      step: int) -> dict[str, float]:
+        """Old values → token-wise returns/advantages (replacing Â in data['adv']) → value update."""
+        dev, vcfg = self._device(), self.algo.value
+        with torch.no_grad():
+            old_values = [self.value_engine.module(mb.to(dev)).cpu() for mb in mbs]
+        values: dict[tuple[int, int], float] = {}
+        for mb, v in zip(mbs, old_values):
+            if "zero" not in mb.data:
+                values.update(zip(zip(mb.traj_index.tolist(), mb.token_index.tolist()), v.tolist()))
+        returns: dict[int, list[float]] = {}
+        adv: dict[int, list[float]] = {}
+        for i in {i for i, _ in values}:
+            t = trajs[i]
+            ranks = torch.tensor(step_ranks(t, self.algo.shrink, self.cfg.mask_token_id))
+            v = torch.tensor([values[(i, j)] for j in range(len(t.response_ids))])
+            R, A = token_targets(v, outcome_rewards(ranks, advantages[i]), ranks, vcfg.gamma, vcfg.lam)
+            returns[i], adv[i] = R.tolist(), A.tolist()
+        for mb, v in zip(mbs, old_values):
+            mb.data["old_values"] = v
+            if "zero" not in mb.data:
+                mb.data["returns"] = _gather(mb, [returns.get(i, []) for i in range(len(trajs))])
+                mb.data["adv"] = _gather(mb, [adv.get(i, []) for i in range(len(trajs))])
+            else:
+                mb.data["returns"] = torch.zeros_like(v)
+        if step % vcfg.train_every:
+            return {}
+        return {f"value_{k}": x for k, x in self._train(self.value_engine, mbs, self._value_loss).items()}
+
+    def _value_loss(self, module: nn.Module, mb: MicroBatch, acc: dict[str, float]) -> torch.Tensor:
+        d = mb.data
+        per_token = clipped_value_loss(module(mb), d["old_values"], d["returns"], self.algo.value.clip)
+        loss = (per_token * d["w"]).sum()
+        acc["loss"] += float(loss.detach())
+        acc["tokens"] += float(d["w"].ne(0).sum())
+        return loss
+
+    # ---- SFT ------------------------------------------------------------------------------
+    def sft_step(self, pairs: list[tuple[list[int], list[int]]], step: int) -> dict[str, float]:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        trajs = [sft_trajectory(p, r, self.cfg.block_size, self.cfg.eos_token_id) for p, r in pairs]
+        mbs = self._micro_batches(sft_rows(trajs, self.algo, self.cfg, gen))
+        norm_weights(mbs, trajs, self.algo.norm)
+        return self._train(self.engine, mbs, self._sft_loss)
+
+    def _sft_loss(self, module: nn.Module, mb: MicroBatch, acc: dict[str, float]) -> torch.Tensor:
+        logp, _ = token_logprobs(module, mb, self.cfg.mask_token_id, 1.0)
+        loss = -(logp * mb.data["w"]).sum()
+        acc["sft_loss"] += float(loss.detach())
+        acc["tokens"] += float(mb.data["w"].ne(0).sum())
+        return loss
+
+    # ---- shared ---------------------------------------------------------------------------
+    def _train(self, engine, mbs: list[MicroBatch],
+               loss: Callable[[nn.Module, MicroBatch, dict[str, float]], torch.Tensor]) -> dict[str, float]:
+        acc: dict[str, float] = defaultdict(float)
+        dev = self._device()
+        out = engine.train_step([mb.to(dev) for mb in mbs], lambda module, mb: (loss(module, mb, acc), {}))
+        tokens = max(acc.pop("tokens", 0.0), 1.0)
+        metrics = {k: (v if k.endswith("loss") or k == "ratio_max" else v / tokens) for k, v in acc.items()}
+        metrics.update({k: float(v) for k, v in out.items() if k in ("grad_norm", "lr", "skipped")})
+        metrics["trained_tokens"] = tokens
+        return metrics
+
+
+def _filler_row(cfg: ModelConfig) -> Row:
+    row = Row(traj_index=0)
+    row.train(row.add(cfg.pad_token_id, 0, False, 0), cfg.pad_token_id, 0, 0, 0.0)
+    return row

@@ -1,0 +1,67 @@
+"""Diffusion value model and its step-level returns/advantages (DESIGN §6.2)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from models.transformer import DiffusionLM
+from rollout.trajectory import Trajectory
+
+from .batching import MicroBatch
+from .rows import Sequence, block_step_groups, shrink_groups
+
+
+class ValueModel(nn.Module):
+    """A same-family backbone with a zero-initialised linear head: V starts at 0 everywhere."""
+
+    def __init__(self, backbone: DiffusionLM) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.config = backbone.config
+        self.value_head = nn.Linear(backbone.config.hidden_size, 1)
+        nn.init.zeros_(self.value_head.weight)
+        nn.init.zeros_(self.value_head.bias)
+
+    def forward(self, mb: MicroBatch) -> torch.Tensor:
+        """[M] values of the trained tokens, read at each token's own noisy slot (its pre-step state)."""
+        h = self.backbone.hidden_states(mb.input_ids, mb.position_ids, mb.attn_mask)
+        return self.value_head(h[mb.value_at]).squeeze(-1).float()
+
+
+def step_ranks(t: Trajectory, shrink: int, mask_id: int) -> list[int]:
+    """0-based index t(j) of each response token's shrunk step among the response's ordered steps."""
+    seq = Sequence.of(t, mask_id)
+    if t.canvas_len:  # full attention: one global grouping
+        groups = shrink_groups(t.step_map, shrink)
+    else:  # block models: groups per block; blocks are decoded in order, so concatenation is ordered
+        groups = [g for gs in block_step_groups(seq, t.block_size, shrink).values() for g in gs]
+    rank = {s: k for k, g in enumerate(groups) for s in g}
+    return [rank[s] for s in t.step_map]
+
+
+def token_targets(values: torch.Tensor, rewards: torch.Tensor, ranks: torch.Tensor, gamma: float,
+                  lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Returns (R_j, A_j) for one response from token values V_j, rewards r_j and step ranks t(j).
+
+    Step means r*_t, V*_t; R*_t = r*_t + γR*_{t+1}; δ*_t = r*_t − V*_t + γV*_{t+1};
+    A*_t = δ*_t + γλA*_{t+1}; R_j = r_j + γR*_{t+1}; A_j = (r_j − V_j) + γV*_{t+1} + γλA*_{t+1}.
+    """
+    S = int(ranks.max()) + 1
+    count = torch.zeros(S, dtype=torch.float64).index_add_(0, ranks, torch.ones_like(values, dtype=torch.float64))
+    r_star = torch.zeros(S, dtype=torch.float64).index_add_(0, ranks, rewards.double()) / count
+    v_star = torch.zeros(S, dtype=torch.float64).index_add_(0, ranks, values.double()) / count
+    R = torch.zeros(S + 1, dtype=torch.float64)  # index S is the empty future
+    A = torch.zeros(S + 1, dtype=torch.float64)
+    V = torch.cat([v_star, torch.zeros(1, dtype=torch.float64)])
+    for s in range(S - 1, -1, -1):
+        R[s] = r_star[s] + gamma * R[s + 1]
+        A[s] = r_star[s] - V[s] + gamma * V[s + 1] + gamma * lam * A[s + 1]
+    nxt = ranks + 1
+    returns = rewards.double() + gamma * R[nxt]
+    adv = (rewards.double() - values.double()) + gamma * V[nxt] + gamma * lam * A[nxt]
+    return returns.float(), adv.float()
+
+
+def outcome_rewards(ranks: torch.Tensor, advantage: float) -> torch.Tensor:
+    """Outcome reward: Â_i on the tokens of the final step, 0 elsewhere."""
+    return torch.where(ranks == ranks.max(), advantage, 0.0)

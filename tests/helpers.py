@@ -1,0 +1,34 @@
+"""Tiny random models and prompts shared by the sampler and learner tests."""
+import torch
+
+from models.config import ModelConfig
+from models.transformer import DiffusionLM
+from rollout.params import SamplingParams
+
+STRATEGIES = ["static", "dynamic", "entropy_bounded", "random", "sequential"]
+MASK, EOS, PAD = 11, 1, 0
+
+
+def tiny_model(block_size: int = 4, family: str = "tiny", vocab: int = 12, seed: int = 0) -> DiffusionLM:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(family=family, vocab_size=vocab, hidden_size=32, intermediate_size=64, num_layers=2,
+                      num_heads=4, num_kv_heads=2, head_dim=8, block_size=block_size, max_position_embeddings=256,
+                      mask_token_id=MASK, eos_token_id=EOS, pad_token_id=PAD)
+    model = DiffusionLM(cfg).eval()
+    with torch.no_grad():  # sharper distributions, so dynamic/entropy strategies commit several per pass
+        model.lm_head.weight.mul_(8.0)
+    return model
+
+
+def prompts_mixed(block: int) -> list[list[int]]:
+    g = torch.Generator().manual_seed(1)
+    lengths = [block * 2, block * 3 + 1, 3, block + block - 1]  # multiples and non-multiples of B
+    return [torch.randint(2, 10, (n,), generator=g).tolist() for n in lengths]
+
+
+def params(**kw) -> SamplingParams:
+    base = dict(block_size=4, steps_per_block=2, max_new_tokens=24, threshold=0.5, entropy_bound=0.8, seed=3)
+    base.update(kw)
+    return SamplingParams(**base)
+
+

@@ -33,13 +33,17 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 class Rotary(nn.Module):
+    """RoPE tables computed in fp32 on every call: no buffer, so casting the model to bf16
+    cannot degrade the frequencies (that loses precision at long positions)."""
+
     def __init__(self, head_dim: int, theta: float) -> None:
         super().__init__()
-        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.head_dim, self.theta = head_dim, theta
 
     def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        freqs = position_ids[..., None].float() * self.inv_freq  # [N, T, D/2]
+        exponent = torch.arange(0, self.head_dim, 2, dtype=torch.int64, device=position_ids.device).float()
+        inv_freq = 1.0 / (self.theta ** (exponent / self.head_dim))
+        freqs = position_ids[..., None].float() * inv_freq  # [N, T, D/2]
         emb = torch.cat((freqs, freqs), dim=-1)
         return emb.cos().to(dtype)[:, None], emb.sin().to(dtype)[:, None]  # [N, 1, T, D]
 

@@ -25,6 +25,7 @@ class SamplingParams(BaseModel):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_new_tokens: int = Field(256, ge=1)
     stop_token_ids: tuple[int, ...] = ()
+    ignore_eos: bool = False  # benchmarks: always decode max_new_tokens
     use_cache: bool = True
     seed: int = 0
 

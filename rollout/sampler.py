@@ -98,7 +98,8 @@ def generate(model: DiffusionLM, prompts: list[list[int]], params: SamplingParam
     row_seed = torch.tensor(seeds if seeds is not None else [params.seed * 1000003 + i for i in range(n)])
     block_mask = B if cfg.attention == "block_causal" else None
     shift = int(cfg.shift_logits)
-    stop_ids = torch.tensor(sorted({cfg.eos_token_id, *cfg.stop_token_ids, *params.stop_token_ids}))
+    stop_ids = torch.tensor([] if params.ignore_eos else
+                            sorted({cfg.eos_token_id, *cfg.stop_token_ids, *params.stop_token_ids}), dtype=torch.long)
     row_steps = torch.zeros(n, dtype=torch.long)
     results: list[Trajectory | None] = [None] * n
     active = torch.arange(n)

@@ -4,10 +4,10 @@ import torch
 
 from helpers import MASK, PAD, params, prompts_mixed, tiny_model
 from learner.batching import micro_batches
+from learner.bruteforce import state_logprobs
 from learner.logprobs import token_logprobs
 from learner.losses import ppo_clip
 from learner.rows import Sequence, block_step_groups, shrink_groups, trace_rows
-from models.masks import column_mask
 from rollout.sampler import generate
 from rollout.trajectory import Trajectory
 
@@ -54,23 +54,11 @@ def test_full_attention_learner_logprobs_equal_uncached_sampler(family):
 
 
 def brute_force_loss(model, trajs, adv, old) -> torch.Tensor:
-    """One forward per (block, step) state over the bare sequence, summing PPO terms of its tokens."""
     total = torch.zeros(())
     for i, t in enumerate(trajs):
-        seq = Sequence.of(t, MASK)
-        for b, groups in block_step_groups(seq, t.block_size, 1).items():
-            for g in groups:
-                end = min((b + 1) * t.block_size, len(seq.ids))
-                state = [tok if p < b * t.block_size or p < seq.prompt_len or s < g[0] else MASK
-                         for p, (tok, s) in enumerate(zip(seq.ids[:end], seq.steps[:end]))]
-                trained = [p for p in range(b * t.block_size, end) if seq.is_response(p) and seq.steps[p] in g]
-                cols = torch.arange(end)
-                logits = model(torch.tensor([state]), cols[None],
-                               column_mask(cols, cols, torch.ones(1, end, dtype=torch.bool), t.block_size))[0]
-                logits = logits.float().index_fill(-1, torch.tensor([MASK]), float("-inf"))
-                logp = torch.log_softmax(logits[trained], -1).gather(-1, torch.tensor(seq.ids)[trained, None])[:, 0]
-                o = torch.tensor([old[(i, p - seq.prompt_len)] for p in trained])
-                total = total + ppo_clip(logp, o, torch.full_like(o, adv[i]), 0.2, 0.2)[0].sum()
+        logp = state_logprobs(model, t, MASK)
+        o = torch.tensor([old[(i, j)] for j in range(len(t.response_ids))])
+        total = total + ppo_clip(logp, o, torch.full_like(o, adv[i]), 0.2, 0.2)[0].sum()
     return total
 
 

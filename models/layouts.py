@@ -1,0 +1,109 @@
+"""How each family's Hugging Face checkpoints name their config keys and tensors.
+
+One `Layout` per family, read and written by models/checkpoint.py. Our module names follow the
+Qwen layout (models/transformer.py), so Qwen-shaped families only add a `model.` prefix while
+LLaDA (OLMo naming) renames through its tables.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Layout:
+    model_type: str
+    architectures: list[str]
+    # ModelConfig field -> config.json key(s). Every key is written; the first one present is read.
+    keys: dict[str, tuple[str, ...]]
+    # config.json keys whose value is the only one our decoder implements (written; checked on read).
+    fixed: dict[str, object]
+    prefix: str  # before every tensor name except the LM head
+    lm_head: str  # full tensor name of the output projection
+    layer_prefix: str = "layers."
+    top: dict[str, str] = field(default_factory=dict)  # our top-level module -> theirs
+    layer: dict[str, str] = field(default_factory=dict)  # our per-layer module -> theirs
+
+    def tensor_name(self, ours: str) -> str:
+        """Checkpoint name of our state_dict entry `ours` (e.g. layers.3.mlp.up_proj.weight)."""
+        module, kind = ours.rsplit(".", 1)
+        if module == "lm_head":
+            return self.lm_head
+        if module.startswith("layers."):
+            _, index, rest = module.split(".", 2)
+            return f"{self.prefix}{self.layer_prefix}{index}.{self.layer.get(rest, rest)}.{kind}"
+        return f"{self.prefix}{self.top.get(module, module)}.{kind}"
+
+
+# Keys shared by every family: token ids and our block size (extra keys reference engines ignore).
+_COMMON_KEYS: dict[str, tuple[str, ...]] = {
+    "block_size": ("block_size",),
+    "mask_token_id": ("mask_token_id",),
+    "eos_token_id": ("eos_token_id",),
+    "pad_token_id": ("pad_token_id",),
+    "stop_token_ids": ("stop_token_ids",),
+}
+
+# Qwen2 (Dream) configs have no head_dim: its code derives hidden_size // num_attention_heads.
+_QWEN2_KEYS: dict[str, tuple[str, ...]] = {
+    "vocab_size": ("vocab_size",),
+    "hidden_size": ("hidden_size",),
+    "intermediate_size": ("intermediate_size",),
+    "num_layers": ("num_hidden_layers",),
+    "num_heads": ("num_attention_heads",),
+    "num_kv_heads": ("num_key_value_heads",),
+    "max_position_embeddings": ("max_position_embeddings",),
+    "rope_theta": ("rope_theta",),
+    "rms_norm_eps": ("rms_norm_eps",),
+    "tie_word_embeddings": ("tie_word_embeddings",),
+    **_COMMON_KEYS,
+}
+_QWEN3_KEYS = {**_QWEN2_KEYS, "head_dim": ("head_dim",)}
+
+SDAR = Layout(
+    model_type="sdar", architectures=["SDARForCausalLM"], keys=_QWEN3_KEYS,
+    fixed={"hidden_act": "silu", "attention_bias": False},
+    prefix="model.", lm_head="lm_head.weight")
+
+DREAM = Layout(
+    model_type="Dream", architectures=["DreamModel"], keys=_QWEN2_KEYS,
+    fixed={"hidden_act": "silu", "use_sliding_window": False},
+    prefix="model.", lm_head="lm_head.weight")
+
+LLADA = Layout(
+    model_type="llada", architectures=["LLaDAModelLM"],
+    keys={
+        # embedding_size is the (padded) table size; LLaDA ships vocab_size equal to it.
+        "vocab_size": ("embedding_size", "vocab_size"),
+        "hidden_size": ("d_model",),
+        "intermediate_size": ("mlp_hidden_size",),
+        "num_layers": ("n_layers",),
+        "num_heads": ("n_heads",),
+        "num_kv_heads": ("n_kv_heads",),
+        "max_position_embeddings": ("max_sequence_length",),
+        "rope_theta": ("rope_theta",),
+        "rms_norm_eps": ("rms_norm_eps",),
+        "tie_word_embeddings": ("weight_tying",),
+        **_COMMON_KEYS,
+    },
+    fixed={"block_type": "llama", "activation_type": "silu", "layer_norm_type": "rms",
+           "layer_norm_with_affine": True, "include_bias": False, "include_qkv_bias": False,
+           "attention_layer_norm": False, "input_emb_norm": False, "scale_logits": False,
+           "alibi": False, "rope": True, "block_group_size": 1},
+    prefix="model.transformer.", lm_head="model.transformer.ff_out.weight",
+    layer_prefix="blocks.",
+    top={"embed_tokens": "wte", "norm": "ln_f"},
+    # In LLaDA's llama block ff_proj is the SwiGLU gate (activation applied), up_proj the linear
+    # branch and ff_out the down projection.
+    layer={"self_attn.q_proj": "q_proj", "self_attn.k_proj": "k_proj", "self_attn.v_proj": "v_proj",
+           "self_attn.o_proj": "attn_out", "mlp.gate_proj": "ff_proj", "mlp.up_proj": "up_proj",
+           "mlp.down_proj": "ff_out", "input_layernorm": "attn_norm",
+           "post_attention_layernorm": "ff_norm"})
+
+# Checkpoint layout of each of our families (tiny is an SDAR-shaped model).
+FAMILY_LAYOUTS: dict[str, Layout] = {"sdar": SDAR, "tiny": SDAR, "dream": DREAM, "llada": LLADA}
+
+# config.json model_type -> family; plain qwen3 is a causal SDAR (block size 1 gives parity).
+MODEL_TYPES: dict[str, str] = {"sdar": "sdar", "qwen3": "sdar", "Dream": "dream", "llada": "llada"}
+
+# Mask ids the released checkpoints of each family use, when neither config nor tokenizer says.
+KNOWN_MASK_IDS: dict[str, int] = {"sdar": 151669, "dream": 151666, "llada": 126336}

@@ -1,0 +1,43 @@
+"""The tiny built-in model: an SDAR-shaped block-diffusion decoder on the character tokenizer.
+
+It is written to disk like any real checkpoint, so tests and the built-in task load it through
+exactly the path a TraDo checkpoint takes (load_model + load_tokenizer).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from .checkpoint import save_model
+from .config import ModelConfig
+from .tokenizer import build_tiny_tokenizer
+from .transformer import DiffusionLM
+
+
+def tiny_config(tokenizer: PreTrainedTokenizerBase, **overrides: Any) -> ModelConfig:
+    """~0.8M parameters: hidden 128, 4 layers, 4 heads (2 KV), block size 4, 512 positions."""
+    values: dict[str, Any] = dict(
+        family="tiny", vocab_size=len(tokenizer), hidden_size=128, intermediate_size=384, num_layers=4,
+        num_heads=4, num_kv_heads=2, head_dim=32, max_position_embeddings=512, rope_theta=10000.0,
+        rms_norm_eps=1e-6, block_size=4, mask_token_id=tokenizer.mask_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    values.update(overrides)
+    return ModelConfig(**values)
+
+
+def write_tiny_checkpoint(path: str | Path, seed: int = 0, *, extra_tokens: list[str] | None = None,
+                          **overrides: Any) -> Path:
+    """Save the tiny tokenizer and a seeded random tiny model (overrides go to tiny_config)."""
+    tokenizer = build_tiny_tokenizer(extra_tokens)
+    cfg = tiny_config(tokenizer, **overrides)
+    with torch.random.fork_rng(devices=[]):  # seeded without disturbing the caller's RNG stream
+        torch.manual_seed(seed)
+        model = DiffusionLM(cfg)
+        with torch.no_grad():
+            for param in model.parameters():
+                if param.dim() > 1:  # matrices N(0, 0.02) as in GPT/Qwen init; norms stay 1
+                    param.normal_(0.0, 0.02)
+    return save_model(model, path, tokenizer)

@@ -137,7 +137,7 @@ class PolicyUpdater:
         acc["clip_frac"] += float(clipped.float().sum())
         acc["kl"] += float(kl.detach().sum())
         acc["entropy"] += float(entropy.detach().sum())
-        acc["ratio_max"] = max(acc["ratio_max"], float((logp - d["old_logp"]).exp().max()) if n else 0.0)
+        acc["ratio_max"] = max(acc["ratio_max"], float((logp.detach() - d["old_logp"]).exp().max()) if n else 0.0)
         acc["tokens"] += n
         return loss
 

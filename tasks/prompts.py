@@ -1,0 +1,58 @@
+"""Turn a task row into prompt text: the tokenizer's chat template, or the raw question.
+
+The instruction sentences match the prompts TraDo/SDAR models were RL-trained with in
+Gen-Verse/dLLM-RL (sample/trado_rl_rollout.py), so those checkpoints see familiar prompts;
+the trailing spaces in the code instructions are theirs too."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from .rows import Kind, Row
+
+Template = Literal["chat", "plain", "auto"]
+
+MATH_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+CODE_FUNCTION_INSTRUCTION = ("Place your code within a single Python code block ```python ```. "
+                             "Do not include more than one code block. ")
+CODE_STDIO_INSTRUCTION = ("You should put your code in ```python ```. Use input() to read input "
+                          "and print() to produce output in your script. ")
+
+
+def user_message(row: Row, kind: Kind) -> str:
+    """The user turn of a chat prompt: the question plus the task's answer-format instruction."""
+    question = row["question"]
+    if kind == "math":
+        return f"{question}\n{MATH_INSTRUCTION}"
+    if kind == "code":
+        if row["test_method"] == "stdio":
+            return f"This is the problem:\n{question}\n{CODE_STDIO_INSTRUCTION}"
+        return f"{question}\n{CODE_FUNCTION_INSTRUCTION}"
+    raise ValueError(f"unknown task kind {kind!r}; choose 'math' or 'code'")
+
+
+def response_prefix(row: Row, kind: Kind) -> str:
+    """Text the response is forced to start with: a function test's code `prefix` (e.g. the
+    signature), which the code reward prepends to the response before extracting code."""
+    if kind == "code" and row.get("test_method") == "function":
+        return row.get("prefix") or ""
+    return ""
+
+
+def build_prompt(row: Row, tokenizer: Any, template: Template = "auto", kind: Kind = "math") -> str:
+    """Prompt text for `row`.
+
+    "chat": the tokenizer's chat template around `user_message` (error if it has none);
+    "plain": the question exactly as written (built-in tasks phrase it as a complete prompt);
+    "auto": "chat" when the tokenizer has a chat template, else "plain".
+    Both end with the row's response prefix, if any."""
+    if template not in ("chat", "plain", "auto"):
+        raise ValueError(f"unknown prompt template {template!r}; choose 'chat', 'plain' or 'auto'")
+    has_chat = getattr(tokenizer, "chat_template", None) is not None
+    if template == "chat" and not has_chat:
+        raise ValueError("template='chat' but the tokenizer has no chat_template; "
+                         "use 'plain' or 'auto'")
+    if template == "plain" or not has_chat:
+        return row["question"] + response_prefix(row, kind)
+    messages = [{"role": "user", "content": user_message(row, kind)}]
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return text + response_prefix(row, kind)

@@ -1,0 +1,151 @@
+"""Tasks by name: where rows come from, how prompts are templated, which reward scores them.
+
+    task = get_task("arith", max_digits=3)
+    task.train_rows(10_000, seed=0); task.eval_rows(500, seed=0); task.reward(text, row)
+
+Train and eval rows of one seed never share a question (see splits.py). `reward_path` is the
+string form of the reward (what `rewards.get_reward` takes), for processes that resolve it
+themselves, e.g. reward workers."""
+from __future__ import annotations
+
+import functools
+import importlib
+import random
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+from .builtin.arith import sample_arith
+from .builtin.countdown import sample_countdown
+from .builtin.sudoku4 import sample_sudoku4
+from .loaders import OnError, load_rows
+from .prompts import Template
+from .rows import Kind, RewardFn, Row
+from .splits import Split, check_eval_fraction, is_eval, split_rows
+
+DEFAULT_EVAL_FRACTION = 0.1
+
+
+class RowSource(Protocol):
+    def train_rows(self, n: int | None, seed: int) -> list[Row]: ...
+    def eval_rows(self, n: int | None, seed: int) -> list[Row]: ...
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    kind: Kind
+    template: Template
+    reward_path: str  # "math", "code" or "package.module:function"
+    rows: RowSource
+
+    def train_rows(self, n: int | None, seed: int) -> list[Row]:
+        return self.rows.train_rows(n, seed)
+
+    def eval_rows(self, n: int | None, seed: int) -> list[Row]:
+        return self.rows.eval_rows(n, seed)
+
+    @functools.cached_property
+    def reward(self) -> RewardFn:
+        return resolve_reward(self.reward_path)
+
+
+def resolve_reward(path: str) -> RewardFn:
+    """A dotted "module:function" is imported here; a name ("math", "code") comes from
+    rewards.get_reward, imported lazily so built-in tasks work without the reward stack."""
+    module, _, attr = path.partition(":")
+    if attr:
+        return getattr(importlib.import_module(module), attr)
+    from rewards import get_reward
+
+    return get_reward(path)
+
+
+@dataclass(frozen=True)
+class GeneratedRows:
+    """Rows drawn from a generator; train and eval use separate seed streams and each keeps only
+    the rows of its side of the hash partition. Eval rows are distinct questions."""
+
+    sample: Callable[[random.Random], Row]
+    eval_fraction: float = DEFAULT_EVAL_FRACTION
+
+    def train_rows(self, n: int | None, seed: int) -> list[Row]:
+        return self._draw(n, seed, want_eval=False)
+
+    def eval_rows(self, n: int | None, seed: int) -> list[Row]:
+        return self._draw(n, seed, want_eval=True)
+
+    def _draw(self, n: int | None, seed: int, want_eval: bool) -> list[Row]:
+        if n is None:
+            raise ValueError("generated tasks have no natural size; pass the number of rows")
+        side = "eval" if want_eval else "train"
+        rng = random.Random(f"{side}:{seed}")  # str seeds are hashed with sha512: stable
+        rows: list[Row] = []
+        seen: set[str] = set()
+        attempts = 0
+        while len(rows) < n:
+            if attempts == 100 * n + 1000:
+                raise ValueError(f"found only {len(rows)} of {n} distinct {side} rows: the problem "
+                                 "space is too small (widen the difficulty knobs or ask for fewer)")
+            attempts += 1
+            row = self.sample(rng)
+            if is_eval(row, seed, self.eval_fraction) != want_eval:
+                continue
+            if want_eval and row["question"] in seen:
+                continue
+            seen.add(row["question"])
+            rows.append(row)
+        return rows
+
+
+@dataclass(frozen=True)
+class FileRows:
+    """Rows loaded from files. Without an eval file, one file is split by the hash partition."""
+
+    train: list[Row]
+    eval: list[Row] | None = None
+    eval_fraction: float = DEFAULT_EVAL_FRACTION
+
+    def train_rows(self, n: int | None, seed: int) -> list[Row]:
+        return (self.train if self.eval is not None else self._split(seed).train)[:n]
+
+    def eval_rows(self, n: int | None, seed: int) -> list[Row]:
+        return (self.eval if self.eval is not None else self._split(seed).eval)[:n]
+
+    def _split(self, seed: int) -> Split:
+        return split_rows(self.train, seed, self.eval_fraction)
+
+
+def _builtin(name: str, sample: Callable[..., Row], eval_fraction: float = DEFAULT_EVAL_FRACTION,
+             **knobs: object) -> Task:
+    check_eval_fraction(eval_fraction)
+    bound = functools.partial(sample, **knobs)
+    bound(random.Random(0))  # check the knobs now, not on the first draw
+    reward_path = f"{sample.__module__}:reward"  # each built-in module defines `reward`
+    return Task(name, "math", "plain", reward_path, GeneratedRows(bound, eval_fraction))
+
+
+def _file_task(name: str, kind: Kind, path: str, eval_path: str | None = None,
+               on_error: OnError = "raise", split: str | None = None, template: Template = "auto",
+               eval_fraction: float = DEFAULT_EVAL_FRACTION, reward: str | None = None) -> Task:
+    check_eval_fraction(eval_fraction)
+    train = load_rows(path, kind, on_error, split).rows
+    eval_rows = load_rows(eval_path, kind, on_error, split).rows if eval_path else None
+    return Task(name, kind, template, reward or kind, FileRows(train, eval_rows, eval_fraction))
+
+
+TASKS: dict[str, Callable[..., Task]] = {
+    "arith": functools.partial(_builtin, "arith", sample_arith),
+    "countdown": functools.partial(_builtin, "countdown", sample_countdown),
+    "sudoku4": functools.partial(_builtin, "sudoku4", sample_sudoku4),
+    "math_jsonl": functools.partial(_file_task, "math_jsonl", "math"),
+    "code_jsonl": functools.partial(_file_task, "code_jsonl", "code"),
+}
+
+
+def get_task(name: str, **knobs: object) -> Task:
+    """The task `name` configured by `knobs`: a built-in task's difficulty knobs and
+    eval_fraction; a file task's path, eval_path, on_error, split (of a saved DatasetDict),
+    template, eval_fraction and reward (a reward name or "module:function"; default: its kind)."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; choose from {sorted(TASKS)}")
+    return TASKS[name](**knobs)

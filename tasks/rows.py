@@ -1,0 +1,59 @@
+"""Row schemas of the reference data format (Gen-Verse/dLLM-RL JSON fields).
+
+Validation only checks a row; the row dict itself travels on unchanged (extra fields included),
+because reward functions may read fields we do not know about."""
+from __future__ import annotations
+
+from typing import Any, Callable, Literal
+
+from pydantic import (BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr,
+                      model_validator)
+
+Kind = Literal["math", "code"]
+Row = dict[str, Any]
+RewardFn = Callable[[str, Row], dict[str, Any]]
+
+
+class MathRow(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    question: str
+    # Some datasets store numeric answers as numbers; the math reward compares str(answer).
+    ground_truth_answer: StrictStr | StrictInt | StrictFloat
+
+
+class CodeRow(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    question: str
+    test_method: Literal["function", "stdio"]
+    test_list: list[str] | None = None  # assert statements, for "function"
+    test_input: list[str] | None = None  # one stdin text per test, for "stdio"
+    test_output: list[str] | None = None
+    test_time_limit: StrictInt | StrictFloat | None = Field(default=None, gt=0)
+    prefix: str | None = None  # code the response continues (function tests)
+
+    @model_validator(mode="after")
+    def _tests_match_method(self) -> "CodeRow":
+        if self.test_method == "function" and not self.test_list:
+            raise ValueError("test_method 'function' needs a non-empty test_list")
+        if self.test_method == "stdio":
+            if not self.test_input or self.test_output is None:
+                raise ValueError("test_method 'stdio' needs non-empty test_input and test_output")
+            if len(self.test_input) != len(self.test_output):
+                raise ValueError(f"test_input has {len(self.test_input)} items but test_output "
+                                 f"has {len(self.test_output)}")
+        return self
+
+
+ROW_MODELS: dict[str, type[BaseModel]] = {"math": MathRow, "code": CodeRow}
+
+
+def validate_row(raw: Any, kind: Kind) -> Row:
+    """Return `raw` unchanged if it is a valid row of `kind`, else raise ValueError saying why."""
+    if kind not in ROW_MODELS:
+        raise ValueError(f"unknown row kind {kind!r}; choose from {sorted(ROW_MODELS)}")
+    if not isinstance(raw, dict):
+        raise ValueError(f"a row must be a JSON object, got {type(raw).__name__}")
+    ROW_MODELS[kind].model_validate(raw)  # pydantic.ValidationError is a ValueError
+    return raw

@@ -89,7 +89,7 @@ class PolicyUpdater:
         return mbs
 
     def _device(self) -> torch.device:
-        return next(self.engine.module.parameters()).device
+        return self.engine.device
 
     @torch.no_grad()
     def _forward_logprobs(self, model: nn.Module, mbs: list[MicroBatch]) -> list[torch.Tensor]:

@@ -63,27 +63,32 @@ def quiet() -> None:
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
 
 
+def step(engine: TrainEngine, s: int, rank: int, split: bool) -> tuple[dict, dict]:
+    """Train on step s's shard; (metrics, full state dict after the step)."""
+    return engine.train_step(rank_micro_batches(s, rank, split), loss_fn), engine.full_state_dict()
+
+
 def run_steps(engine: TrainEngine, rank: int, split: bool) -> list[tuple[dict, dict]]:
-    """Two steps; after each, (metrics, full state dict)."""
-    return [(engine.train_step(rank_micro_batches(s, rank, split), loss_fn), engine.full_state_dict())
-            for s in (0, 1)]
+    return [step(engine, s, rank, split) for s in (0, 1)]
 
 
 def two_rank_worker(rank: int, port: int, out: str) -> None:
     """Every multi-rank check in one process pair: DeepSpeed's start-up is the slow part."""
     quiet()
+    torch.set_num_threads(1)  # two ranks share the test machine's cores
     init_distributed(rank, 2, "127.0.0.1", port)
     out_dir, res = Path(out), {}
 
     # ZeRO-2 with the optimizer offloaded; save after step 1, resume a fresh engine at step 2.
-    z2 = TrainEngine(make_model(), engine_cfg(backend="deepspeed", zero_stage=2, offload_optimizer=True))
-    res["zero2"] = [(z2.train_step(rank_micro_batches(0, rank, True), loss_fn), z2.full_state_dict())]
+    zero2 = engine_cfg(backend="deepspeed", zero_stage=2, offload_optimizer=True)
+    z2 = TrainEngine(make_model(), zero2)
+    res["zero2"] = [step(z2, 0, rank, split=True)]
     z2.save(out_dir / "zero2_ckpt")
-    res["zero2"].append((z2.train_step(rank_micro_batches(1, rank, True), loss_fn), z2.full_state_dict()))
-    resumed = TrainEngine(make_model(seed=1), engine_cfg(backend="deepspeed", zero_stage=2, offload_optimizer=True))
+    res["zero2"].append(step(z2, 1, rank, split=True))
+    resumed = TrainEngine(make_model(seed=1), zero2)
     resumed.load(out_dir / "zero2_ckpt")
     res["zero2_resumed_step"] = resumed.global_step
-    res["zero2_resumed"] = (resumed.train_step(rank_micro_batches(1, rank, True), loss_fn), resumed.full_state_dict())
+    res["zero2_resumed"] = step(resumed, 1, rank, split=True)
 
     # ZeRO-3 with offloaded, gradient-checkpointed params; unequal micro-batch counts per rank.
     z3 = TrainEngine(make_model(), engine_cfg(backend="deepspeed", zero_stage=3, offload_params=True,
@@ -98,6 +103,7 @@ def two_rank_worker(rank: int, port: int, out: str) -> None:
         res["one_rank_empty"] = str(e)
     res["all_empty"] = z3.train_step([], loss_fn)
 
-    res["zero0"] = run_steps(TrainEngine(make_model(), engine_cfg(backend="deepspeed", zero_stage=0)), rank, False)
-    res["ddp"] = run_steps(TrainEngine(make_model(), engine_cfg(backend="torch")), rank, True)
+    zero0 = TrainEngine(make_model(), engine_cfg(backend="deepspeed", zero_stage=0))
+    res["zero0"] = run_steps(zero0, rank, split=False)
+    res["ddp"] = run_steps(TrainEngine(make_model(), engine_cfg()), rank, split=True)
     torch.save(res, out_dir / f"rank{rank}.pt")

@@ -1,0 +1,142 @@
+"""The learner's training engine (DESIGN §6.4): one per learner process, kept for the whole run.
+
+Optimizer and scheduler state therefore persist across RL steps (the reference rebuilt AdamW
+every step). Gradient accumulation lives in `train_step` only; the backends (engine_torch.py,
+engine_deepspeed.py) differ just in how they backward, step, gather and save.
+
+Data parallelism: gradients are averaged over ranks (DDP / DeepSpeed semantics), so a rank's
+loss should be normalised such that the mean over ranks is the global loss. train_step,
+full_state_dict, save, load and export_hf are collective: every rank calls them together.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable, ContextManager, Protocol
+
+import torch
+from torch import nn
+
+from models.checkpoint import save_model
+from models.transformer import DiffusionLM
+
+from . import distributed
+from .engine_config import EngineConfig
+from .engine_torch import TorchBackend
+
+LossFn = Callable[[Any, Any], tuple[torch.Tensor, dict[str, float]]]
+
+
+class Backend(Protocol):
+    module: nn.Module  # the model itself
+    model: Any  # what loss_fn receives: the DDP / DeepSpeed wrapper, or the model itself
+    device: torch.device
+
+    def accumulate(self, last: bool) -> ContextManager[Any]: ...
+    def autocast(self) -> ContextManager[Any]: ...
+    def backward(self, loss: torch.Tensor) -> None: ...
+    def lr(self) -> float: ...
+    def step(self) -> float: ...
+    def gathered(self, tensor: torch.Tensor) -> ContextManager[Any]: ...
+    def save(self, path: Path, client_state: dict[str, Any]) -> None: ...
+    def load(self, path: Path) -> dict[str, Any]: ...
+
+
+class TrainEngine:
+    def __init__(self, model: nn.Module, cfg: EngineConfig) -> None:
+        if cfg.dtype == "bf16" and not torch.cuda.is_available():
+            raise ValueError("engine.dtype=bf16 needs a GPU; use engine.dtype=fp32 on CPU")
+        if cfg.gradient_checkpointing:  # on every DiffusionLM inside (e.g. a value model's backbone)
+            supporting = [m for m in model.modules() if hasattr(m, "gradient_checkpointing")]
+            if not supporting:
+                raise ValueError(f"engine.gradient_checkpointing=true: {type(model).__name__} has no "
+                                 "gradient_checkpointing switch")
+            for m in supporting:
+                m.gradient_checkpointing = True
+        self.cfg = cfg
+        self.global_step = 0  # optimizer steps taken (skipped steps do not count)
+        if cfg.backend == "deepspeed":
+            from .engine_deepspeed import DeepSpeedBackend  # deepspeed is slow to import: only when used
+            self._backend: Backend = DeepSpeedBackend(model, cfg)
+        else:
+            self._backend = TorchBackend(model, cfg)
+
+    @property
+    def module(self) -> nn.Module:
+        """The model, for forwards outside training (e.g. old log-probs under no_grad). Under
+        ZeRO-3 its forward gathers weights, so all ranks must run it together."""
+        return self._backend.module
+
+    @property
+    def device(self) -> torch.device:
+        """Where loss_fn should put its micro-batch tensors."""
+        return self._backend.device
+
+    def train_step(self, micro_batches: list[Any], loss_fn: LossFn) -> dict[str, float]:
+        """One optimizer step over `micro_batches`, accumulating their gradients.
+
+        loss_fn(model, micro_batch) -> (loss, metrics): `model` is the training wrapper — call it
+        like the model; read attributes from `engine.module`. Each micro-batch's loss is
+        backpropagated as is: the objective normalises it by the whole step's denominator, so the
+        sum over micro-batches is the step loss. Metrics must be normalised the same way and carry
+        the same keys on every rank: they are summed over micro-batches, then averaged over ranks
+        (as is "loss", added here). Also returned: "grad_norm" (global, before clipping) and "lr"
+        (the one this step used).
+
+        Ranks may hold different numbers of micro-batches: one with fewer re-runs loss_fn on its
+        first micro-batch with the loss weighted 0 and the metrics dropped (so loss_fn should not
+        count things through side effects). Empty `micro_batches` on every rank: no-op returning
+        {"skipped": 1.0}. Empty on some ranks only: ValueError on all ranks.
+        """
+        b = self._backend
+        fewest, most = distributed.count_range(len(micro_batches), b.device)
+        if most == 0:
+            return {"skipped": 1.0}
+        if fewest == 0:
+            raise ValueError("train_step: some ranks got no micro-batches while others did; give every "
+                             "rank at least one, or none to all of them to skip the step")
+        b.module.train()
+        sums: dict[str, float] = defaultdict(float)
+        # ZeRO-2/3 communicate inside every backward (and ZeRO-3 in every forward), so all ranks run
+        # `most` of them: a rank with fewer micro-batches repeats its first one with zero weight.
+        for i in range(most):
+            real = i < len(micro_batches)
+            with b.accumulate(last=i == most - 1):
+                with b.autocast():
+                    loss, metrics = loss_fn(b.model, micro_batches[i if real else 0])
+                b.backward(loss if real else loss * 0.0)
+            if real:
+                for key, value in {"loss": loss.detach(), **metrics}.items():
+                    sums[key] += float(value)
+        lr = b.lr()
+        grad_norm = b.step()
+        self.global_step += 1
+        return {**distributed.mean_over_ranks(sums, b.device), "grad_norm": grad_norm, "lr": lr}
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """The full weights on CPU (gathered one tensor at a time under ZeRO-3) on rank 0; {} on
+        the other ranks. Dtype is the training dtype of the module (bf16 under DeepSpeed bf16)."""
+        out: dict[str, torch.Tensor] = {}
+        for name, tensor in self.module.state_dict(keep_vars=True).items():
+            with self._backend.gathered(tensor):
+                if distributed.rank() == 0:
+                    out[name] = tensor.detach().to("cpu", copy=True)
+        return out
+
+    def save(self, path: str | Path) -> None:
+        """Model, optimizer, scheduler and step counter, so that load + step == uninterrupted.
+        `path` must be on a filesystem every rank can read (rank 0 writes the shared parts)."""
+        self._backend.save(Path(path), {"global_step": self.global_step})
+
+    def load(self, path: str | Path) -> None:
+        self.global_step = self._backend.load(Path(path))["global_step"]
+
+    def export_hf(self, path: str | Path, tokenizer: Any = None) -> None:
+        """Write the policy (a DiffusionLM) in its HF layout; rank 0 writes."""
+        state = self.full_state_dict()
+        if distributed.rank() == 0:
+            with torch.device("meta"):  # a weightless shell to carry the gathered tensors
+                shell = DiffusionLM(self.module.config)
+            shell.load_state_dict(state, assign=True)
+            save_model(shell, path, tokenizer)
+        distributed.barrier()

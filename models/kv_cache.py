@@ -21,16 +21,16 @@ class KVCache:
     def capacity(self) -> int:
         return self.keys[0].shape[2]
 
-    def read(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.keys[layer][:, :, :self.length], self.values[layer][:, :, :self.length]
-
-    def write(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Store K/V of new columns after the current length (committed by `advance`)."""
-        n = k.shape[2]
-        if self.length + n > self.capacity:
-            raise ValueError(f"KV cache overflow: {self.length}+{n} > capacity {self.capacity}")
-        self.keys[layer][:, :, self.length:self.length + n] = k
-        self.values[layer][:, :, self.length:self.length + n] = v
+    def extend(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write the query's K/V right after the committed columns and return committed + query
+        K/V as views (no concatenation copy). Only `advance` commits columns, so the query's
+        uncommitted tail is simply overwritten by the next call."""
+        end = self.length + k.shape[2]
+        if end > self.capacity:
+            raise ValueError(f"KV cache overflow: {self.length}+{k.shape[2]} > capacity {self.capacity}")
+        self.keys[layer][:, :, self.length:end] = k
+        self.values[layer][:, :, self.length:end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
     def advance(self, n: int) -> None:
         self.length += n

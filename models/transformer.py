@@ -61,7 +61,7 @@ class Attention(nn.Module):
             self.k_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
-                cache: KVCache | None, layer: int, cache_write: int) -> torch.Tensor:
+                cache: KVCache | None, layer: int) -> torch.Tensor:
         n, t, _ = x.shape
         q = self.q_proj(x).view(n, t, self.num_heads, self.head_dim)
         k = self.k_proj(x).view(n, t, self.num_kv_heads, self.head_dim)
@@ -72,10 +72,7 @@ class Attention(nn.Module):
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         if cache is not None:
-            past_k, past_v = cache.read(layer)
-            if cache_write:
-                cache.write(layer, k[:, :, :cache_write], v[:, :, :cache_write])
-            k, v = torch.cat((past_k, k), dim=2), torch.cat((past_v, v), dim=2)
+            k, v = cache.extend(layer, k, v)
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=None if mask is None else mask[:, None],
             enable_gqa=self.num_heads != self.num_kv_heads)
@@ -101,8 +98,8 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, cos, sin, mask, cache, layer, cache_write):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer, cache_write)
+    def forward(self, x, cos, sin, mask, cache, layer):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -127,15 +124,16 @@ class DiffusionLM(nn.Module):
         """Final-normed hidden states [N, T, H].
 
         attn_mask: bool [N, T, S] (True = may attend), S = cached columns + T; None = attend all.
-        cache_write: K/V of the first `cache_write` query columns are appended to `kv_cache`.
+        cache_write: the first `cache_write` query columns are committed to `kv_cache` (their K/V
+        are kept; the rest of the query's K/V is overwritten by the next call).
         """
         x = self.embed_tokens(input_ids)
         cos, sin = self.rotary(position_ids, x.dtype)
         for i, layer in enumerate(self.layers):
             if self.gradient_checkpointing and self.training and kv_cache is None:
-                x = checkpoint(layer, x, cos, sin, attn_mask, None, i, 0, use_reentrant=False)
+                x = checkpoint(layer, x, cos, sin, attn_mask, None, i, use_reentrant=False)
             else:
-                x = layer(x, cos, sin, attn_mask, kv_cache, i, cache_write)
+                x = layer(x, cos, sin, attn_mask, kv_cache, i)
         if kv_cache is not None and cache_write:
             kv_cache.advance(cache_write)
         return self.norm(x)

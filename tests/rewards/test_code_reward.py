@@ -1,0 +1,93 @@
+"""Honest programs score what they deserve; bad rows fail loudly."""
+import pytest
+
+from rewards import score_batch
+from rewards.code_reward import CodeReward, normalize_output
+
+ADD_ROW = {"test_method": "function", "test_time_limit": 1,
+           "test_list": ["assert add(1, 2) == 3", "assert add(-1, 1) == 0", "assert add(2, 2) == 4"]}
+SUM_ROW = {"test_method": "stdio", "test_time_limit": 1,
+           "test_input": ["1 2\n", "10 20\n", "-5 5\n"], "test_output": ["3\n", "30", "0\n\n"]}
+
+
+def test_correct_function_solution_scores_one(code_reward, fenced):
+    result = code_reward(fenced("def add(a, b):\n    return a + b"), ADD_ROW)
+    assert result["reward"] == 1.0 and result["correct"] is True
+    assert [t["passed"] for t in result["info"]["tests"]] == [True, True, True]
+
+
+def test_correct_stdio_solution_scores_one(code_reward, fenced):
+    program = "import sys\na, b = map(int, sys.stdin.read().split())\nprint(a + b)"
+    result = code_reward(fenced(program), SUM_ROW)
+    assert result["reward"] == 1.0 and result["correct"] is True
+
+
+def test_stdio_comparison_ignores_whitespace_only():
+    assert normalize_output("1  2 \n3\n\n") == normalize_output(" 1 2\n3")
+    assert normalize_output("1 2 3") != normalize_output("1 2\n3")
+
+
+def test_partially_correct_solutions_score_the_fraction(code_reward, fenced):
+    result = code_reward(fenced("def add(a, b):\n    return a + b if a > 0 else 7"), ADD_ROW)
+    assert result["reward"] == pytest.approx(2 / 3) and result["correct"] is False
+    stdio = code_reward(fenced("a, b = map(int, input().split())\nprint(a + b if a > 0 else 1)"), SUM_ROW)
+    assert stdio["reward"] == pytest.approx(2 / 3)
+    assert stdio["info"]["tests"][2]["reason"] == "wrong_answer"
+
+
+def test_count_scoring(code_reward, fenced):
+    counting = CodeReward(score="count", default_time_limit=1.0)
+    assert counting(fenced("def add(a, b):\n    return a + b if a > 0 else 7"), ADD_ROW)["reward"] == 2.0
+
+
+def test_timeout_on_one_test_keeps_credit_for_the_others(code_reward, fenced):
+    program = "def add(a, b):\n    while a < 0:\n        pass\n    return a + b"
+    result = code_reward(fenced(program), ADD_ROW)
+    assert result["reward"] == pytest.approx(2 / 3)
+    assert result["info"]["tests"][1]["reason"] == "timeout"
+    slow_stdio = "a, b = map(int, input().split())\nwhile a < 0:\n    pass\nprint(a + b)"
+    assert code_reward(fenced(slow_stdio), SUM_ROW)["reward"] == pytest.approx(2 / 3)
+
+
+def test_crash_inside_one_test_keeps_credit_for_the_others(code_reward, fenced):
+    program = "import os\ndef add(a, b):\n    if a < 0:\n        os._exit(0)\n    return a + b"
+    result = code_reward(fenced(program), ADD_ROW)
+    assert [t["passed"] for t in result["info"]["tests"]] == [True, False, True]
+
+
+def test_prefix_is_prepended(code_reward, fenced):
+    row = dict(ADD_ROW, prefix="from operator import add as plus")
+    assert code_reward(fenced("def add(a, b):\n    return plus(a, b)"), row)["correct"]
+
+
+def test_programs_that_do_not_run(code_reward, fenced):
+    assert code_reward("no code at all", ADD_ROW)["info"]["reason"] == "no_code_block"
+    broken = code_reward(fenced("def add(a, b) return a"), ADD_ROW)
+    assert broken["reward"] == 0.0 and "SyntaxError" in broken["info"]["tests"][0]["reason"]
+    raising = code_reward(fenced("raise ValueError('nope')"), ADD_ROW)
+    assert raising["reward"] == 0.0 and "ValueError" in raising["info"]["tests"][0]["reason"]
+
+
+def test_stdlib_works_inside_the_sandbox(code_reward, fenced):
+    program = ("import collections, dataclasses, enum, fractions, heapq, itertools, math, re, typing\n"
+               "P = collections.namedtuple('P', 'x y')\n"
+               "@dataclasses.dataclass\nclass Q:\n    v: int\n"
+               "def add(a, b):\n    return P(a, b).x + Q(b).v")
+    assert code_reward(fenced(program), ADD_ROW)["correct"]
+
+
+@pytest.mark.parametrize("row, field", [
+    ({"test_method": "unit", "test_list": []}, "test_method"),
+    ({"test_list": ["assert True"]}, "test_method"),
+    ({"test_method": "function"}, "test_list"),
+    ({"test_method": "stdio", "test_input": ["1"]}, "test_output"),
+])
+def test_bad_rows_name_the_field(code_reward, row, field, fenced):
+    with pytest.raises((KeyError, ValueError), match=field):
+        code_reward(fenced("pass"), row)
+
+
+def test_batch_scores_many_programs_concurrently(code_reward, fenced):
+    good, bad = fenced("def add(a, b):\n    return a + b"), fenced("def add(a, b):\n    return 0")
+    out = score_batch(code_reward, [good, bad] * 4, [ADD_ROW] * 8, concurrency=4)
+    assert [o["correct"] for o in out] == [True, False] * 4

@@ -1,0 +1,140 @@
+"""Math reward: a labelled equivalence table, extraction fallbacks, adversarial inputs."""
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from rewards import MathReward, get_reward
+from rewards.hostile import ADVERSARIAL_MATH as ADVERSARIAL
+
+
+CASES = [
+    # (label, answer, ground truth, equivalent?)
+    ("fraction vs decimal", "0.5", "\\frac{1}{2}", True),
+    ("decimal vs fraction", "\\frac{3}{4}", "0.75", True),
+    ("dfrac vs frac", "\\dfrac{1}{2}", "\\frac{1}{2}", True),
+    ("tfrac vs frac", "\\tfrac{2}{3}", "\\frac{2}{3}", True),
+    ("frac shorthand", "\\frac12", "\\frac{1}{2}", True),
+    ("unsimplified fraction", "\\frac{2}{4}", "\\frac{1}{2}", True),
+    ("wrong fraction", "\\frac{1}{3}", "\\frac{1}{2}", False),
+    ("fraction vs rounded decimal", "0.33", "\\frac{1}{3}", False),
+    ("open interval", "(1, 2)", "(1,2)", True),
+    ("half-open interval", "(1,2]", "(1, 2]", True),
+    ("open vs closed interval", "(1,2)", "[1,2]", False),
+    ("infinite interval", "(-\\infty, 3]", "(-\\infty,3]", True),
+    ("set order", "\\{2, 1\\}", "\\{1,2\\}", True),
+    ("different sets", "\\{1, 3\\}", "\\{1,2\\}", False),
+    ("degrees", "30^\\circ", "30", True),
+    ("degrees braced", "45^{\\circ}", "45", True),
+    ("wrong degrees", "60^\\circ", "30", False),
+    ("units in text", "5\\text{ cm}", "5", True),
+    ("text wrapper", "\\text{5}", "5", True),
+    ("units wrong value", "6\\text{ cm}", "5", False),
+    ("percent", "50\\%", "50", True),
+    ("percent wrong", "40\\%", "50", False),
+    ("negative integer", "-3", "-3", True),
+    ("negative vs positive", "-3", "3", False),
+    ("negative fraction", "-\\frac{1}{2}", "-0.5", True),
+    ("negative fraction sign placement", "\\frac{-1}{2}", "-\\frac{1}{2}", True),
+    ("equivalent radicals", "2\\sqrt{2}", "\\sqrt{8}", True),
+    ("rationalised radical", "\\frac{\\sqrt{2}}{2}", "\\frac{1}{\\sqrt{2}}", True),
+    ("different radicals", "\\sqrt{3}", "\\sqrt{2}", False),
+    ("matrix equal", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}",
+     "\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}", True),
+    ("matrix different", "\\begin{pmatrix}1&2\\\\3&5\\end{pmatrix}", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", False),
+    ("bmatrix vs pmatrix", "\\begin{bmatrix}1\\\\0\\end{bmatrix}", "\\begin{pmatrix}1\\\\0\\end{pmatrix}", True),
+    ("integer vs float", "4.0", "4", True),
+    ("thousands separator", "1,000", "1000", True),
+    ("scientific notation", "1.5\\times 10^{3}", "1500", True),
+    ("variable assignment", "x=3", "3", True),
+    ("pi expression", "\\frac{\\pi}{2}", "\\frac{\\pi}{2}", True),
+    ("pi multiple", "2\\pi", "\\pi", False),
+    ("algebraic expression", "2x+2", "2(x+1)", True),
+    ("algebraic wrong", "2x+1", "2(x+1)", False),
+    ("tuple", "(1, -2)", "(1,-2)", True),
+    ("tuple order matters", "(-2, 1)", "(1,-2)", False),
+    ("multiple choice", "\\text{(B)}", "B", True),
+    ("multiple choice wrong", "\\text{(C)}", "B", False),
+    ("dollar signs", "\\$5", "5", True),
+    ("left right parens", "\\left(1,2\\right)", "(1,2)", True),
+    ("exponent", "2^{10}", "1024", True),
+    ("exponent wrong", "2^{10}", "1000", False),
+    ("mixed sqrt", "\\sqrt{2}+1", "1+\\sqrt{2}", True),
+]
+
+
+@pytest.fixture(scope="module")
+def math_reward() -> MathReward:
+    return MathReward(timeout=5.0)
+
+
+def test_table_is_big_and_balanced():
+    assert len(CASES) >= 40
+    assert sum(case[3] for case in CASES) >= 15 and sum(not case[3] for case in CASES) >= 15
+
+
+@pytest.mark.parametrize("label, answer, truth, equivalent", CASES, ids=[case[0] for case in CASES])
+def test_equivalence_table(math_reward, label, answer, truth, equivalent):
+    result = math_reward(f"Reasoning... so the answer is \\boxed{{{answer}}}.", {"ground_truth_answer": truth})
+    assert result["correct"] is equivalent, result["info"]
+    assert result["reward"] == float(equivalent)
+    assert result["info"]["answer"] == answer
+
+
+def test_result_shape_and_fast_path(math_reward):
+    result = math_reward("\\boxed{\\dfrac{1}{2}}", {"ground_truth_answer": "\\frac{1}{2}"})
+    assert set(result) == {"reward", "correct", "info"}
+    assert result["info"]["path"] == "string_match"
+    assert result["info"]["extracted_by"] == "boxed"
+
+
+def test_fallbacks_are_per_task():
+    row = {"ground_truth_answer": "12"}
+    assert get_reward("math")("The answer is 12", row)["info"]["reason"] == "no_answer"
+    with_fallbacks = get_reward("math", fallbacks=("answer_tag", "last_number"))
+    assert with_fallbacks("<answer>12</answer>", row)["info"]["extracted_by"] == "answer_tag"
+    assert with_fallbacks("so it is 12", row)["correct"]
+    with pytest.raises(ValueError, match="unknown answer fallback"):
+        get_reward("math", fallbacks=("nope",))
+
+
+def test_missing_ground_truth_names_the_field(math_reward):
+    with pytest.raises(KeyError, match="ground_truth_answer"):
+        math_reward("\\boxed{1}", {"question": "?"})
+
+
+TIMEOUT_S = 1.0
+
+def _check_adversarial(reward: MathReward, text: str) -> tuple[dict, float]:
+    start = time.monotonic()
+    result = reward(text, {"ground_truth_answer": "3"})
+    return result, time.monotonic() - start
+
+
+@pytest.fixture(scope="module")
+def tight_reward() -> MathReward:
+    # max_answer_chars lifted so that the 10k-deep braces really reach math_verify
+    return MathReward(timeout=TIMEOUT_S, max_answer_chars=10**6)
+
+
+@pytest.mark.parametrize("name", list(ADVERSARIAL))
+def test_adversarial_input_is_bounded(tight_reward, name):
+    result, elapsed = _check_adversarial(tight_reward, ADVERSARIAL[name])
+    assert elapsed <= TIMEOUT_S + 1.0, (name, elapsed, result["info"])
+    assert result["correct"] is False or result["info"]["answer"] == "3", result["info"]
+
+
+def test_adversarial_inputs_from_a_worker_thread(tight_reward):
+    """math_verify's own timeout needs the main thread; ours must not."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        for name, text in ADVERSARIAL.items():
+            result, elapsed = pool.submit(_check_adversarial, tight_reward, text).result()
+            assert elapsed <= TIMEOUT_S + 1.0, (name, elapsed)
+            assert result["correct"] is False or result["info"]["answer"] == "3"
+
+
+def test_a_timeout_costs_the_check_not_the_checker(tight_reward):
+    result, _ = _check_adversarial(tight_reward, ADVERSARIAL["exponent tower"])
+    assert result["info"]["reason"] == "timeout"
+    result, elapsed = _check_adversarial(tight_reward, "\\boxed{\\frac{6}{2}}")
+    assert result["correct"] and elapsed < TIMEOUT_S, (elapsed, result["info"])

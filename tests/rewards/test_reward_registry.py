@@ -1,0 +1,57 @@
+import pytest
+
+from rewards import CodeReward, MathReward, RewardResult, get_reward, score_batch
+
+
+def test_builtin_names_and_options():
+    assert isinstance(get_reward("math"), MathReward)
+    assert get_reward("math", timeout=2.0).timeout == 2.0
+    assert get_reward("code", score="count").score == "count"
+    assert isinstance(get_reward("code"), CodeReward)
+    with pytest.raises(TypeError):
+        get_reward("math", not_an_option=1)
+    with pytest.raises(ValueError, match="score must be"):
+        get_reward("code", score="best")
+    with pytest.raises(ValueError, match="unknown reward 'chess'"):
+        get_reward("chess")
+
+
+def test_dotted_path_with_bound_options(tmp_path, monkeypatch):
+    (tmp_path / "my_rewards.py").write_text(
+        "def length(response, row, scale=1.0):\n"
+        "    return {'reward': scale * len(response), 'correct': True, 'info': {'row': row['id']}}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    fn = get_reward("my_rewards:length", scale=0.5)
+    assert fn("abcd", {"id": 1}) == {"reward": 2.0, "correct": True, "info": {"row": 1}}
+    with pytest.raises(ValueError, match="cannot load reward"):
+        get_reward("my_rewards:missing")
+
+
+def test_batch_keeps_order_and_isolates_crashes():
+    def flaky(response: str, row: dict) -> dict:
+        if response == "boom":
+            raise RuntimeError("exploded")
+        return RewardResult(float(response), True, {}).as_dict()
+
+    out = score_batch(flaky, ["1", "boom", "3"], [{}, {}, {}], concurrency=2)
+    assert [o["reward"] for o in out] == [1.0, 0.0, 3.0]
+    assert out[1]["correct"] is False
+    assert out[1]["info"] == {"reason": "reward_error", "error": "RuntimeError: exploded"}
+
+
+def test_batch_reports_bad_rows_per_item():
+    out = score_batch("math", ["\\boxed{2}", "\\boxed{2}"], [{"ground_truth_answer": "2"}, {"question": "?"}])
+    assert out[0]["correct"] is True
+    assert out[1]["reward"] == 0.0 and "ground_truth_answer" in out[1]["info"]["error"]
+
+
+def test_batch_argument_checks():
+    with pytest.raises(ValueError, match="2 responses but 1 rows"):
+        score_batch("math", ["a", "b"], [{}])
+    with pytest.raises(ValueError, match="concurrency"):
+        score_batch("math", [], [], concurrency=0)
+
+
+def test_custom_rewards_may_return_numbers():
+    out = score_batch(lambda response, row: 0.25, ["x"], [{}])
+    assert out == [{"reward": 0.25, "correct": True, "info": {}}]

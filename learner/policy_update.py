@@ -132,13 +132,14 @@ class PolicyUpdater:
             per_token = per_token * truncated_is_weight(d["old_logp"], d["sampler_logp"], algo.tis_cap)
         kl = k3_kl(logp, d["ref_logp"]) if algo.kl_beta > 0 else torch.zeros_like(logp)
         loss = ((per_token + algo.kl_beta * kl) * d["w"]).sum()
-        n = float(d["w"].ne(0).sum())
+        live = d["w"] != 0  # zero-weight filler tokens must not show up in the metrics either
+        ratio = (logp.detach() - d["old_logp"]).exp()
         acc["policy_loss"] += float(loss.detach())
-        acc["clip_frac"] += float(clipped.float().sum())
-        acc["kl"] += float(kl.detach().sum())
-        acc["entropy"] += float(entropy.detach().sum())
-        acc["ratio_max"] = max(acc["ratio_max"], float((logp.detach() - d["old_logp"]).exp().max()) if n else 0.0)
-        acc["tokens"] += n
+        acc["clip_frac"] += float(clipped[live].float().sum())
+        acc["kl"] += float(kl.detach()[live].sum())
+        acc["entropy"] += float(entropy.detach()[live].sum())
+        acc["ratio_max"] = max(acc["ratio_max"], float(ratio[live].max()) if live.any() else 0.0)
+        acc["tokens"] += float(live.sum())
         return loss
 
     def _value_update(self, mbs: list[MicroBatch], trajs: list[Trajectory], advantages: list[float],

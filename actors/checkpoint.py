@@ -1,0 +1,62 @@
+"""Checkpoints: run_dir/checkpoints/step_N with learner state, an HF export and the driver state.
+
+Written into a temp directory and renamed when complete, so a crash mid-save never leaves a
+checkpoint that `resume=auto` would pick."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from .pools import Pools
+
+DRIVER_STATE = "driver.json"
+_STEP = re.compile(r"^step_(\d+)$")
+
+
+def checkpoint_root(run_dir: Path) -> Path:
+    return run_dir / "checkpoints"
+
+
+def complete_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    root = checkpoint_root(run_dir)
+    found = [(int(m.group(1)), p) for p in root.glob("step_*") if (m := _STEP.match(p.name))
+             and (p / DRIVER_STATE).is_file()] if root.is_dir() else []
+    return sorted(found)
+
+
+def resolve_resume(run_dir: Path, resume: str) -> Path | None:
+    """auto: the latest complete checkpoint (or None); never: None; else the given directory."""
+    if resume == "never":
+        return None
+    if resume == "auto":
+        found = complete_checkpoints(run_dir)
+        return found[-1][1] if found else None
+    path = Path(resume)
+    if not (path / DRIVER_STATE).is_file():
+        raise FileNotFoundError(f"trainer.resume={resume!r}: no {DRIVER_STATE} there (not a complete checkpoint)")
+    return path
+
+
+def save_checkpoint(pools: Pools, run_dir: Path, step: int, driver_state: dict[str, Any], keep_last: int) -> Path:
+    root = checkpoint_root(run_dir)
+    final, tmp = root / f"step_{step}", root / f".step_{step}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    ray.get([a.save.remote(str(tmp / "learner")) for a in pools.learner])
+    ray.get([a.export_hf.remote(str(tmp / "hf")) for a in pools.learner])
+    (tmp / DRIVER_STATE).write_text(json.dumps(driver_state, indent=2))
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    for _, old in complete_checkpoints(run_dir)[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(pools: Pools, path: Path) -> dict[str, Any]:
+    ray.get([a.load.remote(str(path / "learner")) for a in pools.learner])
+    return json.loads((path / DRIVER_STATE).read_text())

@@ -1,0 +1,191 @@
+"""The one validated tree for a composed Hydra config (DESIGN §9). Pure pydantic: launch.py
+validates with it before Ray starts, and the same objects travel to the actors."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from omegaconf import OmegaConf
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from learner.algo_config import AlgoConfig
+from learner.engine_config import EngineConfig
+from rollout.params import SamplingParams
+
+# `${sum:a,b}` in conf/ (e.g. engine.total_steps = warm-up + RL steps).
+if not OmegaConf.has_resolver("sum"):
+    OmegaConf.register_new_resolver("sum", lambda *xs: sum(xs))
+
+# Families whose sampler/trainer blocks are tied to the block size the model was trained with.
+BLOCK_CAUSAL = ("sdar", "tiny")
+Family = Literal["sdar", "llada", "dream", "tiny"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSection(_Strict):
+    name: str
+    family: Family
+    # Local checkpoint directory; null only for `tiny` (a seeded random one is written to run_dir).
+    path: str | None = None
+    block_size: int = Field(4, ge=1)
+    mask_token_id: int | None = Field(None, ge=0)
+    eos_token_id: int | None = Field(None, ge=0)
+    pad_token_id: int | None = Field(None, ge=0)
+    stop_token_ids: list[int] = []
+    max_position_embeddings: int | None = Field(None, ge=1)
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    init_seed: int = 0  # tiny only: seed of the random checkpoint
+    ref_path: str | None = None  # frozen reference model for algo.kl_ref=frozen (default: path)
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelSection:
+        if self.path is None and self.family != "tiny":
+            raise ValueError(f"model.path is required for model {self.name!r} (family {self.family}): "
+                             "set model.path=/dir/of/the/checkpoint")
+        return self
+
+    def overrides(self) -> dict[str, Any]:
+        """Token ids / block size handed to models.load_model (None = take from the checkpoint)."""
+        keys = ("mask_token_id", "eos_token_id", "pad_token_id", "block_size")
+        out = {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+        if self.stop_token_ids:
+            out["stop_token_ids"] = list(self.stop_token_ids)
+        return out
+
+
+class TaskSection(_Strict):
+    name: str
+    params: dict[str, Any] = {}  # knobs passed to tasks.registry.get_task(name, **params)
+    reward: str | None = None  # override the task's reward: math | code | pkg.mod:fn
+    template: Literal["chat", "plain", "auto"] | None = None  # override the task's prompt template
+    train_size: int | None = Field(None, ge=1)  # rows drawn for training (generated tasks need one)
+
+
+class PoolSection(_Strict):
+    num_workers: int = Field(1, ge=1)
+    gpus_per_worker: float = Field(0.0, ge=0.0)
+    cpus_per_worker: float = Field(1.0, gt=0.0)
+    resources: dict[str, float] = {}  # custom resources per worker (e.g. {"rollout_node": 1})
+    strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    max_restarts: int = Field(3, ge=0)  # rollout/reward only: how often Ray restarts a dead worker
+
+
+class ClusterSection(_Strict):
+    rollout: PoolSection = PoolSection()
+    learner: PoolSection = PoolSection()
+    reward: PoolSection = PoolSection()
+    colocate: bool = False  # rollout workers share the learner placement group's bundles
+
+
+class TrainerSection(_Strict):
+    steps: int = Field(2, ge=0)
+    prompts_per_step: int = Field(8, ge=1)
+    responses_per_prompt: int = Field(4, ge=1)
+    eval_every: int = Field(0, ge=0)  # 0 = never
+    eval_prompts: int = Field(32, ge=1)
+    eval_samples: int = Field(1, ge=1)  # k of avg@k
+    eval_greedy: bool = True
+    checkpoint_every: int = Field(0, ge=0)  # 0 = only at the end
+    keep_last: int = Field(2, ge=1)
+    seed: int = 0
+    run_dir: str = "runs/default"
+    resume: str = "auto"  # auto | never | /path/to/checkpoints/step_N
+    logger: list[Literal["tensorboard", "wandb", "mlflow"]] = ["tensorboard"]
+    progress: bool = True
+    reward_chunk: int = Field(16, ge=1)  # trajectories per reward task
+    plot: bool = True
+
+
+class WarmupSection(_Strict):
+    """Supervised steps on the task's reference solutions before RL (the tiny model's warm start)."""
+    steps: int = Field(0, ge=0)
+    prompts_per_step: int = Field(64, ge=1)
+    algo: AlgoConfig = AlgoConfig(name="sft_semi_ar")
+
+    @model_validator(mode="after")
+    def _check(self) -> WarmupSection:
+        if self.algo.name not in ("sft_semi_ar", "sft_random_masking"):
+            raise ValueError(f"warmup.algo.name={self.algo.name!r}: allowed values are 'sft_semi_ar', "
+                             "'sft_random_masking' (warm-up trains on reference solutions)")
+        return self
+
+
+class WeightSyncSection(_Strict):
+    # auto: shared_memory on learner rank 0's node, collective elsewhere.
+    transport: Literal["auto", "shared_memory", "collective", "object_store"] = "auto"
+    bucket_mb: int = Field(64, ge=1)
+
+
+class AsyncSection(_Strict):
+    max_staleness: Literal[0, 1] = 0
+
+
+class RaySection(_Strict):
+    address: str | None = None
+    namespace: str | None = None  # default: derived from run_dir so two runs never share names
+    num_cpus: int | None = Field(None, ge=1)
+    include_dashboard: bool = True
+
+
+class RunConfig(_Strict):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    model: ModelSection
+    algo: AlgoConfig = AlgoConfig()
+    task: TaskSection
+    rollout: SamplingParams = SamplingParams()
+    eval_rollout: dict[str, Any] = {}  # SamplingParams fields that differ for evaluation
+    cluster: ClusterSection = ClusterSection()
+    trainer: TrainerSection = TrainerSection()
+    warmup: WarmupSection = WarmupSection()
+    engine: EngineConfig = EngineConfig()
+    weight_sync: WeightSyncSection = WeightSyncSection()
+    async_: AsyncSection = Field(AsyncSection(), alias="async")
+    ray: RaySection = RaySection()
+
+    @model_validator(mode="after")
+    def _check(self) -> RunConfig:
+        m, r = self.model, self.rollout
+        if m.family in BLOCK_CAUSAL and r.block_size != m.block_size:
+            raise ValueError(f"rollout.block_size={r.block_size} does not fit model {m.name!r}: "
+                             f"{m.family} models decode in the blocks they were trained with "
+                             f"(model.block_size={m.block_size})")
+        if m.family not in BLOCK_CAUSAL and r.max_new_tokens % r.block_size:
+            raise ValueError(f"rollout.block_size={r.block_size} must divide rollout.max_new_tokens="
+                             f"{r.max_new_tokens} for full-attention model {m.name!r}")
+        if m.max_position_embeddings and r.max_new_tokens + r.block_size > m.max_position_embeddings:
+            raise ValueError(f"rollout.max_new_tokens={r.max_new_tokens} does not fit model {m.name!r} "
+                             f"(max_position_embeddings={m.max_position_embeddings})")
+        if self.cluster.colocate and self.cluster.rollout.num_workers != self.cluster.learner.num_workers:
+            raise ValueError(f"cluster.colocate=true needs cluster.rollout.num_workers "
+                             f"({self.cluster.rollout.num_workers}) == cluster.learner.num_workers "
+                             f"({self.cluster.learner.num_workers}): each rollout worker shares a learner's bundle")
+        if self.algo.name == "sft_trace":
+            raise ValueError("algo.name='sft_trace' is not driven yet: allowed values here are the RL "
+                             "algorithms and 'sft_semi_ar', 'sft_random_masking'")
+        self.eval_params()  # bad eval_rollout keys fail now, not at the first evaluation
+        return self
+
+    def eval_params(self) -> SamplingParams:
+        values = self.rollout.model_dump()
+        if self.trainer.eval_greedy:
+            values["temperature"] = 0.0
+        return SamplingParams(**{**values, **self.eval_rollout})
+
+
+class ConfigError(ValueError):
+    """A composed config that does not validate; the message names every bad key."""
+
+
+def validate_config(raw: dict[str, Any]) -> RunConfig:
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            key = ".".join(str(p) for p in e["loc"]) or "<root>"
+            got = f" (got {e['input']!r})" if "input" in e and not isinstance(e["input"], dict) else ""
+            lines.append(f"  {key}: {e['msg']}{got}")
+        raise ConfigError("invalid config:\n" + "\n".join(lines)) from None

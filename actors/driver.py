@@ -1,0 +1,126 @@
+"""The single-controller loop: rollout → reward → advantages → update → weight sync (DESIGN §8)."""
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import contextmanager
+from collections.abc import Iterator
+
+import ray
+from tqdm import tqdm
+
+from learner.advantages import group_advantages
+
+from .checkpoint import save_checkpoint
+from .pools import sync_weights
+from .run import Run
+from .stages import collect, submit
+from .step_data import (learner_shards, merge_rank_stats, records_for, rollout_metrics, to_groups,
+                        update_metrics)
+
+log = logging.getLogger(__name__)
+
+
+@contextmanager
+def timed(times: dict[str, float], key: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    times[key] = times.get(key, 0.0) + time.perf_counter() - start
+
+
+def train(run: Run) -> None:
+    t = run.cfg.trainer
+    if run.step == 0 and run.version == 0 and run.cfg.warmup.steps and not run.cfg.algo.is_sft:
+        warmup(run)
+    bar = tqdm(total=t.steps, initial=run.step, desc="steps", disable=not t.progress)
+    while run.step < t.steps:
+        m = sft_step(run, run.step) if run.cfg.algo.is_sft else rl_step(run)
+        run.step += 1
+        run.metrics.log(run.step, m)
+        bar.update(1)
+        log.info("step %d/%d %s", run.step, t.steps, ", ".join(f"{k} {m[k]:.3f}" for k in sorted(m) if k.endswith(
+            ("reward_mean", "accuracy", "_s", "loss"))))
+        if t.eval_every and (run.step % t.eval_every == 0 or run.step == t.steps):
+            evaluate(run)
+        if run.step == t.steps or (t.checkpoint_every and run.step % t.checkpoint_every == 0):
+            save_checkpoint(run.pools, run.run_dir, run.step, run.driver_state(), t.keep_last)
+    bar.close()
+
+
+def rl_step(run: Run) -> dict[str, float]:
+    cfg, pools, t = run.cfg, run.pools, run.cfg.trainer
+    overlap = cfg.async_.max_staleness == 1  # rollout of step k+1 runs while step k updates
+    times: dict[str, float] = {}
+    if run.job is None:
+        sync(run, times)  # a no-op unless resumed: the previous step ended with a sync
+    job = run.job or submit(pools, *run.next_prompts(), cfg.rollout)
+    with timed(times, "rollout_s"):  # rewards are scored as shards come back
+        trajs, scores = collect(pools, job, run.version, t.reward_chunk, t.progress)
+    m = rollout_metrics(trajs, scores, times["rollout_s"], run.version)
+    m["reissued"] = float(sum(job.reissued.values()))
+    run.job = run.job_cursor = None
+    if overlap and run.step + 1 < t.steps:
+        sync(run, times)  # workers take version k now and sample step k+1 while step k updates
+        run.job = submit(pools, *run.next_prompts(), cfg.rollout)
+    with timed(times, "advantage_s"):
+        adv = group_advantages(to_groups(trajs, scores), cfg.algo.advantage)
+    m.update({f"dropped_groups/{k}": float(v) for k, v in adv.dropped.items()})
+    if adv.skip_reason:
+        log.warning("step %d: no update, %s", run.step, adv.skip_reason)
+        m["skipped"] = 1.0
+    else:
+        with timed(times, "update_s"):
+            shards = learner_shards(adv.trajectories, adv.advantages, len(pools.learner))
+            stats = merge_rank_stats(ray.get([a.rl_step.remote(tr, ad, run.step)
+                                              for a, (tr, ad) in zip(pools.learner, shards)]))
+        run.version += 1
+        m.update(update_metrics(stats, adv.trajectories, times["update_s"]))
+    if not overlap:
+        sync(run, times)
+    return {**m, **times, "sync_s": times.get("sync_s", 0.0), "version": float(run.version)}
+
+
+def sft_step(run: Run, step: int) -> dict[str, float]:
+    """One supervised step on reference solutions (rollout workers catch up at the next sync)."""
+    times: dict[str, float] = {}
+    cfg = run.cfg
+    pairs = run.next_pairs(cfg.trainer.prompts_per_step if cfg.algo.is_sft else cfg.warmup.prompts_per_step)
+    with timed(times, "update_s"):
+        n = len(run.pools.learner)
+        stats = merge_rank_stats(ray.get([a.sft_step.remote(pairs[r::n], step)
+                                          for r, a in enumerate(run.pools.learner)]))
+    run.version += 1
+    return {**{f"learner/{k}": float(v) for k, v in stats.items()}, **times, "version": float(run.version)}
+
+
+def warmup(run: Run) -> None:
+    """SFT warm start before RL; logged at steps -N+1..0 under warmup/."""
+    n = run.cfg.warmup.steps
+    for i in tqdm(range(n), desc="warm-up", disable=not run.cfg.trainer.progress):
+        m = sft_step(run, i)
+        run.metrics.log(i + 1 - n, {f"warmup/{k}": v for k, v in m.items()})
+        if (i + 1) % 10 == 0 or i + 1 == n:
+            log.info("warm-up %d/%d sft_loss %.3f", i + 1, n, m.get("learner/sft_loss", float("nan")))
+    if run.cfg.trainer.eval_every:
+        evaluate(run)
+
+
+def sync(run: Run, times: dict[str, float]) -> None:
+    """Bring every rollout worker to the learner's version (no-op when they already hold it)."""
+    if run.synced != run.version:
+        times["sync_s"] = times.get("sync_s", 0.0) + sync_weights(run.pools, run.version)
+        run.synced = run.version
+
+
+def evaluate(run: Run) -> dict[str, float]:
+    """avg@k on the held-out rows with the eval sampling params (greedy by default)."""
+    t = run.cfg.trainer
+    sync(run, {})
+    start = time.perf_counter()
+    records = records_for(list(run.eval_rows), run.eval_prompts, t.eval_samples)
+    trajs, scores = collect(run.pools, submit(run.pools, records, run.eval_rows, run.cfg.eval_params()),
+                            run.version, t.reward_chunk, t.progress)
+    m = rollout_metrics(trajs, scores, time.perf_counter() - start, run.version, prefix="eval/")
+    run.metrics.log(run.step, m)
+    log.info("eval at step %d: accuracy %.3f over %d samples", run.step, m["eval/accuracy"], len(trajs))
+    return m

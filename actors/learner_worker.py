@@ -1,0 +1,124 @@
+"""LearnerWorker: one torch.distributed rank holding the TrainEngine and the PolicyUpdater.
+
+The driver creates rank 0 first, asks it for an address/port, then starts every rank's `setup`
+concurrently (the process group forms when all have joined). Every other method is called
+explicitly by the driver on the ranks that must run it.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import ray
+import torch
+
+from learner.distributed import init_distributed
+from learner.engine import TrainEngine
+from learner.policy_update import PolicyUpdater
+from learner.value import ValueModel
+from models.checkpoint import load_model
+from models.tokenizer import load_tokenizer
+from rollout.trajectory import Trajectory
+
+from .config import RunConfig
+from .rollout_worker import DTYPES, device_for_actor
+from .weight_sync import (CollectiveGroup, CollectiveSender, ObjectStoreSender, SharedMemorySender, WeightsHandle,
+                          free_port)
+
+
+class LearnerWorker:
+    def __init__(self, rank: int, world_size: int, cfg: RunConfig, path: str, tag: str, threads: int = 1) -> None:
+        torch.set_num_threads(threads)
+        self.rank, self.world_size, self.cfg, self.path, self.tag = rank, world_size, cfg, path, tag
+        self.device = device_for_actor()
+        self.collective: CollectiveSender | None = None
+        self.shared_memory = SharedMemorySender(tag)
+        self.pending: tuple[dict[str, torch.Tensor], WeightsHandle] | None = None
+
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+    def address(self) -> tuple[str, int]:
+        """Rank 0: where the other ranks find the process group's store."""
+        return ray.util.get_node_ip_address(), free_port()
+
+    def setup(self, master_addr: str, master_port: int) -> None:
+        init_distributed(self.rank, self.world_size, master_addr, master_port)
+        m, algo = self.cfg.model, self.cfg.algo
+        load = dict(dtype=DTYPES[m.dtype], device=self.device, family=m.family, overrides=m.overrides())
+        model = load_model(self.path, **load)
+        self.model_cfg = model.config
+        self.engine = TrainEngine(model, self.cfg.engine)
+        value_engine = (TrainEngine(ValueModel(load_model(self.path, **load)), self.cfg.engine)
+                        if algo.uses_value else None)
+        ref = None
+        if algo.kl_beta > 0 and algo.kl_ref == "frozen":
+            ref = load_model(m.ref_path or self.path, **load).eval().requires_grad_(False)
+        self.updater = PolicyUpdater(self.engine, algo, self.model_cfg, ref_model=ref, value_engine=value_engine,
+                                     seed=self.cfg.trainer.seed)
+        self.value_engine = value_engine
+        # Warm-up SFT shares the engine (one optimizer state) but has its own objective.
+        self.sft_updater = (PolicyUpdater(self.engine, self.cfg.warmup.algo, self.model_cfg, seed=self.cfg.trainer.seed)
+                            if self.cfg.warmup.steps and not algo.is_sft else self.updater)
+
+    # ---- updates (all ranks, collectively, each with its own shard) ---------------------------
+    def rl_step(self, trajectories: list[Trajectory], advantages: list[float], step: int) -> dict[str, float]:
+        return self.updater.rl_step(trajectories, advantages, step)
+
+    def sft_step(self, pairs: list[tuple[list[int], list[int]]], step: int) -> dict[str, float]:
+        """An SFT step: the run's objective when algo is SFT, else the warm-up objective."""
+        return self.sft_updater.sft_step(pairs, step)
+
+    # ---- weight sync --------------------------------------------------------------------------
+    def join_collective(self, port: int, world_size: int) -> None:
+        """Rank 0: host the weight-sync group (rollout workers join it concurrently as ranks 1..)."""
+        group = CollectiveGroup(ray.util.get_node_ip_address(), port, 0, world_size)
+        self.collective = CollectiveSender(group, self.cfg.weight_sync.bucket_mb << 20)
+
+    def publish_weights(self, version: int, kinds: list[str]) -> dict[str, WeightsHandle]:
+        """All ranks call this (a ZeRO-3 gather is collective); rank 0 returns a handle per transport.
+        A collective handle only announces the buckets: `broadcast_weights` sends them."""
+        state = self.engine.full_state_dict()
+        if self.rank != 0:
+            return {}
+        state = {k: v.detach().to("cpu", non_blocking=False) for k, v in state.items()}
+        handles: dict[str, WeightsHandle] = {}
+        if "shared_memory" in kinds:
+            handles["shared_memory"] = self.shared_memory.publish(state, version)
+        if "object_store" in kinds:
+            handles["object_store"] = ObjectStoreSender(self.cfg.weight_sync.bucket_mb << 20).publish(state, version)
+        if "collective" in kinds:
+            handle = self.collective.plan(state, version)
+            self.pending = (state, handle)
+            handles["collective"] = handle
+        return handles
+
+    def broadcast_weights(self) -> None:
+        """Rank 0: the collective half of publish_weights, run while the receivers run load_weights."""
+        state, handle = self.pending
+        self.collective.send(state, handle)
+        self.pending = None
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    def save(self, directory: str) -> None:
+        """All ranks: engine (+ value engine) state, so optimizer moments survive a resume."""
+        self.engine.save(os.path.join(directory, "policy"))
+        if self.value_engine is not None:
+            self.value_engine.save(os.path.join(directory, "value"))
+
+    def load(self, directory: str) -> None:
+        self.engine.load(os.path.join(directory, "policy"))
+        if self.value_engine is not None:
+            self.value_engine.load(os.path.join(directory, "value"))
+
+    def export_hf(self, directory: str) -> None:
+        """All ranks (the gather is collective); rank 0 writes the HF-format policy."""
+        self.engine.export_hf(directory, load_tokenizer(self.path) if self.rank == 0 else None)
+
+    def state_dict(self) -> dict[str, Any]:
+        """For tests: the full policy weights as rank 0 sees them (all ranks must call)."""
+        state = self.engine.full_state_dict()
+        return {k: v.detach().cpu() for k, v in state.items()} if self.rank == 0 else {}
+
+    def close(self) -> None:
+        self.shared_memory.close()

@@ -1,0 +1,163 @@
+"""The three actor pools, each in its own placement group, and weight sync between them.
+
+Names are stable (`rollout-0`, `reward-0`, `learner-1`, ...) inside a per-run namespace, so the
+dashboard shows who is who and two runs on one cluster never collide.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray.actor import ActorHandle
+from ray.exceptions import ActorUnavailableError, RayActorError
+from ray.util.placement_group import PlacementGroup, placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from .config import PoolSection, RunConfig
+from .learner_worker import LearnerWorker
+from .reward_worker import RewardWorker
+from .rollout_worker import RolloutWorker
+from .weight_sync import WeightsHandle
+
+
+@dataclass
+class Pools:
+    learner: list[ActorHandle]
+    rollout: list[ActorHandle]
+    reward: list[ActorHandle]
+    groups: list[PlacementGroup]
+    transport: list[str] = field(default_factory=list)  # weight-sync transport per rollout worker
+    collective_stale: bool = True  # the collective group must be (re)formed before the next broadcast
+    handles: dict[str, WeightsHandle] = field(default_factory=dict)  # the last sync's (keeps objects alive)
+
+    def shutdown(self) -> None:
+        ray.get([a.close.remote() for a in self.learner[:1]])
+        for actor in self.learner + self.rollout + self.reward:
+            ray.kill(actor)
+        for pg in self.groups:
+            remove_placement_group(pg)
+
+
+def _bundle(pool: PoolSection, extra: PoolSection | None = None) -> dict[str, float]:
+    cpus = pool.cpus_per_worker + (extra.cpus_per_worker if extra else 0.0)
+    gpus = max(pool.gpus_per_worker, extra.gpus_per_worker if extra else 0.0)
+    resources = {**pool.resources, **(extra.resources if extra else {})}
+    return {"CPU": cpus, **({"GPU": gpus} if gpus else {}), **resources}
+
+
+def _group(pool: PoolSection, name: str, extra: PoolSection | None = None, timeout_s: float = 120.0) -> PlacementGroup:
+    pg = placement_group([_bundle(pool, extra)] * pool.num_workers, strategy=pool.strategy, name=name)
+    ready, _ = ray.wait([pg.ready()], timeout=timeout_s)
+    if not ready:
+        raise RuntimeError(f"placement group {name} ({pool.num_workers} x {_bundle(pool, extra)}, {pool.strategy}) "
+                           f"cannot be placed: cluster has {ray.cluster_resources()}")
+    return pg
+
+
+def _options(pool: PoolSection, name: str, namespace: str, pg: PlacementGroup, index: int,
+             gpu_share: float = 1.0, restartable: bool = False) -> dict[str, Any]:
+    opts: dict[str, Any] = dict(
+        name=name, namespace=namespace, num_cpus=pool.cpus_per_worker, num_gpus=pool.gpus_per_worker * gpu_share,
+        resources=dict(pool.resources), scheduling_strategy=PlacementGroupSchedulingStrategy(pg, index))
+    if restartable:  # the driver re-issues lost work itself, after re-syncing weights: no task retries
+        opts.update(max_restarts=pool.max_restarts, max_task_retries=0)
+    return opts
+
+
+def create_pools(cfg: RunConfig, model_path: str, reward: str, namespace: str) -> Pools:
+    c = cfg.cluster
+    learner_pg = _group(c.learner, f"{namespace}-learner", c.rollout if c.colocate else None)
+    rollout_pg = learner_pg if c.colocate else _group(c.rollout, f"{namespace}-rollout")
+    reward_pg = _group(c.reward, f"{namespace}-reward")
+    share = 0.5 if c.colocate else 1.0  # colocated: learner and rollout split the bundle's GPU
+    world = c.learner.num_workers
+    Learner, Rollout, Reward = (ray.remote(LearnerWorker), ray.remote(RolloutWorker), ray.remote(RewardWorker))
+
+    def learner(rank: int) -> ActorHandle:
+        opts = _options(c.learner, f"learner-{rank}", namespace, learner_pg, rank, share)
+        return Learner.options(**opts).remote(rank, world, cfg, model_path, namespace, _threads(c.learner))
+
+    learners = [learner(0)]  # rank 0 first: it picks the process group's address
+    addr, port = ray.get(learners[0].address.remote())
+    learners += [learner(r) for r in range(1, world)]
+    setup = [a.setup.remote(addr, port) for a in learners]
+    rollouts = [Rollout.options(**_options(c.rollout, f"rollout-{i}", namespace, rollout_pg, i, share, True))
+                .remote(i, cfg.model, model_path, _threads(c.rollout)) for i in range(c.rollout.num_workers)]
+    rewards = [Reward.options(**_options(c.reward, f"reward-{i}", namespace, reward_pg, i, restartable=True))
+               .remote(i, model_path, reward) for i in range(c.reward.num_workers)]
+    ray.get(setup)
+    groups = [learner_pg] + ([] if c.colocate else [rollout_pg]) + [reward_pg]
+    pools = Pools(learners, rollouts, rewards, groups)
+    pools.transport = choose_transports(pools, cfg.weight_sync.transport)
+    return pools
+
+
+def _threads(pool: PoolSection) -> int:
+    return max(1, int(pool.cpus_per_worker))
+
+
+def choose_transports(pools: Pools, forced: str) -> list[str]:
+    """shared_memory on learner rank 0's node, collective elsewhere (unless a transport is forced)."""
+    if forced != "auto":
+        return [forced] * len(pools.rollout)
+    home = ray.get(pools.learner[0].node_id.remote())
+    nodes = ray.get([w.node_id.remote() for w in pools.rollout])
+    return ["shared_memory" if n == home else "collective" for n in nodes]
+
+
+def form_collective(pools: Pools) -> None:
+    """(Re)build the gloo group learner-0 + every rollout worker using the collective transport."""
+    members = [i for i, kind in enumerate(pools.transport) if kind == "collective"]
+    if members:
+        addr, port = ray.get(pools.learner[0].address.remote())
+        world = len(members) + 1
+        ray.get([pools.learner[0].join_collective.remote(port, world)] +
+                [pools.rollout[i].join_collective.remote(addr, port, r + 1, world) for r, i in enumerate(members)])
+    pools.collective_stale = False
+
+
+def sync_weights(pools: Pools, version: int, workers: list[int] | None = None) -> float:
+    """Publish the learner's weights as `version` and load them into `workers` (default: all).
+    Returns wall seconds. Every learner rank takes part (a ZeRO-3 gather is collective)."""
+    start = time.perf_counter()
+    workers = list(range(len(pools.rollout))) if workers is None else workers
+    kinds = sorted({pools.transport[i] for i in workers})
+    if "collective" in kinds and pools.collective_stale:
+        form_collective(pools)
+    if "collective" in kinds and len(workers) < pools.transport.count("collective"):
+        raise ValueError("a collective sync must include every collective worker (a broadcast is all-or-none)")
+    pools.handles = ray.get([a.publish_weights.remote(version, kinds) for a in pools.learner])[0]
+    loads = {i: pools.rollout[i].load_weights.remote(pools.handles[pools.transport[i]]) for i in workers}
+    if "collective" in kinds:
+        ray.get(pools.learner[0].broadcast_weights.remote())
+    for i, ref in loads.items():
+        try:
+            ray.get(ref)
+        except RayActorError:  # died since its last task: Ray restarts it, it gets the weights afresh
+            wait_restarted(pools.rollout[i])
+            resync_restarted(pools, i, version)
+    return time.perf_counter() - start
+
+
+def wait_restarted(actor: ActorHandle, timeout_s: float = 300.0) -> None:
+    """Block until Ray has restarted `actor` (calls fail with ActorUnavailableError meanwhile)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            ray.get(actor.version.remote())
+            return
+        except ActorUnavailableError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def resync_restarted(pools: Pools, worker: int, version: int) -> float:
+    """A restarted worker lost its weights and any collective membership: a collective worker moves
+    to the object store for the rest of the run (the group re-forms without it at the next sync)."""
+    if pools.transport[worker] == "collective":
+        pools.transport[worker] = "object_store"
+        pools.collective_stale = True
+    return sync_weights(pools, version, [worker])

@@ -1,0 +1,32 @@
+"""RewardWorker: decodes response ids and scores them against their task rows (CPU only)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from models.tokenizer import load_tokenizer
+from rewards import get_reward, score_batch
+from rollout.trajectory import Trajectory
+
+
+@dataclass(frozen=True)
+class Score:
+    prompt_uid: str
+    sample_idx: int
+    reward: float
+    correct: bool
+
+
+class RewardWorker:
+    def __init__(self, rank: int, tokenizer_path: str, reward: str, concurrency: int = 4) -> None:
+        self.rank, self.concurrency = rank, concurrency
+        self.tokenizer = load_tokenizer(tokenizer_path)
+        self.fn = get_reward(reward)  # "math" | "code" | "pkg.module:function"
+
+    def score(self, trajectories: list[Trajectory], rows: list[dict[str, Any]]) -> list[Score]:
+        """One Score per trajectory, in order; rows[i] is the task row of trajectories[i]."""
+        # Ids are decoded once here, never re-tokenized: the learner trains on the ids.
+        texts = [self.tokenizer.decode(t.response_ids, skip_special_tokens=True) for t in trajectories]
+        results = score_batch(self.fn, texts, rows, concurrency=self.concurrency)
+        return [Score(t.prompt_uid, t.sample_idx, float(r["reward"]), bool(r["correct"]))
+                for t, r in zip(trajectories, results)]

@@ -1,0 +1,70 @@
+"""RolloutWorker: a model copy plus the block-diffusion sampler, in its own Ray actor process."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import ray
+import torch
+
+from models.checkpoint import load_model
+from rollout.params import SamplingParams
+from rollout.rng import row_seed
+from rollout.sampler import generate
+from rollout.trajectory import Trajectory
+
+from .config import ModelSection
+from .weight_sync import (CollectiveGroup, CollectiveReceiver, ObjectStoreReceiver, Receiver,
+                          SharedMemoryReceiver, WeightsHandle, load_into)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class PromptRecord:
+    """One (prompt, sample) to generate; its seed follows from (run seed, uid, sample_idx) alone."""
+    uid: str
+    prompt_ids: list[int]
+    sample_idx: int
+
+
+def device_for_actor() -> torch.device:
+    return torch.device("cuda") if ray.get_gpu_ids() and torch.cuda.is_available() else torch.device("cpu")
+
+
+class RolloutWorker:
+    def __init__(self, rank: int, model: ModelSection, path: str, threads: int = 1) -> None:
+        torch.set_num_threads(threads)
+        self.rank = rank
+        self.device = device_for_actor()
+        self.model = load_model(path, dtype=DTYPES[model.dtype], device=self.device,
+                                family=model.family, overrides=model.overrides()).eval()
+        self.weights_version = 0
+        self.receivers: dict[str, Receiver] = {"shared_memory": SharedMemoryReceiver(),
+                                               "object_store": ObjectStoreReceiver()}
+
+    def node_id(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+    def version(self) -> int:
+        return self.weights_version
+
+    def join_collective(self, master_addr: str, port: int, rank: int, world_size: int) -> None:
+        """Join learner rank 0's weight-sync group (called concurrently with the learner's join)."""
+        self.receivers["collective"] = CollectiveReceiver(CollectiveGroup(master_addr, port, rank, world_size))
+
+    def load_weights(self, handle: WeightsHandle) -> int:
+        state, version = self.receivers[handle.kind].receive(handle)
+        load_into(self.model, state)
+        self.weights_version = version
+        return version
+
+    def generate(self, shard: list[PromptRecord], params: SamplingParams) -> list[Trajectory]:
+        seeds = [row_seed(params.seed, r.uid, r.sample_idx) for r in shard]
+        trajs = generate(self.model, [r.prompt_ids for r in shard], params, seeds)
+        for t, r in zip(trajs, shard):
+            t.policy_version, t.prompt_uid, t.sample_idx = self.weights_version, r.uid, r.sample_idx
+        return trajs
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """For tests and debugging: the weights this worker samples with (on CPU)."""
+        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}

@@ -1,0 +1,122 @@
+"""Everything a run needs before its first step: model path, task, prompts, pools, metrics, resume."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from models.tiny import write_tiny_checkpoint
+from models.tokenizer import load_tokenizer
+from tasks.prompts import build_prompt
+from tasks.registry import Task, get_task
+from tasks.sampler import PromptSampler
+
+from .checkpoint import load_checkpoint, resolve_resume
+from .config import RunConfig
+from .metrics import MetricsLogger
+from .pools import Pools, create_pools
+from .rollout_worker import PromptRecord
+from .stages import RolloutJob
+from .step_data import records_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Run:
+    cfg: RunConfig
+    run_dir: Path
+    pools: Pools
+    task: Task
+    tokenizer: Any
+    sampler: PromptSampler
+    metrics: MetricsLogger
+    eval_rows: dict[str, dict[str, Any]]
+    eval_prompts: list[list[int]]
+    step: int = 0
+    version: int = 0  # policy updates applied
+    synced: int = 0  # version the rollout workers hold
+    job: RolloutJob | None = None  # async: the next step's rollout, already in flight
+    job_cursor: dict[str, Any] | None = None  # sampler state before `job`'s prompts were drawn
+
+    def encode(self, row: dict[str, Any]) -> list[int]:
+        text = build_prompt(row, self.tokenizer, self.cfg.task.template or self.task.template, self.task.kind)
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def next_prompts(self) -> tuple[list[PromptRecord], dict[str, dict[str, Any]]]:
+        """The next step's (prompt, sample) records and their rows, drawn from the seeded sampler."""
+        self.job_cursor = self.sampler.state_dict()
+        batch = self.sampler.next_batch(self.cfg.trainer.prompts_per_step)
+        records = records_for([s.uid for s in batch], [self.encode(s.row) for s in batch],
+                              self.cfg.trainer.responses_per_prompt)
+        return records, {s.uid: s.row for s in batch}
+
+    def next_pairs(self, n: int) -> list[tuple[list[int], list[int]]]:
+        """(prompt ids, reference solution ids + EOS) for supervised steps."""
+        pairs = []
+        for s in self.sampler.next_batch(n):
+            if not (s.row.get("solution") or s.row.get("ground_truth_answer")):
+                raise ValueError("supervised steps need rows with 'solution' or 'ground_truth_answer'; "
+                                 f"got {sorted(s.row)}")
+            text = s.row.get("solution") or f"\\boxed{{{s.row['ground_truth_answer']}}}"
+            pairs.append((self.encode(s.row), self.tokenizer.encode(text, add_special_tokens=False)
+                          + [self.tokenizer.eos_token_id]))
+        return pairs
+
+    def driver_state(self) -> dict[str, Any]:
+        return {"step": self.step, "version": self.version, "sampler": self.job_cursor or self.sampler.state_dict(),
+                "config": self.cfg.model_dump(mode="json", by_alias=True)}
+
+
+def model_path(cfg: RunConfig, run_dir: Path) -> str:
+    if cfg.model.path is not None:
+        return cfg.model.path
+    path = run_dir / "tiny_model"
+    if not (path / "config.json").is_file():
+        write_tiny_checkpoint(path, seed=cfg.model.init_seed)
+    return str(path)
+
+
+def namespace_for(cfg: RunConfig, run_dir: Path) -> str:
+    """A per-run Ray namespace: actor names repeat across runs, namespaces keep them apart."""
+    if cfg.ray.namespace:
+        return cfg.ray.namespace
+    digest = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:8]
+    return f"dllm-{re.sub(r'[^A-Za-z0-9_-]', '_', run_dir.name)}-{digest}"
+
+
+def start_run(cfg: RunConfig) -> Run:
+    run_dir = Path(cfg.trainer.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(cfg.model_dump(mode="json", by_alias=True), indent=2))
+    path = model_path(cfg, run_dir)
+    task = get_task(cfg.task.name, **cfg.task.params)
+    t = cfg.trainer
+    sampler = PromptSampler(task.train_rows(cfg.task.train_size, t.seed), seed=t.seed)
+    resume = resolve_resume(run_dir, t.resume)
+    if resume is None and t.resume == "auto":  # a fresh start: earlier metrics of this run_dir are stale
+        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    namespace = namespace_for(cfg, run_dir)
+    pools = create_pools(cfg, path, cfg.task.reward or task.reward_path, namespace)
+    metrics = MetricsLogger(run_dir, t.logger, namespace, cfg.model_dump(mode="json", by_alias=True))
+    eval_rows = {f"eval-{i}": row for i, row in enumerate(task.eval_rows(t.eval_prompts, t.seed))}
+    run = Run(cfg, run_dir, pools, task, load_tokenizer(path), sampler, metrics, eval_rows, [])
+    run.eval_prompts = [run.encode(row) for row in eval_rows.values()]
+    if resume is not None:
+        state = load_checkpoint(pools, resume)
+        run.step, run.version, run.synced = state["step"], state["version"], -1  # workers hold the base weights
+        sampler.load_state_dict(state["sampler"])
+        _truncate_metrics(run_dir / "metrics.jsonl", run.step)
+        log.info("resumed from %s at step %d", resume, run.step)
+    return run
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop lines logged after the checkpoint we resume from (they will be logged again)."""
+    if path.exists():
+        keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in keep))

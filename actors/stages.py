@@ -1,0 +1,103 @@
+"""Rollout + reward as one streamed stage: shards go to rollout workers, and each shard's
+trajectories are scored by reward workers as soon as it comes back (ray.wait).
+
+Faults: a shard or chunk whose actor died is re-issued (a rollout worker only after Ray restarted
+it and it got the current weights). Every (prompt uid, sample) is accounted exactly once.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray.exceptions import RayActorError
+from tqdm import tqdm
+
+from rollout.params import SamplingParams
+from rollout.trajectory import Trajectory
+
+from .pools import Pools, resync_restarted, wait_restarted
+from .reward_worker import Score
+from .rollout_worker import PromptRecord
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RolloutJob:
+    """Shards in flight; created by `submit`, finished by `collect`."""
+    records: list[PromptRecord]
+    rows: dict[str, dict[str, Any]]
+    params: SamplingParams
+    pending: dict[Any, tuple[str, int, Any]] = field(default_factory=dict)  # ref -> (stage, worker, payload)
+    reissued: Counter = field(default_factory=Counter)
+
+
+def split(items: list, n: int) -> list[list]:
+    """n contiguous, nearly equal parts (empty parts dropped)."""
+    k, r = divmod(len(items), n)
+    bounds = [i * k + min(i, r) for i in range(n + 1)]
+    return [items[bounds[i]:bounds[i + 1]] for i in range(n) if bounds[i + 1] > bounds[i]]
+
+
+def submit(pools: Pools, records: list[PromptRecord], rows: dict[str, dict[str, Any]],
+           params: SamplingParams) -> RolloutJob:
+    job = RolloutJob(records, rows, params)
+    for w, shard in enumerate(split(records, len(pools.rollout))):
+        job.pending[pools.rollout[w].generate.remote(shard, params)] = ("rollout", w, shard)
+    return job
+
+
+def collect(pools: Pools, job: RolloutJob, version: int, chunk: int,
+            progress: bool = False) -> tuple[list[Trajectory], dict[tuple[str, int], Score]]:
+    """Wait for every shard, scoring as they arrive; returns trajectories and their scores."""
+    trajs: list[Trajectory] = []
+    scores: dict[tuple[str, int], Score] = {}
+    bar = tqdm(total=2 * len(job.records), desc="rollout+reward", disable=not progress, leave=False)
+    next_reward = 0
+    while job.pending:
+        [ref], _ = ray.wait(list(job.pending), num_returns=1)
+        stage, w, payload = job.pending.pop(ref)
+        try:
+            result = ray.get(ref)
+        except RayActorError as err:
+            job.reissued[stage] += 1
+            log.warning("%s-%d died (%s); re-issuing its %d items", stage, w, type(err).__name__, len(payload))
+            if stage == "rollout":
+                wait_restarted(pools.rollout[w])
+                resync_restarted(pools, w, version)
+                job.pending[pools.rollout[w].generate.remote(payload, job.params)] = ("rollout", w, payload)
+            else:
+                next_reward = _score(pools, job, payload, next_reward)
+            continue
+        bar.update(len(payload))
+        if stage == "rollout":
+            trajs += result
+            for part in (result[i:i + chunk] for i in range(0, len(result), chunk)):
+                next_reward = _score(pools, job, part, next_reward)
+        else:
+            for s in result:
+                scores[(s.prompt_uid, s.sample_idx)] = s
+    bar.close()
+    _account(job.records, trajs, scores)
+    return trajs, scores
+
+
+def _score(pools: Pools, job: RolloutJob, part: list[Trajectory], worker: int) -> int:
+    """Send a chunk to reward worker `worker` (round robin); returns the next worker index."""
+    w = worker % len(pools.reward)
+    ref = pools.reward[w].score.remote(part, [job.rows[t.prompt_uid] for t in part])
+    job.pending[ref] = ("reward", w, part)
+    return w + 1
+
+
+def _account(records: list[PromptRecord], trajs: list[Trajectory], scores: dict[tuple[str, int], Score]) -> None:
+    """Every requested (uid, sample) came back exactly once and was scored."""
+    want = Counter((r.uid, r.sample_idx) for r in records)
+    got = Counter((t.prompt_uid, t.sample_idx) for t in trajs)
+    if got != want or set(scores) != set(want):
+        lost, extra = want - got, got - want
+        raise RuntimeError(f"prompt accounting failed: lost {sorted(lost)[:5]}, duplicated {sorted(extra)[:5]}, "
+                           f"unscored {sorted(set(want) - set(scores))[:5]}")

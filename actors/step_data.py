@@ -1,0 +1,68 @@
+"""Pure helpers the driver uses between stages: prompt records, groups, learner shards, metrics."""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from learner.advantages import ScoredGroup
+from rollout.trajectory import Trajectory
+
+from .reward_worker import Score
+from .rollout_worker import PromptRecord
+
+
+def records_for(uids: list[str], prompt_ids: list[list[int]], samples: int) -> list[PromptRecord]:
+    """Every prompt `samples` times; a prompt's samples stay adjacent (same shard, shared prefix)."""
+    return [PromptRecord(uid, ids, k) for uid, ids in zip(uids, prompt_ids) for k in range(samples)]
+
+
+def to_groups(trajs: list[Trajectory], scores: dict[tuple[str, int], Score]) -> list[ScoredGroup]:
+    """One ScoredGroup per prompt uid, samples ordered by index, groups in first-seen order."""
+    by_uid: dict[str, list[Trajectory]] = defaultdict(list)
+    for t in trajs:
+        by_uid[t.prompt_uid].append(t)
+    groups = []
+    for uid, ts in by_uid.items():
+        ts.sort(key=lambda t: t.sample_idx)
+        s = [scores[(uid, t.sample_idx)] for t in ts]
+        groups.append(ScoredGroup(uid, ts, [x.reward for x in s], [x.correct for x in s]))
+    return groups
+
+
+def learner_shards(trajs: list[Trajectory], advantages: list[float], n: int) -> list[tuple[list, list]]:
+    """Longest first, round robin: ranks get similar token counts (the updater pads batch counts)."""
+    order = sorted(range(len(trajs)), key=lambda i: -(len(trajs[i].prompt_ids) + len(trajs[i].response_ids)))
+    shards: list[tuple[list, list]] = [([], []) for _ in range(n)]
+    for j, i in enumerate(order):
+        shards[j % n][0].append(trajs[i])
+        shards[j % n][1].append(advantages[i])
+    return shards
+
+
+def rollout_metrics(trajs: list[Trajectory], scores: dict[tuple[str, int], Score], seconds: float,
+                    version: int, prefix: str = "") -> dict[str, float]:
+    lens = np.array([len(t.response_ids) for t in trajs], dtype=float)
+    rewards = np.array([scores[(t.prompt_uid, t.sample_idx)].reward for t in trajs])
+    correct = np.array([scores[(t.prompt_uid, t.sample_idx)].correct for t in trajs], dtype=float)
+    forwards = sum(t.num_forwards for t in trajs)
+    out = {"reward_mean": rewards.mean(), "reward_std": rewards.std(), "accuracy": correct.mean(),
+           "response_len": lens.mean(), "tokens_per_forward": lens.sum() / max(forwards, 1),
+           "rollout_tokens_per_s": lens.sum() / max(seconds, 1e-9), "samples": float(len(trajs)),
+           "prompts": float(len({t.prompt_uid for t in trajs})),
+           "staleness": float(np.mean([version - t.policy_version for t in trajs]))}
+    return {prefix + k: float(v) for k, v in out.items()}
+
+
+def merge_rank_stats(per_rank: list[dict[str, float]]) -> dict[str, float]:
+    """Learner ranks report local sums/means: counts add up, everything else is averaged."""
+    keys = set().union(*per_rank)
+    return {k: float((np.sum if k in ("rows", "trained_tokens") else np.mean)([r[k] for r in per_rank if k in r]))
+            for k in keys}
+
+
+def update_metrics(stats: dict[str, Any], trajs: list[Trajectory], seconds: float) -> dict[str, float]:
+    tokens = sum(len(t.response_ids) for t in trajs)
+    return {**{f"learner/{k}": float(v) for k, v in stats.items()},
+            "learner_tokens_per_s": tokens / max(seconds, 1e-9), "trained_samples": float(len(trajs))}

@@ -1,0 +1,94 @@
+"""Weight sync cost per transport, learner rank 0 → N rollout workers, on a local Ray.
+
+    python bench/weight_sync.py            # ~110M-parameter model, 2 rollout workers
+    python bench/weight_sync.py --quick    # the 0.8M tiny model
+
+Prints ONE JSON line: params, workers, bytes, and seconds per full sync (best of --repeats) for
+shared_memory, collective (gloo), object_store; disk_s = save safetensors + load into a fresh
+model (the disk round trip the reference code makes every step); memcpy_s = a warm in-process
+copy of the same bytes (the floor). Each sync includes rank 0's gather of the full state dict.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import ray
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from actors.config import ClusterSection, ModelSection, PoolSection, RunConfig, TaskSection, WeightSyncSection  # noqa: E402
+from actors.pools import create_pools, sync_weights  # noqa: E402
+from models.checkpoint import load_model, save_model  # noqa: E402
+from models.tiny import write_tiny_checkpoint  # noqa: E402
+
+BIG = dict(hidden_size=768, intermediate_size=2048, num_layers=16, num_heads=12, num_kv_heads=4, head_dim=64)
+
+
+def best_of(repeats: int, fn) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny model instead of ~110M parameters")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--bucket-mb", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-wsync-"))
+    path = write_tiny_checkpoint(tmp / "model", seed=0, **({} if args.quick else BIG))
+    cfg = RunConfig(
+        model=ModelSection(name="bench", family="tiny", path=str(path)), task=TaskSection(name="arith"),
+        cluster=ClusterSection(rollout=PoolSection(num_workers=args.workers), learner=PoolSection(num_workers=1),
+                               reward=PoolSection(num_workers=1)),
+        weight_sync=WeightSyncSection(bucket_mb=args.bucket_mb))
+    ray.init(num_cpus=args.workers + 4, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    pools = create_pools(cfg, str(path), "math", "bench-weight-sync")
+    result: dict[str, float | int] = {"workers": args.workers}
+    try:
+        version = 0
+        for kind in ("shared_memory", "collective", "object_store"):
+            pools.transport = [kind] * args.workers
+
+            def once() -> None:
+                nonlocal version
+                version += 1
+                sync_weights(pools, version)
+
+            once()  # warm-up: forms the gloo group, first-touch page faults
+            result[f"{kind}_s"] = best_of(args.repeats, once)
+        model = load_model(path)
+        result["params"] = sum(p.numel() for p in model.parameters())
+        nbytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+        result["bytes"] = nbytes
+        # safetensors loads lazily (mmap): read every weight once, as the first forward would.
+        result["disk_s"] = best_of(args.repeats, lambda: [p.sum() for p in load_model(save_model(model, tmp / "disk"))
+                                                          .parameters()])
+        src, dst = torch.empty(nbytes, dtype=torch.uint8).fill_(1), torch.empty(nbytes, dtype=torch.uint8)
+        dst.copy_(src)
+        result["memcpy_s"] = best_of(args.repeats, lambda: dst.copy_(src))
+    finally:
+        pools.shutdown()
+        ray.shutdown()
+        shutil.rmtree(tmp, ignore_errors=True)
+    keys = ["params", "workers", "bytes", "shared_memory_s", "collective_s", "object_store_s", "disk_s", "memcpy_s"]
+    print(json.dumps({k: round(result[k], 4) if isinstance(result[k], float) else result[k] for k in keys}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Entry point: `python launch.py [hydra overrides]` (or `ray job submit -- python launch.py ...`).
+
+The composed config is validated before Ray starts; then a local Ray is started, or the one at
+`ray.address` / RAY_ADDRESS (set inside `ray job submit`) is joined, and actors.driver runs."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from actors.config import ConfigError, RunConfig, validate_config
+
+REPO = Path(__file__).resolve().parent
+
+
+def worker_env() -> dict[str, str]:
+    """Env vars actors need (our packages importable), minus what this process already has: inside
+    `ray job submit` the job's runtime env is in os.environ, and repeating a key there is an error."""
+    wanted = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+              "TOKENIZERS_PARALLELISM": "false"}
+    have_repo = str(REPO) in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    return {k: v for k, v in wanted.items() if (not have_repo if k == "PYTHONPATH" else k not in os.environ)}
+
+
+def connect_ray(cfg: RunConfig) -> None:
+    import ray
+
+    runtime_env = {"env_vars": worker_env()}
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    if address:  # an existing cluster; inside `ray job submit` RAY_ADDRESS points at it
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+        return
+    c = cfg.cluster
+    needed = sum(p.num_workers * p.cpus_per_worker for p in (c.rollout, c.reward, c.learner))
+    num_cpus = cfg.ray.num_cpus or max(os.cpu_count() or 1, int(needed + 0.999))
+    ray.init(num_cpus=num_cpus, include_dashboard=cfg.ray.include_dashboard, dashboard_host="127.0.0.1",
+             runtime_env=runtime_env)
+
+
+def run(cfg: RunConfig) -> None:
+    import ray
+
+    from actors.driver import train
+    from actors.run import start_run
+
+    connect_ray(cfg)
+    try:
+        job = start_run(cfg)
+        try:
+            train(job)
+        finally:
+            job.metrics.close(plot=cfg.trainer.plot)
+            job.pools.shutdown()
+    finally:
+        ray.shutdown()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(raw: DictConfig) -> None:
+    try:
+        cfg = validate_config(OmegaConf.to_container(raw, resolve=True, throw_on_missing=True))
+    except (ConfigError, OmegaConfBaseException) as err:
+        print(err, file=sys.stderr)
+        sys.exit(2)
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Configs: every group composes and validates; bad ones fail before Ray starts, naming the key."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from actors.config import ConfigError
+from support import REPO, compose_config
+
+GROUPS = {name: sorted(p.stem for p in (REPO / "conf" / name).glob("*.yaml"))
+          for name in ("model", "algo", "task", "rollout", "cluster")}
+NEEDS_PATH = {"model": "model.path=/ckpt", "task": "task.params.path=/data.jsonl"}
+
+
+def test_default_config():
+    cfg = compose_config([])
+    assert (cfg.model.name, cfg.algo.name, cfg.task.name) == ("tiny", "tracerl", "arith")
+    assert cfg.rollout.strategy == "dynamic"
+    assert cfg.cluster.rollout.num_workers >= 1 and cfg.async_.max_staleness == 0 and cfg.ray.address is None
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g, opts in GROUPS.items() for o in opts])
+def test_every_group_option_validates(group, option):
+    extra = [NEEDS_PATH[group]] if group in NEEDS_PATH and option not in ("tiny", "arith") else []
+    if option == "sft_trace":
+        with pytest.raises(ConfigError, match="sft_trace"):
+            compose_config([f"{group}={option}"] + extra)
+        return
+    if group == "model" and option in ("llada_8b", "dream_7b"):
+        extra.append("rollout.max_new_tokens=256")  # full-attention blocks of 32 must divide it
+    cfg = compose_config([f"{group}={option}"] + extra)
+    assert getattr(cfg, group) is not None
+
+
+@pytest.mark.parametrize("override,key,hint", [
+    ("algo.name=ppo", "algo.name", "tracerl"),
+    ("cluster.rollout.num_workers=-1", "cluster.rollout.num_workers", "greater than or equal to 1"),
+    ("rollout.block_size=8", "rollout.block_size", "model.block_size=4"),
+    ("async.max_staleness=2", "async.max_staleness", "0 or 1"),
+    ("weight_sync.transport=nccl", "weight_sync.transport", "shared_memory"),
+    ("+trainer.stepz=3", "trainer.stepz", "Extra inputs"),
+])
+def test_bad_config_names_the_key(override, key, hint):
+    with pytest.raises(ConfigError) as err:
+        compose_config([override])
+    assert key in str(err.value) and hint in str(err.value)
+
+
+def test_launch_rejects_bad_config_before_ray_starts(tmp_path):
+    out = subprocess.run([sys.executable, "launch.py", "cluster.learner.num_workers=0", f"trainer.run_dir={tmp_path}"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "cluster.learner.num_workers" in out.stderr
+    assert "Ray" not in out.stdout + out.stderr and not any(Path(tmp_path).iterdir())

@@ -1,0 +1,35 @@
+"""Faults: a rollout worker killed mid-step and a reward worker dying mid-chunk are restarted,
+their work re-issued (the rollout worker only after it got the current weights), and every
+(prompt, sample) is accounted exactly once."""
+from __future__ import annotations
+
+import ray
+
+from actors.pools import create_pools, sync_weights
+from actors.run import model_path
+from actors.stages import collect, submit
+from actors.step_data import records_for
+from support import SMALL, compose_config
+
+
+def test_killed_workers_are_restarted_and_work_reissued(ray_session, tmp_path):
+    cfg = compose_config(SMALL + [f"trainer.run_dir={tmp_path}", "cluster.reward.num_workers=2"])
+    pools = create_pools(cfg, model_path(cfg, tmp_path), "tests.actors.crash_reward:reward", "test-faults")
+    try:
+        sync_weights(pools, 1)
+        uids = [f"p{i}" for i in range(6)]
+        records = records_for(uids, [[23 + i, 18, 24, 30] for i in range(6)], 3)
+        rows = {u: {"crash_marker": str(tmp_path / "crashed")} for u in uids}
+        job = submit(pools, records, rows, cfg.rollout)
+        ray.kill(pools.rollout[0], no_restart=False)  # its shard is in flight
+        trajs, scores = collect(pools, job, version=1, chunk=4)
+        assert job.reissued["rollout"] == 1 and job.reissued["reward"] >= 1
+        assert sorted((t.prompt_uid, t.sample_idx) for t in trajs) == sorted((r.uid, r.sample_idx) for r in records)
+        assert len(scores) == len(records)
+        assert {t.policy_version for t in trajs} == {1}  # the restarted worker got the current weights
+        assert ray.get(pools.rollout[0].version.remote()) == 1
+        # The restarted pools keep working for the next step.
+        trajs, _ = collect(pools, submit(pools, records, rows, cfg.rollout), version=1, chunk=4)
+        assert len(trajs) == len(records)
+    finally:
+        pools.shutdown()

@@ -13,6 +13,7 @@ from learner.advantages import group_advantages
 
 from .checkpoint import save_checkpoint
 from .pools import sync_weights
+from .report import write_report
 from .run import Run
 from .stages import collect, submit
 from .step_data import (learner_shards, merge_rank_stats, records_for, rollout_metrics, to_groups,
@@ -30,8 +31,12 @@ def timed(times: dict[str, float], key: str) -> Iterator[None]:
 
 def train(run: Run) -> None:
     t = run.cfg.trainer
-    if run.step == 0 and run.version == 0 and run.cfg.warmup.steps and not run.cfg.algo.is_sft:
-        warmup(run)
+    start = time.perf_counter()
+    if run.step == 0:
+        if run.version == 0 and run.cfg.warmup.steps and not run.cfg.algo.is_sft:
+            warmup(run)
+        if t.eval_every:
+            evaluate(run)  # the starting point every later evaluation is compared with
     bar = tqdm(total=t.steps, initial=run.step, desc="steps", disable=not t.progress)
     while run.step < t.steps:
         m = sft_step(run, run.step) if run.cfg.algo.is_sft else rl_step(run)
@@ -45,6 +50,7 @@ def train(run: Run) -> None:
         if run.step == t.steps or (t.checkpoint_every and run.step % t.checkpoint_every == 0):
             save_checkpoint(run.pools, run.run_dir, run.step, run.driver_state(), t.keep_last)
     bar.close()
+    write_report(run, time.perf_counter() - start)
 
 
 def rl_step(run: Run) -> dict[str, float]:
@@ -101,8 +107,6 @@ def warmup(run: Run) -> None:
         run.metrics.log(i + 1 - n, {f"warmup/{k}": v for k, v in m.items()})
         if (i + 1) % 10 == 0 or i + 1 == n:
             log.info("warm-up %d/%d sft_loss %.3f", i + 1, n, m.get("learner/sft_loss", float("nan")))
-    if run.cfg.trainer.eval_every:
-        evaluate(run)
 
 
 def sync(run: Run, times: dict[str, float]) -> None:

@@ -100,3 +100,24 @@ def test_gamma_lambda_one_gives_advantage_minus_value():
     R, A = token_targets(values, outcome_rewards(ranks, adv), ranks, 1.0, 1.0)
     assert torch.allclose(R, torch.full((6,), adv))
     assert torch.allclose(A, adv - values, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["token_mean", "seq_mean", "max_len"])
+def test_normalisation_weights_by_hand(mode):
+    """Two responses of 3 and 1 tokens, split over two micro-batches; the step loss Σ w·ℓ must equal
+    the hand-computed normalisation whatever the split."""
+    from learner.batching import micro_batches
+    from learner.policy_update import norm_weights
+    from learner.rows import trace_rows
+
+    t3 = Trajectory([2, 3, 4, 5], [6, 7, 8], [1, 2, 3], [0.0] * 3, [0.0] * 3, 4, "length", 3)
+    t1 = Trajectory([2, 3, 4, 5], [6], [1], [0.0], [0.0], 4, "length", 1)
+    rows = trace_rows(t3, 0, "block_causal", 1, 11) + trace_rows(t1, 1, "block_causal", 1, 11)
+    mbs = micro_batches(rows, 12, 0)  # a small budget: several micro-batches
+    assert len(mbs) > 1
+    norm_weights(mbs, [t3, t1], mode)
+    w = {(int(i), int(j)): float(x) for mb in mbs for i, j, x in zip(mb.traj_index, mb.token_index, mb.data["w"])}
+    expected = {"token_mean": {k: 1 / 4 for k in w},
+                "seq_mean": {k: 1 / (2 * (3 if k[0] == 0 else 1)) for k in w},
+                "max_len": {k: 1 / (2 * 3) for k in w}}[mode]
+    assert w == pytest.approx(expected)

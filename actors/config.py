@@ -103,6 +103,11 @@ class WarmupSection(_Strict):
     steps: int = Field(0, ge=0)
     prompts_per_step: int = Field(64, ge=1)
     algo: AlgoConfig = AlgoConfig(name="sft_semi_ar")
+    # The warm-up has its own optimizer and learning rate; RL then starts from the exported warm
+    # start with a fresh one (SFT-sized Adam moments would otherwise damp the RL updates for
+    # ~1/(1-β2) steps). Warm starts are cached under cache_dir by a hash of what produced them.
+    lr: float = Field(1e-3, gt=0.0)
+    cache_dir: str = "runs/warm_starts"
 
     @model_validator(mode="after")
     def _check(self) -> WarmupSection:

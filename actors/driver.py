@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from contextlib import contextmanager
 from collections.abc import Iterator
@@ -33,7 +34,7 @@ def train(run: Run) -> None:
     t = run.cfg.trainer
     start = time.perf_counter()
     if run.step == 0:
-        if run.version == 0 and run.cfg.warmup.steps and not run.cfg.algo.is_sft:
+        if run.needs_warmup:
             warmup(run)
         if t.eval_every:
             evaluate(run)  # the starting point every later evaluation is compared with
@@ -107,6 +108,16 @@ def warmup(run: Run) -> None:
         run.metrics.log(i + 1 - n, {f"warmup/{k}": v for k, v in m.items()})
         if (i + 1) % 10 == 0 or i + 1 == n:
             log.info("warm-up %d/%d sft_loss %.3f", i + 1, n, m.get("learner/sft_loss", float("nan")))
+    # Cache the warm start (written to a temporary name, then renamed: a crash leaves no half
+    # entry), then restart the learners from it with the RL optimizer.
+    tmp = run.warm_dir.with_name(run.warm_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    ray.get([a.export_hf.remote(str(tmp)) for a in run.pools.learner])
+    tmp.rename(run.warm_dir)
+    ray.get([a.start_rl.remote(str(run.warm_dir)) for a in run.pools.learner])
+    run.needs_warmup = False
+    log.info("warm start cached at %s", run.warm_dir)
 
 
 def sync(run: Run, times: dict[str, float]) -> None:

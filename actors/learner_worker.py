@@ -42,24 +42,38 @@ class LearnerWorker:
         """Rank 0: where the other ranks find the process group's store."""
         return ray.util.get_node_ip_address(), free_port()
 
-    def setup(self, master_addr: str, master_port: int) -> None:
+    def setup(self, master_addr: str, master_port: int, warmup: bool) -> None:
+        """Join the process group and build the engine: for the SFT warm-up (`warmup`, its own
+        optimizer and learning rate) or for the run's own algorithm."""
         init_distributed(self.rank, self.world_size, master_addr, master_port)
+        self._build(self.path, warmup)
+
+    def start_rl(self, path: str) -> None:
+        """After the warm-up: rebuild from the exported warm start with a fresh optimizer."""
+        self.path = path
+        self._build(path, warmup=False)
+
+    def _build(self, path: str, warmup: bool) -> None:
         m, algo = self.cfg.model, self.cfg.algo
         load = dict(dtype=DTYPES[m.dtype], device=self.device, family=m.family, overrides=m.overrides())
-        model = load_model(self.path, **load)
+        model = load_model(path, **load)
         self.model_cfg = model.config
+        if warmup:
+            w = self.cfg.warmup
+            self.engine = TrainEngine(model, self.cfg.engine.model_copy(
+                update={"lr": w.lr, "schedule": "constant", "total_steps": None}))
+            self.sft_updater = PolicyUpdater(self.engine, w.algo, self.model_cfg, seed=self.cfg.trainer.seed)
+            self.value_engine = None
+            return
         self.engine = TrainEngine(model, self.cfg.engine)
-        value_engine = (TrainEngine(ValueModel(load_model(self.path, **load)), self.cfg.engine)
-                        if algo.uses_value else None)
+        self.value_engine = (TrainEngine(ValueModel(load_model(path, **load)), self.cfg.engine)
+                             if algo.uses_value else None)
         ref = None
         if algo.kl_beta > 0 and algo.kl_ref == "frozen":
-            ref = load_model(m.ref_path or self.path, **load).eval().requires_grad_(False)
-        self.updater = PolicyUpdater(self.engine, algo, self.model_cfg, ref_model=ref, value_engine=value_engine,
-                                     seed=self.cfg.trainer.seed)
-        self.value_engine = value_engine
-        # Warm-up SFT shares the engine (one optimizer state) but has its own objective.
-        self.sft_updater = (PolicyUpdater(self.engine, self.cfg.warmup.algo, self.model_cfg, seed=self.cfg.trainer.seed)
-                            if self.cfg.warmup.steps and not algo.is_sft else self.updater)
+            ref = load_model(m.ref_path or path, **load).eval().requires_grad_(False)
+        self.updater = PolicyUpdater(self.engine, algo, self.model_cfg, ref_model=ref,
+                                     value_engine=self.value_engine, seed=self.cfg.trainer.seed)
+        self.sft_updater = self.updater
 
     # ---- updates (all ranks, collectively, each with its own shard) ---------------------------
     def rl_step(self, trajectories: list[Trajectory], advantages: list[float], step: int) -> dict[str, float]:

@@ -66,7 +66,7 @@ def _options(pool: PoolSection, name: str, namespace: str, pg: PlacementGroup, i
     return opts
 
 
-def create_pools(cfg: RunConfig, model_path: str, reward: str, namespace: str) -> Pools:
+def create_pools(cfg: RunConfig, model_path: str, reward: str, namespace: str, warmup: bool = False) -> Pools:
     c = cfg.cluster
     learner_pg = _group(c.learner, f"{namespace}-learner", c.rollout if c.colocate else None)
     rollout_pg = learner_pg if c.colocate else _group(c.rollout, f"{namespace}-rollout")
@@ -82,7 +82,7 @@ def create_pools(cfg: RunConfig, model_path: str, reward: str, namespace: str) -
     learners = [learner(0)]  # rank 0 first: it picks the process group's address
     addr, port = ray.get(learners[0].address.remote())
     learners += [learner(r) for r in range(1, world)]
-    setup = [a.setup.remote(addr, port) for a in learners]
+    setup = [a.setup.remote(addr, port, warmup) for a in learners]
     rollouts = [Rollout.options(**_options(c.rollout, f"rollout-{i}", namespace, rollout_pg, i, share, True))
                 .remote(i, cfg.model, model_path, _threads(c.rollout)) for i in range(c.rollout.num_workers)]
     rewards = [Reward.options(**_options(c.reward, f"reward-{i}", namespace, reward_pg, i, restartable=True))

@@ -42,6 +42,8 @@ class Run:
     synced: int = 0  # version the rollout workers hold
     job: RolloutJob | None = None  # async: the next step's rollout, already in flight
     job_cursor: dict[str, Any] | None = None  # sampler state before `job`'s prompts were drawn
+    warm_dir: Path | None = None  # where this run's SFT warm start is (or will be) cached
+    needs_warmup: bool = False  # no cached warm start yet: the learners start in the warm-up phase
 
     def encode(self, row: dict[str, Any]) -> list[int]:
         text = build_prompt(row, self.tokenizer, self.cfg.task.template or self.task.template, self.task.kind)
@@ -81,6 +83,18 @@ def model_path(cfg: RunConfig, run_dir: Path) -> str:
     return str(path)
 
 
+def warm_start_dir(cfg: RunConfig) -> Path | None:
+    """The cache entry for this run's warm start: a hash of everything that produces it."""
+    if not cfg.warmup.steps or cfg.algo.is_sft:
+        return None
+    key = json.dumps({"model": cfg.model.model_dump(mode="json"), "task": cfg.task.model_dump(mode="json"),
+                      "warmup": cfg.warmup.model_dump(mode="json", exclude={"cache_dir"}),
+                      "engine": cfg.engine.model_dump(mode="json", exclude={"lr", "schedule", "warmup_steps",
+                                                                            "total_steps", "min_lr_ratio"}),
+                      "seed": cfg.trainer.seed}, sort_keys=True)
+    return Path(cfg.warmup.cache_dir) / hashlib.sha1(key.encode()).hexdigest()[:12]
+
+
 def namespace_for(cfg: RunConfig, run_dir: Path) -> str:
     """A per-run Ray namespace: actor names repeat across runs, namespaces keep them apart."""
     if cfg.ray.namespace:
@@ -101,10 +115,17 @@ def start_run(cfg: RunConfig) -> Run:
     if resume is None and t.resume == "auto":  # a fresh start: earlier metrics of this run_dir are stale
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     namespace = namespace_for(cfg, run_dir)
-    pools = create_pools(cfg, path, cfg.task.reward or task.reward_path, namespace)
+    warm_dir = warm_start_dir(cfg)
+    cached = warm_dir is not None and (warm_dir / "config.json").is_file()
+    if cached:
+        path = str(warm_dir)
+        log.info("using the cached warm start %s", warm_dir)
+    needs_warmup = warm_dir is not None and not cached and resume is None
+    pools = create_pools(cfg, path, cfg.task.reward or task.reward_path, namespace, warmup=needs_warmup)
     metrics = MetricsLogger(run_dir, t.logger, namespace, cfg.model_dump(mode="json", by_alias=True))
     eval_rows = {f"eval-{i}": row for i, row in enumerate(task.eval_rows(t.eval_prompts, t.seed))}
-    run = Run(cfg, run_dir, pools, task, load_tokenizer(path), sampler, metrics, eval_rows, [])
+    run = Run(cfg, run_dir, pools, task, load_tokenizer(path), sampler, metrics, eval_rows, [],
+              warm_dir=warm_dir, needs_warmup=needs_warmup)
     run.eval_prompts = [run.encode(row) for row in eval_rows.values()]
     if resume is not None:
         state = load_checkpoint(pools, resume)

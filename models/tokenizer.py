@@ -13,6 +13,7 @@ from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+from transformers.utils import logging as hf_logging
 
 PAD, EOS, MASK, IM_START, IM_END, UNK = (
     "<|pad|>", "<|endoftext|>", "<|MASK|>", "<|im_start|>", "<|im_end|>", "<|unk|>")
@@ -30,7 +31,14 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"tokenizer directory {path} does not exist")
-    return AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+    # AutoTokenizer also reads config.json and warns that model_type "sdar"/"llada"/"Dream" is not
+    # a transformers model; the tokenizer does not depend on it, so that warning is silenced here.
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+    finally:
+        hf_logging.set_verbosity(previous)
 
 
 def build_tiny_tokenizer(extra_tokens: list[str] | None = None) -> PreTrainedTokenizerFast:

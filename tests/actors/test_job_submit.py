@@ -89,7 +89,7 @@ def test_job_submit_runs_launch(head_node, tmp_path):
     run_dir = tmp_path / "run"
     entry = ["python", str(REPO / "launch.py"), f"trainer.run_dir={run_dir}", "trainer.steps=2", "trainer.eval_every=0",
              "async.max_staleness=1", "task.reward=tests.actors.digit_reward:reward",
-             "warmup.steps=2", "warmup.prompts_per_step=8", "engine.warmup_steps=0",
+             "warmup.steps=2", "warmup.prompts_per_step=8", f"warmup.cache_dir={tmp_path}/warm", "engine.warmup_steps=0",
              "trainer.prompts_per_step=4", "trainer.responses_per_prompt=2", "rollout.max_new_tokens=8",
              "trainer.progress=false"]
     runtime_env = json.dumps({"env_vars": {"PYTHONPATH": str(REPO)}})

@@ -22,13 +22,15 @@ EVAL_PROMPTS = 24
 
 def test_default_launch_writes_the_promised_run_directory(tmp_path):
     run_dir = tmp_path / "run"
-    overrides = [f"trainer.run_dir={run_dir}", "warmup.steps=40", "trainer.steps=2", "trainer.prompts_per_step=4",
+    overrides = [f"trainer.run_dir={run_dir}", "warmup.steps=40", f"warmup.cache_dir={tmp_path}/warm", "trainer.steps=2", "trainer.prompts_per_step=4",
                  "trainer.eval_every=2", f"trainer.eval_prompts={EVAL_PROMPTS}", "trainer.progress=false",
                  "trainer.checkpoint_every=2", "cluster.rollout.num_workers=1", "ray.include_dashboard=false"]
     done = subprocess.run([sys.executable, "launch.py", *overrides], cwd=REPO, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "held-out arith accuracy" in done.stdout  # the before/after table
+    (warm,) = (tmp_path / "warm").iterdir()  # the warm start is cached for the next run
+    assert (warm / "config.json").is_file() and (warm / "tokenizer.json").is_file()
 
     summary = json.loads((run_dir / "summary.json").read_text())
     assert {"acc_before", "acc_after", "wall_s", "steps"} <= set(summary) and summary["steps"] == 2

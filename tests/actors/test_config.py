@@ -18,7 +18,7 @@ NEEDS_PATH = {"model": "model.path=/ckpt", "task": "task.params.path=/data.jsonl
 def test_default_config():
     cfg = compose_config([])
     assert (cfg.model.name, cfg.algo.name, cfg.task.name) == ("tiny", "tracerl", "arith")
-    assert cfg.rollout.strategy == "dynamic"
+    assert cfg.rollout.strategy == "static" and cfg.rollout.temperature == 1.0  # the recipe that learns
     assert cfg.cluster.rollout.num_workers >= 1 and cfg.async_.max_staleness == 0 and cfg.ray.address is None
 
 

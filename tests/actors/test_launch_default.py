@@ -34,7 +34,9 @@ def test_default_launch_writes_the_promised_run_directory(tmp_path):
 
     summary = json.loads((run_dir / "summary.json").read_text())
     assert {"acc_before", "acc_after", "wall_s", "steps"} <= set(summary) and summary["steps"] == 2
-    assert summary["wall_s"] > 0 and summary["dynamic_tokens_per_forward"] >= 1.0
+    assert summary["wall_s"] > 0
+    # dynamic commits at least the static schedule every pass, so it never needs more forwards
+    assert summary["dynamic_tokens_per_forward"] >= summary["static_tokens_per_forward"] > 0
     assert (run_dir / "metrics.jsonl").stat().st_size > 0
     assert list(run_dir.glob("tensorboard/events.out.tfevents.*"))
     assert (run_dir / "curves.png").stat().st_size > 0

@@ -44,17 +44,11 @@ def connect_ray(cfg: RunConfig) -> None:
 def run(cfg: RunConfig) -> None:
     import ray
 
-    from actors.driver import train
-    from actors.run import start_run
+    from actors.driver import run_to_end
 
     connect_ray(cfg)
     try:
-        job = start_run(cfg)
-        try:
-            train(job)
-        finally:
-            job.metrics.close(plot=cfg.trainer.plot)
-            job.pools.shutdown()
+        run_to_end(cfg)
     finally:
         ray.shutdown()
 

@@ -13,9 +13,10 @@ from tqdm import tqdm
 from learner.advantages import group_advantages
 
 from .checkpoint import save_checkpoint
+from .config import RunConfig
 from .pools import sync_weights
 from .report import write_report
-from .run import Run
+from .run import Run, start_run
 from .stages import collect, submit
 from .step_data import (learner_shards, merge_rank_stats, records_for, rollout_metrics, to_groups,
                         update_metrics)
@@ -28,6 +29,18 @@ def timed(times: dict[str, float], key: str) -> Iterator[None]:
     start = time.perf_counter()
     yield
     times[key] = times.get(key, 0.0) + time.perf_counter() - start
+
+
+def run_to_end(cfg: RunConfig) -> Run:
+    """A whole run on the connected Ray cluster: set up, train, then always flush metrics and
+    release the pools (the caller owns the Ray connection)."""
+    run = start_run(cfg)
+    try:
+        train(run)
+    finally:
+        run.metrics.close(plot=cfg.trainer.plot)
+        run.pools.shutdown()
+    return run
 
 
 def train(run: Run) -> None:

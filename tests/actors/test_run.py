@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 
-from actors.driver import train
+from actors import driver
 from actors.metrics import read_jsonl
-from actors.run import start_run
 from support import SMALL, compose_config
 
 DS2 = ["cluster.learner.num_workers=2", "cluster.reward.num_workers=2", "engine.backend=deepspeed",
@@ -14,13 +13,8 @@ DS2 = ["cluster.learner.num_workers=2", "cluster.reward.num_workers=2", "engine.
 
 
 def run_to_end(cfg) -> list[dict]:
-    run = start_run(cfg)
-    try:
-        train(run)
-    finally:
-        run.metrics.close(plot=cfg.trainer.plot)
-        run.pools.shutdown()
-    return read_jsonl(run.run_dir / "metrics.jsonl")
+    """A whole run through the driver; its metrics.jsonl lines."""
+    return read_jsonl(driver.run_to_end(cfg).run_dir / "metrics.jsonl")
 
 
 def test_two_step_tracerl(ray_session, tmp_path):

@@ -15,10 +15,10 @@ from learner.advantages import group_advantages
 from .checkpoint import save_checkpoint
 from .config import RunConfig
 from .pools import sync_weights
-from .report import write_report
+from .report import decode_eval, write_report
 from .run import Run, start_run
 from .stages import collect, submit
-from .step_data import (learner_shards, merge_rank_stats, records_for, rollout_metrics, to_groups,
+from .step_data import (learner_shards, merge_rank_stats, rollout_metrics, to_groups,
                         update_metrics)
 
 log = logging.getLogger(__name__)
@@ -144,11 +144,7 @@ def evaluate(run: Run) -> dict[str, float]:
     """avg@k on the held-out rows with the eval sampling params (greedy by default)."""
     t = run.cfg.trainer
     sync(run, {})
-    start = time.perf_counter()
-    records = records_for(list(run.eval_rows), run.eval_prompts, t.eval_samples)
-    trajs, scores = collect(run.pools, submit(run.pools, records, run.eval_rows, run.cfg.eval_params()),
-                            run.version, t.reward_chunk, t.progress)
-    m = rollout_metrics(trajs, scores, time.perf_counter() - start, run.version, prefix="eval/")
+    m, trajs = decode_eval(run, run.cfg.eval_params(), t.eval_samples, "eval/", t.progress)
     run.metrics.log(run.step, m)
     log.info("eval at step %d: accuracy %.3f over %d samples", run.step, m["eval/accuracy"], len(trajs))
     return m

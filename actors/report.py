@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 from rich.console import Console
 from rich.table import Table
@@ -19,14 +20,17 @@ log = logging.getLogger(__name__)
 VIEWER_SAMPLES = 6
 
 
-def decode_eval(run: Run, params: SamplingParams) -> tuple[dict[str, float], list]:
-    """Greedy pass over the held-out prompts with `params`; metrics and trajectories in eval order."""
-    records = records_for(list(run.eval_rows), run.eval_prompts, 1)
+def decode_eval(run: Run, params: SamplingParams, samples: int = 1, prefix: str = "",
+                progress: bool = False) -> tuple[dict[str, float], list]:
+    """Decode the held-out prompts (`samples` each) with `params` on the rollout pool and score
+    them; metrics and trajectories in eval order."""
+    start = time.perf_counter()
+    records = records_for(list(run.eval_rows), run.eval_prompts, samples)
     trajs, scores = collect(run.pools, submit(run.pools, records, run.eval_rows, params), run.version,
-                            run.cfg.trainer.reward_chunk)
+                            run.cfg.trainer.reward_chunk, progress)
     order = {uid: i for i, uid in enumerate(run.eval_rows)}
-    trajs.sort(key=lambda t: order[t.prompt_uid])
-    return rollout_metrics(trajs, scores, 0.0, run.version, prefix=""), trajs
+    trajs.sort(key=lambda t: (order[t.prompt_uid], t.sample_idx))
+    return rollout_metrics(trajs, scores, time.perf_counter() - start, run.version, prefix=prefix), trajs
 
 
 def write_report(run: Run, wall_s: float) -> dict[str, float]:

@@ -3,8 +3,7 @@ import pytest
 import torch
 
 from helpers import EOS, MASK, STRATEGIES, params, prompts_mixed, tiny_model
-from models.masks import column_mask
-from models.transformer import DiffusionLM
+from learner.bruteforce import state_logprobs
 from rollout.params import SamplingParams
 from rollout.sampler import generate
 
@@ -52,29 +51,15 @@ def test_row_results_do_not_depend_on_the_batch():
     assert_same(batch, alone)
 
 
-def replay_logprob(model: DiffusionLM, traj, index: int) -> float:
-    """Brute force: rebuild the sequence as it was when response token `index` was committed and
-    run the model without cache over it (block-causal, no padding)."""
-    B, step = traj.block_size, traj.step_map[index]
-    ids = traj.prompt_ids + traj.response_ids + traj.tail_ids
-    steps = [0] * len(traj.prompt_ids) + traj.step_map + traj.tail_steps
-    state = [t if s < step else MASK for t, s in zip(ids, steps)]
-    n = len(state)
-    cols = torch.arange(n)
-    mask = column_mask(cols, cols, torch.ones(1, n, dtype=torch.bool), B)
-    with torch.no_grad():
-        logits = model(torch.tensor([state]), cols[None], mask)[0]
-    logits[:, MASK] = float("-inf")
-    return float(torch.log_softmax(logits.float(), -1)[len(traj.prompt_ids) + index, ids[len(traj.prompt_ids) + index]])
-
-
 @pytest.mark.parametrize("strategy", ["static", "dynamic"])
 def test_recorded_logprobs_equal_uncached_forward_at_commit_state(strategy):
     model = tiny_model(4)
     trajs = generate(model, prompts_mixed(4), params(strategy=strategy, temperature=1.0))
     for t in trajs:
+        with torch.no_grad():  # the naive reference: one uncached forward per commit state
+            replayed = state_logprobs(model, t, MASK)
         for j in range(len(t.response_ids)):
-            assert abs(replay_logprob(model, t, j) - t.logprobs[j]) < 1e-5
+            assert abs(float(replayed[j]) - t.logprobs[j]) < 1e-5
 
 
 def test_static_commits_exactly_n_k_per_pass_and_prompt_is_untouched():

@@ -18,7 +18,6 @@ class MicroBatch:
     targets: torch.Tensor       # [M]
     traj_index: torch.Tensor    # [M] which trajectory each trained token belongs to
     token_index: torch.Tensor   # [M] its index in that trajectory's response
-    round_index: torch.Tensor   # [M] the round (row) that trains it
     row_weight: torch.Tensor    # [M] objective-specific factor from row building (e.g. 1/t)
     # Per-token tensors [M] the objective attaches (advantages, old log-probs, loss weights, ...).
     data: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -70,7 +69,6 @@ def collate(rows: list[Row], pad_id: int) -> MicroBatch:
         input_ids=ids, position_ids=pos, attn_mask=row_mask(noisy, block, valid), logits_at=logits_at, value_at=value_at,
         targets=pick("targets"), token_index=pick("token_index"),
         traj_index=torch.tensor([r.traj_index for r, o in zip(rows, order) for _ in o], dtype=torch.long),
-        round_index=torch.tensor([r.round_index for r, o in zip(rows, order) for _ in o], dtype=torch.long),
         row_weight=pick("weights", torch.float32))
 
 

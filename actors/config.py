@@ -15,6 +15,8 @@ from rollout.params import SamplingParams
 if not OmegaConf.has_resolver("sum"):
     OmegaConf.register_new_resolver("sum", lambda *xs: sum(xs))
 
+# Objectives trained on the task's reference solutions (mode=sft); sft_trace trains on rollouts.
+REFERENCE_SFT = ("sft_semi_ar", "sft_random_masking")
 # Families whose sampler/trainer blocks are tied to the block size the model was trained with.
 BLOCK_CAUSAL = ("sdar", "tiny")
 Family = Literal["sdar", "llada", "dream", "tiny"]
@@ -61,6 +63,9 @@ class TaskSection(_Strict):
     reward: str | None = None  # override the task's reward: math | code | pkg.mod:fn
     template: Literal["chat", "plain", "auto"] | None = None  # override the task's prompt template
     train_size: int | None = Field(None, ge=1)  # rows drawn for training (generated tasks need one)
+    # Seed of the train/eval partition and of generated rows: a property of the data, not of the
+    # run, so runs with different trainer.seed are scored on the same held-out questions.
+    split_seed: int = 0
 
 
 class PoolSection(_Strict):
@@ -96,6 +101,9 @@ class TrainerSection(_Strict):
     progress: bool = True
     reward_chunk: int = Field(16, ge=1)  # trajectories per reward task
     plot: bool = True
+    # Stop training after this many seconds (then evaluate, checkpoint and report as at the last
+    # step); e.g. an SFT control given the same wall time as an RL run.
+    max_wall_s: float | None = Field(None, gt=0)
 
 
 class WarmupSection(_Strict):
@@ -111,9 +119,9 @@ class WarmupSection(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> WarmupSection:
-        if self.algo.name not in ("sft_semi_ar", "sft_random_masking"):
-            raise ValueError(f"warmup.algo.name={self.algo.name!r}: allowed values are 'sft_semi_ar', "
-                             "'sft_random_masking' (warm-up trains on reference solutions)")
+        if self.algo.name not in REFERENCE_SFT:
+            raise ValueError(f"warmup.algo.name={self.algo.name!r}: allowed values are {REFERENCE_SFT} "
+                             "(warm-up trains on reference solutions)")
         return self
 
 
@@ -137,6 +145,9 @@ class RaySection(_Strict):
 class RunConfig(_Strict):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
+    # rl: RL (after the optional SFT warm start); sft: supervised training on the task's reference
+    # solutions; eval: decode and score the held-out split with model.path, no learners.
+    mode: Literal["rl", "sft", "eval"] = "rl"
     model: ModelSection
     algo: AlgoConfig = AlgoConfig()
     task: TaskSection
@@ -167,9 +178,15 @@ class RunConfig(_Strict):
             raise ValueError(f"cluster.colocate=true needs cluster.rollout.num_workers "
                              f"({self.cluster.rollout.num_workers}) == cluster.learner.num_workers "
                              f"({self.cluster.learner.num_workers}): each rollout worker shares a learner's bundle")
-        if self.algo.name == "sft_trace":
-            raise ValueError("algo.name='sft_trace' is not driven yet: allowed values here are the RL "
-                             "algorithms and 'sft_semi_ar', 'sft_random_masking'")
+        on_references = self.algo.name in REFERENCE_SFT
+        if self.mode != "eval" and on_references != (self.mode == "sft"):
+            want = f"one of {REFERENCE_SFT}" if self.mode == "sft" else "an RL algorithm or 'sft_trace'"
+            raise ValueError(f"algo.name={self.algo.name!r} does not fit mode={self.mode!r}, which needs {want}")
+        if self.mode == "eval" and m.path is None:
+            raise ValueError("model.path: mode=eval decodes a checkpoint, set model.path=/dir/of/the/checkpoint")
+        if self.trainer.eval_samples > 1 and self.trainer.eval_greedy and not self.eval_rollout.get("temperature"):
+            raise ValueError(f"trainer.eval_samples={self.trainer.eval_samples} with trainer.eval_greedy=true "
+                             "decodes k identical samples: set trainer.eval_greedy=false for avg@k / pass@k")
         self.eval_params()  # bad eval_rollout keys fail now, not at the first evaluation
         return self
 

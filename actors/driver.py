@@ -15,10 +15,10 @@ from learner.advantages import group_advantages
 from .checkpoint import save_checkpoint
 from .config import RunConfig
 from .pools import sync_weights
-from .report import decode_eval, write_report
+from .report import decode_eval, write_eval, write_report
 from .run import Run, start_run
 from .stages import collect, submit
-from .step_data import (learner_shards, merge_rank_stats, rollout_metrics, to_groups,
+from .step_data import (correct_only, learner_shards, merge_rank_stats, rollout_metrics, to_groups,
                         update_metrics)
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,10 @@ def run_to_end(cfg: RunConfig) -> Run:
     release the pools (the caller owns the Ray connection)."""
     run = start_run(cfg)
     try:
-        train(run)
+        if cfg.mode == "eval":
+            write_eval(run)
+        else:
+            train(run)
     finally:
         run.metrics.close(plot=cfg.trainer.plot)
         run.pools.shutdown()
@@ -53,16 +56,22 @@ def train(run: Run) -> None:
             evaluate(run)  # the starting point every later evaluation is compared with
     bar = tqdm(total=t.steps, initial=run.step, desc="steps", disable=not t.progress)
     while run.step < t.steps:
-        m = sft_step(run, run.step) if run.cfg.algo.is_sft else rl_step(run)
+        m = sft_step(run, run.step) if run.cfg.mode == "sft" else rl_step(run)
         run.step += 1
         run.metrics.log(run.step, m)
         bar.update(1)
         log.info("step %d/%d %s", run.step, t.steps, ", ".join(f"{k} {m[k]:.3f}" for k in sorted(m) if k.endswith(
             ("reward_mean", "accuracy", "_s", "loss"))))
-        if t.eval_every and (run.step % t.eval_every == 0 or run.step == t.steps):
+        out_of_time = t.max_wall_s is not None and time.perf_counter() - start >= t.max_wall_s
+        if out_of_time:
+            log.info("trainer.max_wall_s=%s reached after %d steps", t.max_wall_s, run.step)
+        last = run.step == t.steps or out_of_time
+        if t.eval_every and (run.step % t.eval_every == 0 or last):
             evaluate(run)
-        if run.step == t.steps or (t.checkpoint_every and run.step % t.checkpoint_every == 0):
+        if last or (t.checkpoint_every and run.step % t.checkpoint_every == 0):
             save_checkpoint(run.pools, run.run_dir, run.step, run.driver_state(), t.keep_last)
+        if out_of_time:
+            break
     bar.close()
     write_report(run, time.perf_counter() - start)
 
@@ -82,8 +91,10 @@ def rl_step(run: Run) -> dict[str, float]:
     if overlap and run.step + 1 < t.steps:
         sync(run, times)  # workers take version k now and sample step k+1 while step k updates
         run.job = submit(pools, *run.next_prompts(), cfg.rollout)
+    self_sft = cfg.algo.name == "sft_trace"  # supervised on this step's correct rollouts, as decoded
     with timed(times, "advantage_s"):
-        adv = group_advantages(to_groups(trajs, scores), cfg.algo.advantage)
+        adv = (correct_only(trajs, scores) if self_sft else
+               group_advantages(to_groups(trajs, scores), cfg.algo.advantage))
     m.update({f"dropped_groups/{k}": float(v) for k, v in adv.dropped.items()})
     if adv.skip_reason:
         log.warning("step %d: no update, %s", run.step, adv.skip_reason)
@@ -91,7 +102,8 @@ def rl_step(run: Run) -> dict[str, float]:
     else:
         with timed(times, "update_s"):
             shards = learner_shards(adv.trajectories, adv.advantages, len(pools.learner))
-            stats = merge_rank_stats(ray.get([a.rl_step.remote(tr, ad, run.step)
+            stats = merge_rank_stats(ray.get([a.sft_trace_step.remote(tr, run.step) if self_sft else
+                                              a.rl_step.remote(tr, ad, run.step)
                                               for a, (tr, ad) in zip(pools.learner, shards)]))
         run.version += 1
         m.update(update_metrics(stats, adv.trajectories, times["update_s"]))
@@ -104,7 +116,7 @@ def sft_step(run: Run, step: int) -> dict[str, float]:
     """One supervised step on reference solutions (rollout workers catch up at the next sync)."""
     times: dict[str, float] = {}
     cfg = run.cfg
-    pairs = run.next_pairs(cfg.trainer.prompts_per_step if cfg.algo.is_sft else cfg.warmup.prompts_per_step)
+    pairs = run.next_pairs(cfg.trainer.prompts_per_step if cfg.mode == "sft" else cfg.warmup.prompts_per_step)
     with timed(times, "update_s"):
         n = len(run.pools.learner)
         stats = merge_rank_stats(ray.get([a.sft_step.remote(pairs[r::n], step)
@@ -144,7 +156,7 @@ def evaluate(run: Run) -> dict[str, float]:
     """avg@k on the held-out rows with the eval sampling params (greedy by default)."""
     t = run.cfg.trainer
     sync(run, {})
-    m, trajs = decode_eval(run, run.cfg.eval_params(), t.eval_samples, "eval/", t.progress)
+    m, trajs, _ = decode_eval(run, run.cfg.eval_params(), t.eval_samples, "eval/", t.progress)
     run.metrics.log(run.step, m)
     log.info("eval at step %d: accuracy %.3f over %d samples", run.step, m["eval/accuracy"], len(trajs))
     return m

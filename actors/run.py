@@ -85,7 +85,7 @@ def model_path(cfg: RunConfig, run_dir: Path) -> str:
 
 def warm_start_dir(cfg: RunConfig) -> Path | None:
     """The cache entry for this run's warm start: a hash of everything that produces it."""
-    if not cfg.warmup.steps or cfg.algo.is_sft:
+    if not cfg.warmup.steps or cfg.mode != "rl":
         return None
     key = json.dumps({"model": cfg.model.model_dump(mode="json"), "task": cfg.task.model_dump(mode="json"),
                       "warmup": cfg.warmup.model_dump(mode="json", exclude={"cache_dir"}),
@@ -110,7 +110,7 @@ def start_run(cfg: RunConfig) -> Run:
     path = model_path(cfg, run_dir)
     task = get_task(cfg.task.name, **cfg.task.params)
     t = cfg.trainer
-    sampler = PromptSampler(task.train_rows(cfg.task.train_size, t.seed), seed=t.seed)
+    sampler = PromptSampler(task.train_rows(cfg.task.train_size, cfg.task.split_seed), seed=t.seed)
     resume = resolve_resume(run_dir, t.resume)
     if resume is None and t.resume == "auto":  # a fresh start: earlier metrics of this run_dir are stale
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
@@ -121,9 +121,10 @@ def start_run(cfg: RunConfig) -> Run:
         path = str(warm_dir)
         log.info("using the cached warm start %s", warm_dir)
     needs_warmup = warm_dir is not None and not cached and resume is None
-    pools = create_pools(cfg, path, cfg.task.reward or task.reward_path, namespace, warmup=needs_warmup)
+    pools = create_pools(cfg, path, cfg.task.reward or task.reward_path, namespace, warmup=needs_warmup,
+                         learners=cfg.mode != "eval")
     metrics = MetricsLogger(run_dir, t.logger, namespace, cfg.model_dump(mode="json", by_alias=True))
-    eval_rows = {f"eval-{i}": row for i, row in enumerate(task.eval_rows(t.eval_prompts, t.seed))}
+    eval_rows = {f"eval-{i}": row for i, row in enumerate(task.eval_rows(t.eval_prompts, cfg.task.split_seed))}
     run = Run(cfg, run_dir, pools, task, load_tokenizer(path), sampler, metrics, eval_rows, [],
               warm_dir=warm_dir, needs_warmup=needs_warmup)
     run.eval_prompts = [run.encode(row) for row in eval_rows.values()]

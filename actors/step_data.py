@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from learner.advantages import ScoredGroup
+from learner.advantages import AdvantageResult, ScoredGroup
 from rollout.trajectory import Trajectory
 
 from .reward_worker import Score
@@ -31,6 +31,13 @@ def to_groups(trajs: list[Trajectory], scores: dict[tuple[str, int], Score]) -> 
     return groups
 
 
+def correct_only(trajs: list[Trajectory], scores: dict[tuple[str, int], Score]) -> AdvantageResult:
+    """sft_trace's batch: the correct rollouts, each with weight 1."""
+    kept = [t for t in trajs if scores[(t.prompt_uid, t.sample_idx)].correct]
+    return AdvantageResult(kept, [1.0] * len(kept), {"no_correct_sample": len({t.prompt_uid for t in trajs})
+                                                      - len({t.prompt_uid for t in kept})})
+
+
 def learner_shards(trajs: list[Trajectory], advantages: list[float], n: int) -> list[tuple[list, list]]:
     """Longest first, round robin: ranks get similar token counts (the updater pads batch counts)."""
     order = sorted(range(len(trajs)), key=lambda i: -(len(trajs[i].prompt_ids) + len(trajs[i].response_ids)))
@@ -47,7 +54,12 @@ def rollout_metrics(trajs: list[Trajectory], scores: dict[tuple[str, int], Score
     rewards = np.array([scores[(t.prompt_uid, t.sample_idx)].reward for t in trajs])
     correct = np.array([scores[(t.prompt_uid, t.sample_idx)].correct for t in trajs], dtype=float)
     forwards = sum(t.num_forwards for t in trajs)
+    by_prompt: dict[str, bool] = defaultdict(bool)
+    for t, c in zip(trajs, correct):
+        by_prompt[t.prompt_uid] |= bool(c)
+    # accuracy is avg@k over the k samples per prompt; pass_at_k: some sample of the prompt is correct.
     out = {"reward_mean": rewards.mean(), "reward_std": rewards.std(), "accuracy": correct.mean(),
+           "pass_at_k": np.mean(list(by_prompt.values())),
            "response_len": lens.mean(), "tokens_per_forward": lens.sum() / max(forwards, 1),
            "rollout_tokens_per_s": lens.sum() / max(seconds, 1e-9), "samples": float(len(trajs)),
            "prompts": float(len({t.prompt_uid for t in trajs})),

@@ -181,8 +181,14 @@ class PolicyUpdater:
 
     # ---- SFT ------------------------------------------------------------------------------
     def sft_step(self, pairs: list[tuple[list[int], list[int]]], step: int) -> dict[str, float]:
+        """Supervised step on (prompt ids, reference response ids) pairs."""
+        return self.sft_on([sft_trajectory(p, r, self.cfg.block_size, self.cfg.eos_token_id)
+                                    for p, r in pairs], step)
+
+    def sft_on(self, trajs: list[Trajectory], step: int) -> dict[str, float]:
+        """Supervised step on trajectories: recorded rollouts for sft_trace (their decoding order is
+        the target), or reference pairs wrapped by `sft_step`."""
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
-        trajs = [sft_trajectory(p, r, self.cfg.block_size, self.cfg.eos_token_id) for p, r in pairs]
         mbs = self._micro_batches(sft_rows(trajs, self.algo, self.cfg, gen))
         norm_weights(mbs, trajs, self.algo.norm)
         return self._train(self.engine, mbs, self._sft_loss)

@@ -5,3 +5,9 @@ gets non-zero group advantages and every RL step really updates."""
 def reward(response: str, row: dict) -> dict:
     score = sum(c.isdigit() for c in response) / max(len(response), 1)
     return {"reward": score, "correct": score > 0.5, "info": {}}
+
+
+def any_digit(response: str, row: dict) -> dict:
+    """Correct when the response holds a digit: a random tiny model gets some right and some wrong."""
+    hit = any(c.isdigit() for c in response)
+    return {"reward": float(hit), "correct": hit, "info": {}}

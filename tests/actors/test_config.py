@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from actors.config import ConfigError
+from actors.config import REFERENCE_SFT, ConfigError
 from support import REPO, compose_config
 
 GROUPS = {name: sorted(p.stem for p in (REPO / "conf" / name).glob("*.yaml"))
-          for name in ("model", "algo", "task", "rollout", "cluster")}
+          for name in ("model", "algo", "task", "rollout", "cluster", "mode")}
 NEEDS_PATH = {"model": "model.path=/ckpt", "task": "task.params.path=/data.jsonl"}
 
 
@@ -25,10 +25,10 @@ def test_default_config():
 @pytest.mark.parametrize("group,option", [(g, o) for g, opts in GROUPS.items() for o in opts])
 def test_every_group_option_validates(group, option):
     extra = [NEEDS_PATH[group]] if group in NEEDS_PATH and option not in ("tiny", "arith") else []
-    if option == "sft_trace":
-        with pytest.raises(ConfigError, match="sft_trace"):
-            compose_config([f"{group}={option}"] + extra)
-        return
+    if option in REFERENCE_SFT:
+        extra.append("mode=sft")  # trained on reference solutions, not rollouts
+    if option == "eval":
+        extra.append("model.path=/ckpt")
     if group == "model" and option in ("llada_8b", "dream_7b"):
         extra.append("rollout.max_new_tokens=256")  # full-attention blocks of 32 must divide it
     cfg = compose_config([f"{group}={option}"] + extra)
@@ -42,10 +42,14 @@ def test_every_group_option_validates(group, option):
     ("async.max_staleness=2", "async.max_staleness", "0 or 1"),
     ("weight_sync.transport=nccl", "weight_sync.transport", "shared_memory"),
     ("+trainer.stepz=3", "trainer.stepz", "Extra inputs"),
+    ("mode=eval", "model.path", "mode=eval"),
+    ("algo=sft_semi_ar", "algo.name", "mode='rl'"),
+    ("mode=sft algo=tracerl", "algo.name", "mode='sft'"),
+    ("trainer.eval_samples=4", "trainer.eval_greedy=false", "avg@k"),
 ])
 def test_bad_config_names_the_key(override, key, hint):
     with pytest.raises(ConfigError) as err:
-        compose_config([override])
+        compose_config(override.split())
     assert key in str(err.value) and hint in str(err.value)
 
 

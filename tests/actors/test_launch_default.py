@@ -48,7 +48,7 @@ def test_default_launch_writes_the_promised_run_directory(tmp_path):
     model, tokenizer = load_model(hf).eval(), load_tokenizer(hf)
     cfg = json.loads((run_dir / "config.json").read_text())
     task = get_task("arith", **cfg["task"]["params"])
-    rows = task.eval_rows(EVAL_PROMPTS, cfg["trainer"]["seed"])
+    rows = task.eval_rows(EVAL_PROMPTS, cfg["task"]["split_seed"])
     prompts = [tokenizer.encode(build_prompt(r, tokenizer, task.template, task.kind), add_special_tokens=False)
                for r in rows]
     r = cfg["rollout"]
@@ -59,3 +59,15 @@ def test_default_launch_writes_the_promised_run_directory(tmp_path):
     correct = [reward(tokenizer.decode(t.response_ids, skip_special_tokens=True), row)["correct"]
                for t, row in zip(trajs, rows)]
     assert summary["acc_after"] == sum(correct) / len(correct)
+
+    # `python launch.py mode=eval` on that checkpoint reports the same held-out accuracy.
+    eval_dir = tmp_path / "eval"
+    done = subprocess.run([sys.executable, "launch.py", "mode=eval", f"model.path={hf}", f"trainer.run_dir={eval_dir}",
+                           f"trainer.eval_prompts={EVAL_PROMPTS}", "trainer.progress=false",
+                           "cluster.rollout.num_workers=1", "ray.include_dashboard=false"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "avg@1 accuracy" in done.stdout
+    evaluated = json.loads((eval_dir / "eval.json").read_text())
+    assert evaluated["accuracy"] == evaluated["pass_at_k"] == summary["acc_after"]
+    assert evaluated["prompts"] == EVAL_PROMPTS and evaluated["strategy"] == "static"

@@ -2,8 +2,10 @@
 validates with it before Ray starts, and the same objects travel to the actors."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
+from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -110,6 +112,10 @@ class WarmupSection(_Strict):
     """Supervised steps on the task's reference solutions before RL (the tiny model's warm start)."""
     steps: int = Field(0, ge=0)
     prompts_per_step: int = Field(64, ge=1)
+    # Distinct training rows the warm-up learns from (the first of the task's train rows; null:
+    # task.train_size). A small set keeps the warm start limited: more SFT on it stops paying off,
+    # while RL keeps learning from the reward on every training prompt.
+    train_size: int | None = Field(None, ge=1)
     algo: AlgoConfig = AlgoConfig(name="sft_semi_ar")
     # The warm-up has its own optimizer and learning rate; RL then starts from the exported warm
     # start with a fresh one (SFT-sized Adam moments would otherwise damp the RL updates for
@@ -178,6 +184,9 @@ class RunConfig(_Strict):
             raise ValueError(f"cluster.colocate=true needs cluster.rollout.num_workers "
                              f"({self.cluster.rollout.num_workers}) == cluster.learner.num_workers "
                              f"({self.cluster.learner.num_workers}): each rollout worker shares a learner's bundle")
+        if self.cluster.colocate and self.async_.max_staleness:
+            raise ValueError("async.max_staleness=1 overlaps rollout with the update, but cluster.colocate=true "
+                             "rollout workers release their weights while the learner updates: pick one")
         on_references = self.algo.name in REFERENCE_SFT
         if self.mode != "eval" and on_references != (self.mode == "sft"):
             want = f"one of {REFERENCE_SFT}" if self.mode == "sft" else "an RL algorithm or 'sft_trace'"
@@ -211,3 +220,11 @@ def validate_config(raw: dict[str, Any]) -> RunConfig:
             got = f" (got {e['input']!r})" if "input" in e and not isinstance(e["input"], dict) else ""
             lines.append(f"  {key}: {e['msg']}{got}")
         raise ConfigError("invalid config:\n" + "\n".join(lines)) from None
+
+
+def compose_config(overrides: list[str]) -> RunConfig:
+    """The validated config `python launch.py *overrides` runs with (for benches and tests)."""
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        raw = compose("config", overrides=overrides)
+    return validate_config(OmegaConf.to_container(raw, resolve=True, throw_on_missing=True))

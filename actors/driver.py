@@ -18,7 +18,7 @@ from .pools import sync_weights
 from .report import decode_eval, write_eval, write_report
 from .run import Run, start_run
 from .stages import collect, submit
-from .step_data import (correct_only, learner_shards, merge_rank_stats, rollout_metrics, to_groups,
+from .step_data import (correct_only, learner_shards, rollout_metrics, to_groups,
                         update_metrics)
 
 log = logging.getLogger(__name__)
@@ -100,11 +100,13 @@ def rl_step(run: Run) -> dict[str, float]:
         log.warning("step %d: no update, %s", run.step, adv.skip_reason)
         m["skipped"] = 1.0
     else:
+        if cfg.cluster.colocate:  # the learner shares their device: free it for the update
+            with timed(times, "sleep_s"):  # (the sync after the update brings the weights back)
+                m["rollout_freed_mb"] = sum(ray.get([w.sleep.remote() for w in pools.rollout])) / 2**20
         with timed(times, "update_s"):
             shards = learner_shards(adv.trajectories, adv.advantages, len(pools.learner))
-            stats = merge_rank_stats(ray.get([a.sft_trace_step.remote(tr, run.step) if self_sft else
-                                              a.rl_step.remote(tr, ad, run.step)
-                                              for a, (tr, ad) in zip(pools.learner, shards)]))
+            stats = ray.get([a.sft_trace_step.remote(tr, run.step) if self_sft else a.rl_step.remote(tr, ad, run.step)
+                             for a, (tr, ad) in zip(pools.learner, shards)])[0]  # every rank: global figures
         run.version += 1
         m.update(update_metrics(stats, adv.trajectories, times["update_s"]))
     if not overlap:
@@ -119,8 +121,7 @@ def sft_step(run: Run, step: int) -> dict[str, float]:
     pairs = run.next_pairs(cfg.trainer.prompts_per_step if cfg.mode == "sft" else cfg.warmup.prompts_per_step)
     with timed(times, "update_s"):
         n = len(run.pools.learner)
-        stats = merge_rank_stats(ray.get([a.sft_step.remote(pairs[r::n], step)
-                                          for r, a in enumerate(run.pools.learner)]))
+        stats = ray.get([a.sft_step.remote(pairs[r::n], step) for r, a in enumerate(run.pools.learner)])[0]
     run.version += 1
     return {**{f"learner/{k}": float(v) for k, v in stats.items()}, **times, "version": float(run.version)}
 

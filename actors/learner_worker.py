@@ -22,8 +22,8 @@ from rollout.trajectory import Trajectory
 
 from .config import RunConfig
 from .rollout_worker import DTYPES, device_for_actor
-from .weight_sync import (CollectiveGroup, CollectiveSender, ObjectStoreSender, SharedMemorySender, WeightsHandle,
-                          free_port)
+from .weight_sync import (CollectiveGroup, CollectiveSender, ObjectStoreSender, Sender, SharedMemorySender,
+                          WeightsHandle, free_port, publish)
 
 
 class LearnerWorker:
@@ -31,9 +31,11 @@ class LearnerWorker:
         torch.set_num_threads(threads)
         self.rank, self.world_size, self.cfg, self.path, self.tag = rank, world_size, cfg, path, tag
         self.device = device_for_actor()
-        self.collective: CollectiveSender | None = None
         self.shared_memory = SharedMemorySender(tag)
-        self.pending: tuple[dict[str, torch.Tensor], WeightsHandle] | None = None
+        self.collective: CollectiveSender | None = None
+        # Long-lived: each keeps its buckets across versions (fresh ones would page-fault every sync).
+        self.senders: dict[str, Sender] = {"shared_memory": self.shared_memory,
+                                           "object_store": ObjectStoreSender(cfg.weight_sync.bucket_mb << 20)}
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()
@@ -83,35 +85,31 @@ class LearnerWorker:
         """An SFT step: the run's objective when algo is SFT, else the warm-up objective."""
         return self.sft_updater.sft_step(pairs, step)
 
+    def sft_trace_step(self, trajectories: list[Trajectory], step: int) -> dict[str, float]:
+        """algo=sft_trace: supervised on the driver's pick of this step's (correct) rollouts."""
+        return self.updater.sft_on(trajectories, step)
+
     # ---- weight sync --------------------------------------------------------------------------
     def join_collective(self, port: int, world_size: int) -> None:
         """Rank 0: host the weight-sync group (rollout workers join it concurrently as ranks 1..)."""
         group = CollectiveGroup(ray.util.get_node_ip_address(), port, 0, world_size)
         self.collective = CollectiveSender(group, self.cfg.weight_sync.bucket_mb << 20)
+        self.senders["collective"] = self.collective
 
     def publish_weights(self, version: int, kinds: list[str]) -> dict[str, WeightsHandle]:
-        """All ranks call this (a ZeRO-3 gather is collective); rank 0 returns a handle per transport.
-        A collective handle only announces the buckets: `broadcast_weights` sends them."""
-        state = self.engine.full_state_dict()
+        """All ranks call this (a ZeRO-3 gather is collective); rank 0 streams the weights once into
+        every requested transport's buckets and returns a handle per transport. A collective
+        handle only announces the buckets: `broadcast_weights` sends them."""
+        tensors = self.engine.full_tensors()
         if self.rank != 0:
+            for _ in tensors:  # take part in each tensor's gather; rank 0 alone packs
+                pass
             return {}
-        state = {k: v.detach().to("cpu", non_blocking=False) for k, v in state.items()}
-        handles: dict[str, WeightsHandle] = {}
-        if "shared_memory" in kinds:
-            handles["shared_memory"] = self.shared_memory.publish(state, version)
-        if "object_store" in kinds:
-            handles["object_store"] = ObjectStoreSender(self.cfg.weight_sync.bucket_mb << 20).publish(state, version)
-        if "collective" in kinds:
-            handle = self.collective.plan(state, version)
-            self.pending = (state, handle)
-            handles["collective"] = handle
-        return handles
+        return publish(tensors, self.engine.full_layout(), {k: self.senders[k] for k in kinds}, version)
 
     def broadcast_weights(self) -> None:
         """Rank 0: the collective half of publish_weights, run while the receivers run load_weights."""
-        state, handle = self.pending
-        self.collective.send(state, handle)
-        self.pending = None
+        self.collective.send()
 
     # ---- checkpoints --------------------------------------------------------------------------
     def save(self, directory: str) -> None:

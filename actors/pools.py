@@ -66,12 +66,15 @@ def _options(pool: PoolSection, name: str, namespace: str, pg: PlacementGroup, i
     return opts
 
 
-def create_pools(cfg: RunConfig, model_path: str, reward: str, namespace: str, warmup: bool = False) -> Pools:
+def create_pools(cfg: RunConfig, model_path: str, reward: str, namespace: str, warmup: bool = False,
+                 learners: bool = True) -> Pools:
+    """The three pools; no learner pool when only evaluating (`learners=False`)."""
     c = cfg.cluster
-    learner_pg = _group(c.learner, f"{namespace}-learner", c.rollout if c.colocate else None)
-    rollout_pg = learner_pg if c.colocate else _group(c.rollout, f"{namespace}-rollout")
+    colocate = c.colocate and learners
+    learner_pg = _group(c.learner, f"{namespace}-learner", c.rollout if colocate else None) if learners else None
+    rollout_pg = learner_pg if colocate else _group(c.rollout, f"{namespace}-rollout")
     reward_pg = _group(c.reward, f"{namespace}-reward")
-    share = 0.5 if c.colocate else 1.0  # colocated: learner and rollout split the bundle's GPU
+    share = 0.5 if colocate else 1.0  # colocated: learner and rollout split the bundle's GPU
     world = c.learner.num_workers
     Learner, Rollout, Reward = (ray.remote(LearnerWorker), ray.remote(RolloutWorker), ray.remote(RewardWorker))
 
@@ -79,18 +82,21 @@ def create_pools(cfg: RunConfig, model_path: str, reward: str, namespace: str, w
         opts = _options(c.learner, f"learner-{rank}", namespace, learner_pg, rank, share)
         return Learner.options(**opts).remote(rank, world, cfg, model_path, namespace, _threads(c.learner))
 
-    learners = [learner(0)]  # rank 0 first: it picks the process group's address
-    addr, port = ray.get(learners[0].address.remote())
-    learners += [learner(r) for r in range(1, world)]
-    setup = [a.setup.remote(addr, port, warmup) for a in learners]
+    ranks, setup = [], []
+    if learners:
+        ranks = [learner(0)]  # rank 0 first: it picks the process group's address
+        addr, port = ray.get(ranks[0].address.remote())
+        ranks += [learner(r) for r in range(1, world)]
+        setup = [a.setup.remote(addr, port, warmup) for a in ranks]
     rollouts = [Rollout.options(**_options(c.rollout, f"rollout-{i}", namespace, rollout_pg, i, share, True))
                 .remote(i, cfg.model, model_path, _threads(c.rollout)) for i in range(c.rollout.num_workers)]
     rewards = [Reward.options(**_options(c.reward, f"reward-{i}", namespace, reward_pg, i, restartable=True))
                .remote(i, model_path, reward) for i in range(c.reward.num_workers)]
     ray.get(setup)
-    groups = [learner_pg] + ([] if c.colocate else [rollout_pg]) + [reward_pg]
-    pools = Pools(learners, rollouts, rewards, groups)
-    pools.transport = choose_transports(pools, cfg.weight_sync.transport)
+    groups = [pg for pg in (learner_pg, None if colocate else rollout_pg, reward_pg) if pg is not None]
+    pools = Pools(ranks, rollouts, rewards, groups)
+    if learners:
+        pools.transport = choose_transports(pools, cfg.weight_sync.transport)
     return pools
 
 
@@ -157,6 +163,8 @@ def wait_restarted(actor: ActorHandle, timeout_s: float = 300.0) -> None:
 def resync_restarted(pools: Pools, worker: int, version: int) -> float:
     """A restarted worker lost its weights and any collective membership: a collective worker moves
     to the object store for the rest of the run (the group re-forms without it at the next sync)."""
+    if not pools.learner:  # evaluation only: the restarted worker loaded the one checkpoint there is
+        return 0.0
     if pools.transport[worker] == "collective":
         pools.transport[worker] = "object_store"
         pools.collective_stale = True

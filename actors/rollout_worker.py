@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import ray
 import torch
@@ -14,7 +15,7 @@ from rollout.trajectory import Trajectory
 
 from .config import ModelSection
 from .weight_sync import (CollectiveGroup, CollectiveReceiver, ObjectStoreReceiver, Receiver,
-                          SharedMemoryReceiver, WeightsHandle, load_into)
+                          SharedMemoryReceiver, WeightsHandle)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -36,9 +37,11 @@ class RolloutWorker:
         torch.set_num_threads(threads)
         self.rank = rank
         self.device = device_for_actor()
-        self.model = load_model(path, dtype=DTYPES[model.dtype], device=self.device,
-                                family=model.family, overrides=model.overrides()).eval()
+        self.load_args: dict[str, Any] = dict(dtype=DTYPES[model.dtype], device=self.device, family=model.family,
+                                              overrides=model.overrides())
+        self.model = load_model(path, **self.load_args).eval()
         self.weights_version = 0
+        self.asleep = False  # colocated: weights released while the learner updates
         self.receivers: dict[str, Receiver] = {"shared_memory": SharedMemoryReceiver(),
                                                "object_store": ObjectStoreReceiver()}
 
@@ -52,13 +55,39 @@ class RolloutWorker:
         """Join learner rank 0's weight-sync group (called concurrently with the learner's join)."""
         self.receivers["collective"] = CollectiveReceiver(CollectiveGroup(master_addr, port, rank, world_size))
 
+    def sleep(self) -> int:
+        """Colocated with a learner rank: release the weights (and cached device memory) while it
+        updates; the sync after the update reallocates and fills them. Returns the bytes freed."""
+        freed = sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
+        self.model.to_empty(device="meta")
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        self.asleep = True
+        return freed
+
     def load_weights(self, handle: WeightsHandle) -> int:
-        state, version = self.receivers[handle.kind].receive(handle)
-        load_into(self.model, state)
+        if self.asleep:  # every tensor is overwritten below: fresh uninitialised storage will do
+            self.model.to_empty(device=self.device)
+            self.asleep = False
+        self.receivers[handle.kind].load(handle, self.model)
+        self.weights_version = handle.version
+        return handle.version
+
+    def load_from_disk(self, path: str, version: int) -> int:
+        """The reference's way (and a fallback when no transport fits): a fresh model from an HF
+        export. Every weight is read here, as a first forward would, so its cost shows where it
+        is paid: safetensors maps the file and reads lazily."""
+        self.model = load_model(path, **self.load_args).eval()
+        with torch.no_grad():
+            for p in self.model.parameters():
+                p.sum()
         self.weights_version = version
         return version
 
     def generate(self, shard: list[PromptRecord], params: SamplingParams) -> list[Trajectory]:
+        if self.asleep:
+            raise RuntimeError(f"rollout-{self.rank} released its weights for the learner's update and has "
+                               "not been synced since (sync_weights wakes it)")
         seeds = [row_seed(params.seed, r.uid, r.sample_idx) for r in shard]
         trajs = generate(self.model, [r.prompt_ids for r in shard], params, seeds)
         for t, r in zip(trajs, shard):

@@ -33,7 +33,7 @@ class Run:
     pools: Pools
     task: Task
     tokenizer: Any
-    sampler: PromptSampler
+    sampler: PromptSampler | None  # training prompts; None when only evaluating
     metrics: MetricsLogger
     eval_rows: dict[str, dict[str, Any]]
     eval_prompts: list[list[int]]
@@ -44,6 +44,7 @@ class Run:
     job_cursor: dict[str, Any] | None = None  # sampler state before `job`'s prompts were drawn
     warm_dir: Path | None = None  # where this run's SFT warm start is (or will be) cached
     needs_warmup: bool = False  # no cached warm start yet: the learners start in the warm-up phase
+    sft_sampler: PromptSampler | None = None  # rows of supervised steps: mode=sft's or the warm-up's
 
     def encode(self, row: dict[str, Any]) -> list[int]:
         text = build_prompt(row, self.tokenizer, self.cfg.task.template or self.task.template, self.task.kind)
@@ -60,7 +61,7 @@ class Run:
     def next_pairs(self, n: int) -> list[tuple[list[int], list[int]]]:
         """(prompt ids, reference solution ids + EOS) for supervised steps."""
         pairs = []
-        for s in self.sampler.next_batch(n):
+        for s in self.sft_sampler.next_batch(n):
             if not (s.row.get("solution") or s.row.get("ground_truth_answer")):
                 raise ValueError("supervised steps need rows with 'solution' or 'ground_truth_answer'; "
                                  f"got {sorted(s.row)}")
@@ -110,7 +111,9 @@ def start_run(cfg: RunConfig) -> Run:
     path = model_path(cfg, run_dir)
     task = get_task(cfg.task.name, **cfg.task.params)
     t = cfg.trainer
-    sampler = PromptSampler(task.train_rows(cfg.task.train_size, cfg.task.split_seed), seed=t.seed)
+    # Evaluation needs no training rows (an evaluation-only file may have none: eval_fraction=1).
+    sampler = (None if cfg.mode == "eval" else
+               PromptSampler(task.train_rows(cfg.task.train_size, cfg.task.split_seed), seed=t.seed))
     resume = resolve_resume(run_dir, t.resume)
     if resume is None and t.resume == "auto":  # a fresh start: earlier metrics of this run_dir are stale
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
@@ -125,8 +128,12 @@ def start_run(cfg: RunConfig) -> Run:
                          learners=cfg.mode != "eval")
     metrics = MetricsLogger(run_dir, t.logger, namespace, cfg.model_dump(mode="json", by_alias=True))
     eval_rows = {f"eval-{i}": row for i, row in enumerate(task.eval_rows(t.eval_prompts, cfg.task.split_seed))}
+    sft_sampler = sampler if cfg.mode == "sft" else None
+    if needs_warmup:
+        rows = task.train_rows(cfg.warmup.train_size or cfg.task.train_size, cfg.task.split_seed)
+        sft_sampler = PromptSampler(rows, seed=t.seed)
     run = Run(cfg, run_dir, pools, task, load_tokenizer(path), sampler, metrics, eval_rows, [],
-              warm_dir=warm_dir, needs_warmup=needs_warmup)
+              warm_dir=warm_dir, needs_warmup=needs_warmup, sft_sampler=sft_sampler)
     run.eval_prompts = [run.encode(row) for row in eval_rows.values()]
     if resume is not None:
         state = load_checkpoint(pools, resume)

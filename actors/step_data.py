@@ -67,13 +67,6 @@ def rollout_metrics(trajs: list[Trajectory], scores: dict[tuple[str, int], Score
     return {prefix + k: float(v) for k, v in out.items()}
 
 
-def merge_rank_stats(per_rank: list[dict[str, float]]) -> dict[str, float]:
-    """Learner ranks report local sums/means: counts add up, everything else is averaged."""
-    keys = set().union(*per_rank)
-    return {k: float((np.sum if k in ("rows", "trained_tokens") else np.mean)([r[k] for r in per_rank if k in r]))
-            for k in keys}
-
-
 def update_metrics(stats: dict[str, Any], trajs: list[Trajectory], seconds: float) -> dict[str, float]:
     tokens = sum(len(t.response_ids) for t in trajs)
     return {**{f"learner/{k}": float(v) for k, v in stats.items()},

@@ -2,7 +2,9 @@
 
 Runs the default job twice through launch.py from one cached warm start, `async.max_staleness`
 0 and 1, and prints one JSON line with per-phase seconds (mean per step) and
-`async_speedup` = sync step time ÷ async step time.
+`async_speedup` = sync step time ÷ async step time. One rollout worker and one learner rank, one
+thread each: on a 2-core machine each phase then has a core of its own while they overlap (with
+the default two rollout workers, three threads would share two cores and overlap gains nothing).
 
     python bench/rl_step.py            # 12 RL steps per mode
     python bench/rl_step.py --quick    # 4 steps
@@ -25,7 +27,7 @@ def run(mode: int, steps: int, work: Path) -> dict[str, float]:
     overrides = [f"trainer.run_dir={run_dir}", f"trainer.steps={steps}", "trainer.eval_every=0",
                  "trainer.checkpoint_every=0", "trainer.progress=false", "trainer.plot=false",
                  f"async.max_staleness={mode}", f"warmup.cache_dir={work / 'warm'}", "warmup.steps=150",
-                 "ray.include_dashboard=false"]
+                 "cluster.rollout.num_workers=1", "ray.include_dashboard=false"]
     subprocess.run([sys.executable, "launch.py", *overrides], cwd=REPO, check=True, capture_output=True)
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     per_step = [r for r in lines if r["step"] > 1 and "rollout_s" in r]  # step 1 has nothing to overlap

@@ -6,13 +6,13 @@ engine_deepspeed.py) differ just in how they backward, step, gather and save.
 
 Data parallelism: gradients are averaged over ranks (DDP / DeepSpeed semantics), so a rank's
 loss should be normalised such that the mean over ranks is the global loss. train_step,
-full_state_dict, save, load and export_hf are collective: every rank calls them together.
+full_tensors, full_state_dict, save, load and export_hf are collective: all ranks call them together.
 """
 from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Protocol
+from typing import Any, Callable, ContextManager, Iterator, Protocol
 
 import torch
 from torch import nn
@@ -38,6 +38,7 @@ class Backend(Protocol):
     def lr(self) -> float: ...
     def step(self) -> float: ...
     def gathered(self, tensor: torch.Tensor) -> ContextManager[Any]: ...
+    def full_shape(self, tensor: torch.Tensor) -> tuple[int, ...]: ...
     def save(self, path: Path, client_state: dict[str, Any]) -> None: ...
     def load(self, path: Path) -> dict[str, Any]: ...
 
@@ -113,14 +114,26 @@ class TrainEngine:
         self.global_step += 1
         return {**distributed.mean_over_ranks(sums, b.device), "grad_norm": grad_norm, "lr": lr}
 
-    def full_state_dict(self) -> dict[str, torch.Tensor]:
-        """The full weights on CPU (gathered one tensor at a time under ZeRO-3) on rank 0; {} on
-        the other ranks. Dtype is the training dtype of the module (bf16 under DeepSpeed bf16)."""
-        out: dict[str, torch.Tensor] = {}
+    def full_layout(self) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
+        """(name, dtype, full shape) of each full_tensors item, in the same order, without gathering."""
+        return [(name, t.dtype, self._backend.full_shape(t))
+                for name, t in self.module.state_dict(keep_vars=True).items()]
+
+    def full_tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """(name, full weight) on every rank, in state-dict order, on the engine's device, without a
+        copy: the parameter's own memory (under ZeRO-3 gathered one tensor at a time), valid only
+        until the next item is requested. Collective: every rank must exhaust it together."""
         for name, tensor in self.module.state_dict(keep_vars=True).items():
             with self._backend.gathered(tensor):
-                if distributed.rank() == 0:
-                    out[name] = tensor.detach().to("cpu", copy=True)
+                yield name, tensor.detach()
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """A copy of the full weights on CPU on rank 0; {} on the other ranks. Dtype is the training
+        dtype of the module (bf16 under DeepSpeed bf16)."""
+        out: dict[str, torch.Tensor] = {}
+        for name, tensor in self.full_tensors():
+            if distributed.rank() == 0:
+                out[name] = tensor.to("cpu", copy=True)
         return out
 
     def save(self, path: str | Path) -> None:

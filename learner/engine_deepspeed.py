@@ -95,6 +95,10 @@ class DeepSpeedBackend:
         """Under ZeRO-3, the full tensor on every rank for the duration; otherwise a no-op."""
         return deepspeed.zero.GatheredParameters([tensor])
 
+    def full_shape(self, tensor: torch.Tensor) -> tuple[int, ...]:
+        """Without gathering: a ZeRO-3 partitioned parameter records its full shape in ds_shape."""
+        return tuple(getattr(tensor, "ds_shape", tensor.shape))
+
     def save(self, path: Path, client_state: dict[str, Any]) -> None:
         self.engine.save_checkpoint(str(path), tag=TAG, client_state=client_state)
 

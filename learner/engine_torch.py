@@ -58,6 +58,9 @@ class TorchBackend:
     def gathered(self, tensor: torch.Tensor) -> ContextManager[Any]:
         return contextlib.nullcontext()  # every rank holds full weights
 
+    def full_shape(self, tensor: torch.Tensor) -> tuple[int, ...]:
+        return tuple(tensor.shape)
+
     def save(self, path: Path, client_state: dict[str, Any]) -> None:
         if distributed.rank() == 0:  # DDP ranks hold identical state
             path.mkdir(parents=True, exist_ok=True)

@@ -121,7 +121,7 @@ class PolicyUpdater:
             metrics |= self._value_update(epochs[0], trajectories, advantages, step)
         for mbs in epochs:
             metrics |= self._train(self.engine, mbs, self._policy_loss)
-        metrics["rows"] = float(sum(mb.input_ids.shape[0] for mb in epochs[0] if "zero" not in mb.data))
+        (metrics["rows"],) = _all_reduce([sum(mb.input_ids.shape[0] for mb in epochs[0] if "zero" not in mb.data)], "sum")
         return metrics
 
     def _policy_loss(self, module: nn.Module, mb: MicroBatch, acc: dict[str, float]) -> torch.Tensor:
@@ -206,8 +206,15 @@ class PolicyUpdater:
         acc: dict[str, float] = defaultdict(float)
         dev = self._device()
         out = engine.train_step([mb.to(dev) for mb in mbs], lambda module, mb: (loss(module, mb, acc), {}))
+        # Global figures on every rank: sums over ranks (every rank ran the same number of
+        # micro-batches, so the same keys), per-token means over the global token count.
+        ratio_max = _all_reduce([acc.pop("ratio_max")], "max") if "ratio_max" in acc else []
+        keys = sorted(acc)
+        acc = dict(zip(keys, _all_reduce([acc[k] for k in keys], "sum")))
         tokens = max(acc.pop("tokens", 0.0), 1.0)
-        metrics = {k: (v if k.endswith("loss") or k == "ratio_max" else v / tokens) for k, v in acc.items()}
+        # A loss is Σ w·ℓ with w = world / global count on every rank: the step loss is the rank mean.
+        metrics = {k: v / _world() if k.endswith("loss") else v / tokens for k, v in acc.items()}
+        metrics.update(zip(["ratio_max"], ratio_max))
         metrics.update({k: float(v) for k, v in out.items() if k in ("grad_norm", "lr", "skipped")})
         metrics["trained_tokens"] = tokens
         return metrics

@@ -46,6 +46,8 @@ def test_every_group_option_validates(group, option):
     ("algo=sft_semi_ar", "algo.name", "mode='rl'"),
     ("mode=sft algo=tracerl", "algo.name", "mode='sft'"),
     ("trainer.eval_samples=4", "trainer.eval_greedy=false", "avg@k"),
+    ("cluster.colocate=true cluster.rollout.num_workers=1 async.max_staleness=1", "async.max_staleness",
+     "cluster.colocate"),
 ])
 def test_bad_config_names_the_key(override, key, hint):
     with pytest.raises(ConfigError) as err:

@@ -1,12 +1,13 @@
 """Resume: a run stopped after step 2 of 4 and resumed (resume=auto) logs the same metrics for
 steps 3-4 as the uninterrupted run, on CPU. The uninterrupted run is colocated (rollout worker in
-the learner's bundle): placement must not change a single number."""
+the learner's bundle, releasing its weights during each update): placement must not change a
+single number."""
 from __future__ import annotations
 
 from support import SMALL, compose_config
 from test_run import run_to_end
 
-TIMING = ("_s", "tokens_per_s")
+TIMING = ("_s", "tokens_per_s", "rollout_freed_mb")  # timings, and what only colocation logs
 
 
 def _comparable(lines: list[dict]) -> dict[int, dict]:
@@ -16,8 +17,11 @@ def _comparable(lines: list[dict]) -> dict[int, dict]:
 def test_resume_reproduces_uninterrupted_run(ray_session, tmp_path):
     base = SMALL + ["task.reward=tests.actors.digit_reward:reward", "engine.lr=1e-2", "trainer.checkpoint_every=2",
                     "cluster.rollout.num_workers=1"]
-    full = _comparable(run_to_end(compose_config(base + [f"trainer.run_dir={tmp_path / 'full'}", "trainer.steps=4",
-                                                         "cluster.colocate=true"])))
+    full_lines = run_to_end(compose_config(base + [f"trainer.run_dir={tmp_path / 'full'}", "trainer.steps=4",
+                                                   "cluster.colocate=true"]))
+    steps = [r for r in full_lines if "reward_mean" in r]
+    assert all(r["rollout_freed_mb"] > 0 for r in steps)  # the rollout copy was dropped for every update
+    full = _comparable(full_lines)
     part = tmp_path / "part"
     run_to_end(compose_config(base + [f"trainer.run_dir={part}", "trainer.steps=2"]))
     resumed = _comparable(run_to_end(compose_config(base + [f"trainer.run_dir={part}", "trainer.steps=4"])))

@@ -1,0 +1,105 @@
+"""Which RL objective teaches the tiny model most, from one SFT warm start, at equal RL steps.
+
+    python bench/learning.py            # 6 algorithms + the continued-SFT control, 3 seeds
+    python bench/learning.py --quick    # 1 seed, a few steps, a smaller held-out set
+
+Every run is the default `python launch.py` job (tiny model, built-in `arith`, static decoding,
+32 prompts x 8 responses per step) started from the same cached warm start (the one the default run
+uses, made first if missing), for --steps RL steps with trainer.seed = each seed. Held-out accuracy
+is greedy on the same --eval-prompts questions for every run (task.split_seed is fixed), before and
+after. `continued_sft` spends TraceRL's mean wall time on more SFT from the same warm start, on the
+same rows the warm start learned from (mode=sft, trainer.max_wall_s). The final TraceRL models are also decoded with dynamic decoding.
+
+Prints ONE JSON line: per objective {acc_before, acc_after, gain, seconds} (means over seeds) plus
+the per-seed values, and dynamic_tokens_per_forward / static_minus_dynamic_acc of the final TraceRL
+models (means over seeds). Run directories are left under --out.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import ray
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from actors.config import compose_config  # noqa: E402
+from actors.driver import run_to_end  # noqa: E402
+from actors.run import warm_start_dir  # noqa: E402
+from launch import connect_ray  # noqa: E402
+
+ALGOS = ("tracerl", "tracerl_value", "agrpo", "diffu_grpo", "coupled_grpo", "random_masking")
+QUIET = ["trainer.progress=false", "trainer.plot=false", "trainer.resume=never", "trainer.checkpoint_every=0",
+         "ray.include_dashboard=false"]
+
+
+def warm_start() -> Path:
+    """The default run's cached warm start (trained now if no run has cached it yet)."""
+    cfg = compose_config(QUIET + ["trainer.steps=0", "trainer.eval_every=0", "trainer.run_dir=runs/bench_warm"])
+    path = warm_start_dir(cfg)
+    if not (path / "config.json").is_file():
+        run_to_end(cfg)
+    return path
+
+
+def summary_of(overrides: list[str]) -> dict[str, float]:
+    return json.loads((run_to_end(compose_config(overrides)).run_dir / "summary.json").read_text())
+
+
+def mean_over_seeds(runs: list[dict[str, float]]) -> dict[str, object]:
+    mean = lambda key: round(statistics.fmean(r[key] for r in runs), 4)  # noqa: E731
+    return {"acc_before": mean("acc_before"), "acc_after": mean("acc_after"),
+            "gain": round(mean("acc_after") - mean("acc_before"), 4), "seconds": mean("wall_s"),
+            "steps": mean("steps"), "acc_after_per_seed": [r["acc_after"] for r in runs]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="1 seed, 4 steps, 64 held-out prompts")
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--eval-prompts", type=int, default=256)
+    ap.add_argument("--algos", nargs="+", default=list(ALGOS), choices=ALGOS)
+    ap.add_argument("--out", default="runs/bench_learning")
+    args = ap.parse_args()
+    if args.quick:
+        args.steps, args.seeds, args.eval_prompts = 4, [0], 64
+
+    default = compose_config(QUIET)
+    sft_rows = default.warmup.train_size or default.task.train_size  # the warm start's SFT data
+    connect_ray(default)
+    try:
+        warm = warm_start()
+        common = QUIET + [f"model.path={warm}", "warmup.steps=0", f"trainer.eval_prompts={args.eval_prompts}"]
+        runs: dict[str, list[dict[str, float]]] = {}
+        for algo in args.algos:
+            runs[algo] = [summary_of(common + [f"algo={algo}", f"trainer.seed={seed}", f"trainer.steps={args.steps}",
+                                               f"trainer.eval_every={args.steps}",
+                                               f"trainer.run_dir={args.out}/{algo}_seed{seed}"])
+                          for seed in args.seeds]
+        budget = statistics.fmean(r["wall_s"] for r in runs.get("tracerl") or next(iter(runs.values())))
+        runs["continued_sft"] = [summary_of(common + ["mode=sft", f"task.train_size={sft_rows}", f"trainer.seed={seed}",
+                                                      "trainer.steps=1000000",
+                                                      "trainer.eval_every=1000000", f"trainer.max_wall_s={budget}",
+                                                      f"trainer.run_dir={args.out}/continued_sft_seed{seed}"])
+                                 for seed in args.seeds]
+    finally:
+        ray.shutdown()
+
+    result: dict[str, object] = {"steps": args.steps, "seeds": args.seeds, "eval_prompts": args.eval_prompts,
+                                 "warm_start": str(warm)}
+    result |= {name: mean_over_seeds(rs) for name, rs in runs.items()}
+    if "tracerl" in runs:
+        final = runs["tracerl"]
+        result["dynamic_tokens_per_forward"] = round(statistics.fmean(r["dynamic_tokens_per_forward"] for r in final), 3)
+        result["static_minus_dynamic_acc"] = round(statistics.fmean(r["static_acc"] - r["dynamic_acc"]
+                                                                    for r in final), 4)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

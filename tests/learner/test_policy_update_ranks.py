@@ -1,0 +1,49 @@
+"""Two DDP ranks, each updating on half of the trajectories, make the same step as one process on
+all of them: the same weights, and every rank reports the same global metrics (not its own)."""
+from pathlib import Path
+
+import torch
+import torch.multiprocessing as mp
+
+from helpers import params, prompts_mixed, tiny_model
+from learner.algo_config import AlgoConfig
+from learner.distributed import free_port, init_distributed
+from learner.engine import TrainEngine
+from learner.engine_config import EngineConfig
+from learner.policy_update import PolicyUpdater
+from rollout.sampler import generate
+
+ADVANTAGES = [1.0, -1.0, 0.5, -0.5, 2.0, -2.0, 0.25, -0.75]
+# Two passes over the rows, so the second one sees ratios != 1 (clipping, KL to the old policy).
+ALGO = AlgoConfig(name="tracerl", ppo_epochs=2, kl_beta=0.05, eps_low=0.01, eps_high=0.01)
+
+
+def step(rank: int, world: int) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """Rank `rank` of `world` takes its round-robin share of the 8 trajectories through one RL step."""
+    torch.set_num_threads(1)
+    model = tiny_model(4, sharpen=1.0)
+    trajs = generate(model, prompts_mixed(4) * 2, params(max_new_tokens=12), seeds=list(range(8)))
+    updater = PolicyUpdater(TrainEngine(model, EngineConfig(lr=1e-2)), ALGO, model.config)
+    metrics = updater.rl_step(trajs[rank::world], ADVANTAGES[rank::world], 0)
+    return metrics, {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def rank_worker(rank: int, port: int, out: str) -> None:
+    init_distributed(rank, 2, "127.0.0.1", port)
+    torch.save(step(rank, 2), Path(out) / f"rank{rank}.pt")
+
+
+def test_two_ranks_report_the_single_process_step(tmp_path):
+    mp.spawn(rank_worker, args=(free_port(), str(tmp_path)), nprocs=2)
+    (m0, w0), (m1, _) = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    want_m, want_w = step(0, 1)
+    assert m0 == m1  # global figures on every rank
+    assert m0.keys() == want_m.keys() and want_m["clip_frac"] > 0 and want_m["kl"] > 0
+    for k in want_m:
+        if k != "lr":
+            assert abs(m0[k] - want_m[k]) <= 1e-5 * max(1.0, abs(want_m[k])), (k, m0[k], want_m[k])
+    assert m0["trained_tokens"] == want_m["trained_tokens"] and m0["rows"] == want_m["rows"]
+    for name in want_w:
+        # Adam moves each weight by ~lr = 1e-2; summation-order noise on near-zero gradients shows up
+        # as a few 1e-6 after Adam's normalisation. A wrong gradient would differ by ~1e-2.
+        torch.testing.assert_close(w0[name], want_w[name], atol=1e-5, rtol=0, msg=name)

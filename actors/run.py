@@ -11,7 +11,7 @@ from typing import Any
 
 from models.tiny import write_tiny_checkpoint
 from models.tokenizer import load_tokenizer
-from tasks.prompts import build_prompt
+from tasks.prompts import encode_prompt
 from tasks.registry import Task, get_task
 from tasks.sampler import PromptSampler
 
@@ -47,8 +47,7 @@ class Run:
     sft_sampler: PromptSampler | None = None  # rows of supervised steps: mode=sft's or the warm-up's
 
     def encode(self, row: dict[str, Any]) -> list[int]:
-        text = build_prompt(row, self.tokenizer, self.cfg.task.template or self.task.template, self.task.kind)
-        return self.tokenizer.encode(text, add_special_tokens=False)
+        return encode_prompt(row, self.tokenizer, self.cfg.task.template or self.task.template, self.task.kind)
 
     def next_prompts(self) -> tuple[list[PromptRecord], dict[str, dict[str, Any]]]:
         """The next step's (prompt, sample) records and their rows, drawn from the seeded sampler."""

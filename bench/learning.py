@@ -17,6 +17,7 @@ models (means over seeds). Run directories are left under --out.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -42,12 +43,15 @@ def warm_start() -> Path:
     cfg = compose_config(QUIET + ["trainer.steps=0", "trainer.eval_every=0", "trainer.run_dir=runs/bench_warm"])
     path = warm_start_dir(cfg)
     if not (path / "config.json").is_file():
-        run_to_end(cfg)
+        with contextlib.redirect_stdout(sys.stderr):
+            run_to_end(cfg)
     return path
 
 
 def summary_of(overrides: list[str]) -> dict[str, float]:
-    return json.loads((run_to_end(compose_config(overrides)).run_dir / "summary.json").read_text())
+    with contextlib.redirect_stdout(sys.stderr):  # each run's table: stdout carries only the JSON line
+        run = run_to_end(compose_config(overrides))
+    return json.loads((run.run_dir / "summary.json").read_text())
 
 
 def mean_over_seeds(runs: list[dict[str, float]]) -> dict[str, object]:

@@ -136,7 +136,8 @@ def generate(model: DiffusionLM, prompts: list[list[int]], params: SamplingParam
             confidence[rows, slots] = cand.confidence
             entropy = torch.zeros(masked.shape)
             entropy[rows, slots] = cand.entropy
-            rand = uniforms(row_seed[active][:, None], pos, step_now[:, None], 1)
+            rand = (uniforms(row_seed[active][:, None], pos, step_now[:, None], 1)  # only random reads it
+                    if params.strategy == "random" else None)
             commit = choose_commits(params, masked, confidence, entropy, rand, schedule[:, k], k == K - 1)
 
             picked = commit[rows, slots]

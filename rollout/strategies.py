@@ -21,11 +21,12 @@ def static_schedule(masked_at_start: torch.Tensor, steps: int) -> torch.Tensor:
 
 
 def choose_commits(params: SamplingParams, masked: torch.Tensor, confidence: torch.Tensor,
-                   entropy: torch.Tensor, rand: torch.Tensor, planned: torch.Tensor,
+                   entropy: torch.Tensor, rand: torch.Tensor | None, planned: torch.Tensor,
                    last_pass: bool) -> torch.Tensor:
     """Commit mask [R, S] for one pass.
 
-    masked: [R, S] slots still masked; confidence/entropy/rand: [R, S] (only read where masked);
+    masked: [R, S] slots still masked; confidence/entropy/rand: [R, S] (only read where masked;
+    rand is drawn only for the random strategy, None otherwise);
     planned: [R] the static schedule's n_k for this pass; last_pass: commit everything left.
     """
     left = masked.sum(1)
@@ -36,7 +37,7 @@ def choose_commits(params: SamplingParams, masked: torch.Tensor, confidence: tor
     elif params.strategy == "random":
         score, count = rand, planned
     elif params.strategy == "sequential":
-        score, count = -slot.expand_as(rand), planned
+        score, count = -slot.expand(masked.shape), planned
     elif params.strategy == "dynamic":
         score = confidence.double()
         floor = planned if params.min_per_step is None else torch.full_like(left, params.min_per_step)

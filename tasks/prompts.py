@@ -56,3 +56,8 @@ def build_prompt(row: Row, tokenizer: Any, template: Template = "auto", kind: Ki
     messages = [{"role": "user", "content": user_message(row, kind)}]
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     return text + response_prefix(row, kind)
+
+
+def encode_prompt(row: Row, tokenizer: Any, template: Template = "auto", kind: Kind = "math") -> list[int]:
+    """`build_prompt`'s text as token ids (the template already holds any special tokens)."""
+    return tokenizer.encode(build_prompt(row, tokenizer, template, kind), add_special_tokens=False)

@@ -13,7 +13,7 @@ from models.tokenizer import load_tokenizer
 from rewards import get_reward
 from rollout.params import SamplingParams
 from rollout.sampler import generate
-from tasks.prompts import build_prompt
+from tasks.prompts import encode_prompt
 from tasks.registry import get_task
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,8 +49,7 @@ def test_default_launch_writes_the_promised_run_directory(tmp_path):
     cfg = json.loads((run_dir / "config.json").read_text())
     task = get_task("arith", **cfg["task"]["params"])
     rows = task.eval_rows(EVAL_PROMPTS, cfg["task"]["split_seed"])
-    prompts = [tokenizer.encode(build_prompt(r, tokenizer, task.template, task.kind), add_special_tokens=False)
-               for r in rows]
+    prompts = [encode_prompt(r, tokenizer, task.template, task.kind) for r in rows]
     r = cfg["rollout"]
     params = SamplingParams(block_size=r["block_size"], steps_per_block=r["steps_per_block"], strategy=r["strategy"],
                             temperature=0.0, max_new_tokens=r["max_new_tokens"])

@@ -124,7 +124,13 @@ def publish(tensors: Iterable[tuple[str, torch.Tensor]], layout: Layout, senders
             version: int) -> dict[str, WeightsHandle]:
     """Stream the weights once into every sender's buckets; a handle per transport."""
     prepared = {kind: s.prepare(layout, version) for kind, s in senders.items()}
-    pack(tensors, [(handle.index, buckets) for handle, buckets in prepared.values()])
+    # The rollout workers are idle until this returns: the copy may use every core of the node.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(threads, len(os.sched_getaffinity(0))))
+    try:
+        pack(tensors, [(handle.index, buckets) for handle, buckets in prepared.values()])
+    finally:
+        torch.set_num_threads(threads)
     return {kind: senders[kind].finish(handle) for kind, (handle, _) in prepared.items()}
 
 

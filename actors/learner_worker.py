@@ -23,7 +23,7 @@ from rollout.trajectory import Trajectory
 from .config import RunConfig
 from .rollout_worker import DTYPES, device_for_actor
 from .weight_sync import (CollectiveGroup, CollectiveSender, ObjectStoreSender, Sender, SharedMemorySender,
-                          WeightsHandle, free_port, publish)
+                          WeightsHandle, free_port, publish, unpack)
 
 
 class LearnerWorker:
@@ -105,7 +105,10 @@ class LearnerWorker:
             for _ in tensors:  # take part in each tensor's gather; rank 0 alone packs
                 pass
             return {}
-        return publish(tensors, self.engine.full_layout(), {k: self.senders[k] for k in kinds}, version)
+        handles = publish(tensors, self.engine.full_layout(), {k: self.senders[k] for k in kinds}, version)
+        if "shared_memory" in handles:  # from now on the buffer is the parameters' memory (CPU, torch)
+            self.engine.share_parameters(unpack([self.shared_memory.buf], handles["shared_memory"].index))
+        return handles
 
     def broadcast_weights(self) -> None:
         """Rank 0: the collective half of publish_weights, run while the receivers run load_weights."""

@@ -81,7 +81,9 @@ def pack(tensors: Iterable[tuple[str, torch.Tensor]],
     seen = 0
     for name, tensor in tensors:
         for views in slots:
-            views[name].copy_(tensor)  # one copy (device to host too), whatever the source's strides
+            # Same address: the parameter already lives in the slot (Engine.share_parameters).
+            if tensor.device.type != "cpu" or views[name].data_ptr() != tensor.data_ptr():
+                views[name].copy_(tensor)  # one copy (device to host too), whatever the source's strides
         seen += 1
     if slots and seen != len(slots[0]):
         raise ValueError(f"weight stream gave {seen} tensors, its layout announced {len(slots[0])}")

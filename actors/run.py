@@ -128,9 +128,8 @@ def start_run(cfg: RunConfig) -> Run:
     metrics = MetricsLogger(run_dir, t.logger, namespace, cfg.model_dump(mode="json", by_alias=True))
     eval_rows = {f"eval-{i}": row for i, row in enumerate(task.eval_rows(t.eval_prompts, cfg.task.split_seed))}
     sft_sampler = sampler if cfg.mode == "sft" else None
-    if needs_warmup:
-        rows = task.train_rows(cfg.warmup.train_size or cfg.task.train_size, cfg.task.split_seed)
-        sft_sampler = PromptSampler(rows, seed=t.seed)
+    if needs_warmup:  # the first warmup.train_size training rows (train_rows(n) is a prefix of train_rows(m > n))
+        sft_sampler = PromptSampler(sampler.rows[:cfg.warmup.train_size], seed=t.seed)
     run = Run(cfg, run_dir, pools, task, load_tokenizer(path), sampler, metrics, eval_rows, [],
               warm_dir=warm_dir, needs_warmup=needs_warmup, sft_sampler=sft_sampler)
     run.eval_prompts = [run.encode(row) for row in eval_rows.values()]

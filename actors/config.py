@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from learner.algo_config import AlgoConfig
+from learner.algo_config import REFERENCE_SFT, AlgoConfig
 from learner.engine_config import EngineConfig
 from rollout.params import SamplingParams
 
@@ -17,8 +17,6 @@ from rollout.params import SamplingParams
 if not OmegaConf.has_resolver("sum"):
     OmegaConf.register_new_resolver("sum", lambda *xs: sum(xs))
 
-# Objectives trained on the task's reference solutions (mode=sft); sft_trace trains on rollouts.
-REFERENCE_SFT = ("sft_semi_ar", "sft_random_masking")
 # Families whose sampler/trainer blocks are tied to the block size the model was trained with.
 BLOCK_CAUSAL = ("sdar", "tiny")
 Family = Literal["sdar", "llada", "dream", "tiny"]

@@ -8,7 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from .advantages import AdvantageConfig
 
 RL_ALGOS = ("tracerl", "tracerl_value", "agrpo", "diffu_grpo", "coupled_grpo", "random_masking")
-SFT_ALGOS = ("sft_semi_ar", "sft_random_masking", "sft_trace")
+# Supervised objectives trained on reference solutions; sft_trace trains on the model's own rollouts.
+REFERENCE_SFT = ("sft_semi_ar", "sft_random_masking")
+SFT_ALGOS = REFERENCE_SFT + ("sft_trace",)
 AlgoName = Literal["tracerl", "tracerl_value", "agrpo", "diffu_grpo", "coupled_grpo", "random_masking",
                    "sft_semi_ar", "sft_random_masking", "sft_trace"]
 
@@ -45,10 +47,6 @@ class AlgoConfig(BaseModel):
     mask_ratio: tuple[float, float] = (0.1, 1.0)
     value: ValueConfig = ValueConfig()
     advantage: AdvantageConfig = AdvantageConfig()
-
-    @property
-    def is_sft(self) -> bool:
-        return self.name in SFT_ALGOS
 
     @property
     def uses_value(self) -> bool:

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .attention import AttnMask, attend
 from .config import ModelConfig
 from .kv_cache import KVCache
 
@@ -60,7 +61,7 @@ class Attention(nn.Module):
             self.q_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps)
             self.k_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: AttnMask,
                 cache: KVCache | None, layer: int) -> torch.Tensor:
         n, t, _ = x.shape
         q = self.q_proj(x).view(n, t, self.num_heads, self.head_dim)
@@ -73,9 +74,7 @@ class Attention(nn.Module):
         k = k * cos + rotate_half(k) * sin
         if cache is not None:
             k, v = cache.extend(layer, k, v)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=None if mask is None else mask[:, None],
-            enable_gqa=self.num_heads != self.num_kv_heads)
+        out = attend(q, k, v, mask, enable_gqa=self.num_heads != self.num_kv_heads)
         return self.o_proj(out.transpose(1, 2).reshape(n, t, -1))
 
 
@@ -119,11 +118,12 @@ class DiffusionLM(nn.Module):
         self.gradient_checkpointing = False
 
     def hidden_states(self, input_ids: torch.Tensor, position_ids: torch.Tensor,
-                      attn_mask: torch.Tensor | None = None, kv_cache: KVCache | None = None,
+                      attn_mask: AttnMask = None, kv_cache: KVCache | None = None,
                       cache_write: int = 0) -> torch.Tensor:
         """Final-normed hidden states [N, T, H].
 
-        attn_mask: bool [N, T, S] (True = may attend), S = cached columns + T; None = attend all.
+        attn_mask: bool [N, T, S] (True = may attend), S = cached columns + T; a `MaskSpec`
+        describing it (models/attention.py); None = attend all.
         cache_write: the first `cache_write` query columns are committed to `kv_cache` (their K/V
         are kept; the rest of the query's K/V is overwritten by the next call).
         """
@@ -139,7 +139,7 @@ class DiffusionLM(nn.Module):
         return self.norm(x)
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor,
-                attn_mask: torch.Tensor | None = None, kv_cache: KVCache | None = None,
+                attn_mask: AttnMask = None, kv_cache: KVCache | None = None,
                 cache_write: int = 0, logits_at: torch.Tensor | None = None) -> torch.Tensor:
         """Logits [N, T, V], or [M, V] at the M query slots where bool `logits_at` [N, T] is True.
 

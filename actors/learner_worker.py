@@ -12,7 +12,7 @@ from typing import Any
 import ray
 import torch
 
-from learner.distributed import init_distributed
+from learner.distributed import free_port, init_distributed
 from learner.engine import TrainEngine
 from learner.policy_update import PolicyUpdater
 from learner.value import ValueModel
@@ -23,7 +23,7 @@ from rollout.trajectory import Trajectory
 from .config import RunConfig
 from .rollout_worker import DTYPES, device_for_actor
 from .weight_sync import (CollectiveGroup, CollectiveSender, ObjectStoreSender, Sender, SharedMemorySender,
-                          WeightsHandle, free_port, publish, unpack)
+                          WeightsHandle, publish, unpack)
 
 
 class LearnerWorker:

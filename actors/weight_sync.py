@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime
 import mmap
 import os
-import socket
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -265,9 +264,3 @@ class CollectiveReceiver:
             work.wait()  # the later buckets keep arriving while this one is copied into the model
             load_into(own, unpack(self.buckets, metas))
         check_covers(own, handle.index)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]

@@ -32,9 +32,9 @@ def init_distributed(rank: int, world_size: int, master_addr: str, master_port: 
 
 
 def free_port() -> int:
-    """A TCP port that was free a moment ago (for single-node groups)."""
+    """A TCP port that was free a moment ago on every interface (other nodes may connect to it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind(("", 0))
         return s.getsockname()[1]
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -15,6 +17,9 @@ import pytest
 
 from support import REPO
 
+# The CLIs come from this interpreter's environment, not from PATH: the suite must pass when run as
+# /path/venv/bin/python -m pytest without the virtualenv activated.
+RAY_CLI = [sys.executable, "-m", "ray.scripts.scripts"]
 PORT_FLAGS = ("--port", "--dashboard-port", "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
               "--metrics-export-port", "--runtime-env-agent-port", "--ray-client-server-port",
               "--node-manager-port", "--object-manager-port")
@@ -35,7 +40,7 @@ def head_node():
     temp = tempfile.mkdtemp(prefix="ray-js-")
     ports = dict(zip(PORT_FLAGS, _free_ports(len(PORT_FLAGS))))
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # a throwaway local head: no token to manage
-    args = ["ray", "start", "--head", "--num-cpus=8", f"--temp-dir={temp}", "--include-dashboard=true",
+    args = [*RAY_CLI, "start", "--head", "--num-cpus=8", f"--temp-dir={temp}", "--include-dashboard=true",
             "--dashboard-host=127.0.0.1", "--disable-usage-stats", *(f"{k}={v}" for k, v in ports.items())]
     # A session of its own: every daemon `ray start` spawns shares this process group, so the test
     # stops exactly its own cluster (never `ray stop`, which would hit every cluster of this user).
@@ -54,7 +59,7 @@ def head_node():
                 except ProcessLookupError:
                     break
                 time.sleep(2)
-        subprocess.run(["rm", "-rf", temp])
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _pgid_of(temp: str) -> int | None:
@@ -87,13 +92,13 @@ def test_job_submit_runs_launch(head_node, tmp_path):
     Prometheus endpoint carrying the driver's gauges."""
     dashboard, env, metrics_port = head_node
     run_dir = tmp_path / "run"
-    entry = ["python", str(REPO / "launch.py"), f"trainer.run_dir={run_dir}", "trainer.steps=2", "trainer.eval_every=0",
-             "async.max_staleness=1", "task.reward=tests.actors.digit_reward:reward",
-             "warmup.steps=2", "warmup.prompts_per_step=8", f"warmup.cache_dir={tmp_path}/warm", "engine.warmup_steps=0",
-             "trainer.prompts_per_step=4", "trainer.responses_per_prompt=2", "rollout.max_new_tokens=8",
-             "trainer.progress=false"]
+    entry = [sys.executable, str(REPO / "launch.py"), f"trainer.run_dir={run_dir}", "trainer.steps=2",
+             "trainer.eval_every=0", "async.max_staleness=1", "task.reward=tests.actors.digit_reward:reward",
+             "warmup.steps=2", "warmup.prompts_per_step=8", f"warmup.cache_dir={tmp_path}/warm",
+             "engine.warmup_steps=0", "trainer.prompts_per_step=4", "trainer.responses_per_prompt=2",
+             "rollout.max_new_tokens=8", "trainer.progress=false"]
     runtime_env = json.dumps({"env_vars": {"PYTHONPATH": str(REPO)}})
-    out = subprocess.run(["ray", "job", "submit", f"--address={dashboard}", f"--runtime-env-json={runtime_env}",
+    out = subprocess.run([*RAY_CLI, "job", "submit", f"--address={dashboard}", f"--runtime-env-json={runtime_env}",
                           "--", *entry], env=env, capture_output=True, text=True, timeout=400)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     assert "succeeded" in out.stdout.lower()

@@ -3,8 +3,10 @@
 Rows use the reference format: test_method "function" (test_list of assert statements, optional
 prefix prepended to the program) or "stdio" (test_input / test_output lists of strings), and
 test_time_limit seconds per test. Function tests run in one sandbox, one assert after another;
-a test that hangs or kills the process fails alone and the rest resume in a fresh sandbox.
-Each stdio input gets its own sandbox; expected outputs never enter it.
+a test that hangs or kills the process fails alone and the rest resume in a fresh sandbox. An
+assert's comparison is made here, on the plain values the sandbox computed (asserts.py), so no
+object of the program decides it. Each stdio input gets its own sandbox; expected outputs never
+enter it.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .asserts import TestPlan, plan_test
 from .extract import extract_code
 from .result import RewardResult
 from .sandbox import Event, Limits, RunResult, Sandbox
@@ -50,7 +53,7 @@ class _Watcher:
     def __init__(self, key: bytes, startup_s: float, time_limit: float) -> None:
         self.key, self.startup_s, self.time_limit = key, startup_s, time_limit
         self.started = time.monotonic()
-        self.verified: list[tuple[float, list[str]]] = []
+        self.verified: list[tuple[float, list[bytes]]] = []
         self._seen = 0
 
     def _verify(self, events: list[Event]) -> None:
@@ -58,15 +61,17 @@ class _Watcher:
             message, _, tag = line.rpartition(b" ")
             expected = hashlib.blake2b(message, key=self.key, digest_size=16).hexdigest().encode()
             if hmac.compare_digest(tag, expected):
-                self.verified.append((arrival, message.decode(errors="replace").split(" ", 3)))
+                self.verified.append((arrival, message.split(b" ", 4)))
         self._seen = len(events)
 
     def deadline(self, events: list[Event]) -> float:
         self._verify(events)
-        if not self.verified:
+        # A test's time runs from its start: the values it sends do not extend it.
+        latest = next((event for event in reversed(self.verified) if event[1][0] != b"value"), None)
+        if latest is None:
             return self.started + self.startup_s
-        arrival, words = self.verified[-1]
-        return arrival + (_EXIT_GRACE_S if words[0] in ("done", "load_error") else self.time_limit)
+        arrival, words = latest
+        return arrival + (_EXIT_GRACE_S if words[0] in (b"done", b"load_error") else self.time_limit)
 
 
 def _failure_reason(run: RunResult) -> str:
@@ -103,7 +108,7 @@ class CodeReward:
             raise ValueError(f"row['test_method'] must be 'function' or 'stdio', got {method!r}")
         time_limit = float(row.get("test_time_limit") or self.default_time_limit)
         if method == "function":
-            tests = list(_required(row, "test_list"))
+            tests = [plan_test(str(test)) for test in _required(row, "test_list")]
         else:
             inputs, outputs = list(_required(row, "test_input")), list(_required(row, "test_output"))
             if len(inputs) != len(outputs):
@@ -145,22 +150,30 @@ class CodeReward:
             reason = None if normalize_output(out) == normalize_output(expected) else "wrong_answer"
         return {"passed": reason is None, "reason": reason, "time_s": run.wall_s, "stdout": out[:200]}
 
-    def _function_tests(self, program: str, tests: list[str], time_limit: float) -> list[dict[str, Any]]:
+    def _function_tests(self, program: str, tests: list[TestPlan], time_limit: float) -> list[dict[str, Any]]:
         results: list[dict[str, Any] | None] = [None] * len(tests)
+        requests = [test.request() for test in tests]
         start = 0
         while start < len(tests):
-            run, watcher = self._run({"mode": "function", "program": program, "tests": tests, "start": start},
+            run, watcher = self._run({"mode": "function", "program": program, "tests": requests, "start": start},
                                      b"", time_limit, len(tests) - start + 1)
             loaded, running, began, load_error = False, None, 0.0, None
+            values: dict[int, tuple[str, bytes]] = {}
             for arrival, words in watcher.verified:
-                if words[0] == "loaded":
+                word = words[0].decode()
+                if word == "loaded":
                     loaded = True
-                elif words[0] == "load_error":
-                    load_error = " ".join(words[1:])
-                elif words[0] == "start":
-                    running, began = int(words[1]), arrival
-                elif words[0] in ("pass", "fail"):
-                    reason = None if words[0] == "pass" else words[3]
+                elif word == "load_error":
+                    load_error = b" ".join(words[1:]).decode(errors="replace")
+                elif word == "start":
+                    running, began, values = int(words[1]), arrival, {}
+                elif word == "value":  # value I J =|! DATA
+                    values[int(words[2])] = (words[3].decode(), words[4])
+                elif word in ("pass", "fail", "end"):
+                    if word == "end":
+                        reason = tests[int(words[1])].verdict(values)
+                    else:
+                        reason = None if word == "pass" else b" ".join(words[3:]).decode(errors="replace")
                     results[int(words[1])] = {"passed": reason is None, "reason": reason, "time_s": float(words[2])}
                     running = None
             if not loaded:  # the program itself failed: every remaining test fails with it

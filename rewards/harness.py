@@ -1,8 +1,10 @@
-"""Runs INSIDE the sandbox as `python -S -I harness.py IN_FD OUT_FD RUN_ID`. Standard library only.
+"""Runs INSIDE the sandbox as `python -S -I harness.py IN_FD OUT_FD RUN_ID`. Standard library only
+(the host imports plain_data_error from here too, so that both sides agree on plain data).
 
 It reads one request (a marshal'd dict: importing json would double start-up) from IN_FD, then,
 before any untrusted code runs: applies the rlimits, drops to an unprivileged uid when the
-sandbox started as root (RLIMIT_NPROC is not enforced for host root), and installs an audit hook
+sandbox started as root (RLIMIT_NPROC is not enforced for host root), imports the standard
+modules the tests name, snapshots builtins and every loaded module, and installs an audit hook
 that denies what could forge a verdict: frame/GC introspection (the run's key lives in main's
 frame), tracing, code-object construction, ctypes, and exec'ing other programs (subprocess and
 asyncio, which import _posixsubprocess, are unavailable; so is traceback formatting, which reads
@@ -10,14 +12,25 @@ frames). Audit hooks are not a security boundary on their own: containment never
 them (the namespaces and limits do), only the unforgeability of verdicts does.
 
 Events go to OUT_FD as lines "WORD [ARGS] MAC" (ready, loaded | load_error REASON, then per
-test: start I, pass I SECONDS | fail I SECONDS REASON, finally done), MAC = keyed BLAKE2b of the
-words under a random per-run key; the host drops lines whose MAC does not verify. A test counts
-as passed only when the host reads a signed "pass i", written here after exec() of the assert
-returned normally; stdout, the exit status, atexit handlers and exceptions never count.
+test: start I, then either pass I SECONDS | fail I SECONDS REASON for a test run as a statement,
+or value I J = DATA | value I J ! REASON per expression and end I SECONDS for a compared test;
+finally done), MAC = keyed BLAKE2b of the words under a random per-run key; the host drops lines
+whose MAC does not verify. A statement test passes only when the host reads a signed "pass i",
+written here after exec() of it returned normally; a compared test passes only when the host's
+own comparison of the signed values says so. stdout, the exit status, atexit handlers and
+exceptions never count.
+
+Every test runs in a fresh namespace: the program's globals minus the names of builtins, the
+standard modules the test names, and a copy of the builtins as they were before the program
+ran; the builtins module and every module loaded before the program are restored to that state
+too. Expression values leave as marshal data only when they are exact built-in types, checked
+by functions bound before the program ran (it may rebind builtins, patch modules, fake methods).
 
 Modes (request["mode"]): "stdio" runs the program as __main__ on the stdin the host provides
-(the host compares stdout); "function" runs the program, then each assert of tests[start:].
+(the host compares stdout); "function" runs the program, then each test of tests[start:], each
+("exec", statement source) or ("eval", [expression sources]), with the module names it uses.
 """
+import binascii
 import marshal
 import os
 import resource
@@ -35,6 +48,10 @@ _DENIED_EVENTS = frozenset({
 _DENIED_ATTRIBUTES = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame"})
 _DENIED_IMPORTS = frozenset({"ctypes", "_ctypes", "_posixsubprocess", "_testcapi", "_testinternalcapi",
                              "_xxsubinterpreters"})
+_SCALARS = frozenset({int, float, bool, str, bytes, complex, type(None)})
+_SEQUENCES = frozenset({list, tuple, set, frozenset})
+MAX_DEPTH = 100
+MAX_ITEMS = 1 << 20
 
 
 class SandboxDenied(RuntimeError):
@@ -60,6 +77,33 @@ def _guard(event, args):
             raise SandboxDenied("open under /proc")  # /proc/self/mem would expose the nonce
 
 
+def plain_data_error(value, _type=type, _scalars=_SCALARS, _sequences=_SEQUENCES, _dict=dict,
+                     _items=dict.items, _append=list.append, _pop=list.pop, _name=type.__repr__):
+    """None when value is plain data: exact int, float, bool, str, bytes, complex, None, or an
+    exact list, tuple, set, frozenset or dict of plain data; else why not. Every name it uses
+    is bound here, at definition, so a program that rebinds builtins cannot change the answer,
+    and no method of the value runs (exact built-in types iterate in C)."""
+    stack, items = [(value, 0)], 0
+    while stack:
+        item, depth = _pop(stack)
+        kind = _type(item)
+        items += 1
+        if items > MAX_ITEMS or depth > MAX_DEPTH:
+            return "value too large or too deep"
+        if kind in _scalars:
+            continue
+        if kind in _sequences:
+            for element in item:
+                _append(stack, (element, depth + 1))
+        elif kind is _dict:
+            for key, element in _items(item):
+                _append(stack, (key, depth + 1))
+                _append(stack, (element, depth + 1))
+        else:
+            return "not plain data: " + _name(kind)[:80]  # type.__repr__ runs no method of the value's
+    return None
+
+
 def _read_all(fd):
     chunks = []
     while True:
@@ -82,6 +126,44 @@ def _drop_privileges(uid):
     os.setresuid(uid, uid, uid)  # also clears every capability held in the user namespace
 
 
+def _import_modules(names):
+    modules = {}
+    for name in names:
+        try:
+            modules[name] = __import__(name)
+        except BaseException:  # a test naming a module we lack fails when it runs, not here
+            pass
+    return modules
+
+
+def _restorer(_list=list, _items=dict.items, _keys=dict.keys, _update=dict.update, _delete=dict.pop):
+    """Snapshots every loaded module's namespace now; the returned function puts them back."""
+    saved = [(module.__dict__, dict(module.__dict__)) for module in list(sys.modules.values())
+             if type(module) is types.ModuleType]
+
+    def restore():
+        for namespace, before in saved:
+            for name in _list(_keys(namespace)):
+                if name not in before:
+                    _delete(namespace, name, None)
+            _update(namespace, before)
+    return restore
+
+
+def _compile_tests(tests):
+    compiled = []
+    for i, (kind, sources, modules) in enumerate(tests):
+        try:
+            if kind == "exec":
+                code = compile(sources, f"<test {i}>", "exec", dont_inherit=True, optimize=0)
+            else:
+                code = [compile(s, f"<test {i}.{j}>", "eval", dont_inherit=True) for j, s in enumerate(sources)]
+        except SyntaxError:
+            code = None
+        compiled.append((str(i).encode(), kind, code, modules))
+    return compiled
+
+
 def main():
     in_fd, out_fd = int(sys.argv[1]), int(sys.argv[2])
     request = marshal.loads(_read_all(in_fd))
@@ -90,24 +172,23 @@ def main():
     if request.get("drop_to") is not None:
         _drop_privileges(request["drop_to"])
     key = bytes.fromhex(request["key"])
-    tests = []
-    for i, source in enumerate(request.get("tests", ())):
-        try:
-            tests.append((str(i).encode(), compile(source, f"<test {i}>", "exec", dont_inherit=True, optimize=0)))
-        except SyntaxError:
-            tests.append((str(i).encode(), None))
-    tests = tests[request.get("start", 0):]
+    tests = _compile_tests(request.get("tests", ()))[request.get("start", 0):]
     stdio = request["mode"] == "stdio"
     try:
         program = compile(request["program"], "<program>", "exec", dont_inherit=True, optimize=0)
     except SyntaxError as exc:
         program = exc
+    modules = _import_modules(sorted({name for *_, names in tests for name in names}))
     del request
+    restore = _restorer()  # before the program's module exists: its names are not reset
+    builtins_before = dict(__builtins__.__dict__) if type(__builtins__) is types.ModuleType else dict(__builtins__)
     module = type(sys)("__main__")
     sys.modules["__main__"] = module
     # Everything used after the program ran is bound now: the program may rebind builtins.
     write, exit_now, run, mac, clock, str_, isinstance_, BaseException_, SystemExit_ = (
         os.write, os._exit, exec, blake2b, time.perf_counter, str, isinstance, BaseException, SystemExit)
+    dict_, items, dumps, b64, plain_error, type_, eval_ = (
+        dict, dict.items, marshal.dumps, binascii.b2a_base64, plain_data_error, type, eval)
 
     def report(*words):
         # Signed, not secret: a program that hijacks OUT_FD sees only true messages, and
@@ -120,10 +201,33 @@ def main():
 
     def describe(exc):
         try:
-            text = str_(type(exc).__name__) + ": " + str_(exc)
+            text = str_(type_(exc).__name__) + ": " + str_(exc)
             return text[:200].encode("utf-8", "replace").replace(b"\n", b" ")
         except BaseException_:
             return b"unprintable exception"
+
+    def namespace(names):
+        fresh = {name: value for name, value in items(module.__dict__) if name not in builtins_before}
+        fresh["__builtins__"] = dict_(builtins_before)
+        for name in names:
+            if name in modules:
+                fresh[name] = modules[name]
+        return fresh
+
+    def evaluate(index, code, names):
+        fresh = namespace(names)  # shared by the test's expressions: `(n := f(x)) > 0 and n < 9`
+        for j, expression in enumerate(code):
+            position = str_(j).encode()
+            try:
+                value = eval_(expression, fresh)
+            except BaseException_ as exc:
+                report(b"value", index, position, b"!", b"SystemExit" if isinstance_(exc, SystemExit_) else describe(exc))
+                continue
+            why = plain_error(value)
+            if why is None:
+                report(b"value", index, position, b"=", b64(dumps(value), newline=False))
+            else:
+                report(b"value", index, position, b"!", why.encode("utf-8", "replace").replace(b"\n", b" "))
 
     report(b"ready")
     if isinstance(program, SyntaxError):
@@ -140,16 +244,23 @@ def main():
         report(b"load_error", describe(exc))
         exit_now(0)
     report(b"loaded")
-    for index, test in tests:
+    for index, kind, code, names in tests:
         report(b"start", index)
+        restore()
         began = clock()
-        try:
-            run(test, module.__dict__)
-        except BaseException_ as exc:
-            elapsed = b"%.6f" % (clock() - began)
-            report(b"fail", index, elapsed, b"SystemExit" if isinstance_(exc, SystemExit_) else describe(exc))
-            continue
-        report(b"pass", index, b"%.6f" % (clock() - began))
+        if code is None:
+            report(b"fail", index, b"0", b"SyntaxError in the test")
+        elif kind == "eval":
+            evaluate(index, code, names)
+            report(b"end", index, b"%.6f" % (clock() - began))
+        else:
+            try:
+                run(code, namespace(names))
+            except BaseException_ as exc:
+                elapsed = b"%.6f" % (clock() - began)
+                report(b"fail", index, elapsed, b"SystemExit" if isinstance_(exc, SystemExit_) else describe(exc))
+                continue
+            report(b"pass", index, b"%.6f" % (clock() - began))
     report(b"done")
     exit_now(0)  # skip atexit handlers and finalizers the program registered
 

@@ -28,7 +28,7 @@ from .userns import SANDBOX_UID, UsernsPool
 
 HARNESS = Path(__file__).with_name("harness.py")
 _ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8"}
-_EVENT_CAP = 1 << 20
+_EVENT_CAP = 16 << 20  # signed events, with the values of compared tests
 _KILL_WAIT_S = 10.0
 _SYSTEM_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 

@@ -99,6 +99,9 @@ def rl_step(run: Run) -> dict[str, float]:
     job = run.job or submit(pools, *run.next_prompts(), cfg.rollout)
     with timed(times, "rollout_s"):  # rewards are scored as shards come back
         trajs, scores = collect(pools, job, run.version, t.reward_chunk, t.progress)
+    # Request order, not arrival order: what follows sums over them, and a replay must sum alike.
+    order = {(r.uid, r.sample_idx): i for i, r in enumerate(job.records)}
+    trajs.sort(key=lambda tr: order[(tr.prompt_uid, tr.sample_idx)])
     m = rollout_metrics(trajs, scores, times["rollout_s"], run.version)
     m["reissued"] = float(sum(job.reissued.values()))
     run.job = run.job_cursor = None

@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script: the repo's packages, not bench/learner.py as `learner`
 
 from actors import driver  # noqa: E402
-from actors.config import ClusterSection, PoolSection, RunConfig, compose_config  # noqa: E402
+from actors.config import PoolSection, RunConfig, compose_config  # noqa: E402
 from actors.metrics import read_jsonl  # noqa: E402
 from actors.run import namespace_for  # noqa: E402
 # Partial credit, so that a random tiny model's groups have advantages and every step updates.
@@ -53,8 +53,9 @@ class Fault:
     delay_s: float = 0.0  # after the step's work for that pool was handed out
 
 
-def pool_names() -> list[str]:
-    return [name for name, f in ClusterSection.model_fields.items() if f.annotation is PoolSection]
+def pool_names(cfg: RunConfig) -> list[str]:
+    """Every worker pool the config sizes (a pool added to `cluster` joins the schedule by itself)."""
+    return [name for name, section in cfg.cluster if isinstance(section, PoolSection)]
 
 
 def schedule(cfg: RunConfig, per_pool: int, seed: int) -> list[Fault]:
@@ -67,7 +68,7 @@ def schedule(cfg: RunConfig, per_pool: int, seed: int) -> list[Fault]:
         raise ValueError(f"trainer.steps={cfg.trainer.steps}: a chaos run needs at least 3 steps")
     faults = [Fault(rng.randint(2, last), pool, rng.randrange(getattr(cfg.cluster, pool).num_workers),
                     round(rng.uniform(0.0, 0.5), 2))
-              for pool in pool_names() for _ in range(per_pool)]
+              for pool in pool_names(cfg) for _ in range(per_pool)]
     return sorted(faults, key=lambda f: (f.step, f.pool))
 
 

@@ -40,7 +40,7 @@ def test_killed_workers_are_restarted_and_work_reissued(ray_session, tmp_path):
 def test_chaos_quick_loses_nothing_and_matches_the_fault_free_run(ray_session, tmp_path):
     out = run_chaos(tmp_path, quick=True, seed=0)
     assert out["error"] is None
-    assert out["faults_injected"] == out["faults_survived"] == 3  # rollout, reward, learner
+    assert out["faults_injected"] == out["faults_survived"] == len(out["schedule"]) >= 3  # rollout, reward, learner
     assert out["learner_restarts"] == 1
     assert out["prompts_lost"] == 0 and out["prompts_double_counted"] == 0
     assert out["metrics_equal_to_fault_free"], out["metrics_differing"]

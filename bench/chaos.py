@@ -81,6 +81,7 @@ class Injector:
     fired: list[Fault] = field(default_factory=list)
     lost: int = 0
     duplicated: int = 0
+    reissued: int = 0  # shards/chunks re-issued after a worker died, over every attempt of every step
     step: int = 0
     timers: list[threading.Timer] = field(default_factory=list)
 
@@ -127,6 +128,7 @@ class Injector:
             got = Counter((t.prompt_uid, t.sample_idx) for t in trajs if (t.prompt_uid, t.sample_idx) in scores)
             self.lost += sum((want - got).values())
             self.duplicated += sum((got - want).values())
+            self.reissued += sum(job.reissued.values())
             return trajs, scores
 
         def learner_shards(*args: Any) -> Any:
@@ -202,7 +204,7 @@ def run_chaos(work: Path, quick: bool = True, seed: int = 0) -> dict[str, Any]:
             "metrics_equal_to_fault_free": error is None and not differences(chaos, clean),
             "metrics_differing": differences(chaos, clean)[:8],
             "learner_restarts": run.learner_restarts if run else None,
-            "reissued": sum(r.get("reissued", 0.0) for r in lines),
+            "reissued": injector.reissued,
             "fault_free_s": round(clean_s, 2), "chaos_s": round(chaos_s, 2), "steps": cfg.trainer.steps,
             "schedule": [f"{f.pool}-{f.index}@step{f.step}" for f in injector.faults], "error": error}
 

@@ -149,7 +149,9 @@ class Injector:
 
 
 def comparable(lines: list[dict]) -> dict[int, dict[str, float]]:
-    return {r["step"]: {k: v for k, v in r.items() if not k.endswith(NOT_COMPARED)} for r in lines if "reward_mean" in r}
+    """Per training step, the figures two equal runs share."""
+    return {r["step"]: {k: v for k, v in r.items() if not k.endswith(NOT_COMPARED)}
+            for r in lines if "reward_mean" in r}
 
 
 def differences(got: dict[int, dict[str, float]], want: dict[int, dict[str, float]], rel: float = 1e-6) -> list[str]:

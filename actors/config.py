@@ -104,6 +104,9 @@ class TrainerSection(_Strict):
     # Stop training after this many seconds (then evaluate, checkpoint and report as at the last
     # step); e.g. an SFT control given the same wall time as an RL run.
     max_wall_s: float | None = Field(None, gt=0)
+    # A learner rank (or the value/reference model it holds) that dies: the group is recreated from
+    # the latest checkpoint this often per run; once more stops the run (resumable from that checkpoint).
+    max_learner_restarts: int = Field(2, ge=0)
 
 
 class WarmupSection(_Strict):

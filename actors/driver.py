@@ -12,9 +12,9 @@ from tqdm import tqdm
 
 from learner.advantages import group_advantages
 
-from .checkpoint import save_checkpoint
 from .config import RunConfig
 from .pools import sync_weights
+from .recovery import checkpoint, recover_learners
 from .report import decode_eval, write_eval, write_report
 from .run import Run, start_run
 from .stages import collect, submit
@@ -54,26 +54,40 @@ def train(run: Run) -> None:
             warmup(run)
         if t.eval_every:
             evaluate(run)  # the starting point every later evaluation is compared with
+    run.start_state = run.driver_state()
     bar = tqdm(total=t.steps, initial=run.step, desc="steps", disable=not t.progress)
     while run.step < t.steps:
-        m = sft_step(run, run.step) if run.cfg.mode == "sft" else rl_step(run)
-        run.step += 1
-        run.metrics.log(run.step, m)
+        try:
+            out_of_time = advance(run, start)
+        except Exception as err:  # a dead learner rank: recreate the group, restore, replay from there
+            if not recover_learners(run, err):
+                raise
+            bar.n = run.step
+            continue
         bar.update(1)
-        log.info("step %d/%d %s", run.step, t.steps, ", ".join(f"{k} {m[k]:.3f}" for k in sorted(m) if k.endswith(
-            ("reward_mean", "accuracy", "_s", "loss"))))
-        out_of_time = t.max_wall_s is not None and time.perf_counter() - start >= t.max_wall_s
-        if out_of_time:
-            log.info("trainer.max_wall_s=%s reached after %d steps", t.max_wall_s, run.step)
-        last = run.step == t.steps or out_of_time
-        if t.eval_every and (run.step % t.eval_every == 0 or last):
-            evaluate(run)
-        if last or (t.checkpoint_every and run.step % t.checkpoint_every == 0):
-            save_checkpoint(run.pools, run.run_dir, run.step, run.driver_state(), t.keep_last)
         if out_of_time:
             break
     bar.close()
     write_report(run, time.perf_counter() - start)
+
+
+def advance(run: Run, start: float) -> bool:
+    """One training step with its logging, evaluation and checkpoint; True when out of time."""
+    t = run.cfg.trainer
+    m = sft_step(run, run.step) if run.cfg.mode == "sft" else rl_step(run)
+    run.step += 1
+    run.metrics.log(run.step, m)
+    log.info("step %d/%d %s", run.step, t.steps, ", ".join(f"{k} {m[k]:.3f}" for k in sorted(m) if k.endswith(
+        ("reward_mean", "accuracy", "_s", "loss"))))
+    out_of_time = t.max_wall_s is not None and time.perf_counter() - start >= t.max_wall_s
+    if out_of_time:
+        log.info("trainer.max_wall_s=%s reached after %d steps", t.max_wall_s, run.step)
+    last = run.step == t.steps or out_of_time
+    if t.eval_every and (run.step % t.eval_every == 0 or last):
+        evaluate(run)
+    if last or (t.checkpoint_every and run.step % t.checkpoint_every == 0):
+        checkpoint(run)
+    return out_of_time
 
 
 def rl_step(run: Run) -> dict[str, float]:
@@ -85,6 +99,9 @@ def rl_step(run: Run) -> dict[str, float]:
     job = run.job or submit(pools, *run.next_prompts(), cfg.rollout)
     with timed(times, "rollout_s"):  # rewards are scored as shards come back
         trajs, scores = collect(pools, job, run.version, t.reward_chunk, t.progress)
+    # Request order, not arrival order: what follows sums over them, and a replay must sum alike.
+    order = {(r.uid, r.sample_idx): i for i, r in enumerate(job.records)}
+    trajs.sort(key=lambda tr: order[(tr.prompt_uid, tr.sample_idx)])
     m = rollout_metrics(trajs, scores, times["rollout_s"], run.version)
     m["reissued"] = float(sum(job.reissued.values()))
     run.job = run.job_cursor = None
@@ -143,6 +160,7 @@ def warmup(run: Run) -> None:
     tmp.rename(run.warm_dir)
     ray.get([a.start_rl.remote(str(run.warm_dir)) for a in run.pools.learner])
     run.needs_warmup = False
+    run.base_path = str(run.warm_dir)  # a recreated learner group starts from here
     log.info("warm start cached at %s", run.warm_dir)
 
 

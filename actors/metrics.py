@@ -81,6 +81,17 @@ class MetricsLogger:
         if self.mlflow is not None:
             self.mlflow.log_metrics(clean, step=step)
 
+    def rewind(self, step: int) -> None:
+        """Forget what was logged after `step` (a resumed or recovered run logs those steps again):
+        metrics.jsonl drops those lines, TensorBoard purges those events."""
+        path = self.run_dir / "metrics.jsonl"
+        keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in keep))  # self.jsonl appends: it writes at the new end
+        if self.tb is not None:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb.close()
+            self.tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=step + 1)
+
     def close(self, plot: bool) -> None:
         self.jsonl.close()
         if self.tb is not None:

@@ -31,9 +31,13 @@ class Pools:
     transport: list[str] = field(default_factory=list)  # weight-sync transport per rollout worker
     collective_stale: bool = True  # the collective group must be (re)formed before the next broadcast
     handles: dict[str, WeightsHandle] = field(default_factory=dict)  # the last sync's (keeps objects alive)
+    learner_group: PlacementGroup | None = None  # the learners' bundles, reused when the group is recreated
 
     def shutdown(self) -> None:
-        ray.get([a.close.remote() for a in self.learner[:1]])
+        try:
+            ray.get([a.close.remote() for a in self.learner[:1]])
+        except RayActorError:  # rank 0 died (a run stopping on a lost learner group): nothing to close
+            pass
         for actor in self.learner + self.rollout + self.reward:
             ray.kill(actor)
         for pg in self.groups:
@@ -75,29 +79,81 @@ def create_pools(cfg: RunConfig, model_path: str, reward: str, namespace: str, w
     rollout_pg = learner_pg if colocate else _group(c.rollout, f"{namespace}-rollout")
     reward_pg = _group(c.reward, f"{namespace}-reward")
     share = 0.5 if colocate else 1.0  # colocated: learner and rollout split the bundle's GPU
-    world = c.learner.num_workers
-    Learner, Rollout, Reward = (ray.remote(LearnerWorker), ray.remote(RolloutWorker), ray.remote(RewardWorker))
-
-    def learner(rank: int) -> ActorHandle:
-        opts = _options(c.learner, f"learner-{rank}", namespace, learner_pg, rank, share)
-        return Learner.options(**opts).remote(rank, world, cfg, model_path, namespace, _threads(c.learner))
-
-    ranks, setup = [], []
-    if learners:
-        ranks = [learner(0)]  # rank 0 first: it picks the process group's address
-        addr, port = ray.get(ranks[0].address.remote())
-        ranks += [learner(r) for r in range(1, world)]
-        setup = [a.setup.remote(addr, port, warmup) for a in ranks]
+    Rollout, Reward = ray.remote(RolloutWorker), ray.remote(RewardWorker)
+    ranks, setup = start_learners(cfg, model_path, namespace, learner_pg, warmup) if learners else ([], [])
     rollouts = [Rollout.options(**_options(c.rollout, f"rollout-{i}", namespace, rollout_pg, i, share, True))
                 .remote(i, cfg.model, model_path, _threads(c.rollout)) for i in range(c.rollout.num_workers)]
     rewards = [Reward.options(**_options(c.reward, f"reward-{i}", namespace, reward_pg, i, restartable=True))
                .remote(i, model_path, reward) for i in range(c.reward.num_workers)]
     ray.get(setup)
     groups = [pg for pg in (learner_pg, None if colocate else rollout_pg, reward_pg) if pg is not None]
-    pools = Pools(ranks, rollouts, rewards, groups)
+    pools = Pools(ranks, rollouts, rewards, groups, learner_group=learner_pg)
     if learners:
         pools.transport = choose_transports(pools, cfg.weight_sync.transport)
     return pools
+
+
+def start_learners(cfg: RunConfig, model_path: str, namespace: str, pg: PlacementGroup,
+                   warmup: bool) -> tuple[list[ActorHandle], list[ray.ObjectRef]]:
+    """Every learner rank, rank 0 first (it picks the process group's address); returns the ranks
+    and their pending `setup` calls (the group forms once all have joined)."""
+    c = cfg.cluster
+    share = 0.5 if c.colocate else 1.0
+    world = c.learner.num_workers
+    Learner = ray.remote(LearnerWorker)
+
+    def learner(rank: int) -> ActorHandle:
+        opts = _options(c.learner, f"learner-{rank}", namespace, pg, rank, share)
+        return Learner.options(**opts).remote(rank, world, cfg, model_path, namespace, _threads(c.learner))
+
+    ranks = [learner(0)]
+    addr, port = ray.get(ranks[0].address.remote())
+    ranks += [learner(r) for r in range(1, world)]
+    return ranks, [a.setup.remote(addr, port, warmup) for a in ranks]
+
+
+def dead_learners(pools: Pools, timeout_s: float = 30.0) -> list[int]:
+    """Ranks whose actor has died. A live rank answers at once unless it is stuck in a collective
+    with a dead peer, so the probe stops at the first dead rank it finds (or after `timeout_s`)."""
+    probes = {a.node_id.remote(): rank for rank, a in enumerate(pools.learner)}
+    dead: list[int] = []
+    deadline = time.monotonic() + timeout_s
+    while probes and not dead and time.monotonic() < deadline:
+        ready, _ = ray.wait(list(probes), num_returns=1, timeout=max(deadline - time.monotonic(), 0.0))
+        for ref in ready:
+            rank = probes.pop(ref)
+            try:
+                ray.get(ref)
+            except RayActorError:
+                dead.append(rank)
+    return dead
+
+
+def replace_learners(pools: Pools, cfg: RunConfig, model_path: str, namespace: str) -> None:
+    """Kill every learner rank (the survivors' process group is broken) and start a fresh group
+    from `model_path` in the same bundles, its rank 0 first. The caller restores its state."""
+    old = pools.learner
+    for actor in old:
+        ray.kill(actor, no_restart=True)
+    for rank in range(len(old)):  # a killed actor's name is released asynchronously
+        _wait_name_free(f"learner-{rank}", namespace)
+    ranks, setup = start_learners(cfg, model_path, namespace, pools.learner_group, warmup=False)
+    ray.get(setup)
+    pools.learner = ranks
+    pools.transport = choose_transports(pools, cfg.weight_sync.transport)
+    pools.collective_stale = True  # the weight-sync group's host (rank 0) is a new process
+    pools.handles = {}
+
+
+def _wait_name_free(name: str, namespace: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            ray.get_actor(name, namespace=namespace)
+        except ValueError:
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"actor {namespace}/{name} still registered {timeout_s:.0f} s after it was killed")
 
 
 def _threads(pool: PoolSection) -> int:

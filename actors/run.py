@@ -45,6 +45,10 @@ class Run:
     warm_dir: Path | None = None  # where this run's SFT warm start is (or will be) cached
     needs_warmup: bool = False  # no cached warm start yet: the learners start in the warm-up phase
     sft_sampler: PromptSampler | None = None  # rows of supervised steps: mode=sft's or the warm-up's
+    base_path: str = ""  # what the learners are built from: model.path, or the warm start once it exists
+    restore_point: Path | None = None  # the last complete checkpoint this run wrote or resumed from
+    start_state: dict[str, Any] | None = None  # driver state when training began (restored if no checkpoint yet)
+    learner_restarts: int = 0  # times the learner group was recreated after a rank died
 
     def encode(self, row: dict[str, Any]) -> list[int]:
         return encode_prompt(row, self.tokenizer, self.cfg.task.template or self.task.template, self.task.kind)
@@ -72,6 +76,14 @@ class Run:
     def driver_state(self) -> dict[str, Any]:
         return {"step": self.step, "version": self.version, "sampler": self.job_cursor or self.sampler.state_dict(),
                 "config": self.cfg.model_dump(mode="json", by_alias=True)}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Go back to a saved driver state (the learners hold its weights): data cursor, version,
+        no rollout in flight, rollout workers to be re-synced, later metrics forgotten."""
+        self.step, self.version, self.synced = state["step"], state["version"], -1
+        self.job = self.job_cursor = None
+        self.sampler.load_state_dict(state["sampler"])
+        self.metrics.rewind(self.step)
 
 
 def model_path(cfg: RunConfig, run_dir: Path) -> str:
@@ -131,19 +143,10 @@ def start_run(cfg: RunConfig) -> Run:
     if needs_warmup:  # the first warmup.train_size training rows (train_rows(n) is a prefix of train_rows(m > n))
         sft_sampler = PromptSampler(sampler.rows[:cfg.warmup.train_size], seed=t.seed)
     run = Run(cfg, run_dir, pools, task, load_tokenizer(path), sampler, metrics, eval_rows, [],
-              warm_dir=warm_dir, needs_warmup=needs_warmup, sft_sampler=sft_sampler)
+              warm_dir=warm_dir, needs_warmup=needs_warmup, sft_sampler=sft_sampler, base_path=path)
     run.eval_prompts = [run.encode(row) for row in eval_rows.values()]
     if resume is not None:
-        state = load_checkpoint(pools, resume)
-        run.step, run.version, run.synced = state["step"], state["version"], -1  # workers hold the base weights
-        sampler.load_state_dict(state["sampler"])
-        _truncate_metrics(run_dir / "metrics.jsonl", run.step)
+        run.restore(load_checkpoint(pools, resume))  # (rollout workers hold the base weights until synced)
+        run.restore_point = resume
         log.info("resumed from %s at step %d", resume, run.step)
     return run
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop lines logged after the checkpoint we resume from (they will be logged again)."""
-    if path.exists():
-        keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in keep))

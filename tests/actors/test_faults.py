@@ -1,6 +1,7 @@
 """Faults: a rollout worker killed mid-step and a reward worker dying mid-chunk are restarted,
 their work re-issued (the rollout worker only after it got the current weights), and every
-(prompt, sample) is accounted exactly once."""
+(prompt, sample) is accounted exactly once; bench/chaos.py --quick (a worker of every pool and a
+learner rank killed during one run) loses and double-counts nothing and ends as the fault-free run."""
 from __future__ import annotations
 
 import ray
@@ -9,6 +10,7 @@ from actors.pools import create_pools, sync_weights
 from actors.run import model_path
 from actors.stages import collect, submit
 from actors.step_data import records_for
+from bench.chaos import run_chaos
 from support import SMALL, compose_config
 
 
@@ -33,3 +35,12 @@ def test_killed_workers_are_restarted_and_work_reissued(ray_session, tmp_path):
         assert len(trajs) == len(records)
     finally:
         pools.shutdown()
+
+
+def test_chaos_quick_loses_nothing_and_matches_the_fault_free_run(ray_session, tmp_path):
+    out = run_chaos(tmp_path, quick=True, seed=0)
+    assert out["error"] is None
+    assert out["faults_injected"] == out["faults_survived"] == len(out["schedule"]) >= 3  # rollout, reward, learner
+    assert out["learner_restarts"] == 1
+    assert out["prompts_lost"] == 0 and out["prompts_double_counted"] == 0
+    assert out["metrics_equal_to_fault_free"], out["metrics_differing"]

@@ -135,6 +135,6 @@ def test_adversarial_inputs_from_a_worker_thread(tight_reward):
 
 def test_a_timeout_costs_the_check_not_the_checker(tight_reward):
     result, _ = _check_adversarial(tight_reward, ADVERSARIAL["exponent tower"])
-    assert result["info"]["reason"] == "timeout"
+    assert result["info"]["failure"] == "timeout" and result["correct"] is False
     result, elapsed = _check_adversarial(tight_reward, "\\boxed{\\frac{6}{2}}")
     assert result["correct"] and elapsed < TIMEOUT_S, (elapsed, result["info"])

@@ -32,6 +32,7 @@ def normalize(answer: str) -> str:
     return s
 
 
+CHECKER_MODULES = ("rewards.math_equiv",)  # what each checker worker imports before it is ready
 _pools: dict[int, TimeoutPool] = {}
 _pools_lock = threading.Lock()
 
@@ -40,7 +41,7 @@ def shared_pool(workers: int) -> TimeoutPool:
     """One pool per size per process: reward functions are cheap to build, workers are not."""
     with _pools_lock:
         if workers not in _pools:
-            _pools[workers] = TimeoutPool(workers, preload=("rewards.math_equiv",))
+            _pools[workers] = TimeoutPool(workers, preload=CHECKER_MODULES)
         return _pools[workers]
 
 

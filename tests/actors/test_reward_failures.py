@@ -9,8 +9,7 @@ import pytest
 import ray
 
 from actors import driver
-from actors.metrics import read_jsonl
-from actors.reward_worker import RewardWorker, Score
+from actors.reward_worker import RewardWorker
 from actors.step_data import (RewardFailureError, check_reward_failures, rollout_metrics, to_groups)
 from models.tiny import write_tiny_checkpoint
 from rollout.trajectory import Trajectory
@@ -92,17 +91,21 @@ def test_math_checker_in_sync_threaded_and_async_actors(ray_session):
             ray.kill(actor)
 
 
-@pytest.mark.parametrize("reward, threshold", [("raises", 0.1), ("nan", 1.0)])
-def test_a_run_whose_reward_never_reaches_a_verdict(ray_session, tmp_path, reward, threshold):
+def test_nan_rewards_are_counted_not_trained_on(tiny_path):
+    worker = RewardWorker(0, tiny_path, "tests.actors.broken_reward:nan")
+    trajs = [_trajectory(worker.tokenizer, "\\boxed{1}", f"p{i}", k) for i in range(2) for k in range(3)]
+    scores = {(s.prompt_uid, s.sample_idx): s for s in worker.score(trajs, [{}] * len(trajs))}
+    assert {s.failure for s in scores.values()} == {"invalid_reward"} and "nan" in scores[("p0", 0)].error
+    m = rollout_metrics(trajs, scores, 1.0, 0)
+    assert m["reward_failed/invalid_reward"] == 6 and m["reward_failed_fraction"] == 1.0
+    assert all(m[k] != m[k] for k in ("reward_mean", "accuracy"))  # NaN: no figure, the logger drops it
+    assert to_groups(trajs, scores) == []
+
+
+def test_a_run_whose_reward_never_reaches_a_verdict_stops(ray_session, tmp_path):
     cfg = compose_config(SMALL + [f"trainer.run_dir={tmp_path}", "trainer.steps=1",
-                                  f"task.reward=tests.actors.broken_reward:{reward}",
-                                  f"reward.max_failed_fraction={threshold}"])
-    if threshold < 1.0:
-        with pytest.raises(RewardFailureError, match=r"step 1: no reward verdict for 16 of 16 samples "
-                                                     r"\(reward_error: 16\).*checker service is down"):
-            driver.run_to_end(cfg)
-        assert not (tmp_path / "checkpoints").exists()  # no update was made on the broken reward
-        return
-    [line] = [r for r in read_jsonl(driver.run_to_end(cfg).run_dir / "metrics.jsonl") if "reward_failed" in r]
-    assert line["reward_failed"] == 16 and line["reward_failed/invalid_reward"] == 16
-    assert "reward_mean" not in line and line["skipped"] == 1.0  # nothing to train on, nothing made up
+                                  "task.reward=tests.actors.broken_reward:raises", "reward.max_failed_fraction=0.1"])
+    with pytest.raises(RewardFailureError, match=r"step 1: no reward verdict for 16 of 16 samples "
+                                                 r"\(reward_error: 16\).*checker service is down"):
+        driver.run_to_end(cfg)
+    assert not (tmp_path / "checkpoints").exists()  # no update was made on the broken reward

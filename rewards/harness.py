@@ -100,7 +100,7 @@ def main():
     stdio = request["mode"] == "stdio"
     try:
         program = compile(request["program"], "<program>", "exec", dont_inherit=True, optimize=0)
-    except SyntaxError as exc:
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:  # the program's fault: a verdict
         program = exc
     del request
     module = type(sys)("__main__")
@@ -126,7 +126,7 @@ def main():
             return b"unprintable exception"
 
     report(b"ready")
-    if isinstance(program, SyntaxError):
+    if isinstance(program, Exception):
         report(b"load_error", describe(program))
         exit_now(1)
     sys.addaudithook(_guard)

@@ -173,6 +173,9 @@ class _Zygote:
             if status != "forked":
                 os.close(request_w)
                 os.close(reply_r)
+                if status != "failed":  # its replies may now be out of step: never ask it again
+                    self.process.kill()
+                    self.process.wait()
                 raise WorkerUnavailable(f"no worker ({status}): {value or f'no answer in {_FORK_TIMEOUT_S} s'}")
             return _Worker(value, Connection(request_w, readable=False), Connection(reply_r, writable=False))
 
@@ -258,19 +261,20 @@ class TimeoutPool:
             failed, zygote = self._failed, self._zygote
             if failed is not None and time.monotonic() - failed[0] < _RETRY_AFTER_S:
                 raise WorkerUnavailable(f"{failed[1]} (not retried for {_RETRY_AFTER_S} s)")
-        for attempt in range(2):
+        try:
+            if zygote is None:
+                zygote = self._replace_zygote(None)
             try:
-                if zygote is None:
-                    zygote = self._replace_zygote(None)
                 worker = zygote.fork()
-                self._failed = None
-                return worker
-            except WorkerUnavailable as exc:
-                if attempt == 1 or zygote.process.poll() is None:  # alive but failing: do not restart
-                    self._failed = (time.monotonic(), str(exc))
+            except WorkerUnavailable:
+                if zygote.process.poll() is None:  # alive but refusing: a restart would not help
                     raise
-                zygote = self._replace_zygote(zygote)
-        raise AssertionError("unreachable")
+                worker = self._replace_zygote(zygote).fork()  # it died (OOM killer, crash): start anew
+        except WorkerUnavailable as exc:
+            self._failed = (time.monotonic(), str(exc))
+            raise
+        self._failed = None
+        return worker
 
     def _replace_zygote(self, dead: _Zygote | None) -> _Zygote:
         with self._lock:

@@ -82,6 +82,22 @@ def test_a_worker_killed_while_idle_is_replaced_without_failing_a_call(pool):
     assert pool.call("os:getpid", (), timeout=30) not in pids
 
 
+def test_a_dead_zygote_is_replaced_and_its_workers_keep_serving():
+    pool = TimeoutPool(1, memory_mb=None)
+    try:
+        worker_pid = pool.call("os:getpid", (), timeout=30)
+        zygote = pool._zygote.process
+        zygote.kill()
+        zygote.wait()
+        assert pool.call("os:getpid", (), timeout=30) == worker_pid  # the worker outlives its zygote
+        with pytest.raises(TimeoutError):  # kills that worker: the next one needs a new zygote
+            pool.call("time:sleep", (60,), timeout=0.3)
+        assert pool.call("operator:add", (2, 3), timeout=60) == 5
+        assert pool._zygote.process.pid != zygote.pid
+    finally:
+        pool.close()
+
+
 POOL_OWNER = """
 import sys, time
 from rewards.timeout_pool import TimeoutPool

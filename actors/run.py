@@ -14,7 +14,7 @@ from models.checkpoint import load_config
 from models.tiny import write_tiny_checkpoint
 from models.tokenizer import load_tokenizer
 from tasks.prompts import encode_prompt
-from tasks.registry import Task, get_task
+from tasks.registry import Task, get_task, resolve_reward
 from tasks.sampler import PromptSampler
 from tasks.screen import PromptLimits, ScreenedRows, screen_prompts
 
@@ -112,6 +112,7 @@ def start_run(cfg: RunConfig) -> Run:
     (run_dir / "config.json").write_text(json.dumps(cfg.model_dump(mode="json", by_alias=True), indent=2))
     path = model_path(cfg, run_dir)
     task = get_task(cfg.task.name, **cfg.task.params)
+    resolve_reward(cfg.task.reward or task.reward_path)  # a bad name fails here, not in every reward worker
     t = cfg.trainer
     # Evaluation needs no training rows (an evaluation-only file may have none: eval_fraction=1).
     # Every prompt the run will use is checked now, naming any bad row (tasks/screen.py).

@@ -65,11 +65,19 @@ def resolve_reward(path: str) -> RewardFn:
     """A dotted "module:function" is imported here; a name ("math", "code") comes from
     rewards.get_reward, imported lazily so built-in tasks work without the reward stack."""
     module, _, attr = path.partition(":")
-    if attr:
-        return getattr(importlib.import_module(module), attr)
-    from rewards import get_reward
+    try:
+        if attr:
+            fn = getattr(importlib.import_module(module), attr)
+        else:
+            from rewards import get_reward
 
-    return get_reward(path)
+            fn = get_reward(path)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ValueError(f"task.reward={path!r} cannot be loaded ({type(exc).__name__}: {exc}); "
+                         "use math, code or package.module:function") from exc
+    if not callable(fn):
+        raise ValueError(f"task.reward={path!r} is not callable")
+    return fn
 
 
 @dataclass(frozen=True)

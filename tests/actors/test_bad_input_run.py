@@ -63,3 +63,7 @@ def test_on_error_raise_names_the_row_before_any_worker_starts(tmp_path):
         question = str(err.value).split("'")[1]
         assert problems[question] in str(err.value)
         rows = [line for line in rows if question not in line]
+    (tmp_path / "rows.jsonl").write_text("\n".join(rows) + "\n")
+    # A reward that cannot load fails here too (each reward worker would fail to start, forever).
+    with pytest.raises(ValueError, match=r"task.reward='no_such_module:fn' cannot be loaded"):
+        driver.start_run(cfg.model_copy(update={"task": cfg.task.model_copy(update={"reward": "no_such_module:fn"})}))

@@ -72,3 +72,14 @@ def test_empty_eval_split_names_the_keys(tmp_path):
     with pytest.raises(DatasetError, match="empty eval split.*task.params.eval_path.*trainer.eval_every=0"):
         task.eval_rows(8, seed=0)
     assert task.eval_rows(0, seed=0) == []
+
+
+@pytest.mark.parametrize("path, message", [("no_such_module:fn", "ModuleNotFoundError"),
+                                           ("tasks.builtin.arith:no_such_fn", "AttributeError"),
+                                           ("tasks.builtin.arith:OPS", "not callable"),
+                                           ("chess", "unknown reward 'chess'")])
+def test_a_reward_that_cannot_load_names_the_key(path, message):
+    from tasks.registry import resolve_reward
+
+    with pytest.raises(ValueError, match=rf"task.reward={path!r}.*{message}"):
+        resolve_reward(path)

@@ -1,6 +1,7 @@
 """Pure helpers the driver uses between stages: prompt records, groups, learner shards, metrics."""
 from __future__ import annotations
 
+import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
@@ -12,6 +13,8 @@ from rollout.trajectory import Trajectory
 
 from .reward_worker import Score
 from .rollout_worker import PromptRecord
+
+log = logging.getLogger(__name__)
 
 
 def records_for(uids: list[str], prompt_ids: list[list[int]], samples: int) -> list[PromptRecord]:
@@ -89,15 +92,19 @@ def failure_metrics(scores: Iterable[Score]) -> dict[str, float]:
 
 
 def check_reward_failures(scores: Iterable[Score], max_fraction: float, where: str) -> None:
-    """Stop the run (RewardFailureError) when more than `max_fraction` of the verdicts failed."""
+    """Warn about failed verdicts; stop the run (RewardFailureError) when more than `max_fraction`
+    of them failed."""
     scores = list(scores)
     failed = [s for s in scores if s.failure is not None]
-    if scores and len(failed) / len(scores) > max_fraction:
-        kinds = ", ".join(f"{k}: {n}" for k, n in sorted(Counter(s.failure for s in failed).items()))
+    if not failed:
+        return
+    kinds = ", ".join(f"{k}: {n}" for k, n in sorted(Counter(s.failure for s in failed).items()))
+    summary = f"{where}: no reward verdict for {len(failed)} of {len(scores)} samples ({kinds})"
+    if len(failed) / len(scores) > max_fraction:
         raise RewardFailureError(
-            f"{where}: no reward verdict for {len(failed)} of {len(scores)} samples ({kinds}), more than "
-            f"reward.max_failed_fraction={max_fraction}; the reward is broken, not the policy. "
-            f"First error: {failed[0].error or failed[0].failure}")
+            f"{summary}, more than reward.max_failed_fraction={max_fraction}; the reward is broken, not the "
+            f"policy. First error: {failed[0].error or failed[0].failure}")
+    log.warning("%s; left out of training. First error: %s", summary, failed[0].error or failed[0].failure)
 
 
 def update_metrics(stats: dict[str, Any], trajs: list[Trajectory], seconds: float) -> dict[str, float]:

@@ -77,6 +77,14 @@ class PoolSection(_Strict):
     max_restarts: int = Field(3, ge=0)  # rollout/reward only: how often Ray restarts a dead worker
 
 
+class RewardSection(_Strict):
+    """How the run treats reward verdicts that could not be reached (checker down, timeout,
+    reward function raised or returned NaN): never trained on, counted per step, and above
+    max_failed_fraction of a step's (or an evaluation's) samples they stop the run."""
+    max_failed_fraction: float = Field(0.1, ge=0.0, le=1.0)
+    timeout_s: float | None = Field(60.0, gt=0.0)  # per response; a reward function still running fails
+
+
 class ClusterSection(_Strict):
     rollout: PoolSection = PoolSection()
     learner: PoolSection = PoolSection()
@@ -158,6 +166,7 @@ class RunConfig(_Strict):
     model: ModelSection
     algo: AlgoConfig = AlgoConfig()
     task: TaskSection
+    reward: RewardSection = RewardSection()
     rollout: SamplingParams = SamplingParams()
     eval_rollout: dict[str, Any] = {}  # SamplingParams fields that differ for evaluation
     cluster: ClusterSection = ClusterSection()

@@ -18,8 +18,8 @@ from .recovery import checkpoint, recover_learners
 from .report import decode_eval, write_eval, write_report
 from .run import Run, start_run
 from .stages import collect, submit
-from .step_data import (correct_only, learner_shards, rollout_metrics, to_groups,
-                        update_metrics)
+from .step_data import (check_reward_failures, correct_only, learner_shards, rollout_metrics,
+                        to_groups, update_metrics)
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,7 @@ def rl_step(run: Run) -> dict[str, float]:
     order = {(r.uid, r.sample_idx): i for i, r in enumerate(job.records)}
     trajs.sort(key=lambda tr: order[(tr.prompt_uid, tr.sample_idx)])
     m = rollout_metrics(trajs, scores, times["rollout_s"], run.version)
+    check_reward_failures(scores.values(), cfg.reward.max_failed_fraction, f"step {run.step + 1}")
     m["reissued"] = float(sum(job.reissued.values()))
     run.job = run.job_cursor = None
     if overlap and run.step + 1 < t.steps:
@@ -175,7 +176,8 @@ def evaluate(run: Run) -> dict[str, float]:
     """avg@k on the held-out rows with the eval sampling params (greedy by default)."""
     t = run.cfg.trainer
     sync(run, {})
-    m, trajs, _ = decode_eval(run, run.cfg.eval_params(), t.eval_samples, "eval/", t.progress)
+    m, trajs, scores = decode_eval(run, run.cfg.eval_params(), t.eval_samples, "eval/", t.progress)
+    check_reward_failures(scores.values(), run.cfg.reward.max_failed_fraction, f"evaluation at step {run.step}")
     run.metrics.log(run.step, m)
     log.info("eval at step %d: accuracy %.3f over %d samples", run.step, m["eval/accuracy"], len(trajs))
     return m

@@ -84,7 +84,7 @@ def create_pools(cfg: RunConfig, model_path: str, reward: str, namespace: str, w
     rollouts = [Rollout.options(**_options(c.rollout, f"rollout-{i}", namespace, rollout_pg, i, share, True))
                 .remote(i, cfg.model, model_path, _threads(c.rollout)) for i in range(c.rollout.num_workers)]
     rewards = [Reward.options(**_options(c.reward, f"reward-{i}", namespace, reward_pg, i, restartable=True))
-               .remote(i, model_path, reward) for i in range(c.reward.num_workers)]
+               .remote(i, model_path, reward, timeout_s=cfg.reward.timeout_s) for i in range(c.reward.num_workers)]
     ray.get(setup)
     groups = [pg for pg in (learner_pg, None if colocate else rollout_pg, reward_pg) if pg is not None]
     pools = Pools(ranks, rollouts, rewards, groups, learner_group=learner_pg)

@@ -15,11 +15,16 @@ class Score:
     sample_idx: int
     reward: float
     correct: bool
+    # Set when no verdict was reached (checker_unavailable, timeout, reward_error, ...): the
+    # sample is left out of training and counted in the step's metrics.
+    failure: str | None = None
+    error: str = ""  # what went wrong, for the error that stops a run whose reward is broken
 
 
 class RewardWorker:
-    def __init__(self, rank: int, tokenizer_path: str, reward: str, concurrency: int = 4) -> None:
-        self.rank, self.concurrency = rank, concurrency
+    def __init__(self, rank: int, tokenizer_path: str, reward: str, concurrency: int = 4,
+                 timeout_s: float | None = None) -> None:
+        self.rank, self.concurrency, self.timeout_s = rank, concurrency, timeout_s
         self.tokenizer = load_tokenizer(tokenizer_path)
         self.fn = get_reward(reward)  # "math" | "code" | "pkg.module:function"
 
@@ -27,6 +32,7 @@ class RewardWorker:
         """One Score per trajectory, in order; rows[i] is the task row of trajectories[i]."""
         # Ids are decoded once here, never re-tokenized: the learner trains on the ids.
         texts = [self.tokenizer.decode(t.response_ids, skip_special_tokens=True) for t in trajectories]
-        results = score_batch(self.fn, texts, rows, concurrency=self.concurrency)
-        return [Score(t.prompt_uid, t.sample_idx, float(r["reward"]), bool(r["correct"]))
+        results = score_batch(self.fn, texts, rows, concurrency=self.concurrency, timeout=self.timeout_s)
+        return [Score(t.prompt_uid, t.sample_idx, float(r["reward"]), bool(r["correct"]), r["info"].get("failure"),
+                      str(r["info"].get("error", ""))[:300])
                 for t, r in zip(trajectories, results)]

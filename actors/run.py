@@ -1,6 +1,7 @@
 """Everything a run needs before its first step: model path, task, prompts, pools, metrics, resume."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -9,11 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from models.checkpoint import load_config
 from models.tiny import write_tiny_checkpoint
 from models.tokenizer import load_tokenizer
 from tasks.prompts import encode_prompt
-from tasks.registry import Task, get_task
+from tasks.registry import Task, get_task, resolve_reward
 from tasks.sampler import PromptSampler
+from tasks.screen import PromptLimits, ScreenedRows, screen_prompts
 
 from .checkpoint import load_checkpoint, resolve_resume
 from .config import RunConfig
@@ -121,10 +124,13 @@ def start_run(cfg: RunConfig) -> Run:
     (run_dir / "config.json").write_text(json.dumps(cfg.model_dump(mode="json", by_alias=True), indent=2))
     path = model_path(cfg, run_dir)
     task = get_task(cfg.task.name, **cfg.task.params)
+    resolve_reward(cfg.task.reward or task.reward_path)  # a bad name fails here, not in every reward worker
     t = cfg.trainer
     # Evaluation needs no training rows (an evaluation-only file may have none: eval_fraction=1).
-    sampler = (None if cfg.mode == "eval" else
-               PromptSampler(task.train_rows(cfg.task.train_size, cfg.task.split_seed), seed=t.seed))
+    # Every prompt the run will use is checked now, naming any bad row (tasks/screen.py).
+    train, evals = screen_run_rows(cfg, task, path, [] if cfg.mode == "eval" else
+                                   task.train_rows(cfg.task.train_size, cfg.task.split_seed))
+    sampler = None if cfg.mode == "eval" else PromptSampler(train.rows, seed=t.seed)
     resume = resolve_resume(run_dir, t.resume)
     if resume is None and t.resume == "auto":  # a fresh start: earlier metrics of this run_dir are stale
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
@@ -138,15 +144,34 @@ def start_run(cfg: RunConfig) -> Run:
     pools = create_pools(cfg, path, cfg.task.reward or task.reward_path, namespace, warmup=needs_warmup,
                          learners=cfg.mode != "eval")
     metrics = MetricsLogger(run_dir, t.logger, namespace, cfg.model_dump(mode="json", by_alias=True))
-    eval_rows = {f"eval-{i}": row for i, row in enumerate(task.eval_rows(t.eval_prompts, cfg.task.split_seed))}
+    eval_rows = {f"eval-{i}": row for i, row in enumerate(evals.rows)}
     sft_sampler = sampler if cfg.mode == "sft" else None
     if needs_warmup:  # the first warmup.train_size training rows (train_rows(n) is a prefix of train_rows(m > n))
         sft_sampler = PromptSampler(sampler.rows[:cfg.warmup.train_size], seed=t.seed)
     run = Run(cfg, run_dir, pools, task, load_tokenizer(path), sampler, metrics, eval_rows, [],
               warm_dir=warm_dir, needs_warmup=needs_warmup, sft_sampler=sft_sampler, base_path=path)
-    run.eval_prompts = [run.encode(row) for row in eval_rows.values()]
+    run.eval_prompts = evals.prompts
+    skipped = len(task.skipped_rows) + len(train.skipped) + len(evals.skipped)
+    if skipped and resume is None:
+        metrics.log(0, {"data/skipped_rows": float(skipped)})
     if resume is not None:
         run.restore(load_checkpoint(pools, resume))  # (rollout workers hold the base weights until synced)
         run.restore_point = resume
         log.info("resumed from %s at step %d", resume, run.step)
     return run
+
+
+def screen_run_rows(cfg: RunConfig, task: Task, path: str,
+                    train_rows: list[dict[str, Any]]) -> tuple[ScreenedRows, ScreenedRows]:
+    """Train rows and the eval rows the run evaluates on (none without evaluation), screened."""
+    model = load_config(path, family=cfg.model.family, overrides=cfg.model.overrides())
+    r = cfg.rollout
+    limits = PromptLimits(model.mask_token_id, model.max_position_embeddings - r.max_new_tokens - r.block_size)
+    encode = functools.partial(encode_prompt, tokenizer=load_tokenizer(path), template=cfg.task.template or task.template,
+                               kind=task.kind)
+    on_error = cfg.task.params.get("on_error", "raise")
+    evaluates = cfg.mode == "eval" or cfg.trainer.eval_every > 0
+    eval_rows = task.eval_rows(cfg.trainer.eval_prompts, cfg.task.split_seed) if evaluates else []
+    return (screen_prompts(train_rows, encode, limits, on_error, "train"),
+            screen_prompts(eval_rows, encode, limits, on_error, "eval"))
+

@@ -1,7 +1,9 @@
 """Pure helpers the driver uses between stages: prompt records, groups, learner shards, metrics."""
 from __future__ import annotations
 
-from collections import defaultdict
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -12,17 +14,25 @@ from rollout.trajectory import Trajectory
 from .reward_worker import Score
 from .rollout_worker import PromptRecord
 
+log = logging.getLogger(__name__)
+
 
 def records_for(uids: list[str], prompt_ids: list[list[int]], samples: int) -> list[PromptRecord]:
     """Every prompt `samples` times; a prompt's samples stay adjacent (same shard, shared prefix)."""
     return [PromptRecord(uid, ids, k) for uid, ids in zip(uids, prompt_ids) for k in range(samples)]
 
 
+class RewardFailureError(RuntimeError):
+    """Too many reward verdicts failed: the reward (checker, sandbox, function) is broken."""
+
+
 def to_groups(trajs: list[Trajectory], scores: dict[tuple[str, int], Score]) -> list[ScoredGroup]:
-    """One ScoredGroup per prompt uid, samples ordered by index, groups in first-seen order."""
+    """One ScoredGroup per prompt uid, samples ordered by index, groups in first-seen order.
+    Samples without a verdict (Score.failure) are left out: their 0.0 is no judgement."""
     by_uid: dict[str, list[Trajectory]] = defaultdict(list)
     for t in trajs:
-        by_uid[t.prompt_uid].append(t)
+        if scores[(t.prompt_uid, t.sample_idx)].failure is None:
+            by_uid[t.prompt_uid].append(t)
     groups = []
     for uid, ts in by_uid.items():
         ts.sort(key=lambda t: t.sample_idx)
@@ -51,20 +61,50 @@ def learner_shards(trajs: list[Trajectory], advantages: list[float], n: int) -> 
 def rollout_metrics(trajs: list[Trajectory], scores: dict[tuple[str, int], Score], seconds: float,
                     version: int, prefix: str = "") -> dict[str, float]:
     lens = np.array([len(t.response_ids) for t in trajs], dtype=float)
-    rewards = np.array([scores[(t.prompt_uid, t.sample_idx)].reward for t in trajs])
-    correct = np.array([scores[(t.prompt_uid, t.sample_idx)].correct for t in trajs], dtype=float)
+    judged = [t for t in trajs if scores[(t.prompt_uid, t.sample_idx)].failure is None]
+    # Reward and accuracy are over the samples that got a verdict; failed ones are counted apart.
+    rewards = np.array([scores[(t.prompt_uid, t.sample_idx)].reward for t in judged])
+    correct = np.array([scores[(t.prompt_uid, t.sample_idx)].correct for t in judged], dtype=float)
     forwards = sum(t.num_forwards for t in trajs)
     by_prompt: dict[str, bool] = defaultdict(bool)
-    for t, c in zip(trajs, correct):
+    for t, c in zip(judged, correct):
         by_prompt[t.prompt_uid] |= bool(c)
+    nan = float("nan")  # every verdict failed: no figure, rather than a made-up 0
     # accuracy is avg@k over the k samples per prompt; pass_at_k: some sample of the prompt is correct.
-    out = {"reward_mean": rewards.mean(), "reward_std": rewards.std(), "accuracy": correct.mean(),
-           "pass_at_k": np.mean(list(by_prompt.values())),
+    out = {"reward_mean": rewards.mean() if judged else nan, "reward_std": rewards.std() if judged else nan,
+           "accuracy": correct.mean() if judged else nan,
+           "pass_at_k": np.mean(list(by_prompt.values())) if judged else nan,
            "response_len": lens.mean(), "tokens_per_forward": lens.sum() / max(forwards, 1),
            "rollout_tokens_per_s": lens.sum() / max(seconds, 1e-9), "samples": float(len(trajs)),
            "prompts": float(len({t.prompt_uid for t in trajs})),
-           "staleness": float(np.mean([version - t.policy_version for t in trajs]))}
+           "staleness": float(np.mean([version - t.policy_version for t in trajs])),
+           **failure_metrics(scores[(t.prompt_uid, t.sample_idx)] for t in trajs)}
     return {prefix + k: float(v) for k, v in out.items()}
+
+
+def failure_metrics(scores: Iterable[Score]) -> dict[str, float]:
+    """reward_failed (count), reward_failed_fraction, and reward_failed/<failure> per kind."""
+    scores = list(scores)
+    kinds = Counter(s.failure for s in scores if s.failure is not None)
+    failed = sum(kinds.values())
+    return {"reward_failed": float(failed), "reward_failed_fraction": failed / max(len(scores), 1),
+            **{f"reward_failed/{kind}": float(n) for kind, n in sorted(kinds.items())}}
+
+
+def check_reward_failures(scores: Iterable[Score], max_fraction: float, where: str) -> None:
+    """Warn about failed verdicts; stop the run (RewardFailureError) when more than `max_fraction`
+    of them failed."""
+    scores = list(scores)
+    failed = [s for s in scores if s.failure is not None]
+    if not failed:
+        return
+    kinds = ", ".join(f"{k}: {n}" for k, n in sorted(Counter(s.failure for s in failed).items()))
+    summary = f"{where}: no reward verdict for {len(failed)} of {len(scores)} samples ({kinds})"
+    if len(failed) / len(scores) > max_fraction:
+        raise RewardFailureError(
+            f"{summary}, more than reward.max_failed_fraction={max_fraction}; the reward is broken, not the "
+            f"policy. First error: {failed[0].error or failed[0].failure}")
+    log.warning("%s; left out of training. First error: %s", summary, failed[0].error or failed[0].failure)
 
 
 def update_metrics(stats: dict[str, Any], trajs: list[Trajectory], seconds: float) -> dict[str, float]:

@@ -42,12 +42,18 @@ def load_model(path: str | Path, *, dtype: torch.dtype = torch.float32, device: 
     overrides: any of OVERRIDABLE; they win over config.json and tokenizer.
     """
     path = Path(path)
+    cfg = load_config(path, family=family, overrides=overrides)
+    return _build(cfg, _read_tensors(path, dtype, device), path, device)
+
+
+def load_config(path: str | Path, *, family: str | None = None, overrides: dict[str, Any] | None = None) -> ModelConfig:
+    """The ModelConfig load_model would build (token ids resolved), without reading the weights."""
+    path = Path(path)
     raw = _read_json(path / CONFIG)
     family = family or detect_family(raw, path)
     if family not in FAMILY_LAYOUTS:
         raise ValueError(f"family={family!r}: allowed values are {sorted(FAMILY_LAYOUTS)}")
-    cfg = config_from_hf(raw, family, path, overrides or {})
-    return _build(cfg, _read_tensors(path, dtype, device), path, device)
+    return config_from_hf(raw, family, path, overrides or {})
 
 
 def save_model(model: DiffusionLM, path: str | Path, tokenizer: Any = None, *,

@@ -22,7 +22,7 @@ from typing import Any
 from .asserts import TestPlan, plan_test
 from .extract import extract_code
 from .result import RewardResult
-from .sandbox import Event, Limits, RunResult, Sandbox
+from .sandbox import Event, Limits, RunResult, Sandbox, SandboxUnavailable
 
 _EXIT_GRACE_S = 1.0
 _sandboxes: dict[str, Sandbox] = {}
@@ -117,11 +117,14 @@ class CodeReward:
         if program is None:
             return RewardResult.failure("no_code_block")
         start = time.perf_counter()
-        if method == "function":
-            prefix = row.get("prefix") or ""
-            results = self._function_tests(f"{prefix}\n{program}" if prefix else program, tests, time_limit)
-        else:
-            results = [self._stdio_test(program, i, o, time_limit) for i, o in zip(inputs, outputs, strict=True)]
+        try:
+            if method == "function":
+                prefix = row.get("prefix") or ""
+                results = self._function_tests(f"{prefix}\n{program}" if prefix else program, tests, time_limit)
+            else:
+                results = [self._stdio_test(program, i, o, time_limit) for i, o in zip(inputs, outputs, strict=True)]
+        except SandboxUnavailable as exc:  # issue 15: no verdict, never a confident "tests failed"
+            return RewardResult.unavailable("sandbox_unavailable", error=str(exc)[:500])
         passed = sum(r["passed"] for r in results)
         total = len(results)
         reward = passed if self.score == "count" else (passed / total if total else 0.0)
@@ -139,6 +142,10 @@ class CodeReward:
             dict(request, key=key.hex()), stdin, limits, watcher.deadline,
             timeout=self.startup_s + time_limit * n_slots + 2 * _EXIT_GRACE_S)
         watcher.deadline(run.events)  # verify the events that arrived last
+        if not any(words[0] == "ready" for _, words in watcher.verified):
+            # "ready" is signed before the program runs: without it the sandbox failed, not the program.
+            raise SandboxUnavailable(f"the sandbox did not start ({_failure_reason(run)}): "
+                                     f"{run.stderr.decode(errors='replace')[-300:]}")
         return run, watcher
 
     def _stdio_test(self, program: str, test_input: str, expected: str, time_limit: float) -> dict[str, Any]:

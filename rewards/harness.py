@@ -176,7 +176,7 @@ def main():
     stdio = request["mode"] == "stdio"
     try:
         program = compile(request["program"], "<program>", "exec", dont_inherit=True, optimize=0)
-    except SyntaxError as exc:
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:  # the program's fault: a verdict
         program = exc
     modules = _import_modules(sorted({name for *_, names in tests for name in names}))
     del request
@@ -230,7 +230,7 @@ def main():
                 report(b"value", index, position, b"!", why.encode("utf-8", "replace").replace(b"\n", b" "))
 
     report(b"ready")
-    if isinstance(program, SyntaxError):
+    if isinstance(program, Exception):
         report(b"load_error", describe(program))
         exit_now(1)
     sys.addaudithook(_guard)

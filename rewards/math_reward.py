@@ -10,7 +10,7 @@ from typing import Any
 
 from .extract import extract_answer, extract_boxed
 from .result import RewardResult
-from .timeout_pool import TimeoutPool, WorkerCrashed
+from .timeout_pool import TimeoutPool, WorkerCrashed, WorkerUnavailable
 
 _DROP = ("\\left", "\\right", "\\!", "\\,", "\\;", "\\:", "\\displaystyle", "$", "\\%", "%", "^\\circ", "^{\\circ}")
 _TEXT = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")
@@ -32,6 +32,7 @@ def normalize(answer: str) -> str:
     return s
 
 
+CHECKER_MODULES = ("rewards.math_equiv",)  # what each checker worker imports before it is ready
 _pools: dict[int, TimeoutPool] = {}
 _pools_lock = threading.Lock()
 
@@ -40,7 +41,7 @@ def shared_pool(workers: int) -> TimeoutPool:
     """One pool per size per process: reward functions are cheap to build, workers are not."""
     with _pools_lock:
         if workers not in _pools:
-            _pools[workers] = TimeoutPool(workers, preload=("rewards.math_equiv",))
+            _pools[workers] = TimeoutPool(workers, preload=CHECKER_MODULES)
         return _pools[workers]
 
 
@@ -80,8 +81,12 @@ class MathReward:
             return RewardResult(1.0, True, {**info, "path": "string_match", "check_s": time.perf_counter() - start})
         try:
             same = shared_pool(self.workers).call("rewards.math_equiv:equivalent", (answer, truth), self.timeout)
-        except (TimeoutError, WorkerCrashed, RuntimeError) as exc:
-            reason = "timeout" if isinstance(exc, TimeoutError) else "checker_error"
-            return RewardResult.failure(reason, **info, error=str(exc), check_s=time.perf_counter() - start)
+        except (TimeoutError, WorkerCrashed, WorkerUnavailable, RuntimeError) as exc:
+            # No verdict: an explicit failure the driver counts and never trains on as "wrong".
+            return RewardResult.unavailable(_FAILURES.get(type(exc), "checker_error"), **info, error=str(exc),
+                                            check_s=time.perf_counter() - start)
         info.update(path="math_verify", check_s=time.perf_counter() - start)
         return RewardResult(float(same), same, info) if same else RewardResult.failure("not_equivalent", **info)
+
+
+_FAILURES = {TimeoutError: "timeout", WorkerCrashed: "checker_crashed", WorkerUnavailable: "checker_unavailable"}

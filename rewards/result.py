@@ -1,8 +1,18 @@
 """The value every reward function returns: a reward, a verdict, and details for debugging."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
+
+# A verdict is "correct", "incorrect", or a failure: no verdict could be reached (checker down,
+# timeout, reward function raised). Failures carry info["failure"]; their reward 0.0 is only a
+# placeholder, which the driver never trains on and counts in the step's metrics.
+FAILURE_KEY = "failure"
+
+
+class InvalidReward(ValueError):
+    """A reward function returned something that is not a reward (NaN, inf, wrong type)."""
 
 
 @dataclass
@@ -15,20 +25,42 @@ class RewardResult:
     def as_dict(self) -> dict[str, Any]:
         return {"reward": float(self.reward), "correct": bool(self.correct), "info": self.info}
 
+    @property
+    def failed(self) -> str | None:
+        """Why no verdict was reached, or None for a real verdict."""
+        return self.info.get(FAILURE_KEY)
+
     @classmethod
     def failure(cls, reason: str, **info: Any) -> "RewardResult":
+        """A real verdict of "incorrect", with the reason (no_answer, not_equivalent, ...)."""
         return cls(0.0, False, {"reason": reason, **info})
+
+    @classmethod
+    def unavailable(cls, failure: str, **info: Any) -> "RewardResult":
+        """No verdict: the checker could not judge (checker_unavailable, timeout, reward_error, ...)."""
+        return cls(0.0, False, {FAILURE_KEY: failure, **info})
 
     @classmethod
     def coerce(cls, value: Any) -> "RewardResult":
         """Accept what a user-supplied reward function may return: a result, a dict or a number."""
         if isinstance(value, RewardResult):
+            _finite(value.reward)
             return value
         if isinstance(value, dict):
             if "reward" not in value:
-                raise ValueError(f"reward function returned a dict without 'reward': {sorted(value)}")
-            reward = float(value["reward"])
+                raise InvalidReward(f"reward function returned a dict without 'reward': {sorted(value)}")
+            reward = _finite(value["reward"])
             return cls(reward, bool(value.get("correct", reward > 0)), dict(value.get("info") or {}))
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return cls(float(value), value > 0, {})
-        raise TypeError(f"reward function must return a dict or a number, got {type(value).__name__}")
+            return cls(_finite(value), value > 0, {})
+        raise InvalidReward(f"reward function must return a dict or a number, got {type(value).__name__}")
+
+
+def _finite(value: Any) -> float:
+    try:
+        reward = float(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidReward(f"reward function returned a reward that is not a number: {value!r}"[:300]) from exc
+    if not math.isfinite(reward):  # a NaN reward would turn every advantage of its group into NaN
+        raise InvalidReward(f"reward function returned a non-finite reward {reward}")
+    return reward

@@ -18,6 +18,7 @@ from .builtin.arith import sample_arith
 from .builtin.countdown import sample_countdown
 from .builtin.sudoku4 import sample_sudoku4
 from .loaders import OnError, load_rows
+from .readers import DatasetError
 from .prompts import Template
 from .rows import Kind, RewardFn, Row
 from .splits import Split, check_eval_fraction, is_eval, split_rows
@@ -26,6 +27,8 @@ DEFAULT_EVAL_FRACTION = 0.1
 
 
 class RowSource(Protocol):
+    skipped: tuple[str, ...]  # rows left out as malformed (on_error="skip"), one line each
+
     def train_rows(self, n: int | None, seed: int) -> list[Row]: ...
     def eval_rows(self, n: int | None, seed: int) -> list[Row]: ...
 
@@ -42,7 +45,16 @@ class Task:
         return self.rows.train_rows(n, seed)
 
     def eval_rows(self, n: int | None, seed: int) -> list[Row]:
-        return self.rows.eval_rows(n, seed)
+        rows = self.rows.eval_rows(n, seed)
+        if not rows and n != 0:  # an evaluation of nothing would log no figure and look like a pass
+            raise DatasetError(f"task {self.name!r} has an empty eval split: give it rows with "
+                               "task.params.eval_path or a larger task.params.eval_fraction, or set "
+                               "trainer.eval_every=0 (mode=eval needs eval rows)")
+        return rows
+
+    @property
+    def skipped_rows(self) -> tuple[str, ...]:
+        return self.rows.skipped
 
     @functools.cached_property
     def reward(self) -> RewardFn:
@@ -53,11 +65,19 @@ def resolve_reward(path: str) -> RewardFn:
     """A dotted "module:function" is imported here; a name ("math", "code") comes from
     rewards.get_reward, imported lazily so built-in tasks work without the reward stack."""
     module, _, attr = path.partition(":")
-    if attr:
-        return getattr(importlib.import_module(module), attr)
-    from rewards import get_reward
+    try:
+        if attr:
+            fn = getattr(importlib.import_module(module), attr)
+        else:
+            from rewards import get_reward
 
-    return get_reward(path)
+            fn = get_reward(path)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ValueError(f"task.reward={path!r} cannot be loaded ({type(exc).__name__}: {exc}); "
+                         "use math, code or package.module:function") from exc
+    if not callable(fn):
+        raise ValueError(f"task.reward={path!r} is not callable")
+    return fn
 
 
 @dataclass(frozen=True)
@@ -67,6 +87,7 @@ class GeneratedRows:
 
     sample: Callable[[random.Random], Row]
     eval_fraction: float = DEFAULT_EVAL_FRACTION
+    skipped: tuple[str, ...] = ()
 
     def train_rows(self, n: int | None, seed: int) -> list[Row]:
         return self._draw(n, seed, want_eval=False)
@@ -104,6 +125,7 @@ class FileRows:
     train: list[Row]
     eval: list[Row] | None = None
     eval_fraction: float = DEFAULT_EVAL_FRACTION
+    skipped: tuple[str, ...] = ()
 
     def train_rows(self, n: int | None, seed: int) -> list[Row]:
         return (self.train if self.eval is not None else self._split(seed).train)[:n]
@@ -128,9 +150,11 @@ def _file_task(name: str, kind: Kind, path: str, eval_path: str | None = None,
                on_error: OnError = "raise", split: str | None = None, template: Template = "auto",
                eval_fraction: float = DEFAULT_EVAL_FRACTION, reward: str | None = None) -> Task:
     check_eval_fraction(eval_fraction)
-    train = load_rows(path, kind, on_error, split).rows
-    eval_rows = load_rows(eval_path, kind, on_error, split).rows if eval_path else None
-    return Task(name, kind, template, reward or kind, FileRows(train, eval_rows, eval_fraction))
+    train = load_rows(path, kind, on_error, split)
+    evals = load_rows(eval_path, kind, on_error, split) if eval_path else None
+    skipped = tuple(str(e) for e in train.errors + (evals.errors if evals else []))
+    return Task(name, kind, template, reward or kind,
+                FileRows(train.rows, evals.rows if evals else None, eval_fraction, skipped))
 
 
 TASKS: dict[str, Callable[..., Task]] = {

@@ -135,6 +135,87 @@ def test_adversarial_inputs_from_a_worker_thread(tight_reward):
 
 def test_a_timeout_costs_the_check_not_the_checker(tight_reward):
     result, _ = _check_adversarial(tight_reward, ADVERSARIAL["exponent tower"])
-    assert result["info"]["reason"] == "timeout"
+    assert result["info"]["failure"] == "timeout" and result["correct"] is False
     result, elapsed = _check_adversarial(tight_reward, "\\boxed{\\frac{6}{2}}")
     assert result["correct"] and elapsed < TIMEOUT_S, (elapsed, result["info"])
+
+
+# Equivalent pairs that the string fast path cannot decide: each needs math_verify.
+NEEDS_MATH_VERIFY = [
+    ("\\frac{3}{4}", "0.75", True), ("2\\sqrt{2}", "\\sqrt{8}", True), ("\\{1,2,3\\}", "\\{3,2,1\\}", True),
+    ("x^2+2x+1", "(x+1)^2", True), ("\\frac{2}{4}", "\\frac{1}{2}", True), ("2^{10}", "1024", True),
+    ("\\frac{\\sqrt{2}}{2}", "\\frac{1}{\\sqrt{2}}", True), ("1.5\\times 10^{3}", "1500", True),
+    ("\\sqrt{2}+1", "1+\\sqrt{2}", True), ("2x+2", "2(x+1)", True), ("0.5", "\\frac{1}{2}", True),
+    ("\\frac{1}{3}", "\\frac{1}{2}", False), ("2x+1", "2(x+1)", False), ("\\{1,3\\}", "\\{1,2\\}", False),
+]
+
+UNGUARDED_SCRIPT = """
+import json, threading
+print("module body ran", flush=True)  # must print once: workers never re-import this script
+from rewards import get_reward
+reward = get_reward("math")
+cases = json.loads({cases!r})
+out = []
+def check():
+    for answer, truth, _ in cases:
+        out.append(reward("so \\\\boxed{{" + answer + "}}", {{"ground_truth_answer": truth}}))
+thread = threading.Thread(target=check)
+thread.start()
+thread.join()
+print(json.dumps(out))
+"""
+
+
+def test_unguarded_script_calling_from_a_thread(tmp_path, project_dir):
+    """Issue 15: a script without a __main__ guard, the reward called from a worker thread."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from rewards.math_reward import normalize
+
+    assert len(NEEDS_MATH_VERIFY) >= 10
+    assert all(normalize(a) != normalize(t) for a, t, _ in NEEDS_MATH_VERIFY)
+    script = tmp_path / "user_script.py"
+    script.write_text(UNGUARDED_SCRIPT.format(cases=json.dumps(NEEDS_MATH_VERIFY)))
+    env = {**os.environ, "PYTHONPATH": str(project_dir)}
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "Error" not in proc.stderr, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "module body ran" and lines.count("module body ran") == 1
+    results = json.loads(lines[-1])
+    for (answer, truth, equivalent), result in zip(NEEDS_MATH_VERIFY, results, strict=True):
+        assert "failure" not in result["info"], (answer, truth, result["info"])
+        assert result["info"]["path"] == "math_verify"
+        assert result["correct"] is equivalent, (answer, truth, result["info"])
+
+
+@pytest.mark.parametrize("how", ["no interpreter", "worker dies at start", "preload fails"])
+def test_unavailable_checker_is_an_explicit_failure(monkeypatch, how):
+    """A checker that cannot start gives no verdict, never a confident "not equivalent"."""
+    import sys
+
+    import rewards.math_reward as math_reward
+    import rewards.timeout_pool as timeout_pool
+
+    monkeypatch.setattr(math_reward, "_pools", {})  # a pool of its own, started under the fault
+    if how == "no interpreter":
+        monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    elif how == "worker dies at start":
+        monkeypatch.setattr(timeout_pool, "_BOOT", "import os; os._exit(3)")
+    else:
+        monkeypatch.setattr(math_reward, "CHECKER_MODULES", ("no_such_module",))
+    reward = MathReward(timeout=5.0, workers=1)
+    for _ in range(3):  # every call, also those while the pool waits before retrying a start
+        result = reward("\\boxed{\\frac{3}{4}}", {"ground_truth_answer": "0.75"})
+        assert result["info"]["failure"] == "checker_unavailable", result["info"]
+        assert result["reward"] == 0.0 and result["correct"] is False and "reason" not in result["info"]
+    expected = {"no interpreter": "nonexistent", "worker dies at start": "exit code 3",
+                "preload fails": "no_such_module"}[how]
+    assert expected in result["info"]["error"] or how == "worker dies at start" and "retried" in result["info"]["error"]
+    # The string fast path needs no checker: its verdicts stay real.
+    assert reward("\\boxed{0.75}", {"ground_truth_answer": "0.75"})["correct"] is True
+    math_reward._pools[1].close()

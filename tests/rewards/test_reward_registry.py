@@ -1,3 +1,7 @@
+import math
+import threading
+import time
+
 import pytest
 
 from rewards import CodeReward, MathReward, RewardResult, get_reward, score_batch
@@ -36,13 +40,14 @@ def test_batch_keeps_order_and_isolates_crashes():
     out = score_batch(flaky, ["1", "boom", "3"], [{}, {}, {}], concurrency=2)
     assert [o["reward"] for o in out] == [1.0, 0.0, 3.0]
     assert out[1]["correct"] is False
-    assert out[1]["info"] == {"reason": "reward_error", "error": "RuntimeError: exploded"}
+    assert out[1]["info"] == {"failure": "reward_error", "error": "RuntimeError: exploded"}
 
 
 def test_batch_reports_bad_rows_per_item():
     out = score_batch("math", ["\\boxed{2}", "\\boxed{2}"], [{"ground_truth_answer": "2"}, {"question": "?"}])
     assert out[0]["correct"] is True
     assert out[1]["reward"] == 0.0 and "ground_truth_answer" in out[1]["info"]["error"]
+    assert out[1]["info"]["failure"] == "reward_error"  # a bad row is no verdict, not a wrong answer
 
 
 def test_batch_argument_checks():
@@ -55,3 +60,31 @@ def test_batch_argument_checks():
 def test_custom_rewards_may_return_numbers():
     out = score_batch(lambda response, row: 0.25, ["x"], [{}])
     assert out == [{"reward": 0.25, "correct": True, "info": {}}]
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, {"reward": math.nan}, {"reward": "high"}, "1.0", None])
+def test_non_finite_or_non_numeric_rewards_are_failures(bad):
+    [out] = score_batch(lambda response, row: bad, ["x"], [{}])
+    assert out["reward"] == 0.0 and out["correct"] is False
+    assert out["info"]["failure"] == "invalid_reward", out
+
+
+def test_hung_reward_functions_time_out_and_the_batch_goes_on():
+    release = threading.Event()
+
+    def sometimes_hangs(response: str, row: dict) -> float:
+        if response == "hang":
+            release.wait(60)  # hangs until the test ends
+        return 1.0
+
+    # Both threads hang at first: the remaining items must still run on fresh threads.
+    responses = ["hang", "hang", "ok", "ok", "hang", "ok"]
+    start = time.monotonic()
+    out = score_batch(sometimes_hangs, responses, [{}] * len(responses), concurrency=2, timeout=0.3)
+    elapsed = time.monotonic() - start
+    release.set()
+    assert elapsed < 3.0, elapsed
+    assert [o["info"].get("failure") for o in out] == [None if r == "ok" else "timeout" for r in responses]
+    assert [o["reward"] for o in out] == [1.0 if r == "ok" else 0.0 for r in responses]
+    with pytest.raises(ValueError, match="timeout"):
+        score_batch(sometimes_hangs, [], [], timeout=0)

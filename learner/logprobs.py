@@ -15,32 +15,35 @@ from torch.utils.checkpoint import checkpoint
 
 from .batching import MicroBatch
 
-LOGIT_CHUNK = 1024  # trained tokens per vocabulary-projection chunk
+LOGIT_CHUNK_ELEMENTS = 1 << 24  # fp32 logits per vocabulary-projection chunk (64 MiB)
 
 
 def chunk_logprobs(logits: torch.Tensor, targets: torch.Tensor, mask_id: int, temperature: float,
                    with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """log p(target) [m] (and entropy [m], no gradient, or an empty tensor) from raw logits [m, V];
-    the mask token is banned exactly as in the sampler."""
+    the mask token is banned exactly as in the sampler. Works in place on `logits` (a Linear does
+    not keep its output for backward), so a chunk costs about three [m, V] fp32 buffers."""
     z = logits.float()
-    if temperature > 0:
-        z = z / temperature
-    z = z.index_fill(-1, torch.tensor([mask_id], device=z.device), float("-inf"))
+    if temperature != 1.0:
+        z = z.div_(temperature)
+    ban = torch.tensor([mask_id], device=z.device)
+    z = z.index_fill_(-1, ban, float("-inf"))
     lse = torch.logsumexp(z, dim=-1)
     picked = z.gather(-1, targets[:, None]).squeeze(-1) - lse
     if not with_entropy:
         return picked, z.new_empty(0)
-    with torch.no_grad():  # H = lse - Σ p·z; the banned column has p = 0 (its -inf would give NaN)
-        p = torch.exp(z - lse[:, None])
-        entropy = lse - (p * z.index_fill(-1, torch.tensor([mask_id], device=z.device), 0.0)).sum(-1)
+    with torch.no_grad():  # H = lse - Σ p·z; the banned column has p = 0 (and z = -inf: NaN, zeroed)
+        pz = torch.exp(z - lse[:, None]).mul_(z).index_fill_(-1, ban, 0.0)
+        entropy = lse - pz.sum(-1)
     return picked, entropy
 
 
 def _head(h: torch.Tensor, lm_head: nn.Module, targets: torch.Tensor, mask_id: int, temperature: float,
-          with_entropy: bool, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+          with_entropy: bool, chunk: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     def one(hc: torch.Tensor, tc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return chunk_logprobs(lm_head(hc), tc, mask_id, temperature, with_entropy)
 
+    chunk = chunk or max(1, LOGIT_CHUNK_ELEMENTS // lm_head.out_features)
     parts = []
     for s in range(0, h.shape[0], chunk):
         args = (h[s:s + chunk], targets[s:s + chunk])
@@ -51,7 +54,8 @@ def _head(h: torch.Tensor, lm_head: nn.Module, targets: torch.Tensor, mask_id: i
 
 
 def token_logprobs(model: nn.Module, mb: MicroBatch, mask_id: int, temperature: float = 1.0,
-                   with_entropy: bool = False, chunk: int = LOGIT_CHUNK) -> tuple[torch.Tensor, torch.Tensor | None]:
+                   with_entropy: bool = False, chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """chunk: trained tokens per vocabulary chunk (default: LOGIT_CHUNK_ELEMENTS / vocabulary)."""
     head = partial(_head, targets=mb.targets, mask_id=mask_id, temperature=temperature,
                    with_entropy=with_entropy, chunk=chunk)
     picked, entropy = model(mb.input_ids, mb.position_ids, mb.attn_mask, logits_at=mb.logits_at, head=head)

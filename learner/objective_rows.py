@@ -11,7 +11,7 @@ from models.config import ModelConfig
 from rollout.trajectory import Trajectory
 
 from .algo_config import AlgoConfig
-from .rows import Copies, Row, Sequence, copy_row, flat_row, round_rows, state_copies, state_row, trace_rows
+from .rows import Copies, Row, Sequence, copy_row, flat_row, round_rows, state_copies, state_row, trace_rows_batch
 
 NAN = float("nan")
 
@@ -65,8 +65,9 @@ def agrpo_rows(t: Trajectory, i: int, algo: AlgoConfig, cfg: ModelConfig, gen: t
                           cfg.mask_token_id, int(cfg.shift_logits), i, r)
                 for r, k in enumerate(drawn.nonzero().squeeze(1).tolist())]
     # Drawn steps of different blocks share a round; steps of the same block need separate rounds.
-    rounds = state_copies(seq, t.block_size, 1, weight[where].float(), pack_budget is not None, drawn[where])
-    return round_rows(seq, t.block_size, rounds, cfg.mask_token_id, i, pack_budget)
+    ((copies, sizes),) = state_copies([seq], t.block_size, 1, [weight[where].float()], pack_budget is not None,
+                                      [drawn[where]])
+    return round_rows(seq, t.block_size, copies, sizes, cfg.mask_token_id, i, pack_budget)
 
 
 def rl_rows(trajs: list[Trajectory], algo: AlgoConfig, cfg: ModelConfig, gen: torch.Generator,
@@ -76,13 +77,15 @@ def rl_rows(trajs: list[Trajectory], algo: AlgoConfig, cfg: ModelConfig, gen: to
     packed on one clean copy up to that many slots per row (None: one row per round)."""
     rows: list[Row] = []
     shift, mask_id = int(cfg.shift_logits), cfg.mask_token_id
+    if algo.name in ("tracerl", "tracerl_value"):  # every trajectory's rows in one set of tensor ops
+        kept = [i for i, t in enumerate(trajs) if t.response_ids]
+        return trace_rows_batch([trajs[i] for i in kept], kept, cfg.attention, algo.shrink, mask_id, shift,
+                                pack_budget)
     for i, t in enumerate(trajs):
         if not t.response_ids:
             continue
         seq, L, P, B = Sequence.of(t, mask_id), len(t.response_ids), len(t.prompt_ids), t.block_size
-        if algo.name in ("tracerl", "tracerl_value"):
-            rows += trace_rows(t, i, cfg.attention, algo.shrink, mask_id, shift, pack_budget)
-        elif algo.name == "agrpo":
+        if algo.name == "agrpo":
             rows += agrpo_rows(t, i, algo, cfg, gen, pack_budget)
         elif algo.name == "diffu_grpo":  # completion fully masked, prompt tokens masked with p
             rows.append(_masked_row(seq, torch.ones(L, dtype=torch.bool), 1.0, cfg, B, i,
@@ -104,13 +107,15 @@ def sft_rows(trajs: list[Trajectory], algo: AlgoConfig, cfg: ModelConfig, gen: t
     """SFT rows; plain (prompt, response) pairs come wrapped by `sft_trajectory`."""
     rows: list[Row] = []
     mask_id = cfg.mask_token_id
+    if algo.name == "sft_trace":
+        kept = [i for i, t in enumerate(trajs) if t.response_ids]
+        return trace_rows_batch([trajs[i] for i in kept], kept, cfg.attention, algo.shrink, mask_id,
+                                int(cfg.shift_logits), pack_budget)
     for i, t in enumerate(trajs):
         if not t.response_ids:
             continue
         seq, L, B = Sequence.of(t, mask_id), len(t.response_ids), t.block_size
-        if algo.name == "sft_trace":
-            rows += trace_rows(t, i, cfg.attention, algo.shrink, mask_id, int(cfg.shift_logits), pack_budget)
-        elif algo.name == "sft_random_masking":
+        if algo.name == "sft_random_masking":
             ratio = _uniform(gen, *algo.mask_ratio)
             rows.append(_masked_row(seq, _bernoulli(gen, L, ratio, True), 1.0 / ratio, cfg, B, i))
         elif algo.name == "sft_semi_ar":  # [clean | noisy copies], an independent mask ratio per block

@@ -15,7 +15,10 @@ per group. The attention rule itself is models/slot_mask.py.
 """
 from __future__ import annotations
 
+import contextlib
+import itertools
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 
@@ -73,7 +76,7 @@ class Copies:
     visible: torch.Tensor  # [n] bool: shows the token, else the mask id
     weight: torch.Tensor   # [n] float32
 
-    def select(self, keep: torch.Tensor) -> "Copies":
+    def select(self, keep: torch.Tensor | slice) -> "Copies":
         return Copies(self.pos[keep], self.copy[keep], self.visible[keep], self.weight[keep])
 
     @staticmethod
@@ -82,10 +85,10 @@ class Copies:
 
 
 def _trained(row_slots: torch.Tensor, seq: Sequence, pos: torch.Tensor, weight: torch.Tensor, shift: int) -> dict:
-    on = ~torch.isnan(weight)
-    slots = row_slots[on]
-    return dict(value_slots=slots, logit_slots=slots - shift, targets=seq.ids[pos[on]],
-                token_index=pos[on] - seq.prompt_len, weights=weight[on].float())
+    on = (~torch.isnan(weight)).nonzero().squeeze(1)
+    slots, at = _at(row_slots, on), _at(pos, on)
+    return dict(value_slots=slots, logit_slots=slots - shift, targets=_at(seq.ids, at),
+                token_index=at - seq.prompt_len, weights=_at(weight, on).float())
 
 
 def copy_row(seq: Sequence, block_size: int, copies: Copies, mask_id: int, traj_index: int,
@@ -94,8 +97,8 @@ def copy_row(seq: Sequence, block_size: int, copies: Copies, mask_id: int, traj_
     # Nothing reads the clean copy of the last response block, so the clean part stops before it.
     clean = torch.arange(((seq.prompt_len + seq.response_len - 1) // B) * B)
     pos = torch.cat([clean, copies.pos])
-    ids = torch.cat([seq.ids[clean], torch.where(copies.visible, seq.ids[copies.pos], mask_id)])
-    slots = torch.arange(len(clean), len(pos))
+    ids = torch.cat([seq.ids[:clean.shape[0]], torch.where(copies.visible, _at(seq.ids, copies.pos), mask_id)])
+    slots = torch.arange(clean.shape[0], pos.shape[0])
     return Row(traj_index, ids, pos, torch.cat([torch.zeros_like(clean), copies.copy]), pos // B,
                round_index=round_index, **_trained(slots, seq, copies.pos, copies.weight, 0))
 
@@ -103,7 +106,7 @@ def copy_row(seq: Sequence, block_size: int, copies: Copies, mask_id: int, traj_
 def flat_row(seq: Sequence, visible: torch.Tensor, weight: torch.Tensor, mask_id: int, block_size: int | None,
              shift: int, traj_index: int, round_index: int = 0) -> Row:
     """block_size None: full attention (one bidirectional copy); else block-causal clean slots."""
-    pos = torch.arange(len(seq.ids))
+    pos = torch.arange(seq.ids.shape[0])
     if block_size is None:
         copy, block = torch.ones_like(pos), torch.zeros_like(pos)
     else:
@@ -126,77 +129,96 @@ def block_step_groups(seq: Sequence, block_size: int, shrink: int) -> dict[int, 
             for b in range(P // B, (P + L - 1) // B + 1)}
 
 
-def block_groups(seq: Sequence, block_size: int, shrink: int,
-                 trained: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """For each response slot [L]: the index of its shrunk group within its block (its round) and
-    that group's first step. `trained` [L] bool restricts the groups to those slots' steps (the
-    others get round -1)."""
-    P, L = seq.prompt_len, seq.response_len
-    pos = torch.arange(P, P + L)
-    keep = torch.ones(L, dtype=torch.bool) if trained is None else trained
-    span = int(seq.steps.max()) + 2 if len(seq.steps) else 1
-    uniq, inv = torch.unique(pos[keep] // block_size * span + seq.steps[pos[keep]], return_inverse=True)
-    ublk = uniq // span  # uniq is sorted by (block, step): a block's steps are contiguous
-    first_of_block = torch.searchsorted(ublk, ublk)
-    group = (torch.arange(len(uniq)) - first_of_block) // shrink
-    group_first_step = uniq[first_of_block + group * shrink] % span
-    rounds = torch.full((L,), -1, dtype=torch.long)
-    firsts = torch.zeros(L, dtype=torch.long)
-    rounds[keep], firsts[keep] = group[inv], group_first_step[inv]
-    return rounds, firsts
+def state_copies(seqs: list[Sequence], block_size: int, shrink: int, weights: list[torch.Tensor], packed: bool,
+                 trained: list[torch.Tensor] | None = None) -> list[tuple[Copies, list[int]]]:
+    """For every sequence at once (ops over all their slots, no per-token Python): the noisy copies
+    of its rounds, round after round, and each round's slot count. In round r every block with an
+    r-th shrunk step group gets a copy: the block as it was just before the group's first step,
+    training the group's tokens with `weights` [L]. `trained` [L] bool restricts the groups to
+    those slots' steps (AGRPO's drawn steps)."""
+    n, B = len(seqs), block_size
+    N = torch.tensor([s.ids.shape[0] for s in seqs])
+    P = torch.tensor([s.prompt_len for s in seqs])
+    L = torch.tensor([s.response_len for s in seqs])
+    if n == 0 or int(L.sum()) == 0:
+        return [(_no_copies(), []) for _ in seqs]
+    start = torch.cumsum(N, 0) - N
+    steps = torch.cat([s.steps for s in seqs])
+    traj = torch.repeat_interleave(torch.arange(n), L)
+    local = torch.arange(int(L.sum())) - _at(torch.cumsum(L, 0) - L - P, traj)
+    at = _at(start, traj) + local  # response slots in the concatenated sequences
+    keep = None if trained is None else torch.cat(trained).nonzero().squeeze(1)
+
+    def kept(x: torch.Tensor) -> torch.Tensor:
+        return x if keep is None else _at(x, keep)
+
+    NB, S = int(N.max()) // B + 1, int(steps.max()) + 2
+    # Shrunk groups: distinct steps of each (sequence, block) in order, merged `shrink` at a time.
+    uniq, inv = torch.unique((kept(traj) * NB + kept(local) // B) * S + _at(steps, kept(at)), return_inverse=True)
+    _, per_block = torch.unique_consecutive(uniq // S, return_counts=True)  # uniq is sorted
+    first_of_block = torch.repeat_interleave(torch.cumsum(per_block, 0) - per_block, per_block)
+    group = (torch.arange(uniq.shape[0]) - first_of_block) // shrink
+    rounds = _at(group, inv)  # per kept response slot
+    firsts = _at(_at(uniq, first_of_block + group * shrink) % S, inv)
+    # One copy per (sequence, round, block), ordered that way.
+    R = int(rounds.max()) + 1
+    pair, pinv = torch.unique((kept(traj) * R + rounds) * NB + kept(local) // B, return_inverse=True)
+    pt, pr, pb = pair // (R * NB), pair // NB % R, pair % NB
+    first = torch.zeros_like(pair).index_copy_(0, pinv, firsts)
+    # Every slot of every copy (a last block may be cut short by the sequence's end).
+    sel = (pb[:, None] * B + torch.arange(B)[None] < _at(N, pt)[:, None]).view(-1).nonzero().squeeze(1)
+    c = sel // B
+    tc, rc = _at(pt, c), _at(pr, c)
+    pos = _at(pb, c) * B + sel % B
+    g = _at(start, tc) + pos
+    round_at = torch.full_like(steps, -1).index_copy_(0, kept(at), rounds)
+    w_at = torch.full(steps.shape, float("nan")).index_copy_(0, kept(at), kept(torch.cat(weights).float()))
+    flat = Copies(pos, rc + 1 if packed else torch.ones_like(c),
+                  (pos < _at(P, tc)) | (_at(steps, g) < _at(first, c)),
+                  torch.where(_at(round_at, g) == rc, _at(w_at, g), float("nan")))
+    sizes = torch.zeros(n * R, dtype=torch.long).index_add_(0, tc * R + rc, torch.ones_like(c)).view(n, R)
+    out, offset = [], 0
+    for sz in sizes.tolist():
+        sz = [k for k in sz if k]  # a sequence's rounds are 0..K-1: no gaps
+        out.append((flat.select(slice(offset, offset + sum(sz))), sz))
+        offset += sum(sz)
+    return out
 
 
-def state_copies(seq: Sequence, block_size: int, shrink: int, weight: torch.Tensor, packed: bool,
-                 trained: torch.Tensor | None = None) -> list[Copies]:
-    """Per round r, the noisy copies of every block that has an r-th group: block b as it was just
-    before the group's first step, training the group's tokens with `weight` [L]."""
-    B, P, N = block_size, seq.prompt_len, len(seq.ids)
-    rounds, firsts = block_groups(seq, B, shrink, trained)
-    on = rounds >= 0
-    resp = torch.arange(P, P + seq.response_len)
-    # One (round, block) pair per copy, ordered by round then block.
-    pair = torch.unique(rounds[on] * (N // B + 1) + resp[on] // B)
-    r, b = pair // (N // B + 1), pair % (N // B + 1)
-    first = torch.zeros(len(pair), dtype=torch.long)
-    first[torch.searchsorted(pair, rounds[on] * (N // B + 1) + resp[on] // B)] = firsts[on]
-    pos = b[:, None] * B + torch.arange(B)[None]  # [pairs, B]
-    inside = pos < N
-    pos = pos.clamp(max=N - 1)
-    visible = (pos < P) | (seq.steps[pos] < first[:, None])
-    round_at = torch.full((N,), -1, dtype=torch.long)
-    round_at[resp] = rounds
-    w_at = torch.full((N,), float("nan"))
-    w_at[resp] = weight.float()
-    w = torch.where(round_at[pos] == r[:, None], w_at[pos], float("nan"))
-    copy = (r + 1 if packed else torch.ones_like(r))[:, None].expand_as(pos)
-    flat = Copies(pos[inside], copy[inside], visible[inside], w[inside])
-    per_slot_round = r[:, None].expand_as(pos)[inside]
-    return [flat.select(per_slot_round == k) for k in range(int(r.max()) + 1 if len(r) else 0)]
+def _at(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    return x.index_select(0, index)  # several times faster than x[index] on CPU
 
 
-def round_rows(seq: Sequence, block_size: int, rounds: list[Copies], mask_id: int, traj_index: int,
+def _no_copies() -> Copies:
+    empty = torch.zeros(0, dtype=torch.long)
+    return Copies(empty, empty, empty.bool(), empty.float())
+
+
+def round_rows(seq: Sequence, block_size: int, copies: Copies, sizes: list[int], mask_id: int, traj_index: int,
                pack_budget: int | None) -> list[Row]:
     """One row per round (pack_budget None), or consecutive rounds after one clean copy while the
-    row stays within pack_budget slots (a round alone may exceed it; batching then names it)."""
-    if pack_budget is None:
-        return [copy_row(seq, block_size, c, mask_id, traj_index, r) for r, c in enumerate(rounds)]
+    row stays within pack_budget slots (a round alone may exceed it; batching then names it).
+    `copies` holds the rounds one after another, `sizes` their slot counts."""
     clean = ((seq.prompt_len + seq.response_len - 1) // block_size) * block_size
-    rows, start, size = [], 0, clean
-    for r, c in enumerate(rounds):
-        if r > start and size + len(c.pos) > pack_budget:
-            rows.append((start, r))
-            start, size = r, clean
-        size += len(c.pos)
-    if rounds:
-        rows.append((start, len(rounds)))
-    return [copy_row(seq, block_size, Copies.cat(rounds[a:e]), mask_id, traj_index, a) for a, e in rows]
+    rows, first, size = [], 0, clean
+    for r, k in enumerate(sizes):
+        if pack_budget is None or (r > first and size + k > pack_budget):
+            if r > first:
+                rows.append((first, r))
+            first, size = r, clean
+        size += k
+    if sizes:
+        rows.append((first, len(sizes)))
+    ends = [0] + list(itertools.accumulate(sizes))
+    return [copy_row(seq, block_size, copies.select(slice(ends[a], ends[e])), mask_id, traj_index, a)
+            for a, e in rows]
 
 
 def state_row(seq: Sequence, group: list[int], weight: torch.Tensor, mask_id: int, shift: int, traj_index: int,
               round_index: int) -> Row:
     """Full attention: the canvas just before `group`'s first step, training the group's tokens
     with weight [N] (per slot; the prompt and tail are never trained)."""
-    pos = torch.arange(len(seq.ids))
+    pos = torch.arange(seq.ids.shape[0])
     visible = (pos < seq.prompt_len) | (seq.steps < group[0])
     member = seq.is_response(pos) & torch.isin(seq.steps, torch.tensor(group))
     return flat_row(seq, visible, torch.where(member, weight, float("nan")), mask_id, None, shift, traj_index,
@@ -205,13 +227,48 @@ def state_row(seq: Sequence, group: list[int], weight: torch.Tensor, mask_id: in
 
 def trace_rows(traj: Trajectory, traj_index: int, attention: str, shrink: int, mask_id: int,
                shift: int = 0, pack_budget: int | None = None) -> list[Row]:
-    """TraceRL rows for one trajectory: every committed response token is trained exactly once.
-    pack_budget: pack rounds on one clean copy up to that many slots per row (None: one row per round)."""
-    seq = Sequence.of(traj, mask_id)
-    L = seq.response_len
+    """TraceRL rows for one trajectory (see `trace_rows_batch`)."""
+    return trace_rows_batch([traj], [traj_index], attention, shrink, mask_id, shift, pack_budget)
+
+
+def trace_rows_batch(trajs: list[Trajectory], indices: list[int], attention: str, shrink: int, mask_id: int,
+                     shift: int = 0, pack_budget: int | None = None) -> list[Row]:
+    """TraceRL rows: every committed response token is trained exactly once. pack_budget: rounds
+    packed on one clean copy up to that many slots per row (None: one row per round)."""
+    with one_thread():
+        return _trace_rows(trajs, indices, attention, shrink, mask_id, shift, pack_budget)
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Row building is many small tensor ops: intra-op threads only add synchronisation (10× slower
+    measured on a busy 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _trace_rows(trajs: list[Trajectory], indices: list[int], attention: str, shrink: int, mask_id: int,
+                shift: int, pack_budget: int | None) -> list[Row]:
+    seqs = [Sequence.of(t, mask_id) for t in trajs]
     if attention != "block_causal":
-        ones = torch.ones(len(seq.ids))
-        return [state_row(seq, g, ones, mask_id, shift, traj_index, r)
-                for r, g in enumerate(shrink_groups(seq.steps[seq.prompt_len:seq.prompt_len + L], shrink))]
-    rounds = state_copies(seq, traj.block_size, shrink, torch.ones(L), pack_budget is not None)
-    return round_rows(seq, traj.block_size, rounds, mask_id, traj_index, pack_budget)
+        rows = []
+        for seq, i in zip(seqs, indices):
+            ones = torch.ones(seq.ids.shape[0])
+            rows += [state_row(seq, g, ones, mask_id, shift, i, r)
+                     for r, g in enumerate(shrink_groups(seq.steps[seq.prompt_len:seq.prompt_len + seq.response_len],
+                                                         shrink))]
+        return rows
+    by_block: dict[int, list[int]] = {}
+    for k, t in enumerate(trajs):
+        by_block.setdefault(t.block_size, []).append(k)
+    rows = []
+    for B, ks in by_block.items():
+        group = [seqs[k] for k in ks]
+        copies = state_copies(group, B, shrink, [torch.ones(s.response_len) for s in group], pack_budget is not None)
+        for k, seq, (c, sizes) in zip(ks, group, copies):
+            rows += round_rows(seq, B, c, sizes, mask_id, indices[k], pack_budget)
+    return rows

@@ -65,7 +65,8 @@ class SlotMask:
         T, out = q.shape[2], []
         for start in range(0, T, self.query_chunk):
             end = min(start + self.query_chunk, T)
-            if torch.is_grad_enabled():  # keep nothing per chunk: backward rebuilds its mask and scores
+            if torch.is_grad_enabled() and T > self.query_chunk:
+                # Keep nothing per chunk (their masks would add up to R·T·T): backward rebuilds them.
                 out.append(checkpoint(self._chunk, q[:, :, start:end], k, v, start, end, enable_gqa,
                                       use_reentrant=False))
             else:
@@ -84,7 +85,7 @@ class SlotMask:
         global _flex
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
         if _flex is None:
-            _flex = torch.compile(flex_attention, dynamic=False)
+            _flex = torch.compile(flex_attention)
         if self._block_mask is None:  # once per micro-batch, shared by every layer
             copy, block, valid = self.copy, self.block, self.valid
 

@@ -37,7 +37,7 @@ from learner.engine_config import EngineConfig  # noqa: E402
 from learner.logprobs import token_logprobs  # noqa: E402
 from learner.losses import ppo_clip  # noqa: E402
 from learner.policy_update import PolicyUpdater  # noqa: E402
-from learner.rows import trace_rows  # noqa: E402
+from learner.rows import trace_rows, trace_rows_batch  # noqa: E402
 from models.config import ModelConfig  # noqa: E402
 from models.transformer import DiffusionLM  # noqa: E402
 from rollout.params import SamplingParams  # noqa: E402
@@ -114,7 +114,7 @@ def vs_bruteforce(args) -> dict:
 
 def packed_vs_per_round(args) -> dict:
     torch.manual_seed(0)
-    cfg = model_config(1000, args.hidden, args.layers, 4, 8192)
+    cfg = model_config(1000, 128, 2, 4, 8192)
     model = DiffusionLM(cfg).train()
     trajs = synthetic(args.pack_responses, 64, args.pack_len, 4, 1000, seed=2)
     tokens = sum(len(t.response_ids) for t in trajs)
@@ -123,14 +123,16 @@ def packed_vs_per_round(args) -> dict:
     packed_s, _ = ppo_pass(model, trajs, 16384, 16384)
     return {"packed_rounds_over_per_round": round(per_round_s / packed_s, 2),
             "packed_setup": {"responses": len(trajs), "response_len": args.pack_len, "block": 4, "rounds": 4,
+                             "hidden": 128, "layers": 2, "vocab": 1000, "token_budget": 16384,
                              "tokens_per_s": {"packed": round(tokens / packed_s, 1),
                                               "per_round": round(tokens / per_round_s, 1)}}}
 
 
 def row_build(args) -> dict:
     trajs = synthetic(args.build_responses, 64, args.build_len, 4, 151936, seed=3)
+    trace_rows_batch(trajs[:2], [0, 1], "block_causal", 1, 0, 0, 16384)  # warm-up
     start = time.perf_counter()
-    new = [r for i, t in enumerate(trajs) for r in trace_rows(t, i, "block_causal", 1, 0, 0, 16384)]
+    new = trace_rows_batch(trajs, list(range(len(trajs))), "block_causal", 1, 0, 0, 16384)
     new_s = time.perf_counter() - start
     micro_batches(new, 65536, 0)
     collate_s = time.perf_counter() - start - new_s
@@ -190,9 +192,9 @@ def main() -> None:
     if args.memory_child:
         print(json.dumps(memory_child(args.memory_child, args.mem_hidden)))
         return
-    full = dict(responses=8, new=256, hidden=256, layers=4, pack_responses=8, pack_len=1024, build_responses=256,
+    full = dict(responses=8, new=256, hidden=256, layers=4, pack_responses=4, pack_len=1024, build_responses=256,
                 build_len=2048, mem_lengths=[1024, 2048, 4096, 8192])
-    quick = dict(responses=4, new=64, hidden=128, layers=2, pack_responses=4, pack_len=512, build_responses=32,
+    quick = dict(responses=4, new=64, hidden=128, layers=2, pack_responses=2, pack_len=512, build_responses=32,
                  build_len=2048, mem_lengths=[256, 512, 1024, 2048])
     for k, v in (quick if args.quick else full).items():
         setattr(args, k, v)

@@ -18,7 +18,7 @@ of the chunk may see, with the chunk recomputed in backward instead of kept.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -81,17 +81,21 @@ class SlotMask:
             mask, k, v = mask[:, :, keys], k.index_select(2, keys), v.index_select(2, keys)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], enable_gqa=enable_gqa)
 
+    def mask_mod(self) -> Callable:
+        """The rule as FlexAttention's mask_mod(batch, head, query, key)."""
+        copy, block, valid = self.copy, self.block, self.valid
+
+        def mask_mod(b, h, qi, ki):
+            return allowed(copy[b, qi], block[b, qi], copy[b, ki], block[b, ki], valid[b, ki], qi == ki)
+
+        return mask_mod
+
     def _flex_attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, enable_gqa: bool) -> torch.Tensor:
         global _flex
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
         if _flex is None:
             _flex = torch.compile(flex_attention)
         if self._block_mask is None:  # once per micro-batch, shared by every layer
-            copy, block, valid = self.copy, self.block, self.valid
-
-            def mask_mod(b, h, qi, ki):
-                return allowed(copy[b, qi], block[b, qi], copy[b, ki], block[b, ki], valid[b, ki], qi == ki)
-
-            R, T = copy.shape
-            self._block_mask = create_block_mask(mask_mod, R, None, T, T, device=q.device, _compile=True)
+            R, T = self.copy.shape
+            self._block_mask = create_block_mask(self.mask_mod(), R, None, T, T, device=q.device, _compile=True)
         return _flex(q, k, v, block_mask=self._block_mask, enable_gqa=enable_gqa)

@@ -62,3 +62,4 @@ def test_chunked_attention_and_gradients_equal_dense_attention(chunk):
     w = torch.randn(ours.shape, generator=gen, dtype=torch.float64)
     for a, b in zip(torch.autograd.grad((ours * w).sum(), (q, k, v)), torch.autograd.grad((dense * w).sum(), (q, k, v))):
         assert torch.allclose(a, b, atol=1e-12)
+

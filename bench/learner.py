@@ -13,6 +13,7 @@
 
     python bench/learner.py          # full figures (~10 min on 2 busy cores)
     python bench/learner.py --quick  # smaller sizes, same figures
+    python bench/learner.py --parts rows,memory  # a subset
 """
 from __future__ import annotations
 
@@ -187,6 +188,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--memory-child", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--mem-hidden", type=int, default=64)
+    ap.add_argument("--parts", default="rows,packing,bruteforce,memory", help="comma-separated subset to run")
     args = ap.parse_args()
     torch.set_num_threads(2)
     if args.memory_child:
@@ -199,10 +201,9 @@ def main() -> None:
     for k, v in (quick if args.quick else full).items():
         setattr(args, k, v)
     figures = {"quick": args.quick}
-    figures |= row_build(args)
-    figures |= packed_vs_per_round(args)
-    figures |= vs_bruteforce(args)
-    figures |= memory(args)
+    parts = {"rows": row_build, "packing": packed_vs_per_round, "bruteforce": vs_bruteforce, "memory": memory}
+    for name in args.parts.split(","):
+        figures |= parts[name](args)
     figures["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(figures))
 

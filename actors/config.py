@@ -150,6 +150,12 @@ class AsyncSection(_Strict):
     max_staleness: Literal[0, 1] = 0
 
 
+class LearnerSection(_Strict):
+    # A trajectory's TraceRL/AGRPO rounds share one clean copy per row, (K+1)·L slots instead of
+    # 2K·L; algo.token_budget may still split its rounds over rows. false: one row per round.
+    pack_rounds: bool = True
+
+
 class RaySection(_Strict):
     address: str | None = None
     namespace: str | None = None  # default: derived from run_dir so two runs never share names
@@ -173,6 +179,7 @@ class RunConfig(_Strict):
     trainer: TrainerSection = TrainerSection()
     warmup: WarmupSection = WarmupSection()
     engine: EngineConfig = EngineConfig()
+    learner: LearnerSection = LearnerSection()
     weight_sync: WeightSyncSection = WeightSyncSection()
     async_: AsyncSection = Field(AsyncSection(), alias="async")
     ray: RaySection = RaySection()

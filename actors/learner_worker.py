@@ -74,7 +74,8 @@ class LearnerWorker:
         if algo.kl_beta > 0 and algo.kl_ref == "frozen":
             ref = load_model(m.ref_path or path, **load).eval().requires_grad_(False)
         self.updater = PolicyUpdater(self.engine, algo, self.model_cfg, ref_model=ref,
-                                     value_engine=self.value_engine, seed=self.cfg.trainer.seed)
+                                     value_engine=self.value_engine, seed=self.cfg.trainer.seed,
+                                     pack_rounds=self.cfg.learner.pack_rounds)
         self.sft_updater = self.updater
 
     # ---- updates (all ranks, collectively, each with its own shard) ---------------------------

@@ -1,9 +1,11 @@
-"""Rows → padded micro-batches under a token budget, with the attention mask built from the row spec."""
+"""Rows → padded micro-batches under a token budget; the attention mask stays a per-slot description."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import torch
+
+from models.slot_mask import SlotMask
 
 from .rows import Row
 
@@ -12,7 +14,7 @@ from .rows import Row
 class MicroBatch:
     input_ids: torch.Tensor     # [R, T]
     position_ids: torch.Tensor  # [R, T]
-    attn_mask: torch.Tensor     # [R, T, T] bool
+    attn_mask: SlotMask         # per-slot copy/block/validity [R, T] (models/slot_mask.py)
     logits_at: torch.Tensor     # [R, T] bool; the M trained tokens in row-major order
     value_at: torch.Tensor      # [R, T] bool; each trained token's own slot (value model reads here)
     targets: torch.Tensor       # [M]
@@ -31,45 +33,33 @@ class MicroBatch:
         return MicroBatch(**moved, data={k: v.to(device) for k, v in self.data.items()})
 
 
-def row_mask(noisy: torch.Tensor, block: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """[R, T, T] from per-slot specs [R, T]: clean→clean block-causal; noisy→clean strictly earlier
-    blocks; noisy→noisy within the same copy. Every slot sees itself (padding stays finite)."""
-    qn, kn = noisy[:, :, None], noisy[:, None, :]
-    qb, kb = block[:, :, None], block[:, None, :]
-    allowed = (~qn & ~kn & (kb <= qb)) | (qn & ~kn & (kb < qb)) | (qn & kn & (kb == qb))
-    eye = torch.eye(noisy.shape[1], dtype=torch.bool)[None]
-    return (allowed & valid[:, None, :]) | eye
-
-
 def collate(rows: list[Row], pad_id: int) -> MicroBatch:
     T = max(len(r) for r in rows)
     R = len(rows)
     ids = torch.full((R, T), pad_id, dtype=torch.long)
     pos = torch.zeros((R, T), dtype=torch.long)
-    noisy = torch.zeros((R, T), dtype=torch.bool)
+    copy = torch.zeros((R, T), dtype=torch.long)
     block = torch.zeros((R, T), dtype=torch.long)
     valid = torch.zeros((R, T), dtype=torch.bool)
     logits_at = torch.zeros((R, T), dtype=torch.bool)
     value_at = torch.zeros((R, T), dtype=torch.bool)
     for i, r in enumerate(rows):
         n = len(r)
-        ids[i, :n] = torch.tensor(r.input_ids)
-        pos[i, :n] = torch.tensor(r.position_ids)
-        noisy[i, :n] = torch.tensor(r.noisy)
-        block[i, :n] = torch.tensor(r.block)
+        ids[i, :n], pos[i, :n], copy[i, :n], block[i, :n] = r.input_ids, r.position_ids, r.copy, r.block
         valid[i, :n] = True
         logits_at[i, r.logit_slots] = True
         value_at[i, r.value_slots] = True
     # Row-major order of logits_at must match the per-token metadata order: slots ascend per row.
-    order = [sorted(range(len(r.logit_slots)), key=r.logit_slots.__getitem__) for r in rows]
-    def pick(attr: str, dtype: torch.dtype = torch.long) -> torch.Tensor:
-        return torch.tensor([getattr(r, attr)[j] for r, o in zip(rows, order) for j in o], dtype=dtype)
+    order = [torch.argsort(r.logit_slots) for r in rows]
+
+    def pick(attr: str) -> torch.Tensor:
+        return torch.cat([getattr(r, attr)[o] for r, o in zip(rows, order)])
 
     return MicroBatch(
-        input_ids=ids, position_ids=pos, attn_mask=row_mask(noisy, block, valid), logits_at=logits_at, value_at=value_at,
-        targets=pick("targets"), token_index=pick("token_index"),
-        traj_index=torch.tensor([r.traj_index for r, o in zip(rows, order) for _ in o], dtype=torch.long),
-        row_weight=pick("weights", torch.float32))
+        input_ids=ids, position_ids=pos, attn_mask=SlotMask(copy, block, valid), logits_at=logits_at,
+        value_at=value_at, targets=pick("targets"), token_index=pick("token_index"),
+        traj_index=torch.cat([torch.full((len(o),), r.traj_index, dtype=torch.long) for r, o in zip(rows, order)]),
+        row_weight=pick("weights").float())
 
 
 def micro_batches(rows: list[Row], token_budget: int, pad_id: int) -> list[MicroBatch]:

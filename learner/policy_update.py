@@ -61,21 +61,25 @@ def norm_weights(mbs: list[MicroBatch], trajs: list[Trajectory], mode: str) -> N
 
 def _gather(mb: MicroBatch, per_traj: list[float] | list[list[float]]) -> torch.Tensor:
     """Per-token tensor from per-trajectory scalars or per-trajectory token lists."""
-    ti, tj = mb.traj_index.tolist(), mb.token_index.tolist()
     if per_traj and isinstance(per_traj[0], list):
-        return torch.tensor([per_traj[i][j] for i, j in zip(ti, tj)], dtype=torch.float32)
-    return torch.tensor([per_traj[i] for i in ti], dtype=torch.float32)
+        table = torch.nn.utils.rnn.pad_sequence([torch.tensor(v, dtype=torch.float32) for v in per_traj],
+                                                batch_first=True)
+        return table[mb.traj_index, mb.token_index]
+    return torch.tensor(per_traj, dtype=torch.float32)[mb.traj_index]
 
 
 class PolicyUpdater:
     def __init__(self, engine, algo: AlgoConfig, model_cfg: ModelConfig, *, ref_model: nn.Module | None = None,
-                 value_engine=None, seed: int = 0) -> None:
+                 value_engine=None, seed: int = 0, pack_rounds: bool = True) -> None:
+        """pack_rounds: a trajectory's TraceRL/AGRPO rounds share one clean copy per row (up to
+        algo.token_budget slots); False: one row per round."""
         if algo.uses_value and value_engine is None:
             raise ValueError("algo.name=tracerl_value needs a value engine (a ValueModel in a TrainEngine)")
         if algo.kl_beta > 0 and algo.kl_ref == "frozen" and ref_model is None:
             raise ValueError("algo.kl_ref=frozen with kl_beta > 0 needs a frozen reference model")
         self.engine, self.algo, self.cfg = engine, algo, model_cfg
         self.ref_model, self.value_engine, self.seed = ref_model, value_engine, seed
+        self.pack_budget = algo.token_budget if pack_rounds else None
 
     # ---- batching -------------------------------------------------------------------------
     def _micro_batches(self, rows: list[Row]) -> list[MicroBatch]:
@@ -93,7 +97,7 @@ class PolicyUpdater:
 
     @torch.no_grad()
     def _forward_logprobs(self, model: nn.Module, mbs: list[MicroBatch]) -> list[torch.Tensor]:
-        dev = self._device()
+        dev = self._device()  # one micro-batch on the device at a time
         return [token_logprobs(model, mb.to(dev), self.cfg.mask_token_id, self.algo.temperature)[0].cpu()
                 for mb in mbs]
 
@@ -102,9 +106,10 @@ class PolicyUpdater:
         algo = self.algo
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
         if algo.name in ("tracerl", "tracerl_value", "agrpo"):  # same rows every pass
-            epochs = [self._micro_batches(rl_rows(trajectories, algo, self.cfg, gen))] * algo.ppo_epochs
+            epochs = [self._micro_batches(rl_rows(trajectories, algo, self.cfg, gen, self.pack_budget))] * algo.ppo_epochs
         else:  # the masking baselines draw fresh masks per pass (d1's μ iterations)
-            epochs = [self._micro_batches(rl_rows(trajectories, algo, self.cfg, gen)) for _ in range(algo.ppo_epochs)]
+            epochs = [self._micro_batches(rl_rows(trajectories, algo, self.cfg, gen, self.pack_budget))
+                      for _ in range(algo.ppo_epochs)]
         # Old (and reference) log-probs of every pass are taken before any update.
         for mbs in {id(m): m for m in epochs}.values():
             norm_weights(mbs, trajectories, algo.norm)
@@ -124,7 +129,7 @@ class PolicyUpdater:
         (metrics["rows"],) = _all_reduce([sum(mb.input_ids.shape[0] for mb in epochs[0] if "zero" not in mb.data)], "sum")
         return metrics
 
-    def _policy_loss(self, module: nn.Module, mb: MicroBatch, acc: dict[str, float]) -> torch.Tensor:
+    def _policy_loss(self, module: nn.Module, mb: MicroBatch, acc: "_Sums") -> torch.Tensor:
         algo, d = self.algo, mb.data
         logp, entropy = token_logprobs(module, mb, self.cfg.mask_token_id, algo.temperature, with_entropy=True)
         per_token, clipped = ppo_clip(logp, d["old_logp"], d["adv"], algo.eps_low, algo.eps_high)
@@ -132,14 +137,11 @@ class PolicyUpdater:
             per_token = per_token * truncated_is_weight(d["old_logp"], d["sampler_logp"], algo.tis_cap)
         kl = k3_kl(logp, d["ref_logp"]) if algo.kl_beta > 0 else torch.zeros_like(logp)
         loss = ((per_token + algo.kl_beta * kl) * d["w"]).sum()
-        live = d["w"] != 0  # zero-weight filler tokens must not show up in the metrics either
+        live = (d["w"] != 0).float()  # zero-weight filler tokens must not show up in the metrics either
         ratio = (logp.detach() - d["old_logp"]).exp()
-        acc["policy_loss"] += float(loss.detach())
-        acc["clip_frac"] += float(clipped[live].float().sum())
-        acc["kl"] += float(kl.detach()[live].sum())
-        acc["entropy"] += float(entropy.detach()[live].sum())
-        acc["ratio_max"] = max(acc["ratio_max"], float(ratio[live].max()) if live.any() else 0.0)
-        acc["tokens"] += float(live.sum())
+        acc.add(policy_loss=loss.detach(), clip_frac=(clipped.float() * live).sum(), kl=(kl.detach() * live).sum(),
+                entropy=(entropy * live).sum(), tokens=live.sum())
+        acc.maximum("ratio_max", (ratio * live).max() if ratio.numel() else ratio.new_zeros(()))
         return loss
 
     def _value_update(self, mbs: list[MicroBatch], trajs: list[Trajectory], advantages: list[float],
@@ -171,12 +173,11 @@ class PolicyUpdater:
             return {}
         return {f"value_{k}": x for k, x in self._train(self.value_engine, mbs, self._value_loss).items()}
 
-    def _value_loss(self, module: nn.Module, mb: MicroBatch, acc: dict[str, float]) -> torch.Tensor:
+    def _value_loss(self, module: nn.Module, mb: MicroBatch, acc: "_Sums") -> torch.Tensor:
         d = mb.data
         per_token = clipped_value_loss(module(mb), d["old_values"], d["returns"], self.algo.value.clip)
         loss = (per_token * d["w"]).sum()
-        acc["loss"] += float(loss.detach())
-        acc["tokens"] += float(d["w"].ne(0).sum())
+        acc.add(loss=loss.detach(), tokens=d["w"].ne(0).sum())
         return loss
 
     # ---- SFT ------------------------------------------------------------------------------
@@ -189,23 +190,25 @@ class PolicyUpdater:
         """Supervised step on trajectories: recorded rollouts for sft_trace (their decoding order is
         the target), or reference pairs wrapped by `sft_step`."""
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
-        mbs = self._micro_batches(sft_rows(trajs, self.algo, self.cfg, gen))
+        mbs = self._micro_batches(sft_rows(trajs, self.algo, self.cfg, gen, self.pack_budget))
         norm_weights(mbs, trajs, self.algo.norm)
         return self._train(self.engine, mbs, self._sft_loss)
 
-    def _sft_loss(self, module: nn.Module, mb: MicroBatch, acc: dict[str, float]) -> torch.Tensor:
+    def _sft_loss(self, module: nn.Module, mb: MicroBatch, acc: "_Sums") -> torch.Tensor:
         logp, _ = token_logprobs(module, mb, self.cfg.mask_token_id, 1.0)
         loss = -(logp * mb.data["w"]).sum()
-        acc["sft_loss"] += float(loss.detach())
-        acc["tokens"] += float(mb.data["w"].ne(0).sum())
+        acc.add(sft_loss=loss.detach(), tokens=mb.data["w"].ne(0).sum())
         return loss
 
     # ---- shared ---------------------------------------------------------------------------
     def _train(self, engine, mbs: list[MicroBatch],
-               loss: Callable[[nn.Module, MicroBatch, dict[str, float]], torch.Tensor]) -> dict[str, float]:
-        acc: dict[str, float] = defaultdict(float)
+               loss: Callable[[nn.Module, MicroBatch, "_Sums"], torch.Tensor]) -> dict[str, float]:
+        sums = _Sums()
         dev = self._device()
-        out = engine.train_step([mb.to(dev) for mb in mbs], lambda module, mb: (loss(module, mb, acc), {}))
+        # One micro-batch on the device at a time; metrics stay there until the step ends (the
+        # engine's own float(loss) is the one host sync per micro-batch).
+        out = engine.train_step(mbs, lambda module, mb: (loss(module, mb.to(dev), sums), {}))
+        acc = sums.result()
         # Global figures on every rank: sums over ranks (every rank ran the same number of
         # micro-batches, so the same keys), per-token means over the global token count.
         ratio_max = _all_reduce([acc.pop("ratio_max")], "max") if "ratio_max" in acc else []
@@ -220,7 +223,30 @@ class PolicyUpdater:
         return metrics
 
 
+class _Sums:
+    """Per-step metric sums kept as device tensors (no host sync per micro-batch)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.maxes: dict[str, torch.Tensor] = {}
+
+    def add(self, **values: torch.Tensor) -> None:
+        for k, v in values.items():
+            self.sums[k] = self.sums[k] + v.float() if k in self.sums else v.float()
+
+    def maximum(self, key: str, value: torch.Tensor) -> None:
+        self.maxes[key] = torch.maximum(self.maxes[key], value) if key in self.maxes else value.float()
+
+    def result(self) -> dict[str, float]:
+        keys = list(self.sums) + list(self.maxes)
+        if not keys:
+            return {}
+        values = torch.stack([*self.sums.values(), *self.maxes.values()]).double().cpu().tolist()
+        return dict(zip(keys, values))
+
+
 def _filler_row(cfg: ModelConfig) -> Row:
-    row = Row(traj_index=0)
-    row.train(row.add(cfg.pad_token_id, 0, False, 0), cfg.pad_token_id, 0, 0, 0.0)
-    return row
+    one = torch.tensor([cfg.pad_token_id])
+    zero = torch.zeros(1, dtype=torch.long)
+    return Row(0, one, zero, zero, zero, value_slots=zero, logit_slots=zero, targets=one, token_index=zero,
+               weights=torch.zeros(1))

@@ -5,6 +5,8 @@ map by prefix and LLaDA maps by a fixed rename table (models/checkpoint.py).
 """
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -140,16 +142,19 @@ class DiffusionLM(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor,
                 attn_mask: AttnMask = None, kv_cache: KVCache | None = None,
-                cache_write: int = 0, logits_at: torch.Tensor | None = None) -> torch.Tensor:
+                cache_write: int = 0, logits_at: torch.Tensor | None = None,
+                head: Callable[[torch.Tensor, nn.Module], Any] | None = None) -> Any:
         """Logits [N, T, V], or [M, V] at the M query slots where bool `logits_at` [N, T] is True.
 
         Only the asked-for rows go through the vocabulary projection: full-vocab logits at every
-        position are the main memory cost of training at real vocab sizes.
+        position are the main memory cost of training at real vocab sizes. `head(h, lm_head)`
+        replaces the projection (e.g. the learner's chunked log-probs); it runs inside forward so
+        wrappers (DDP, ZeRO-3 gathering the head) see it.
         """
         h = self.hidden_states(input_ids, position_ids, attn_mask, kv_cache, cache_write)
         if logits_at is not None:
             h = h[logits_at]
-        return self.lm_head(h)
+        return self.lm_head(h) if head is None else head(h, self.lm_head)
 
     def new_kv_cache(self, batch: int, capacity: int) -> KVCache:
         p = self.embed_tokens.weight

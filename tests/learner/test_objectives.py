@@ -18,7 +18,7 @@ def setup():
 
 def response_slots(row, traj):
     P = len(traj.prompt_ids)
-    return {pos: slot for slot, pos in enumerate(row.position_ids) if P <= pos < P + len(traj.response_ids)}
+    return {pos: slot for slot, pos in enumerate(row.position_ids.tolist()) if P <= pos < P + len(traj.response_ids)}
 
 
 def test_coupled_grpo_scores_each_token_exactly_once_in_complementary_passes(setup):
@@ -27,18 +27,18 @@ def test_coupled_grpo_scores_each_token_exactly_once_in_complementary_passes(set
     for i, t in enumerate(trajs):
         pair = [r for r in rows if r.traj_index == i]
         assert len(pair) in (1, 2)  # a pass whose mask is empty trains nothing and is dropped
-        scored = sorted(j for r in pair for j in r.token_index)
+        scored = sorted(j for r in pair for j in r.token_index.tolist())
         assert scored == list(range(len(t.response_ids)))
-        weights = {r.round_index: set(r.weights) for r in pair}
+        weights = {r.round_index: set(r.weights.tolist()) for r in pair}
         if len(pair) == 2:
             (w1,), (w2,) = weights[0], weights[1]
             ratio = 1 / w1
             assert 0.2 <= ratio <= 0.8 and w2 == pytest.approx(1 / (1 - ratio))
         for r in pair:  # masked exactly where trained; the other pass shows these tokens
             slots = response_slots(r, t)
-            trained = set(r.token_index)
+            trained = set(r.token_index.tolist())
             for j in range(len(t.response_ids)):
-                assert (r.input_ids[slots[len(t.prompt_ids) + j]] == MASK) == (j in trained)
+                assert bool(r.input_ids[slots[len(t.prompt_ids) + j]] == MASK) == (j in trained)
 
 
 def test_diffu_grpo_masks_completion_fully_and_prompt_at_p(setup):
@@ -50,13 +50,13 @@ def test_diffu_grpo_masks_completion_fully_and_prompt_at_p(setup):
         for r in rows:
             t = trajs[r.traj_index]
             P = len(t.prompt_ids)
-            assert sorted(r.token_index) == list(range(len(t.response_ids)))
+            assert sorted(r.token_index.tolist()) == list(range(len(t.response_ids)))
             assert all(r.input_ids[s] == MASK for pos, s in response_slots(r, t).items())
-            masked_prompt += sum(r.input_ids[p] == MASK for p in range(P))
+            masked_prompt += int((r.input_ids[:P] == MASK).sum())
             total_prompt += P
     assert abs(masked_prompt / total_prompt - 0.3) < 0.05
     # A fresh mask per inner iteration: different generator states give different prompt masks.
-    assert [r.input_ids for r in draws[0]] != [r.input_ids for r in draws[1]]
+    assert [r.input_ids.tolist() for r in draws[0]] != [r.input_ids.tolist() for r in draws[1]]
 
 
 def test_random_masking_trains_only_masked_tokens(setup):
@@ -67,7 +67,7 @@ def test_random_masking_trains_only_masked_tokens(setup):
         t = trajs[r.traj_index]
         slots = response_slots(r, t)
         masked = {p - len(t.prompt_ids) for p, s in slots.items() if r.input_ids[s] == MASK}
-        assert masked == set(r.token_index) and masked
+        assert masked == set(r.token_index.tolist()) and masked
 
 
 @pytest.mark.parametrize("sampling", ["uniform", "entropy"])
@@ -82,16 +82,17 @@ def test_agrpo_draws_m_steps_with_unbiased_weights(setup, sampling):
     trials = 400
     for s in range(trials):
         for r in rl_rows([t], algo, model.config, torch.Generator().manual_seed(s)):
-            for j, w in zip(r.token_index, r.weights):
+            for j, w in zip(r.token_index.tolist(), r.weights.tolist()):
                 counts[t.step_map[j]] += w / t.step_map.count(t.step_map[j])
     est = counts[sorted(set(t.step_map))] / trials
     assert torch.allclose(est, torch.ones(n_steps), atol=0.25)
     rows = rl_rows([t], algo, model.config, torch.Generator().manual_seed(0))
-    drawn = {t.step_map[j] for r in rows for j in r.token_index}
+    drawn = {t.step_map[j] for r in rows for j in r.token_index.tolist()}
     assert 1 <= len(drawn) <= M
     for r in rows:  # every trained token of a drawn step, in the state before that step
-        for j in r.token_index:
-            assert all(t.step_map[k] != t.step_map[j] or k in r.token_index for k in range(len(t.step_map)))
+        trained = r.token_index.tolist()
+        for j in trained:
+            assert all(t.step_map[k] != t.step_map[j] or k in trained for k in range(len(t.step_map)))
 
 
 def test_sft_semi_ar_masks_each_block_and_fills_after_eos():
@@ -102,9 +103,9 @@ def test_sft_semi_ar_masks_each_block_and_fills_after_eos():
     (row,) = rows
     seq = Sequence.of(pair, MASK)
     blocks = block_step_groups(seq, 4, 1)
-    noisy_blocks = {row.block[s] for s in range(len(row)) if row.noisy[s]}
+    noisy_blocks = {int(row.block[s]) for s in range(len(row)) if row.noisy[s]}
     assert noisy_blocks == set(blocks)
-    for slot, idx in zip(row.value_slots, row.token_index):
+    for slot, idx in zip(row.value_slots.tolist(), row.token_index.tolist()):
         assert row.input_ids[slot] == MASK and row.noisy[slot]
         assert idx >= 0  # never a prompt token
     for s in range(len(row)):  # prompt slots inside a noisy copy stay visible
@@ -116,4 +117,4 @@ def test_trace_sft_trains_every_token_once(setup):
     model, trajs = setup
     rows = sft_rows(trajs, AlgoConfig(name="sft_trace"), model.config, torch.Generator())
     for i, t in enumerate(trajs):
-        assert sorted(j for r in rows if r.traj_index == i for j in r.token_index) == list(range(len(t.response_ids)))
+        assert sorted(j for r in rows if r.traj_index == i for j in r.token_index.tolist()) == list(range(len(t.response_ids)))

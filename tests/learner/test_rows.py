@@ -1,10 +1,11 @@
-"""TraceRL rows reproduce the sampler's contexts exactly, and packing equals the naive computation."""
+"""TraceRL rows reproduce the sampler's contexts exactly in both layouts (one row per round, rounds
+packed on one clean copy), and packing equals the naive computation."""
 import pytest
 import torch
 
 from helpers import MASK, PAD, params, prompts_mixed, tiny_model
 from learner.batching import micro_batches
-from learner.bruteforce import state_logprobs
+from tests.learner.bruteforce import state_logprobs
 from learner.logprobs import token_logprobs
 from learner.losses import ppo_clip
 from learner.rows import Sequence, block_step_groups, shrink_groups, trace_rows
@@ -12,13 +13,16 @@ from rollout.sampler import generate
 from rollout.trajectory import Trajectory
 
 
-def rows_for(trajs, attention="block_causal", shrink=1, shift=0):
-    return [r for i, t in enumerate(trajs) for r in trace_rows(t, i, attention, shrink, MASK, shift)]
+LAYOUTS = {"per_round": None, "packed": 1024}
 
 
-def learner_vs_sampler(model, trajs, attention="block_causal", shift=0) -> float:
+def rows_for(trajs, attention="block_causal", shrink=1, shift=0, pack=None):
+    return [r for i, t in enumerate(trajs) for r in trace_rows(t, i, attention, shrink, MASK, shift, pack)]
+
+
+def learner_vs_sampler(model, trajs, attention="block_causal", shift=0, pack=None) -> float:
     worst, seen = 0.0, 0
-    for mb in micro_batches(rows_for(trajs, attention, 1, shift), 1024, PAD):
+    for mb in micro_batches(rows_for(trajs, attention, 1, shift, pack), 1024, PAD):
         with torch.no_grad():
             lp, _ = token_logprobs(model, mb, MASK)
         rec = torch.tensor([trajs[i].logprobs[j] for i, j in zip(mb.traj_index.tolist(), mb.token_index.tolist())])
@@ -28,22 +32,24 @@ def learner_vs_sampler(model, trajs, attention="block_causal", shift=0) -> float
     return worst
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("block", [2, 4, 8])
 @pytest.mark.parametrize("strategy", ["static", "dynamic"])
-def test_learner_logprobs_equal_sampler_logprobs(block, strategy):
+def test_learner_logprobs_equal_sampler_logprobs(block, strategy, layout):
     model = tiny_model(block)
     trajs = generate(model, prompts_mixed(block) * 2,
                      params(block_size=block, steps_per_block=min(block, 4), strategy=strategy, max_new_tokens=32),
                      seeds=list(range(8)))
     assert {len(t.prompt_ids) % block for t in trajs} != {0}, "prompts of both kinds"
-    assert learner_vs_sampler(model, trajs) <= 1e-4
+    assert learner_vs_sampler(model, trajs, pack=LAYOUTS[layout]) <= 1e-4
 
 
-def test_learner_logprobs_equal_sampler_with_eos_inside_a_block():
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_learner_logprobs_equal_sampler_with_eos_inside_a_block(layout):
     model = tiny_model(4)
     trajs = generate(model, prompts_mixed(4) * 3, params(max_new_tokens=40), seeds=list(range(12)))
     assert any(t.finish_reason == "eos" and t.tail_ids for t in trajs)
-    assert learner_vs_sampler(model, trajs) <= 1e-4
+    assert learner_vs_sampler(model, trajs, pack=LAYOUTS[layout]) <= 1e-4
 
 
 @pytest.mark.parametrize("family", ["llada", "dream"])
@@ -62,24 +68,54 @@ def brute_force_loss(model, trajs, adv, old) -> torch.Tensor:
     return total
 
 
-def test_packed_loss_and_gradient_equal_bruteforce():
-    model = tiny_model(4).train()
-    trajs = generate(model, prompts_mixed(4), params(max_new_tokens=16, strategy="dynamic"), seeds=[1, 2, 3, 4])
-    adv = [1.0, -0.5, 0.25, -1.0]
-    # Old log-probs away from the current ones so that some ratios are clipped.
-    old = {(i, j): lp + 0.3 * ((i + j) % 3 - 1) for i, t in enumerate(trajs) for j, lp in enumerate(t.logprobs)}
-    packed = torch.zeros(())
-    for mb in micro_batches(rows_for(trajs), 64, PAD):
+def rows_loss(model, trajs, adv, old, pack, budget=64) -> torch.Tensor:
+    total = torch.zeros(())
+    for mb in micro_batches(rows_for(trajs, pack=pack), budget, PAD):
         lp, _ = token_logprobs(model, mb, MASK)
         o = torch.tensor([old[k] for k in zip(mb.traj_index.tolist(), mb.token_index.tolist())])
         a = torch.tensor([adv[i] for i in mb.traj_index.tolist()])
-        packed = packed + ppo_clip(lp, o, a, 0.2, 0.2)[0].sum()
-    grads_packed = torch.autograd.grad(packed, list(model.parameters()))
-    brute = brute_force_loss(model, trajs, adv, old)
-    grads_brute = torch.autograd.grad(brute, list(model.parameters()))
-    assert float(packed.detach()) == pytest.approx(float(brute.detach()), rel=1e-5)
-    for gp, gb in zip(grads_packed, grads_brute):
-        assert torch.allclose(gp, gb, rtol=1e-5, atol=1e-6 * float(gb.abs().max()) + 1e-9)
+        total = total + ppo_clip(lp, o, a, 0.2, 0.2)[0].sum()
+    return total
+
+
+def assert_same_loss_and_grads(model, a: torch.Tensor, b: torch.Tensor) -> None:
+    grads_a = torch.autograd.grad(a, list(model.parameters()))
+    grads_b = torch.autograd.grad(b, list(model.parameters()))
+    assert float(a.detach()) == pytest.approx(float(b.detach()), rel=1e-5)
+    for ga, gb in zip(grads_a, grads_b):
+        assert torch.allclose(ga, gb, rtol=1e-5, atol=1e-6 * float(gb.abs().max()) + 1e-9)
+
+
+def clipped(strategy: str, steps_per_block: int):
+    model = tiny_model(4).train()
+    trajs = generate(model, prompts_mixed(4), params(max_new_tokens=16, strategy=strategy,
+                                                     steps_per_block=steps_per_block), seeds=[1, 2, 3, 4])
+    adv = [1.0, -0.5, 0.25, -1.0]
+    # Old log-probs away from the current ones so that some ratios are clipped.
+    old = {(i, j): lp + 0.3 * ((i + j) % 3 - 1) for i, t in enumerate(trajs) for j, lp in enumerate(t.logprobs)}
+    return model, trajs, adv, old
+
+
+@pytest.fixture(scope="module")
+def clipped_case():
+    return clipped("dynamic", 2)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_rows_loss_and_gradient_equal_bruteforce(clipped_case, layout):
+    model, trajs, adv, old = clipped_case
+    assert_same_loss_and_grads(model, rows_loss(model, trajs, adv, old, LAYOUTS[layout], 1024),
+                               brute_force_loss(model, trajs, adv, old))
+
+
+@pytest.mark.parametrize("budget", [60, 1024])  # 60: the budget splits a trajectory's rounds over rows
+def test_packed_rounds_equal_per_round_loss_and_gradient(budget):
+    model, trajs, adv, old = clipped("static", 4)  # K = 4 rounds
+    packed_rows = rows_for(trajs, pack=budget)
+    assert len(packed_rows) < len(rows_for(trajs))
+    assert (len(packed_rows) > len(trajs)) == (budget == 60)
+    assert_same_loss_and_grads(model, rows_loss(model, trajs, adv, old, budget, budget),
+                               rows_loss(model, trajs, adv, old, None))
 
 
 def handmade(step_map, prompt_len=3, block=4) -> Trajectory:
@@ -107,12 +143,12 @@ def test_rows_per_response_is_max_groups_over_blocks(shrink):
     rows = trace_rows(t, 0, "block_causal", shrink, MASK)
     assert len(rows) == max(len(g) for g in groups.values())
     # Each row masks exactly the tokens whose step is at or after its group's first step.
-    trained = sorted(j for r in rows for j in r.token_index)
+    trained = sorted(j for r in rows for j in r.token_index.tolist())
     assert trained == list(range(len(t.response_ids)))
     for r in rows:
-        for slot, pos in enumerate(r.position_ids):
+        for slot, pos in enumerate(r.position_ids.tolist()):
             if r.noisy[slot] and pos >= 4:
                 b = pos // 4
                 if r.round_index < len(groups[b]):
                     first = groups[b][r.round_index][0]
-                    assert (r.input_ids[slot] == MASK) == (t.step_map[pos - 4] >= first)
+                    assert bool(r.input_ids[slot] == MASK) == (t.step_map[pos - 4] >= first)

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from helpers import EOS, MASK, STRATEGIES, params, prompts_mixed, tiny_model
-from learner.bruteforce import state_logprobs
+from tests.learner.bruteforce import state_logprobs
 from rollout.params import SamplingParams
 from rollout.sampler import generate
 

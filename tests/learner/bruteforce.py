@@ -1,4 +1,4 @@
-"""The naive way to score a trajectory: one forward per (block, step) state over the bare sequence.
+"""Test oracle: the naive way to score a trajectory: one forward per (block, step) state over the bare sequence.
 
 It is the reference the packed TraceRL rows are tested and benchmarked against: same numbers,
 ~K× more forwards, each over the whole prefix.
@@ -11,7 +11,7 @@ from torch import nn
 from models.masks import column_mask
 from rollout.trajectory import Trajectory
 
-from .rows import Sequence, block_step_groups
+from tests.learner.python_rows import Sequence, block_step_groups
 
 
 def state_logprobs(model: nn.Module, traj: Trajectory, mask_id: int) -> torch.Tensor:

@@ -1,0 +1,65 @@
+"""The per-slot mask description equals the dense masks it replaces, and attending through it
+(query chunks over the keys each chunk may see, recomputed in backward) equals dense attention."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models.masks import column_mask
+from models.slot_mask import SlotMask
+from tests.learner.python_rows import row_mask
+
+
+def random_rows(gen: torch.Generator, R: int, T: int, copies: int):
+    copy = torch.randint(0, copies + 1, (R, T), generator=gen)
+    block = torch.randint(0, 5, (R, T), generator=gen)
+    lengths = torch.randint(1, T + 1, (R,), generator=gen)
+    valid = torch.arange(T)[None] < lengths[:, None]
+    return copy, block, valid
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_description_equals_dense_row_mask_on_random_rows(seed):
+    gen = torch.Generator().manual_seed(seed)
+    copy, block, valid = random_rows(gen, 3, 37, 1)  # one noisy copy id: the per-round layout
+    spec = SlotMask(copy, block, valid)
+    dense = row_mask(copy > 0, block, valid)
+    assert torch.equal(spec.rows(), dense)
+    assert torch.equal(spec.rows(5, 19), dense[:, 5:19])
+
+
+def test_flat_layouts_equal_the_sampler_column_masks():
+    T, B = 23, 4
+    pos = torch.arange(T)[None]
+    valid = pos < 19
+    full = SlotMask(torch.ones_like(pos), torch.zeros_like(pos), valid)  # LLaDA/Dream rows
+    causal = SlotMask(torch.zeros_like(pos), pos // B, valid)  # block-causal baselines
+    assert torch.equal(full.rows(), column_mask(pos[0], pos[0], valid, None))
+    assert torch.equal(causal.rows(), column_mask(pos[0], pos[0], valid, B))
+
+
+def test_copies_of_one_block_never_see_each_other():
+    # clean blocks 0,1 | copy 1 of block 1 | copy 2 of block 1
+    copy = torch.tensor([[0, 0, 0, 0, 1, 1, 2, 2]])
+    block = torch.tensor([[0, 0, 1, 1, 1, 1, 1, 1]])
+    m = SlotMask(copy, block, torch.ones_like(copy, dtype=torch.bool)).rows()[0]
+    assert m[4].tolist() == [True, True, False, False, True, True, False, False]
+    assert m[7].tolist() == [True, True, False, False, False, False, True, True]
+    assert m[3].tolist() == [True, True, True, True, False, False, False, False]
+
+
+@pytest.mark.parametrize("chunk", [4, 7, 64])
+def test_chunked_attention_and_gradients_equal_dense_attention(chunk):
+    gen = torch.Generator().manual_seed(chunk)
+    R, H, Hkv, T, D = 3, 4, 2, 29, 8
+    copy, block, valid = random_rows(gen, R, T, 3)
+    block = block.sort(dim=1).values  # keys of later blocks exist, so chunks can skip some
+    spec = SlotMask(copy, block, valid, query_chunk=chunk)
+    q, k, v = (torch.randn(R, h, T, D, generator=gen, dtype=torch.float64, requires_grad=True)
+               for h in (H, Hkv, Hkv))
+    ours = spec.attend(q, k, v, enable_gqa=True)
+    dense = F.scaled_dot_product_attention(q, k, v, attn_mask=spec.rows()[:, None], enable_gqa=True)
+    assert torch.allclose(ours, dense, atol=1e-12)
+    w = torch.randn(ours.shape, generator=gen, dtype=torch.float64)
+    for a, b in zip(torch.autograd.grad((ours * w).sum(), (q, k, v)), torch.autograd.grad((dense * w).sum(), (q, k, v))):
+        assert torch.allclose(a, b, atol=1e-12)
+

@@ -248,22 +248,20 @@ class SlotDecoder:
             hi = live[-1] + 1
             c0 = self.c0[:hi]
             masked = (self.tokens[:hi].gather(1, c0[:, None] + self.ar) == self.cfg.mask_token_id) & self.alive[:hi, None]
-            schedule = static_schedule(masked.sum(1), K)
-            # The same schedule on the host: a new row's first block holds its prompt's tail.
-            left_h = torch.tensor([0 if r is None else B - max(len(r.prompt) - r.c0, 0) for r in self.rows[:hi]])
-            sched_h = static_schedule(left_h, K)
+            # Every block starts fully masked but a new row's first, which holds its prompt's tail.
+            left = [0 if r is None else B - max(len(r.prompt) - r.c0, 0) for r in self.rows[:hi]]
+            plan = static_schedule(left, K)
+            schedule = self.link.to_device(plan, torch.long)
             for k in range(K):
-                m = int(left_h.sum())
-                masked = self._pass(hi, k, masked, schedule, m)
-                last = k == K - 1 or (planned and int((left_h - sched_h[:, k]).sum()) == 0)
+                masked = self._pass(hi, k, masked, schedule, sum(left))
                 if planned:
-                    left_h = left_h - sched_h[:, k]
-                if not planned or last:
+                    left = [n - row[k] for n, row in zip(left, plan)]
+                if not planned or k == K - 1 or sum(left) == 0:
                     status_dev = self._status(hi, masked)
                     status = self.link.read(status_dev)
                     yield from self._emit()
-                    left_h = torch.tensor([row[0] for row in status])
-                    if last or int(left_h.sum()) == 0:
+                    left = [row[0] for row in status]
+                    if sum(left) == 0:
                         self._close_block(hi, status, status_dev[:, 1].bool())
                         break
         self.link.drain()

@@ -10,14 +10,15 @@ import torch
 from .params import SamplingParams
 
 
-def static_schedule(masked_at_start: torch.Tensor, steps: int) -> torch.Tensor:
-    """[R, steps] tokens per pass: the block's masked count split as evenly as possible over
-    min(steps, masked) passes, remainder first (SDAR's schedule)."""
-    passes = masked_at_start.clamp(max=steps).clamp(min=1)
-    k = torch.arange(steps, device=masked_at_start.device)
-    base = masked_at_start[:, None] // passes[:, None]
-    rem = masked_at_start[:, None] % passes[:, None]
-    return torch.where(k < passes[:, None], base + (k < rem).long(), torch.zeros_like(base))
+def static_schedule(masked_at_start: list[int], steps: int) -> list[list[int]]:
+    """Per row, tokens per pass: the block's masked count split as evenly as possible over
+    min(steps, masked) passes, remainder first (SDAR's schedule). Plain ints: the sampler's host
+    knows every block's masked count without reading the device."""
+    out = []
+    for m in masked_at_start:
+        passes = max(min(m, steps), 1)
+        out.append([m // passes + (k < m % passes) if k < passes else 0 for k in range(steps)])
+    return out
 
 
 def choose_commits(params: SamplingParams, masked: torch.Tensor, confidence: torch.Tensor,

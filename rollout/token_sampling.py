@@ -19,6 +19,11 @@ class Candidates:
     entropy: torch.Tensor     # [M] entropy of the sampling distribution
 
 
+# Filtered-out and banned tokens get the lowest finite logit instead of -inf: their probability is
+# still exactly 0, and sums like p * logit stay 0 instead of 0 * -inf = NaN.
+_LOW = torch.finfo(torch.float32).min
+
+
 def filter_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
     """The sampling distribution's logits (float32). temperature 0 keeps the raw logits."""
     logits = logits.float()
@@ -26,14 +31,14 @@ def filter_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: f
         logits = logits / temperature
     if top_k and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+        logits = logits.masked_fill(logits < kth, _LOW)
     if top_p < 1.0:
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
         probs = sorted_logits.softmax(-1)
         # Drop a token once the mass before it already reaches top_p (the top token always stays).
         drop_sorted = (probs.cumsum(-1) - probs) >= top_p
         drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
+        logits = logits.masked_fill(drop, _LOW)
     return logits
 
 
@@ -42,7 +47,8 @@ _CHUNK = 1024
 
 def inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """[M] index i with P(< i) <= u * total < P(<= i), for probs [M, V] float32, u [M] float64.
-    A zero-probability pick (u at a bucket edge, rounding past the end) falls back to the argmax."""
+    Searching for the first cumulative mass *above* the target never picks a zero-probability
+    token; if rounding runs past the chunk, the chunk's most likely token is taken."""
     m, vocab = probs.shape
     whole = vocab - vocab % _CHUNK
     sums = [probs[:, :whole].view(m, whole // _CHUNK, _CHUNK).sum(-1)] if whole else []
@@ -50,25 +56,29 @@ def inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
         sums.append(probs[:, whole:].sum(-1, keepdim=True))
     cum = torch.cat(sums, dim=1).double().cumsum(-1)
     target = (u * cum[:, -1]).unsqueeze(-1)
-    chunk = torch.searchsorted(cum, target).clamp_(max=cum.shape[1] - 1)
+    chunk = torch.searchsorted(cum, target, right=True).clamp_(max=cum.shape[1] - 1)
     before = torch.where(chunk > 0, cum.gather(1, (chunk - 1).clamp(min=0)), torch.zeros_like(target))
     cols = chunk * _CHUNK + torch.arange(_CHUNK, device=probs.device)
     inside = probs.gather(1, cols.clamp(max=vocab - 1)).masked_fill(cols >= vocab, 0.0)
-    local = torch.searchsorted(inside.double().cumsum(-1), target - before).clamp_(max=_CHUNK - 1)
-    tokens = (chunk * _CHUNK + local).clamp_(max=vocab - 1).squeeze(-1)
-    ok = probs.gather(1, tokens[:, None]).squeeze(-1) > 0
-    return torch.where(ok, tokens, probs.argmax(-1))
+    local = torch.searchsorted(inside.double().cumsum(-1), target - before, right=True)
+    local = torch.where(local < _CHUNK, local, inside.argmax(-1, keepdim=True))
+    return (chunk * _CHUNK + local).squeeze(-1)
 
 
 def sample_candidates(logits: torch.Tensor, u: torch.Tensor, temperature: float, top_k: int,
                       top_p: float, banned_id: int) -> Candidates:
     """logits [M, V] (overwritten when already float32), u [M] float64 uniforms. `banned_id`
-    (the mask token) is never sampled."""
+    (the mask token) is never sampled. Three passes over the vocabulary: softmax, the chunk masses
+    of the inverse CDF, and sum(p * logit) for the entropy (plus a plain sum)."""
     logits = logits.float()
-    logits[:, banned_id] = float("-inf")
-    logp = torch.log_softmax(filter_logits(logits, temperature, top_k, top_p), dim=-1)
-    probs = logp.exp()
-    tokens = probs.argmax(-1) if temperature == 0 else inverse_cdf(probs, u)
-    token_logp = logp.gather(-1, tokens[:, None]).squeeze(-1)
-    entropy = -(probs * logp.masked_fill(probs == 0, 0.0)).sum(-1)
-    return Candidates(tokens, token_logp, token_logp.exp(), entropy)
+    logits[:, banned_id] = _LOW
+    logits = filter_logits(logits, temperature, top_k, top_p)
+    probs = torch.softmax(logits, dim=-1)
+    tokens = probs.max(-1).indices if temperature == 0 else inverse_cdf(probs, u)
+    p_tok = probs.gather(-1, tokens[:, None]).squeeze(-1)
+    token_logp = p_tok.log()
+    # log-sum-exp from the sampled token (logit - log p), then H = -sum(p * (logit - lse)); the
+    # sum(p) factor cancels the softmax's rounding of the total mass (as large as lse * 1e-5).
+    lse = logits.gather(-1, tokens[:, None]).squeeze(-1) - token_logp
+    entropy = lse * probs.sum(-1) - torch.linalg.vecdot(probs, logits)
+    return Candidates(tokens, token_logp, p_tok, entropy)

@@ -114,9 +114,9 @@ def test_no_rows_by_queries_by_keys_mask_is_built():
         F.scaled_dot_product_attention = sdpa
     assert masks
     for rows, tq, tk, shape in masks:
-        assert shape is not None and len(shape) in (2, 4)
-        # Either one [Tq, Tk] mask shared by the rows, or per-row key validity [rows, 1, 1, Tk].
-        assert len(shape) == 2 or shape[1:3] == (1, 1), (rows, tq, tk, shape)
+        assert shape is not None and len(shape) == 4
+        # Either one [1, 1, Tq, Tk] mask shared by the rows, or per-row key validity [rows, 1, 1, Tk].
+        assert shape[0] == 1 or shape[1:3] == (1, 1), (rows, tq, tk, shape)
 
 
 @pytest.mark.parametrize("update, message", [

@@ -56,6 +56,26 @@ def canvas_of(prompt_len: int, params: SamplingParams, block_causal: bool) -> tu
     return prompt_len, prompt_len + params.max_new_tokens
 
 
+def slots_that_fit(model: DiffusionLM, params: SamplingParams, capacity: int, wanted: int,
+                   memory_fraction: float = 0.9) -> int:
+    """Rows in flight: `wanted`, fewer on a GPU whose free memory (x memory_fraction, like vLLM's
+    gpu_memory_utilization) cannot hold their KV cache plus the sampling work of one pass."""
+    weight = model.embed_tokens.weight
+    if weight.device.type != "cuda":
+        return wanted
+    cfg = model.config
+    width = capacity + (0 if cfg.attention == "block_causal" else params.max_new_tokens + 1)  # see SlotDecoder
+    kv = 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * width * weight.element_size()
+    # Per row per pass: two blocks of queries through the model (~8 hidden-sized activations per
+    # token) and a block of fp32 logits with the softmax's copy.
+    work = params.block_size * (16 * cfg.hidden_size * weight.element_size() + 3 * 4 * cfg.vocab_size)
+    fit = int(torch.cuda.mem_get_info(weight.device)[0] * memory_fraction // (kv + work))
+    if fit < 1:
+        raise ValueError(f"one row's KV cache ({capacity} columns, rollout.cache_tokens={params.cache_tokens}) does "
+                         f"not fit the GPU's free memory: lower rollout.max_new_tokens or rollout.cache_tokens")
+    return min(wanted, fit)
+
+
 class SlotDecoder:
     def __init__(self, model: DiffusionLM, params: SamplingParams, capacity: int, slots: int) -> None:
         cfg = model.config
@@ -83,7 +103,7 @@ class SlotDecoder:
         self.alive = torch.zeros(slots, dtype=torch.bool, **z)
         self.ar = torch.arange(B, **z)
         stops = [] if params.ignore_eos else sorted({cfg.eos_token_id, *cfg.stop_token_ids, *params.stop_token_ids})
-        self.stop_ids = torch.tensor(stops, dtype=torch.long, **z)
+        self.stop_ids = self.link.to_device(stops, torch.long)
         self.rows: list[_Row | None] = [None] * slots
         self.passes = 0
         self._pending: list[tuple[list[_Row], list[int], list[int], torch.Tensor, torch.Tensor, torch.Tensor]] = []

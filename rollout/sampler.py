@@ -12,7 +12,7 @@ import torch
 
 from models.transformer import DiffusionLM
 
-from .engine import SlotDecoder, canvas_of
+from .engine import SlotDecoder, canvas_of, slots_that_fit
 from .params import SamplingParams
 from .trajectory import Trajectory
 
@@ -57,7 +57,8 @@ def stream(model: DiffusionLM, prompts: list[list[int]], params: SamplingParams,
     validate_prompts(model, prompts, params)
     block_causal = model.config.attention == "block_causal"
     capacity = params.cache_tokens or max(canvas_of(len(p), params, block_causal)[1] for p in prompts)
-    decoder = SlotDecoder(model, params, capacity, min(params.max_batch_rows, len(prompts)))
+    slots = slots_that_fit(model, params, capacity, min(params.max_batch_rows, len(prompts)))
+    decoder = SlotDecoder(model, params, capacity, slots)
     queue: Iterable[tuple[int, list[int], int]] = ((i, p, s) for i, (p, s) in enumerate(zip(prompts, seeds)))
     yield from decoder.run(iter(queue))
     if stats is not None:

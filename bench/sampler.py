@@ -184,10 +184,12 @@ def heavy_tailed(model: DiffusionLM, params: SamplingParams, rows: int, batch_ro
     def static() -> list[Trajectory]:
         return [t for i, c in enumerate(chunks) for t in generate(model, c, p, seeds[i * batch_rows:(i + 1) * batch_rows])]
     seconds, outs = fastest({"continuous": lambda: generate(model, prompts, p, seeds), "static": static}, repeats)
-    same = all(a.response_ids == b.response_ids for a, b in zip(outs["continuous"], outs["static"]))
+    # Equal up to float32 rounding: batched matmuls of other shapes round differently, which can flip
+    # a near-tie of random weights' flat distributions (in float64 every row is identical).
+    same = sum(a.response_ids == b.response_ids for a, b in zip(outs["continuous"], outs["static"]))
     lengths = sorted(len(t.response_ids) for t in outs["continuous"])
     return {"continuous_over_static_batching": round(seconds["static"] / seconds["continuous"], 2),
-            "heavy": {"rows": rows, "max_batch_rows": batch_rows, "stop_ids": n_stop, "same_rows": same,
+            "heavy": {"rows": rows, "max_batch_rows": batch_rows, "stop_ids": n_stop, "rows_identical": same,
                       "median_len": lengths[rows // 2], "at_budget": sum(n == new for n in lengths),
                       "tokens": sum(lengths), "seconds": {k: round(v, 3) for k, v in seconds.items()}}}
 

@@ -88,7 +88,7 @@ class SlotDecoder:
         # Full attention: a later pass's query runs from the block to the canvas end, padded to the
         # longest such span; the extra columns keep that padding inside the row's own slot.
         width = capacity if self.block_causal else capacity + params.max_new_tokens + self.shift
-        self.width, self.slots = width, slots
+        self.width = width
         self.cache = model.new_kv_cache(slots, width) if params.use_cache else None
         z = dict(device=self.dev)
         self.tokens = torch.full((slots, width), cfg.mask_token_id, dtype=torch.long, **z)

@@ -1,5 +1,7 @@
-"""Rollout + reward as one streamed stage: shards go to rollout workers, and each shard's
-trajectories are scored by reward workers as soon as it comes back (ray.wait).
+"""Rollout + reward as one streamed stage: the step's prompts are a queue of shards that rollout
+workers take one at a time (a worker that finishes early takes the next shard), and each shard's
+trajectories are scored by reward workers as soon as it comes back (ray.wait). Inside a worker
+the shard is the sampler's queue: a finished row's slot takes its next prompt (rollout/engine.py).
 
 Faults: a shard or chunk whose actor died is re-issued (a rollout worker only after Ray restarted
 it and it got the current weights). Every (prompt uid, sample) is accounted exactly once.
@@ -7,7 +9,8 @@ it and it got the current weights). Every (prompt uid, sample) is accounted exac
 from __future__ import annotations
 
 import logging
-from collections import Counter
+import math
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +34,7 @@ class RolloutJob:
     records: list[PromptRecord]
     rows: dict[str, dict[str, Any]]
     params: SamplingParams
+    queue: deque = field(default_factory=deque)  # shards no worker has taken yet
     pending: dict[Any, tuple[str, int, Any]] = field(default_factory=dict)  # ref -> (stage, worker, payload)
     reissued: Counter = field(default_factory=Counter)
 
@@ -44,10 +48,21 @@ def split(items: list, n: int) -> list[list]:
 
 def submit(pools: Pools, records: list[PromptRecord], rows: dict[str, dict[str, Any]],
            params: SamplingParams) -> RolloutJob:
-    job = RolloutJob(records, rows, params)
-    for w, shard in enumerate(split(records, len(pools.rollout))):
-        job.pending[pools.rollout[w].generate.remote(shard, params)] = ("rollout", w, shard)
+    """Queue the records as shards of about 2 x rollout.max_batch_rows (at least one per worker:
+    big enough to keep a worker's slots refilled, small enough that workers balance) and give
+    each worker its first."""
+    workers = len(pools.rollout)
+    shards = max(workers, math.ceil(len(records) / (2 * params.max_batch_rows)))
+    job = RolloutJob(records, rows, params, deque(split(records, shards)))
+    for w in range(workers):
+        _take_shard(pools, job, w)
     return job
+
+
+def _take_shard(pools: Pools, job: RolloutJob, w: int) -> None:
+    if job.queue:
+        shard = job.queue.popleft()
+        job.pending[pools.rollout[w].generate.remote(shard, job.params)] = ("rollout", w, shard)
 
 
 def collect(pools: Pools, job: RolloutJob, version: int, chunk: int,
@@ -74,6 +89,7 @@ def collect(pools: Pools, job: RolloutJob, version: int, chunk: int,
             continue
         bar.update(len(payload))
         if stage == "rollout":
+            _take_shard(pools, job, w)
             trajs += result
             for part in (result[i:i + chunk] for i in range(0, len(result), chunk)):
                 next_reward = _score(pools, job, part, next_reward)

@@ -27,12 +27,29 @@ over_hf_ar_all_ar_tokens credits AR with all batch × L tokens it made instead.
 over_hf_ar = our tokens/s ÷ AR generate tokens/s. `--repeats` keeps the fastest of N timings of
 each decoder, taking turns (the development machine is shared, single timings are noisy; under
 contention --threads 1 is far steadier than 2).
+
+Engine figures (added to the same JSON line):
+- host_syncs_per_pass: blocking device→host reads per denoising pass of the cached run (HostLink).
+- `--batches 64,256`: tokens/s of the cached engine at those batch sizes; with `--baseline DIR`
+  (a checkout of an older commit, e.g. `git worktree add /tmp/old add483c`) the older engine runs
+  the same model and prompts in a subprocess, taking turns with ours `--repeats` times (best of
+  each kept), and over_baseline_batch_N = our tokens/s ÷ its.
+- `--heavy`: a heavy-tailed workload (EOS at random lengths: stop ids are a slice of the vocabulary
+  sized so that a fifth of the rows reach max_new_tokens) decoded with continuous batching and
+  with static batches of the same `--max-batch-rows`; continuous_over_static_batching = static
+  seconds ÷ continuous seconds (both produce the same rows: each row depends on its seed alone).
+- `--no-reference` skips the uncached and transformers runs (real-size vocabularies).
+- `--device cuda --dtype bfloat16 --shape sdar_4b`: random weights at a real checkpoint shape.
+
+    python bench/sampler.py --no-reference --vocab 151936 --hidden 256 --layers 4 --prompt 32 --new 16 \
+        --batch 64 --batches 64,256 --baseline /tmp/old --heavy --threads 1
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -50,6 +67,7 @@ from models.transformer import DiffusionLM  # noqa: E402
 from rollout.params import SamplingParams, Strategy  # noqa: E402
 from rollout.sampler import generate  # noqa: E402
 from rollout.trajectory import Trajectory  # noqa: E402
+from bench.shapes import SHAPES, random_model, random_prompts  # noqa: E402
 from tasks.prompts import encode_prompt  # noqa: E402
 from tasks.registry import get_task  # noqa: E402
 
@@ -86,12 +104,6 @@ def hf_twin(model: DiffusionLM):
     return hf
 
 
-def random_prompts(cfg: ModelConfig, batch: int, length: int) -> list[list[int]]:
-    """Ids below EOS and mask: special ids come after the ordinary ones (synthetic model, Qwen)."""
-    g = torch.Generator().manual_seed(1)
-    return torch.randint(1, min(cfg.eos_token_id, cfg.mask_token_id), (batch, length), generator=g).tolist()
-
-
 def arith_prompts(path: Path, batch: int) -> tuple[list[list[int]], Scorer]:
     """The report's held-out arith prompts (first `batch`) and an accuracy scorer for them."""
     tokenizer = load_tokenizer(path)
@@ -126,6 +138,62 @@ def hf_generate(hf, prompts: list[list[int]], new: int, pad_id: int) -> None:
                 use_cache=True, pad_token_id=pad_id)
 
 
+# Runs in a checkout of an older commit (its own modules): same model, prompts and timing rule.
+_BASELINE = """
+import json, sys, time, torch
+from bench.sampler import build, random_prompts
+from rollout.params import SamplingParams
+from rollout.sampler import generate
+a = json.loads(sys.argv[1])
+torch.set_num_threads(a["threads"])
+model = build(a["hidden"], a["layers"], a["vocab"], a["block"])
+params = SamplingParams(block_size=a["block"], steps_per_block=a["steps"], strategy=a["strategy"],
+                        max_new_tokens=a["new"], ignore_eos=True)
+generate(model, [[1] * 8] * 2, params.model_copy(update={"max_new_tokens": 8}))
+out = {}
+for b in a["batches"]:
+    prompts = random_prompts(model.config, b, a["prompt"])
+    start = time.perf_counter()
+    trajs = generate(model, prompts, params)
+    out[b] = sum(len(t.response_ids) for t in trajs) / (time.perf_counter() - start)
+print(json.dumps(out))
+"""
+
+
+def baseline_tokens_per_s(root: Path, args: argparse.Namespace, batches: list[int], new: int) -> dict[int, float]:
+    spec = dict(threads=args.threads, hidden=args.hidden, layers=args.layers, vocab=args.vocab, block=args.block or 4,
+                steps=args.steps, strategy=args.strategy, new=new, prompt=args.prompt, batches=batches)
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": str(args.threads)}
+    done = subprocess.run([sys.executable, "-c", _BASELINE, json.dumps(spec)], cwd=root, env=env,
+                          capture_output=True, text=True, check=True)
+    return {int(k): v for k, v in json.loads(done.stdout.strip().splitlines()[-1]).items()}
+
+
+def heavy_tailed(model: DiffusionLM, params: SamplingParams, rows: int, batch_rows: int,
+                 prompt: int, repeats: int) -> dict[str, Any]:
+    """Continuous vs static batching on rows whose lengths are geometric, a fifth reaching the budget."""
+    cfg, new = model.config, params.max_new_tokens
+    stop_p = 1 - 0.2 ** (1 / new)  # P(no stop in `new` tokens) = 1/5 for near-uniform logits
+    n_stop = max(1, round(stop_p * cfg.eos_token_id))
+    p = params.model_copy(update=dict(ignore_eos=False, max_batch_rows=batch_rows,
+                                      stop_token_ids=tuple(range(1, n_stop + 1))))
+    prompts = random_prompts(cfg, rows, prompt, seed=2)
+    chunks = [prompts[i:i + batch_rows] for i in range(0, rows, batch_rows)]
+    seeds = list(range(rows))
+
+    def static() -> list[Trajectory]:
+        return [t for i, c in enumerate(chunks) for t in generate(model, c, p, seeds[i * batch_rows:(i + 1) * batch_rows])]
+    seconds, outs = fastest({"continuous": lambda: generate(model, prompts, p, seeds), "static": static}, repeats)
+    # Equal up to float32 rounding: batched matmuls of other shapes round differently, which can flip
+    # a near-tie of random weights' flat distributions (in float64 every row is identical).
+    same = sum(a.response_ids == b.response_ids for a, b in zip(outs["continuous"], outs["static"]))
+    lengths = sorted(len(t.response_ids) for t in outs["continuous"])
+    return {"continuous_over_static_batching": round(seconds["static"] / seconds["continuous"], 2),
+            "heavy": {"rows": rows, "max_batch_rows": batch_rows, "stop_ids": n_stop, "rows_identical": same,
+                      "median_len": lengths[rows // 2], "at_budget": sum(n == new for n in lengths),
+                      "tokens": sum(lengths), "seconds": {k: round(v, 3) for k, v in seconds.items()}}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -142,6 +210,15 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=32000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=1, help="keep the fastest of N timings of each decoder")
+    ap.add_argument("--no-reference", action="store_true", help="skip the uncached and transformers runs")
+    ap.add_argument("--batches", default="", help="comma-separated batch sizes for tokens/s of the engine")
+    ap.add_argument("--baseline", type=Path, help="checkout of an older commit to run at --batches")
+    ap.add_argument("--heavy", action="store_true", help="continuous vs static batching, heavy-tailed lengths")
+    ap.add_argument("--heavy-rows", type=int, default=64)
+    ap.add_argument("--max-batch-rows", type=int, default=16, help="--heavy: rows in flight")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    ap.add_argument("--shape", choices=sorted(SHAPES), help="random weights at a real checkpoint shape")
     args = ap.parse_args()
     if args.quick:
         args.prompt, args.new, args.hidden, args.layers, args.vocab = 64, 64, 256, 4, 8000
@@ -156,9 +233,14 @@ def main() -> None:
             prompts, score = arith_prompts(args.model, batch)
         else:
             prompts = random_prompts(model.config, batch, args.prompt)
+    elif args.shape:
+        batch, new = args.batch or 8, args.new or 256
+        model = random_model(SHAPES[args.shape], args.block or 4, args.device, getattr(torch, args.dtype))
+        prompts = random_prompts(model.config, batch, args.prompt)
     else:
         batch, new = args.batch or 8, args.new or 256
         model = build(args.hidden, args.layers, args.vocab, args.block or 4)
+        model = model.to(args.device, getattr(torch, args.dtype))
         prompts = random_prompts(model.config, batch, args.prompt)
     cfg = model.config
     update = {} if args.threshold is None else {"threshold": args.threshold}
@@ -171,34 +253,63 @@ def main() -> None:
     else:
         generate(model, [p[:8] for p in prompts[:2]], params.model_copy(update={"max_new_tokens": 8}))  # warm-up
         ar_new = new
-    hf = hf_twin(model)
-    with torch.no_grad():
-        hf_generate(hf, [p[:8] for p in prompts[:2]], 4, cfg.pad_token_id)  # warm-up
-        seconds, outs = fastest({"cached": lambda: generate(model, prompts, params),
-                                 "uncached": lambda: generate(model, prompts, uncached_params),
-                                 "hf_ar": lambda: hf_generate(hf, prompts, ar_new, cfg.pad_token_id)}, args.repeats)
-    cached, uncached = outs["cached"], outs["uncached"]
-    same = all(a.response_ids == b.response_ids for a, b in zip(cached, uncached))
+    stats: dict[str, int] = {}
+    fns: dict[str, Callable[[], Any]] = {"cached": lambda: generate(model, prompts, params, stats=stats)}
+    if not args.no_reference:
+        hf = hf_twin(model)
+        with torch.no_grad():
+            hf_generate(hf, [p[:8] for p in prompts[:2]], 4, cfg.pad_token_id)  # warm-up
+        fns["uncached"] = lambda: generate(model, prompts, uncached_params)
+        fns["hf_ar"] = lambda: torch.no_grad()(hf_generate)(hf, prompts, ar_new, cfg.pad_token_id)
+    seconds, outs = fastest(fns, args.repeats)
+    cached = outs["cached"]
     tokens = sum(len(t.response_ids) for t in cached)
-    t_cached, t_uncached, t_hf = seconds["cached"], seconds["uncached"], seconds["hf_ar"]
-    out = {
-        "tokens_per_s_cached": round(tokens / t_cached, 1),
-        "tokens_per_s_uncached": round(tokens / t_uncached, 1),
-        "cached_over_uncached": round(t_uncached / t_cached, 2),
-        "tokens_per_s_hf_ar": round(tokens / t_hf, 1),
-        "over_hf_ar": round(t_hf / t_cached, 3),
-        "over_hf_ar_all_ar_tokens": round((tokens / t_cached) / (batch * ar_new / t_hf), 3),
+    t_cached = seconds["cached"]
+    out: dict[str, Any] = {"tokens_per_s_cached": round(tokens / t_cached, 1)}
+    if not args.no_reference:
+        t_uncached, t_hf = seconds["uncached"], seconds["hf_ar"]
+        out.update({
+            "tokens_per_s_uncached": round(tokens / t_uncached, 1),
+            "cached_over_uncached": round(t_uncached / t_cached, 2),
+            "tokens_per_s_hf_ar": round(tokens / t_hf, 1),
+            "over_hf_ar": round(t_hf / t_cached, 3),
+            "over_hf_ar_all_ar_tokens": round((tokens / t_cached) / (batch * ar_new / t_hf), 3),
+            "cached_equals_uncached": all(a.response_ids == b.response_ids for a, b in zip(cached, outs["uncached"])),
+        })
+    out.update({
         "tokens_per_forward": round(tokens / sum(t.num_forwards for t in cached), 3),
-        "cached_equals_uncached": same,
+        "host_syncs_per_pass": round(stats["host_syncs"] / stats["passes"], 3),
         **({"accuracy": score(cached)} if score else {}),
         "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
-        "model": str(args.model) if args.model else "random", "batch": batch,
+        "model": str(args.model) if args.model else (args.shape or "random"), "batch": batch,
         "prompt": round(sum(map(len, prompts)) / batch, 1), "new_tokens": new, "ar_new_tokens": ar_new,
         "block": params.block_size, "steps_per_block": args.steps, "strategy": args.strategy,
         **({"threshold": params.threshold} if args.strategy == "dynamic" else {}),
+        "vocab": cfg.vocab_size, "device": args.device, "dtype": args.dtype,
         "threads": args.threads, "repeats": args.repeats,
-        "seconds": {"cached": round(t_cached, 3), "uncached": round(t_uncached, 3), "hf_ar": round(t_hf, 3)},
-    }
+        "seconds": {k: round(v, 3) for k, v in seconds.items()},
+    })
+    batches = [int(b) for b in args.batches.split(",") if b]
+    ours: dict[int, float] = {b: 0.0 for b in batches}
+    theirs: dict[int, float] = {b: 0.0 for b in batches}
+    for _ in range(args.repeats if batches else 0):  # turns, so load that comes and goes hits both alike
+        for b in batches:
+            rows = random_prompts(cfg, b, args.prompt)
+            start = time.perf_counter()
+            trajs = generate(model, rows, params)
+            ours[b] = max(ours[b], sum(len(t.response_ids) for t in trajs) / (time.perf_counter() - start))
+        if args.baseline:
+            for b, v in baseline_tokens_per_s(args.baseline, args, batches, new).items():
+                theirs[b] = max(theirs[b], v)
+    for b in batches:
+        out[f"tokens_per_s_batch_{b}"] = round(ours[b], 1)
+        if args.baseline:
+            out[f"tokens_per_s_batch_{b}_baseline"] = round(theirs[b], 1)
+            out[f"over_baseline_batch_{b}"] = round(ours[b] / theirs[b], 2)
+    if args.baseline:
+        out["baseline"] = str(args.baseline)
+    if args.heavy:
+        out.update(heavy_tailed(model, params, args.heavy_rows, args.max_batch_rows, args.prompt, args.repeats))
     print(json.dumps(out))
 
 

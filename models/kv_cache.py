@@ -1,8 +1,9 @@
-"""A preallocated per-layer key/value cache.
+"""A preallocated per-layer key/value cache by slots (one slot = one sequence in flight).
 
-Rows are sequences of one batch; columns are token slots. The cache only stores K/V: which
-columns a query may read is decided by the attention mask the caller passes, so padding and
-block structure stay the caller's business.
+Slot rows are independent: each pass writes every row's query K/V at that row's own canvas
+columns (scatter), so rows at different positions share one batch and a finished row's slot is
+reused without moving anyone else's K/V. Which columns a query may read is the attention mask's
+business (models/decode_masks.py); the cache only stores.
 """
 from __future__ import annotations
 
@@ -10,35 +11,46 @@ import torch
 
 
 class KVCache:
-    def __init__(self, num_layers: int, batch: int, num_kv_heads: int, capacity: int,
+    def __init__(self, num_layers: int, slots: int, num_kv_heads: int, capacity: int,
                  head_dim: int, dtype: torch.dtype, device: torch.device | str) -> None:
-        shape = (batch, num_kv_heads, capacity, head_dim)
-        self.keys = [torch.empty(shape, dtype=dtype, device=device) for _ in range(num_layers)]
-        self.values = [torch.empty(shape, dtype=dtype, device=device) for _ in range(num_layers)]
-        self.length = 0
+        shape = (slots, num_kv_heads, capacity, head_dim)
+        # Zeros, not empty: a masked key's weight is exactly 0, but 0 * NaN garbage would be NaN.
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        self._cols: torch.Tensor | None = None
+        self._slots: torch.Tensor | None = None
+        self._rows = 0
+        self._read = 0
 
     @property
     def capacity(self) -> int:
         return self.keys[0].shape[2]
 
+    @property
+    def num_slots(self) -> int:
+        return self.keys[0].shape[0]
+
+    def decode(self, cols: torch.Tensor, read: int) -> None:
+        """The next forward runs slots [0, len(cols)): row i writes its query K/V at columns
+        cols[i] and attends over its cache columns [0, read)."""
+        if read > self.capacity:
+            raise ValueError(f"KV cache overflow: reading {read} columns of {self.capacity}")
+        self._cols, self._slots, self._rows, self._read = cols, None, cols.shape[0], read
+
+    def prefill(self, slots: torch.Tensor, cols: torch.Tensor) -> None:
+        """The next forward runs rows for `slots` whose queries are their whole visible context:
+        their K/V are stored at `cols` [T] and attention reads the query's own K/V."""
+        self._cols, self._slots = cols, slots
+
     def extend(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write the query's K/V right after the committed columns and return committed + query
-        K/V as views (no concatenation copy). Only `advance` commits columns, so the query's
-        uncommitted tail is simply overwritten by the next call."""
-        end = self.length + k.shape[2]
-        if end > self.capacity:
-            raise ValueError(f"KV cache overflow: {self.length}+{k.shape[2]} > capacity {self.capacity}")
-        self.keys[layer][:, :, self.length:end] = k
-        self.values[layer][:, :, self.length:end] = v
-        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
-
-    def advance(self, n: int) -> None:
-        self.length += n
-
-    def reset(self) -> None:
-        self.length = 0
-
-    def select_rows(self, rows: torch.Tensor) -> None:
-        """Keep only `rows` (finished sequences stop costing memory and compute)."""
-        self.keys = [k[rows] for k in self.keys]
-        self.values = [v[rows] for v in self.values]
+        """Store the query's K/V [N, Hkv, T, D] and return the K/V the query attends over."""
+        keys, values = self.keys[layer], self.values[layer]
+        if self._slots is not None:
+            keys[self._slots[:, None], :, self._cols[None]] = k.transpose(1, 2)
+            values[self._slots[:, None], :, self._cols[None]] = v.transpose(1, 2)
+            return k, v
+        keys, values = keys[:self._rows], values[:self._rows]
+        index = self._cols[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
+        keys.scatter_(2, index, k)
+        values.scatter_(2, index, v)
+        return keys[:, :, :self._read], values[:, :, :self._read]

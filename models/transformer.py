@@ -120,14 +120,13 @@ class DiffusionLM(nn.Module):
         self.gradient_checkpointing = False
 
     def hidden_states(self, input_ids: torch.Tensor, position_ids: torch.Tensor,
-                      attn_mask: AttnMask = None, kv_cache: KVCache | None = None,
-                      cache_write: int = 0) -> torch.Tensor:
+                      attn_mask: AttnMask = None, kv_cache: KVCache | None = None) -> torch.Tensor:
         """Final-normed hidden states [N, T, H].
 
-        attn_mask: bool [N, T, S] (True = may attend), S = cached columns + T; a `MaskSpec`
-        describing it (models/attention.py); None = attend all.
-        cache_write: the first `cache_write` query columns are committed to `kv_cache` (their K/V
-        are kept; the rest of the query's K/V is overwritten by the next call).
+        attn_mask: bool [N, T, S] (True = may attend) over the keys the layer attends to (the
+        query's own, or what `kv_cache.extend` returns); a `MaskSpec` describing it
+        (models/attention.py); None = attend all. `kv_cache` was told by the caller where this
+        forward's K/V go (KVCache.decode / prefill).
         """
         x = self.embed_tokens(input_ids)
         cos, sin = self.rotary(position_ids, x.dtype)
@@ -136,27 +135,26 @@ class DiffusionLM(nn.Module):
                 x = checkpoint(layer, x, cos, sin, attn_mask, None, i, use_reentrant=False)
             else:
                 x = layer(x, cos, sin, attn_mask, kv_cache, i)
-        if kv_cache is not None and cache_write:
-            kv_cache.advance(cache_write)
         return self.norm(x)
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor,
                 attn_mask: AttnMask = None, kv_cache: KVCache | None = None,
-                cache_write: int = 0, logits_at: torch.Tensor | None = None,
+                logits_at: torch.Tensor | None = None,
                 head: Callable[[torch.Tensor, nn.Module], Any] | None = None) -> Any:
-        """Logits [N, T, V], or [M, V] at the M query slots where bool `logits_at` [N, T] is True.
+        """Logits [N, T, V], or [M, V] at the M query slots where bool `logits_at` [N, T] is True,
+        or at the M flat (row * T + column) indices of an integer `logits_at` [M] (no host sync).
 
         Only the asked-for rows go through the vocabulary projection: full-vocab logits at every
         position are the main memory cost of training at real vocab sizes. `head(h, lm_head)`
         replaces the projection (e.g. the learner's chunked log-probs); it runs inside forward so
         wrappers (DDP, ZeRO-3 gathering the head) see it.
         """
-        h = self.hidden_states(input_ids, position_ids, attn_mask, kv_cache, cache_write)
+        h = self.hidden_states(input_ids, position_ids, attn_mask, kv_cache)
         if logits_at is not None:
-            h = h[logits_at]
+            h = h[logits_at] if logits_at.dtype == torch.bool else h.flatten(0, 1)[logits_at]
         return self.lm_head(h) if head is None else head(h, self.lm_head)
 
-    def new_kv_cache(self, batch: int, capacity: int) -> KVCache:
+    def new_kv_cache(self, slots: int, capacity: int) -> KVCache:
         p = self.embed_tokens.weight
-        return KVCache(self.config.num_layers, batch, self.config.num_kv_heads, capacity,
+        return KVCache(self.config.num_layers, slots, self.config.num_kv_heads, capacity,
                        self.config.head_dim, p.dtype, p.device)

@@ -32,10 +32,21 @@ class SamplingParams(BaseModel):
     ignore_eos: bool = False  # benchmarks: always decode max_new_tokens
     use_cache: bool = True
     seed: int = 0
+    # Continuous batching: rows decoded together; a finished row's slot takes the next prompt of
+    # the worker's queue at the next block boundary (rollout/engine.py).
+    max_batch_rows: int = Field(256, ge=1)
+    # KV-cache columns per slot (prompt + response canvas, whole blocks); null = sized from the
+    # longest canvas of the prompts of one generate() call.
+    cache_tokens: int | None = Field(None, ge=1)
+    compile: bool = False  # torch.compile the rollout model (GPU workers; first call compiles)
 
     @model_validator(mode="after")
     def _check(self) -> "SamplingParams":
         if self.steps_per_block > self.block_size:
             raise ValueError(f"steps_per_block={self.steps_per_block} exceeds block_size={self.block_size}: "
                              "every pass must be able to commit at least one token")
+        if self.cache_tokens is not None and self.cache_tokens < self.max_new_tokens + self.block_size:
+            raise ValueError(f"rollout.cache_tokens={self.cache_tokens} cannot hold a canvas of max_new_tokens="
+                             f"{self.max_new_tokens} plus a prompt block (block_size={self.block_size}): "
+                             f"set it to at least {self.max_new_tokens + self.block_size} or null")
         return self

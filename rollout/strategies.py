@@ -10,14 +10,15 @@ import torch
 from .params import SamplingParams
 
 
-def static_schedule(masked_at_start: torch.Tensor, steps: int) -> torch.Tensor:
-    """[R, steps] tokens per pass: the block's masked count split as evenly as possible over
-    min(steps, masked) passes, remainder first (SDAR's schedule)."""
-    passes = masked_at_start.clamp(max=steps).clamp(min=1)
-    k = torch.arange(steps)
-    base = masked_at_start[:, None] // passes[:, None]
-    rem = masked_at_start[:, None] % passes[:, None]
-    return torch.where(k < passes[:, None], base + (k < rem).long(), torch.zeros_like(base))
+def static_schedule(masked_at_start: list[int], steps: int) -> list[list[int]]:
+    """Per row, tokens per pass: the block's masked count split as evenly as possible over
+    min(steps, masked) passes, remainder first (SDAR's schedule). Plain ints: the sampler's host
+    knows every block's masked count without reading the device."""
+    out = []
+    for m in masked_at_start:
+        passes = max(min(m, steps), 1)
+        out.append([m // passes + (k < m % passes) if k < passes else 0 for k in range(steps)])
+    return out
 
 
 def choose_commits(params: SamplingParams, masked: torch.Tensor, confidence: torch.Tensor,
@@ -30,8 +31,9 @@ def choose_commits(params: SamplingParams, masked: torch.Tensor, confidence: tor
     planned: [R] the static schedule's n_k for this pass; last_pass: commit everything left.
     """
     left = masked.sum(1)
-    neg_inf = torch.tensor(float("-inf"), dtype=torch.float64)
-    slot = torch.arange(masked.shape[1], dtype=torch.float64)
+    dev = masked.device
+    neg_inf = torch.full((), float("-inf"), dtype=torch.float64, device=dev)
+    slot = torch.arange(masked.shape[1], dtype=torch.float64, device=dev)
     if params.strategy == "static":
         score, count = confidence.double(), planned
     elif params.strategy == "random":
@@ -53,5 +55,5 @@ def choose_commits(params: SamplingParams, masked: torch.Tensor, confidence: tor
     count = torch.minimum(count, left)
     score = torch.where(masked, score, neg_inf)
     order = torch.argsort(score, dim=1, descending=True, stable=True)
-    rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1]).expand_as(order))
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1], device=dev).expand_as(order))
     return masked & (rank < count[:, None])

@@ -1,4 +1,9 @@
-"""Draw one candidate per masked slot: temperature, top-k, top-p, inverse-CDF on a given uniform."""
+"""Draw one candidate per masked slot: temperature, top-k, top-p, inverse-CDF on a given uniform.
+
+Everything stays on the logits' device with no host synchronisation. The inverse CDF is two-level:
+a float64 cumulative sum over per-chunk masses (V / 1024 entries) finds the chunk, a second one
+inside that chunk finds the token, so no float64 pass over the whole vocabulary is needed.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,7 +22,7 @@ class Candidates:
 def filter_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
     """The sampling distribution's logits (float32). temperature 0 keeps the raw logits."""
     logits = logits.float()
-    if temperature > 0:
+    if temperature > 0 and temperature != 1.0:
         logits = logits / temperature
     if top_k and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
@@ -32,23 +37,45 @@ def filter_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: f
     return logits
 
 
+_CHUNK = 1024
+
+
+def inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """[M] index i with P(< i) <= u * total < P(<= i), for probs [M, V] float32, u [M] float64.
+    Searching for the first cumulative mass *above* the target never picks a zero-probability
+    token; if rounding runs past the chunk, the chunk's most likely token is taken."""
+    m, vocab = probs.shape
+    whole = vocab - vocab % _CHUNK
+    sums = [probs[:, :whole].view(m, whole // _CHUNK, _CHUNK).sum(-1)] if whole else []
+    if whole < vocab:
+        sums.append(probs[:, whole:].sum(-1, keepdim=True))
+    cum = torch.cat(sums, dim=1).double().cumsum(-1)
+    target = (u * cum[:, -1]).unsqueeze(-1)
+    chunk = torch.searchsorted(cum, target, right=True).clamp_(max=cum.shape[1] - 1)
+    before = torch.where(chunk > 0, cum.gather(1, (chunk - 1).clamp(min=0)), torch.zeros_like(target))
+    cols = chunk * _CHUNK + torch.arange(_CHUNK, device=probs.device)
+    inside = probs.gather(1, cols.clamp(max=vocab - 1)).masked_fill(cols >= vocab, 0.0)
+    local = torch.searchsorted(inside.double().cumsum(-1), target - before, right=True)
+    local = torch.where(local < _CHUNK, local, inside.argmax(-1, keepdim=True))
+    return (chunk * _CHUNK + local).squeeze(-1)
+
+
 def sample_candidates(logits: torch.Tensor, u: torch.Tensor, temperature: float, top_k: int,
                       top_p: float, banned_id: int) -> Candidates:
-    """logits [M, V], u [M] float64 uniforms. `banned_id` (the mask token) is never sampled."""
-    logits = logits.float().clone()
+    """logits [M, V] (overwritten when already float32), u [M] float64 uniforms. `banned_id`
+    (the mask token) is never sampled. Three passes over the vocabulary: softmax, the chunk masses
+    of the inverse CDF, and sum(p * logit) for the entropy (plus a plain sum)."""
+    logits = logits.float()
     logits[:, banned_id] = float("-inf")
-    logp = torch.log_softmax(filter_logits(logits, temperature, top_k, top_p), dim=-1)
-    probs = logp.exp()
-    if temperature == 0:
-        tokens = probs.argmax(-1)
-    else:
-        cdf = probs.double().cumsum(-1)
-        tokens = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(-1)).squeeze(-1)
-        tokens = tokens.clamp_(max=logits.shape[-1] - 1)
-        # A uniform landing exactly on a zero-probability bucket edge must not pick that bucket.
-        bad = probs.gather(-1, tokens[:, None]).squeeze(-1) == 0
-        if bad.any():
-            tokens[bad] = probs[bad].argmax(-1)
-    token_logp = logp.gather(-1, tokens[:, None]).squeeze(-1)
-    entropy = -(probs * logp.masked_fill(probs == 0, 0.0)).sum(-1)
-    return Candidates(tokens, token_logp, token_logp.exp(), entropy)
+    # Excluded tokens get the lowest finite logit instead of -inf: their probability stays exactly
+    # 0, and p * logit below stays 0 instead of 0 * -inf = NaN.
+    logits = filter_logits(logits, temperature, top_k, top_p).clamp_(min=torch.finfo(torch.float32).min)
+    probs = torch.softmax(logits, dim=-1)
+    tokens = probs.max(-1).indices if temperature == 0 else inverse_cdf(probs, u)
+    p_tok = probs.gather(-1, tokens[:, None]).squeeze(-1)
+    token_logp = p_tok.log()
+    # log-sum-exp from the sampled token (logit - log p), then H = -sum(p * (logit - lse)); the
+    # sum(p) factor cancels the softmax's rounding of the total mass (as large as lse * 1e-5).
+    lse = logits.gather(-1, tokens[:, None]).squeeze(-1) - token_logp
+    entropy = lse * probs.sum(-1) - torch.linalg.vecdot(probs, logits)
+    return Candidates(tokens, token_logp, p_tok, entropy)

@@ -15,6 +15,7 @@ from learner.advantages import group_advantages
 from .checkpoint import save_checkpoint
 from .config import RunConfig
 from .pools import sync_weights
+from .process_stage import apply_rewards, weigh_outcome
 from .report import decode_eval, write_eval, write_report
 from .run import Run, start_run
 from .stages import collect, submit
@@ -85,7 +86,8 @@ def rl_step(run: Run) -> dict[str, float]:
     job = run.job or submit(pools, *run.next_prompts(), cfg.rollout)
     with timed(times, "rollout_s"):  # rewards are scored as shards come back
         trajs, scores = collect(pools, job, run.version, t.reward_chunk, t.progress)
-    m = rollout_metrics(trajs, scores, times["rollout_s"], run.version)
+    scores, judge_m = apply_rewards(cfg, pools.judge, run.tokenizer, job.rows, trajs, scores)  # no-op by default
+    m = rollout_metrics(trajs, scores, times["rollout_s"], run.version) | judge_m
     m["reissued"] = float(sum(job.reissued.values()))
     run.job = run.job_cursor = None
     if overlap and run.step + 1 < t.steps:
@@ -94,7 +96,7 @@ def rl_step(run: Run) -> dict[str, float]:
     self_sft = cfg.algo.name == "sft_trace"  # supervised on this step's correct rollouts, as decoded
     with timed(times, "advantage_s"):
         adv = (correct_only(trajs, scores) if self_sft else
-               group_advantages(to_groups(trajs, scores), cfg.algo.advantage))
+               weigh_outcome(cfg, group_advantages(to_groups(trajs, scores), cfg.algo.advantage)))
     m.update({f"dropped_groups/{k}": float(v) for k, v in adv.dropped.items()})
     if adv.skip_reason:
         log.warning("step %d: no update, %s", run.step, adv.skip_reason)

@@ -2,7 +2,7 @@
 
 The pool (`judge-0`, `judge-1`, ...; actors/pools.py) has its own placement group, sized by
 cluster.judge, and exists only when reward.outcome or reward.process is "judge". Workers are
-restartable; actors/process_stage.judge_all re-issues a dead worker's task.
+restartable; actors/process_stage.collect_judging re-issues a dead worker's task.
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -32,40 +32,53 @@ log = logging.getLogger(__name__)
 Key = tuple[str, int]
 
 
-def judge_all(judges: list[ActorHandle], requests: list[JudgeRequest], outcome: bool, chunk_tokens: int | None,
-              per_task: int) -> tuple[dict[Key, ProcessScore], int]:
-    """Score every request on the judge pool, `per_task` responses per task, round robin. A task
-    whose worker died is re-issued to the restarted worker. Returns the scores by (uid, sample),
-    each exactly once, and the number of re-issued tasks."""
-    pending: dict[Any, tuple[int, list[JudgeRequest]]] = {}
+@dataclass
+class JudgeJob:
+    """Judge tasks in flight: created by `submit_judging`, finished by `collect_judging`."""
+    judges: list[ActorHandle]
+    outcome: bool
+    chunk_tokens: int | None
+    requests: list[JudgeRequest]
+    pending: dict[Any, tuple[int, list[JudgeRequest]]] = field(default_factory=dict)  # ref -> (worker, part)
+    reissued: int = 0
 
-    def send(worker: int, part: list[JudgeRequest]) -> None:
-        pending[judges[worker].score.remote(part, outcome, chunk_tokens)] = (worker, part)
+    def send(self, worker: int, part: list[JudgeRequest]) -> None:
+        self.pending[self.judges[worker].score.remote(part, self.outcome, self.chunk_tokens)] = (worker, part)
 
+
+def submit_judging(judges: list[ActorHandle], requests: list[JudgeRequest], outcome: bool,
+                   chunk_tokens: int | None, per_task: int) -> JudgeJob:
+    """`per_task` responses per task, round robin over the judge pool."""
+    job = JudgeJob(judges, outcome, chunk_tokens, requests)
     for n, start in enumerate(range(0, len(requests), per_task)):
-        send(n % len(judges), requests[start:start + per_task])
+        job.send(n % len(judges), requests[start:start + per_task])
+    return job
+
+
+def collect_judging(job: JudgeJob) -> dict[Key, ProcessScore]:
+    """Every response's scores, exactly once: a task whose worker died is re-issued to the
+    restarted worker (counted in job.reissued)."""
     scores: dict[Key, ProcessScore] = {}
-    reissued = 0
-    while pending:
-        [ref], _ = ray.wait(list(pending), num_returns=1)
-        worker, part = pending.pop(ref)
+    while job.pending:
+        [ref], _ = ray.wait(list(job.pending), num_returns=1)
+        worker, part = job.pending.pop(ref)
         try:
             result = ray.get(ref)
         except RayActorError as err:
-            reissued += 1
+            job.reissued += 1
             log.warning("judge-%d died (%s); re-issuing its %d responses", worker, type(err).__name__, len(part))
-            wait_restarted(judges[worker])
-            send(worker, part)
+            wait_restarted(job.judges[worker])
+            job.send(worker, part)
             continue
         for s in result:
             key = (s.prompt_uid, s.sample_idx)
             if key in scores:
                 raise RuntimeError(f"judge accounting failed: {key} scored twice")
             scores[key] = s
-    missing = {(r.prompt_uid, r.sample_idx) for r in requests} - set(scores)
+    missing = {(r.prompt_uid, r.sample_idx) for r in job.requests} - set(scores)
     if missing:
         raise RuntimeError(f"judge accounting failed: unscored {sorted(missing)[:5]}")
-    return scores, reissued
+    return scores
 
 
 def apply_rewards(cfg: RunConfig, judges: list[ActorHandle], tokenizer: Any, rows: dict[str, dict],
@@ -80,9 +93,10 @@ def apply_rewards(cfg: RunConfig, judges: list[ActorHandle], tokenizer: Any, row
     judged: dict[Key, ProcessScore] = {}
     m: dict[str, float] = {}
     if r.uses_judge:
-        judged, reissued = judge_all(judges, requests, r.outcome == "judge",
-                                     r.chunk_tokens if r.process == "judge" else None, r.judge_batch)
-        m["judge/reissued"] = float(reissued)
+        job = submit_judging(judges, requests, r.outcome == "judge", r.chunk_tokens if r.process == "judge" else None,
+                             r.judge_batch)
+        judged = collect_judging(job)
+        m["judge/reissued"] = float(job.reissued)
     if r.process not in (None, "judge"):
         decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
         process = {(s.prompt_uid, s.sample_idx): s

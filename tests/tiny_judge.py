@@ -17,15 +17,16 @@ def write_tiny_judge(path: Path, answer: str | None = None, seed: int = 0) -> Pa
     tok = build_tiny_tokenizer()
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(Qwen2Config(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=False,
+        # head_dim 64: a size every vLLM attention backend supports
+        vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, max_position_embeddings=4096, tie_word_embeddings=False,
         bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)).eval()
     if answer is not None:
         with torch.no_grad():
             for name, p in model.named_parameters():
                 if "o_proj" in name or "down_proj" in name:
                     p.zero_()  # every layer adds 0 to the residual stream
-            a, b = torch.zeros(32), torch.zeros(32)
+            a, b = torch.zeros(128), torch.zeros(128)
             a[0], b[1] = 1.0, 1.0
             emb = model.model.embed_tokens.weight
             emb[:] = a  # every token looks the same ...

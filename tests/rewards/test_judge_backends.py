@@ -94,8 +94,8 @@ def test_vllm_backend_gives_the_same_verdicts_as_transformers(judges):
     """Same prompts, greedy: vLLM and transformers must parse to the same verdicts."""
     requests = [JudgeRequest("u", 0, IDS, ROW), JudgeRequest("v", 1, IDS[:5], ROW)]
     out = {}
-    for backend in ("transformers", "vllm"):
-        cfg = JudgeConfig(backend=backend, model=judges["yes"], max_new_tokens=4, dtype="float32",
+    for backend, dtype in (("transformers", "float32"), ("vllm", "bfloat16")):
+        cfg = JudgeConfig(backend=backend, model=judges["yes"], max_new_tokens=4, dtype=dtype,
                           gpu_memory_utilization=0.3, max_model_len=2048)
         out[backend] = judge_responses(make_backend(cfg, num_gpus=1), cfg.prompts, decode, requests, True, 6)
     assert [(s.outcome, s.scores) for s in out["vllm"]] == [(s.outcome, s.scores) for s in out["transformers"]]

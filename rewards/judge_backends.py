@@ -87,9 +87,13 @@ class VLLMBackend:
         except ImportError as exc:
             raise ImportError("judge.backend=vllm needs vLLM: pip install '.[vllm]' on a GPU machine") from exc
         self.cfg, self.vllm = cfg, vllm
-        self.llm = vllm.LLM(model=cfg.model, tensor_parallel_size=max(1, int(num_gpus)), dtype=cfg.dtype,
+        tp = max(1, int(num_gpus))
+        # Inside a Ray actor the worker's GPUs are its CUDA_VISIBLE_DEVICES: vLLM's tensor-parallel
+        # ranks run as local processes on them instead of asking Ray for a placement group of its own.
+        self.llm = vllm.LLM(model=cfg.model, tensor_parallel_size=tp, dtype=cfg.dtype,
                             gpu_memory_utilization=cfg.gpu_memory_utilization, max_model_len=cfg.max_model_len,
-                            seed=cfg.seed, trust_remote_code=False)
+                            seed=cfg.seed, trust_remote_code=False,
+                            distributed_executor_backend="mp" if tp > 1 else None)
         self.tokenizer = self.llm.get_tokenizer()
 
     def generate(self, prompts: list[str]) -> list[str]:

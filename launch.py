@@ -35,7 +35,8 @@ def connect_ray(cfg: RunConfig) -> None:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
         return
     c = cfg.cluster
-    needed = sum(p.num_workers * p.cpus_per_worker for p in (c.rollout, c.reward, c.learner))
+    pools = (c.rollout, c.reward, c.learner) + ((c.judge,) if cfg.reward.uses_judge else ())
+    needed = sum(p.num_workers * p.cpus_per_worker for p in pools)
     num_cpus = cfg.ray.num_cpus or max(os.cpu_count() or 1, int(needed + 0.999))
     ray.init(num_cpus=num_cpus, include_dashboard=cfg.ray.include_dashboard, dashboard_host="127.0.0.1",
              runtime_env=runtime_env)

@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from learner.algo_config import REFERENCE_SFT, AlgoConfig
 from learner.engine_config import EngineConfig
+from rewards.judge_backends import JudgeConfig
+from rewards.process import get_process_fn
 from rollout.params import SamplingParams
 
 # `${sum:a,b}` in conf/ (e.g. engine.total_steps = warm-up + RL steps).
@@ -77,18 +79,11 @@ class PoolSection(_Strict):
     max_restarts: int = Field(3, ge=0)  # rollout/reward only: how often Ray restarts a dead worker
 
 
-class RewardSection(_Strict):
-    """How the run treats reward verdicts that could not be reached (checker down, timeout,
-    reward function raised or returned NaN): never trained on, counted per step, and above
-    max_failed_fraction of a step's (or an evaluation's) samples they stop the run."""
-    max_failed_fraction: float = Field(0.1, ge=0.0, le=1.0)
-    timeout_s: float | None = Field(60.0, gt=0.0)  # per response; a reward function still running fails
-
-
 class ClusterSection(_Strict):
     rollout: PoolSection = PoolSection()
     learner: PoolSection = PoolSection()
     reward: PoolSection = PoolSection()
+    judge: PoolSection = PoolSection()  # created only when reward.outcome or reward.process is "judge"
     colocate: bool = False  # rollout workers share the learner placement group's bundles
 
 
@@ -140,6 +135,33 @@ class WarmupSection(_Strict):
         return self
 
 
+class RewardSection(_Strict):
+    """What the RL reward is made of (rewards/process.py): the task's rule or a judge for the
+    outcome, and an optional process reward per chunk of `chunk_tokens` response tokens; and how
+    the run treats verdicts that could not be reached (checker down, timeout, reward function
+    raised or returned NaN): never trained on, counted per step, and above max_failed_fraction of
+    a step's (or an evaluation's) samples they stop the run."""
+    max_failed_fraction: float = Field(0.1, ge=0.0, le=1.0)
+    timeout_s: float | None = Field(60.0, gt=0.0)  # per response; a reward function still running fails
+    outcome: Literal["rule", "judge"] = "rule"
+    process: str | None = None  # null | judge | package.module:function (a rule over prefixes)
+    chunk_tokens: int = Field(8, ge=1)
+    process_weight: float = 1.0
+    outcome_weight: float = 1.0
+    judge_correct_at: float = Field(0.5, ge=0.0, le=1.0)  # an outcome judge's score counted correct
+    judge_batch: int = Field(8, ge=1)  # responses per judge task
+
+    @property
+    def uses_judge(self) -> bool:
+        return self.outcome == "judge" or self.process == "judge"
+
+    @model_validator(mode="after")
+    def _check(self) -> RewardSection:
+        if self.process not in (None, "judge"):
+            get_process_fn(self.process)  # an unknown rule fails now, not at the first step
+        return self
+
+
 class WeightSyncSection(_Strict):
     # auto: shared_memory on learner rank 0's node, collective elsewhere.
     transport: Literal["auto", "shared_memory", "collective", "object_store"] = "auto"
@@ -180,6 +202,7 @@ class RunConfig(_Strict):
     warmup: WarmupSection = WarmupSection()
     engine: EngineConfig = EngineConfig()
     learner: LearnerSection = LearnerSection()
+    judge: JudgeConfig = JudgeConfig()
     weight_sync: WeightSyncSection = WeightSyncSection()
     async_: AsyncSection = Field(AsyncSection(), alias="async")
     ray: RaySection = RaySection()
@@ -213,6 +236,9 @@ class RunConfig(_Strict):
         if self.trainer.eval_samples > 1 and self.trainer.eval_greedy and not self.eval_rollout.get("temperature"):
             raise ValueError(f"trainer.eval_samples={self.trainer.eval_samples} with trainer.eval_greedy=true "
                              "decodes k identical samples: set trainer.eval_greedy=false for avg@k / pass@k")
+        if self.reward.uses_judge and not self.judge.model:
+            raise ValueError(f"judge.model is required with reward.outcome={self.reward.outcome!r} / "
+                             f"reward.process={self.reward.process!r}: set judge.model=/dir/of/the/judge")
         self.eval_params()  # bad eval_rollout keys fail now, not at the first evaluation
         return self
 

@@ -14,6 +14,7 @@ from learner.advantages import group_advantages
 
 from .config import RunConfig
 from .pools import sync_weights
+from .process_stage import apply_rewards, weigh_outcome
 from .recovery import checkpoint, recover_learners
 from .report import decode_eval, write_eval, write_report
 from .run import Run, start_run
@@ -102,8 +103,9 @@ def rl_step(run: Run) -> dict[str, float]:
     # Request order, not arrival order: what follows sums over them, and a replay must sum alike.
     order = {(r.uid, r.sample_idx): i for i, r in enumerate(job.records)}
     trajs.sort(key=lambda tr: order[(tr.prompt_uid, tr.sample_idx)])
-    m = rollout_metrics(trajs, scores, times["rollout_s"], run.version)
     check_reward_failures(scores.values(), cfg.reward.max_failed_fraction, f"step {run.step + 1}")
+    scores, judge_m = apply_rewards(cfg, pools.judge, run.tokenizer, job.rows, trajs, scores)  # no-op by default
+    m = rollout_metrics(trajs, scores, times["rollout_s"], run.version) | judge_m
     m["reissued"] = float(sum(job.reissued.values()))
     run.job = run.job_cursor = None
     if overlap and run.step + 1 < t.steps:
@@ -112,7 +114,7 @@ def rl_step(run: Run) -> dict[str, float]:
     self_sft = cfg.algo.name == "sft_trace"  # supervised on this step's correct rollouts, as decoded
     with timed(times, "advantage_s"):
         adv = (correct_only(trajs, scores) if self_sft else
-               group_advantages(to_groups(trajs, scores), cfg.algo.advantage))
+               weigh_outcome(cfg, group_advantages(to_groups(trajs, scores), cfg.algo.advantage)))
     m.update({f"dropped_groups/{k}": float(v) for k, v in adv.dropped.items()})
     if adv.skip_reason:
         log.warning("step %d: no update, %s", run.step, adv.skip_reason)

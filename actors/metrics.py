@@ -29,6 +29,9 @@ GAUGES = {
     "learner/entropy": "mean entropy of the trained tokens",
     "learner/value_loss": "value model loss (tracerl_value)",
     "eval/accuracy": "held-out accuracy (avg@k)",
+    "process/reward_mean": "mean process reward per chunk (reward.process)",
+    "judge/failures": "failed judgements (unparseable verdicts, judge or rule errors)",
+    "judge_s": "seconds spent on judge/process rewards after the rollout",
 }
 
 

@@ -16,6 +16,7 @@ from ray.util.placement_group import PlacementGroup, placement_group, remove_pla
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from .config import PoolSection, RunConfig
+from .judge_worker import JudgeWorker
 from .learner_worker import LearnerWorker
 from .reward_worker import RewardWorker
 from .rollout_worker import RolloutWorker
@@ -32,13 +33,14 @@ class Pools:
     collective_stale: bool = True  # the collective group must be (re)formed before the next broadcast
     handles: dict[str, WeightsHandle] = field(default_factory=dict)  # the last sync's (keeps objects alive)
     learner_group: PlacementGroup | None = None  # the learners' bundles, reused when the group is recreated
+    judge: list[ActorHandle] = field(default_factory=list)  # only when a reward uses a judge
 
     def shutdown(self) -> None:
         try:
             ray.get([a.close.remote() for a in self.learner[:1]])
         except RayActorError:  # rank 0 died (a run stopping on a lost learner group): nothing to close
             pass
-        for actor in self.learner + self.rollout + self.reward:
+        for actor in self.learner + self.rollout + self.reward + self.judge:
             ray.kill(actor)
         for pg in self.groups:
             remove_placement_group(pg)
@@ -85,9 +87,13 @@ def create_pools(cfg: RunConfig, model_path: str, reward: str, namespace: str, w
                 .remote(i, cfg.model, model_path, _threads(c.rollout)) for i in range(c.rollout.num_workers)]
     rewards = [Reward.options(**_options(c.reward, f"reward-{i}", namespace, reward_pg, i, restartable=True))
                .remote(i, model_path, reward, timeout_s=cfg.reward.timeout_s) for i in range(c.reward.num_workers)]
+    judge_pg = _group(c.judge, f"{namespace}-judge") if cfg.reward.uses_judge and learners else None
+    judges = [ray.remote(JudgeWorker).options(**_options(c.judge, f"judge-{i}", namespace, judge_pg, i, restartable=True))
+              .remote(i, cfg.judge, model_path, c.judge.gpus_per_worker, _threads(c.judge))
+              for i in range(c.judge.num_workers if judge_pg else 0)]
     ray.get(setup)
-    groups = [pg for pg in (learner_pg, None if colocate else rollout_pg, reward_pg) if pg is not None]
-    pools = Pools(ranks, rollouts, rewards, groups, learner_group=learner_pg)
+    groups = [pg for pg in (learner_pg, None if colocate else rollout_pg, reward_pg, judge_pg) if pg is not None]
+    pools = Pools(ranks, rollouts, rewards, groups, learner_group=learner_pg, judge=judges)
     if learners:
         pools.transport = choose_transports(pools, cfg.weight_sync.transport)
     return pools

@@ -1,6 +1,7 @@
 """Which RL objective teaches the tiny model most, from one SFT warm start, at equal RL steps.
 
-    python bench/learning.py            # 6 algorithms + the continued-SFT control, 3 seeds
+    python bench/learning.py            # 6 algorithms, tracerl_value_process, the continued-SFT control, 3 seeds
+    python bench/learning.py --algos tracerl_value tracerl_value_process --no-sft   # the process-reward pair
     python bench/learning.py --quick    # 1 seed, a few steps, a smaller held-out set
 
 Every run is the default `python launch.py` job (tiny model, built-in `arith`, static decoding,
@@ -10,8 +11,12 @@ is greedy on the same --eval-prompts questions for every run (task.split_seed is
 after. `continued_sft` spends TraceRL's mean wall time on more SFT from the same warm start, on the
 same rows the warm start learned from (mode=sft, trainer.max_wall_s). The final TraceRL models are also decoded with dynamic decoding.
 
-Prints ONE JSON line: per objective {acc_before, acc_after, gain, seconds} (means over seeds) plus
-the per-seed values, and dynamic_tokens_per_forward / static_minus_dynamic_acc of the final TraceRL
+`tracerl_value_process` adds the arith rule-based process reward (reward=arith_process) to
+`tracerl_value`; `tracerl_process` (on request) adds it to TraceRL as a summed reward.
+
+Prints ONE JSON line: per objective {acc_before, acc_after, gain, seconds, step_s, judge_s} (means
+over seeds; step_s = mean RL step, the sum of its stage times) plus the per-seed values,
+<row>_overhead = judge_s / (step_s - judge_s) for the process rows, and dynamic_tokens_per_forward / static_minus_dynamic_acc of the final TraceRL
 models (means over seeds). Run directories are left under --out.
 """
 from __future__ import annotations
@@ -30,10 +35,19 @@ sys.path.insert(0, str(REPO))
 
 from actors.config import compose_config  # noqa: E402
 from actors.driver import run_to_end  # noqa: E402
+from actors.metrics import read_jsonl  # noqa: E402
 from actors.run import warm_start_dir  # noqa: E402
 from launch import connect_ray  # noqa: E402
 
-ALGOS = ("tracerl", "tracerl_value", "agrpo", "diffu_grpo", "coupled_grpo", "random_masking")
+# row -> overrides; the process rows add the arith rule-based process reward (reward=arith_process):
+# per-token rewards into the value model, or the summed reward without one.
+ROWS = {name: [f"algo={name}"] for name in ("tracerl", "tracerl_value", "agrpo", "diffu_grpo", "coupled_grpo",
+                                            "random_masking")}
+ROWS |= {"tracerl_value_process": ["algo=tracerl_value", "reward=arith_process"],
+         "tracerl_process": ["algo=tracerl", "reward=arith_process"]}
+DEFAULT_ROWS = ("tracerl", "tracerl_value", "tracerl_value_process", "agrpo", "diffu_grpo", "coupled_grpo",
+                "random_masking")
+STAGES = ("rollout_s", "judge_s", "advantage_s", "update_s", "sync_s")
 QUIET = ["trainer.progress=false", "trainer.plot=false", "trainer.resume=never", "trainer.checkpoint_every=0",
          "ray.include_dashboard=false"]
 
@@ -49,16 +63,25 @@ def warm_start() -> Path:
 
 
 def summary_of(overrides: list[str]) -> dict[str, float]:
+    """The run's summary.json plus its mean RL step time (sum of the stage times) and judge_s."""
     with contextlib.redirect_stdout(sys.stderr):  # each run's table: stdout carries only the JSON line
         run = run_to_end(compose_config(overrides))
-    return json.loads((run.run_dir / "summary.json").read_text())
+    out = json.loads((run.run_dir / "summary.json").read_text())
+    steps = [r for r in read_jsonl(run.run_dir / "metrics.jsonl") if "rollout_s" in r]
+    if steps:
+        out["step_s"] = statistics.fmean(sum(r.get(k, 0.0) for k in STAGES) for r in steps)
+        out["judge_s"] = statistics.fmean(r.get("judge_s", 0.0) for r in steps)
+    return out
 
 
 def mean_over_seeds(runs: list[dict[str, float]]) -> dict[str, object]:
     mean = lambda key: round(statistics.fmean(r[key] for r in runs), 4)  # noqa: E731
-    return {"acc_before": mean("acc_before"), "acc_after": mean("acc_after"),
-            "gain": round(mean("acc_after") - mean("acc_before"), 4), "seconds": mean("wall_s"),
-            "steps": mean("steps"), "acc_after_per_seed": [r["acc_after"] for r in runs]}
+    out = {"acc_before": mean("acc_before"), "acc_after": mean("acc_after"),
+           "gain": round(mean("acc_after") - mean("acc_before"), 4), "seconds": mean("wall_s"),
+           "steps": mean("steps"), "acc_after_per_seed": [r["acc_after"] for r in runs]}
+    if all("step_s" in r for r in runs):
+        out |= {"step_s": mean("step_s"), "judge_s": mean("judge_s")}
+    return out
 
 
 def main() -> None:
@@ -67,7 +90,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--eval-prompts", type=int, default=256)
-    ap.add_argument("--algos", nargs="+", default=list(ALGOS), choices=ALGOS)
+    ap.add_argument("--algos", nargs="+", default=list(DEFAULT_ROWS), choices=list(ROWS))
+    ap.add_argument("--no-sft", action="store_true", help="skip the continued-SFT control")
     ap.add_argument("--out", default="runs/bench_learning")
     args = ap.parse_args()
     if args.quick:
@@ -81,22 +105,28 @@ def main() -> None:
         common = QUIET + [f"model.path={warm}", "warmup.steps=0", f"trainer.eval_prompts={args.eval_prompts}"]
         runs: dict[str, list[dict[str, float]]] = {}
         for algo in args.algos:
-            runs[algo] = [summary_of(common + [f"algo={algo}", f"trainer.seed={seed}", f"trainer.steps={args.steps}",
+            runs[algo] = [summary_of(common + ROWS[algo] + [f"trainer.seed={seed}", f"trainer.steps={args.steps}",
                                                f"trainer.eval_every={args.steps}",
                                                f"trainer.run_dir={args.out}/{algo}_seed{seed}"])
                           for seed in args.seeds]
         budget = statistics.fmean(r["wall_s"] for r in runs.get("tracerl") or next(iter(runs.values())))
+        sft_seeds = [] if args.no_sft else args.seeds
         runs["continued_sft"] = [summary_of(common + ["mode=sft", f"task.train_size={sft_rows}", f"trainer.seed={seed}",
                                                       "trainer.steps=1000000",
                                                       "trainer.eval_every=1000000", f"trainer.max_wall_s={budget}",
                                                       f"trainer.run_dir={args.out}/continued_sft_seed{seed}"])
-                                 for seed in args.seeds]
+                                 for seed in sft_seeds]
     finally:
         ray.shutdown()
 
     result: dict[str, object] = {"steps": args.steps, "seeds": args.seeds, "eval_prompts": args.eval_prompts,
                                  "warm_start": str(warm)}
-    result |= {name: mean_over_seeds(rs) for name, rs in runs.items()}
+    result |= {name: mean_over_seeds(rs) for name, rs in runs.items() if rs}
+    # The rule process reward's own cost, measured inside each process run: judge_s / (step_s - judge_s).
+    for name in ("tracerl_process", "tracerl_value_process"):
+        if name in result and result[name].get("step_s"):
+            r = result[name]
+            result[f"{name}_overhead"] = round(r["judge_s"] / (r["step_s"] - r["judge_s"]), 4)
     if "tracerl" in runs:
         final = runs["tracerl"]
         result["dynamic_tokens_per_forward"] = round(statistics.fmean(r["dynamic_tokens_per_forward"] for r in final), 3)

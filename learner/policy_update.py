@@ -22,7 +22,7 @@ from .logprobs import token_logprobs
 from .losses import clipped_value_loss, k3_kl, ppo_clip, truncated_is_weight
 from .objective_rows import rl_rows, sft_rows, sft_trajectory
 from .rows import Row
-from .value import outcome_rewards, step_ranks, token_targets
+from .value import step_ranks, token_rewards, token_targets
 
 
 def _world() -> int:
@@ -160,7 +160,7 @@ class PolicyUpdater:
             t = trajs[i]
             ranks = torch.tensor(step_ranks(t, self.algo.shrink, self.cfg.mask_token_id))
             v = torch.tensor([values[(i, j)] for j in range(len(t.response_ids))])
-            R, A = token_targets(v, outcome_rewards(ranks, advantages[i]), ranks, vcfg.gamma, vcfg.lam)
+            R, A = token_targets(v, token_rewards(t, ranks, advantages[i]), ranks, vcfg.gamma, vcfg.lam)
             returns[i], adv[i] = R.tolist(), A.tolist()
         for mb, v in zip(mbs, old_values):
             mb.data["old_values"] = v

@@ -29,6 +29,9 @@ class Trajectory:
     # Full-attention models: length of the generation canvas every pass attended to (slots after
     # response + tail stayed masked). 0 for block-causal models, where later blocks are invisible.
     canvas_len: int = 0
+    # Per-token process reward (rewards/process.py placement, weighted), set by the driver when a
+    # process reward is configured and the value model takes it; empty = outcome reward only.
+    process_rewards: list[float] = field(default_factory=list)
     policy_version: int = 0
     prompt_uid: str = ""
     sample_idx: int = 0

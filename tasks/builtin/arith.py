@@ -65,3 +65,21 @@ def reward(response: str, row: Row) -> dict:
         return RewardResult.failure("not_an_integer", answer=answer[:100]).as_dict()
     correct = int(answer) == int(row["ground_truth_answer"])
     return RewardResult(float(correct), correct, {"answer": answer}).as_dict()
+
+
+def process_reward(prefixes: list[str], row: Row) -> list[float]:
+    """Rule-based process reward for the "reversed" worked answer: each prefix (ending at a chunk,
+    see rewards/process.py) scores the digits of the leading digit run it newly wrote, +1 for a
+    digit equal to the reversed answer's digit at that place and -1 otherwise (also past the
+    answer's length), divided by the answer's length. A fully right worked answer sums to 1 over
+    the response whatever the chunking; text after the digit run (the box) scores 0 here, the
+    outcome reward judges it."""
+    target = str(abs(int(row["ground_truth_answer"])))[::-1]
+    scores, done = [], 0
+    for text in prefixes:
+        digits = re.match(r"\d*", text).group(0)
+        new = digits[done:] if len(digits) > done else ""
+        scores.append(sum(1 if i < len(target) and d == target[i] else -1
+                          for i, d in enumerate(new, start=done)) / len(target))
+        done = max(done, len(digits))
+    return scores

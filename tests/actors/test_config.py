@@ -12,7 +12,7 @@ from learner.algo_config import REFERENCE_SFT
 from support import REPO, compose_config
 
 GROUPS = {name: sorted(p.stem for p in (REPO / "conf" / name).glob("*.yaml"))
-          for name in ("model", "algo", "task", "rollout", "cluster", "mode")}
+          for name in ("model", "algo", "task", "rollout", "cluster", "mode", "reward", "judge")}
 NEEDS_PATH = {"model": "model.path=/ckpt", "task": "task.params.path=/data.jsonl"}
 
 
@@ -30,6 +30,8 @@ def test_every_group_option_validates(group, option):
         extra.append("mode=sft")  # trained on reference solutions, not rollouts
     if option == "eval":
         extra.append("model.path=/ckpt")
+    if option in ("qa_jsonl_judged", "judge_process", "judge_outcome"):
+        extra.append("judge.model=/judge")
     if group == "model" and option in ("llada_8b", "dream_7b"):
         extra.append("rollout.max_new_tokens=256")  # full-attention blocks of 32 must divide it
     cfg = compose_config([f"{group}={option}"] + extra)
@@ -49,6 +51,9 @@ def test_every_group_option_validates(group, option):
     ("trainer.eval_samples=4", "trainer.eval_greedy=false", "avg@k"),
     ("cluster.colocate=true cluster.rollout.num_workers=1 async.max_staleness=1", "async.max_staleness",
      "cluster.colocate"),
+    ("reward=judge_process", "judge.model", "reward.process='judge'"),
+    ("reward.process=tasks.builtin.arith:nope", "reward", "cannot load process reward"),
+    ("judge.backend=sglang", "judge.backend", "'transformers' or 'vllm'"),
 ])
 def test_bad_config_names_the_key(override, key, hint):
     with pytest.raises(ConfigError) as err:

@@ -1,0 +1,65 @@
+"""apply_rewards without a cluster (rule process reward): per-token process rewards on the
+trajectories for the value model, the weighted sum otherwise; nothing changes by default."""
+from __future__ import annotations
+
+import pytest
+
+from actors.process_stage import apply_rewards, weigh_outcome
+from actors.reward_worker import Score
+from learner.advantages import AdvantageResult
+from models.tokenizer import build_tiny_tokenizer
+from rewards.process import process_vector
+from rollout.trajectory import Trajectory
+from support import compose_config
+
+TOK = build_tiny_tokenizer()
+ROWS = {"a": {"question": "47+85=", "ground_truth_answer": "132"}}
+
+
+def trajectories() -> list[Trajectory]:
+    """"231 \\boxed{132}" (right) and "291 \\boxed{192}" (second digit wrong), prompt of 6 tokens."""
+    out = []
+    for k, text in enumerate(["231 \\boxed{132}", "291 \\boxed{192}"]):
+        ids = TOK.encode(text, add_special_tokens=False) + [TOK.eos_token_id]
+        steps = [1 + j for j in range(len(ids))]  # one token per step
+        out.append(Trajectory([7] * 6, ids, steps, [0.0] * len(ids), [0.0] * len(ids), 4, "eos", len(ids),
+                              prompt_uid="a", sample_idx=k))
+    return out
+
+
+def scores() -> dict:
+    return {("a", 0): Score("a", 0, 1.0, True), ("a", 1): Score("a", 1, 0.0, False)}
+
+
+def test_default_reward_is_untouched():
+    trajs = trajectories()
+    cfg = compose_config([])
+    out, m = apply_rewards(cfg, [], TOK, ROWS, trajs, scores())
+    assert out == scores() and m == {} and all(not t.process_rewards for t in trajs)
+
+
+def test_value_model_gets_placed_weighted_process_rewards():
+    trajs = trajectories()
+    cfg = compose_config(["algo=tracerl_value", "reward=arith_process", "reward.process_weight=0.5",
+                          "reward.outcome_weight=2.0"])
+    out, m = apply_rewards(cfg, [], TOK, ROWS, trajs, scores())
+    assert out == scores()  # the outcome reward stays the group advantage's input
+    # 16 tokens in chunks of 4; the worked answer is in chunk 0: "231" scores 3/3, "291" (+1 -1 +1)/3
+    chunk_scores = {0: [1.0, 0.0, 0.0, 0.0], 1: [1 / 3, 0.0, 0.0, 0.0]}
+    for k, t in enumerate(trajs):
+        want = process_vector(t.step_map, 6, 4, False, 4, chunk_scores[k])
+        assert t.process_rewards == pytest.approx([0.5 * x for x in want])
+    assert m["process/reward_mean"] == pytest.approx((1.0 + 1 / 3) / 8) and m["judge/failures"] == 0
+    adv = weigh_outcome(cfg, AdvantageResult(trajs, [1.0, -1.0]))
+    assert adv.advantages == [2.0, -2.0]
+
+
+def test_without_value_model_the_reward_is_the_weighted_sum():
+    trajs = trajectories()
+    cfg = compose_config(["algo=tracerl", "reward=arith_process", "reward.process_weight=0.5",
+                          "reward.outcome_weight=2.0"])
+    out, _ = apply_rewards(cfg, [], TOK, ROWS, trajs, scores())
+    assert out[("a", 0)].reward == pytest.approx(2.0 * 1.0 + 0.5 * 1.0)
+    assert out[("a", 1)].reward == pytest.approx(2.0 * 0.0 + 0.5 / 3)
+    assert out[("a", 1)].correct is False and all(not t.process_rewards for t in trajs)
+    assert weigh_outcome(cfg, AdvantageResult(trajs, [1.0, -1.0])).advantages == [1.0, -1.0]

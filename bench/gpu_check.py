@@ -9,24 +9,22 @@ Figures:
 - per shape (SDAR-1.7B and SDAR-4B, random weights, bf16) and strategy (static, dynamic): tokens/s,
   tokens/forward and host syncs per pass at batch 128 (B = 4, K = 4, EOS ignored), peak memory.
   Random weights are not confident, so dynamic commits its floor (n_k) and runs like static.
-- learner: bench/gpu_check_learner.py's learner_figures(), when that file exists.
+- learner: one policy step of an SDAR-1.7B-shaped model (bench/gpu_check_learner.py).
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import inspect
 import json
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.gpu_check_learner import learner_figures  # noqa: E402
 from bench.shapes import SHAPES, random_model, random_prompts  # noqa: E402
 from rollout.params import SamplingParams  # noqa: E402
 from rollout.sampler import generate  # noqa: E402
@@ -84,18 +82,6 @@ def throughput(shape: dict[str, int], device: torch.device, dtype: torch.dtype, 
     return out
 
 
-def learner_figures(smoke: bool) -> dict[str, Any] | None:
-    """The learner helper's figures, if its script is present (it is optional here)."""
-    path = Path(__file__).with_name("gpu_check_learner.py")
-    if not path.exists():
-        return None
-    spec = importlib.util.spec_from_file_location("gpu_check_learner", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    fn = module.learner_figures
-    return fn(smoke=smoke) if "smoke" in inspect.signature(fn).parameters else fn()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true", help="CPU, tiny shapes: checks the script itself")
@@ -125,9 +111,7 @@ def main() -> None:
         for name, shape in shapes.items():
             out[name] = throughput(shape, device, dtype, batch, prompt, new, args.compile)
     out["seconds"] = round(time.perf_counter() - start, 1)
-    learner = learner_figures(args.smoke)
-    if learner is not None:
-        out["learner"] = learner
+    out["learner"] = learner_figures(str(device), args.smoke)
     print(json.dumps(out))
 
 

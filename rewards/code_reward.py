@@ -142,7 +142,7 @@ class CodeReward:
             dict(request, key=key.hex()), stdin, limits, watcher.deadline,
             timeout=self.startup_s + time_limit * n_slots + 2 * _EXIT_GRACE_S)
         watcher.deadline(run.events)  # verify the events that arrived last
-        if not any(words[0] == "ready" for _, words in watcher.verified):
+        if not any(words[0] == b"ready" for _, words in watcher.verified):
             # "ready" is signed before the program runs: without it the sandbox failed, not the program.
             raise SandboxUnavailable(f"the sandbox did not start ({_failure_reason(run)}): "
                                      f"{run.stderr.decode(errors='replace')[-300:]}")

@@ -9,7 +9,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from learner.algo_config import REFERENCE_SFT, AlgoConfig
+from learner.algo_config import AlgoConfig
+from learner.objectives import REFERENCE_SFT
 from learner.engine_config import EngineConfig
 from rewards.judge_backends import JudgeConfig
 from rewards.process import get_process_fn

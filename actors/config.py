@@ -130,7 +130,7 @@ class WarmupSection(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> WarmupSection:
-        if self.algo.name not in REFERENCE_SFT:
+        if self.algo.objective.supervised_on != "references":
             raise ValueError(f"warmup.algo.name={self.algo.name!r}: allowed values are {REFERENCE_SFT} "
                              "(warm-up trains on reference solutions)")
         return self
@@ -228,7 +228,7 @@ class RunConfig(_Strict):
         if self.cluster.colocate and self.async_.max_staleness:
             raise ValueError("async.max_staleness=1 overlaps rollout with the update, but cluster.colocate=true "
                              "rollout workers release their weights while the learner updates: pick one")
-        on_references = self.algo.name in REFERENCE_SFT
+        on_references = self.algo.objective.supervised_on == "references"
         if self.mode != "eval" and on_references != (self.mode == "sft"):
             want = f"one of {REFERENCE_SFT}" if self.mode == "sft" else "an RL algorithm or 'sft_trace'"
             raise ValueError(f"algo.name={self.algo.name!r} does not fit mode={self.mode!r}, which needs {want}")

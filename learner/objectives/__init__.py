@@ -3,8 +3,17 @@
 adding an objective is one module plus one line here (docs/adding.md)."""
 from __future__ import annotations
 
-from . import (agrpo, coupled_grpo, diffu_grpo, random_masking, sft_random_masking, sft_semi_ar, sft_trace, tracerl,
-               tracerl_value)
+from . import (
+               agrpo,
+               coupled_grpo,
+               diffu_grpo,
+               random_masking,
+               sft_random_masking,
+               sft_semi_ar,
+               sft_trace,
+               tracerl,
+               tracerl_value,
+)
 from .common import Objective, sft_trajectory
 
 OBJECTIVES: dict[str, Objective] = {o.name: o for o in (

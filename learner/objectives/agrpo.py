@@ -31,7 +31,8 @@ def agrpo_trajectory_rows(t: Trajectory, i: int, algo: AlgoConfig, cfg: ModelCon
     q = (mass / mass.sum()).double()
     M = algo.agrpo_samples
     offset = float(torch.rand((), generator=gen))
-    picks = torch.searchsorted(q.cumsum(0), (torch.arange(M, dtype=torch.float64) + offset) / M).clamp(max=len(steps) - 1)
+    picks = torch.searchsorted(q.cumsum(0), (torch.arange(M, dtype=torch.float64) + offset) / M)
+    picks = picks.clamp(max=len(steps) - 1)
     weight = torch.zeros(len(steps), dtype=torch.float64).index_add_(0, picks, 1.0 / (M * q[picks]))
     drawn = torch.zeros(len(steps), dtype=torch.bool)
     drawn[picks] = True

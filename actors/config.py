@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from learner.algo_config import AlgoConfig
-from learner.objectives import REFERENCE_SFT
+from learner.objectives import OBJECTIVES, REFERENCE_SFT
 from learner.engine_config import EngineConfig
 from rewards.judge_backends import JudgeConfig
 from rewards.process import get_process_fn
@@ -230,7 +230,8 @@ class RunConfig(_Strict):
                              "rollout workers release their weights while the learner updates: pick one")
         on_references = self.algo.objective.supervised_on == "references"
         if self.mode != "eval" and on_references != (self.mode == "sft"):
-            want = f"one of {REFERENCE_SFT}" if self.mode == "sft" else "an RL algorithm or 'sft_trace'"
+            on_rollouts = tuple(n for n in OBJECTIVES if n not in REFERENCE_SFT)
+            want = f"one of {REFERENCE_SFT if self.mode == 'sft' else on_rollouts}"
             raise ValueError(f"algo.name={self.algo.name!r} does not fit mode={self.mode!r}, which needs {want}")
         if self.mode == "eval" and m.path is None:
             raise ValueError("model.path: mode=eval decodes a checkpoint, set model.path=/dir/of/the/checkpoint")

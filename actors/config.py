@@ -9,7 +9,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from learner.algo_config import REFERENCE_SFT, AlgoConfig
+from learner.algo_config import AlgoConfig
+from learner.objectives import OBJECTIVES, REFERENCE_SFT
 from learner.engine_config import EngineConfig
 from rewards.judge_backends import JudgeConfig
 from rewards.process import get_process_fn
@@ -129,7 +130,7 @@ class WarmupSection(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> WarmupSection:
-        if self.algo.name not in REFERENCE_SFT:
+        if self.algo.objective.supervised_on != "references":
             raise ValueError(f"warmup.algo.name={self.algo.name!r}: allowed values are {REFERENCE_SFT} "
                              "(warm-up trains on reference solutions)")
         return self
@@ -227,9 +228,10 @@ class RunConfig(_Strict):
         if self.cluster.colocate and self.async_.max_staleness:
             raise ValueError("async.max_staleness=1 overlaps rollout with the update, but cluster.colocate=true "
                              "rollout workers release their weights while the learner updates: pick one")
-        on_references = self.algo.name in REFERENCE_SFT
+        on_references = self.algo.objective.supervised_on == "references"
         if self.mode != "eval" and on_references != (self.mode == "sft"):
-            want = f"one of {REFERENCE_SFT}" if self.mode == "sft" else "an RL algorithm or 'sft_trace'"
+            on_rollouts = tuple(n for n in OBJECTIVES if n not in REFERENCE_SFT)
+            want = f"one of {REFERENCE_SFT if self.mode == 'sft' else on_rollouts}"
             raise ValueError(f"algo.name={self.algo.name!r} does not fit mode={self.mode!r}, which needs {want}")
         if self.mode == "eval" and m.path is None:
             raise ValueError("model.path: mode=eval decodes a checkpoint, set model.path=/dir/of/the/checkpoint")

@@ -1,35 +1,96 @@
-"""The single-controller loop: rollout → reward → advantages → update → weight sync (DESIGN §8)."""
+"""The single-controller loop: rollout → rewards → advantages → update → weight sync (DESIGN §8).
+
+The async prefetch (`Prefetch`) and colocation (`Colocated`) are small objects the RL step calls
+at fixed points; `Run.state` holds what the loop changes, `StepTimer` one step's phase seconds."""
 from __future__ import annotations
 
 import logging
 import shutil
 import time
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import ray
 from tqdm import tqdm
 
-from learner.advantages import group_advantages
+from learner.advantages import AdvantageResult, group_advantages
+from rollout.trajectory import Trajectory
 
 from .config import RunConfig
 from .pools import sync_weights
 from .process_stage import apply_rewards, weigh_outcome
 from .recovery import checkpoint, recover_learners
 from .report import decode_eval, write_eval, write_report
+from .reward_worker import Score
 from .run import Run, start_run
-from .stages import collect, submit
-from .step_data import (check_reward_failures, correct_only, learner_shards, rollout_metrics,
-                        to_groups, update_metrics)
+from .stages import RolloutJob, collect, submit
+from .step_data import check_reward_failures, correct_only, learner_shards, rollout_metrics, to_groups, update_metrics
 
 log = logging.getLogger(__name__)
+Scores = dict[tuple[str, int], Score]  # by (prompt uid, sample index)
 
 
-@contextmanager
-def timed(times: dict[str, float], key: str) -> Iterator[None]:
-    start = time.perf_counter()
-    yield
-    times[key] = times.get(key, 0.0) + time.perf_counter() - start
+class StepTimer:
+    """Seconds per phase of one step; a phase timed twice (the sync) adds up."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, key: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.add(key, time.perf_counter() - start)
+
+    def add(self, key: str, seconds: float) -> None:
+        self.seconds[key] = self.seconds.get(key, 0.0) + seconds
+
+
+class Lockstep:
+    """async.max_staleness=0: each step's rollout is sampled by the weights its update starts from;
+    the step ends by syncing the workers to the new version."""
+
+    def take_job(self, run: Run, timer: StepTimer) -> RolloutJob:
+        """This step's rollout: the one already in flight, else submitted now."""
+        if run.state.job is None:
+            sync(run, timer)  # a no-op unless resumed: the previous step ended with a sync
+        return run.state.job or submit(run.pools, *run.next_prompts(), run.cfg.rollout)
+
+    def rollout_done(self, run: Run, timer: StepTimer) -> None:
+        run.state.job = run.state.job_cursor = None
+
+    def sync(self, run: Run, timer: StepTimer) -> None:
+        sync(run, timer)
+
+
+class Prefetch(Lockstep):
+    """async.max_staleness=1: once step k's rollout is in, the workers take version k and sample
+    step k+1 while step k updates; the step ends without a sync."""
+
+    def rollout_done(self, run: Run, timer: StepTimer) -> None:
+        super().rollout_done(run, timer)
+        if run.state.step + 1 < run.cfg.trainer.steps:
+            sync(run, timer)
+            run.state.job = submit(run.pools, *run.next_prompts(), run.cfg.rollout)
+
+    def sync(self, run: Run, timer: StepTimer) -> None:
+        pass
+
+
+class SeparateDevices:
+    """Rollout workers and learners on their own devices: nothing to free before an update."""
+
+    def free_for_update(self, run: Run, timer: StepTimer) -> dict[str, float]:
+        return {}
+
+
+class Colocated(SeparateDevices):
+    """cluster.colocate: each rollout worker shares a learner's device and releases its memory for
+    the update (the sync after the update brings the weights back)."""
+
+    def free_for_update(self, run: Run, timer: StepTimer) -> dict[str, float]:
+        with timer("sleep_s"):
+            return {"rollout_freed_mb": sum(ray.get([w.sleep.remote() for w in run.pools.rollout])) / 2**20}
 
 
 def run_to_end(cfg: RunConfig) -> Run:
@@ -50,20 +111,20 @@ def run_to_end(cfg: RunConfig) -> Run:
 def train(run: Run) -> None:
     t = run.cfg.trainer
     start = time.perf_counter()
-    if run.step == 0:
-        if run.needs_warmup:
+    if run.state.step == 0:
+        if run.state.needs_warmup:
             warmup(run)
         if t.eval_every:
             evaluate(run)  # the starting point every later evaluation is compared with
-    run.start_state = run.driver_state()
-    bar = tqdm(total=t.steps, initial=run.step, desc="steps", disable=not t.progress)
-    while run.step < t.steps:
+    run.state.start_state = run.driver_state()
+    bar = tqdm(total=t.steps, initial=run.state.step, desc="steps", disable=not t.progress)
+    while run.state.step < t.steps:
         try:
             out_of_time = advance(run, start)
         except Exception as err:  # a dead learner rank: recreate the group, restore, replay from there
             if not recover_learners(run, err):
                 raise
-            bar.n = run.step
+            bar.n = run.state.step
             continue
         bar.update(1)
         if out_of_time:
@@ -75,75 +136,92 @@ def train(run: Run) -> None:
 def advance(run: Run, start: float) -> bool:
     """One training step with its logging, evaluation and checkpoint; True when out of time."""
     t = run.cfg.trainer
-    m = sft_step(run, run.step) if run.cfg.mode == "sft" else rl_step(run)
-    run.step += 1
-    run.metrics.log(run.step, m)
-    log.info("step %d/%d %s", run.step, t.steps, ", ".join(f"{k} {m[k]:.3f}" for k in sorted(m) if k.endswith(
+    m = sft_step(run, run.state.step) if run.cfg.mode == "sft" else rl_step(run)
+    run.state.step += 1
+    run.metrics.log(run.state.step, m)
+    log.info("step %d/%d %s", run.state.step, t.steps, ", ".join(f"{k} {m[k]:.3f}" for k in sorted(m) if k.endswith(
         ("reward_mean", "accuracy", "_s", "loss"))))
     out_of_time = t.max_wall_s is not None and time.perf_counter() - start >= t.max_wall_s
     if out_of_time:
-        log.info("trainer.max_wall_s=%s reached after %d steps", t.max_wall_s, run.step)
-    last = run.step == t.steps or out_of_time
-    if t.eval_every and (run.step % t.eval_every == 0 or last):
+        log.info("trainer.max_wall_s=%s reached after %d steps", t.max_wall_s, run.state.step)
+    last = run.state.step == t.steps or out_of_time
+    if t.eval_every and (run.state.step % t.eval_every == 0 or last):
         evaluate(run)
-    if last or (t.checkpoint_every and run.step % t.checkpoint_every == 0):
+    if last or (t.checkpoint_every and run.state.step % t.checkpoint_every == 0):
         checkpoint(run)
     return out_of_time
 
 
 def rl_step(run: Run) -> dict[str, float]:
-    cfg, pools, t = run.cfg, run.pools, run.cfg.trainer
-    overlap = cfg.async_.max_staleness == 1  # rollout of step k+1 runs while step k updates
-    times: dict[str, float] = {}
-    if run.job is None:
-        sync(run, times)  # a no-op unless resumed: the previous step ended with a sync
-    job = run.job or submit(pools, *run.next_prompts(), cfg.rollout)
-    with timed(times, "rollout_s"):  # rewards are scored as shards come back
-        trajs, scores = collect(pools, job, run.version, t.reward_chunk, t.progress)
+    cfg, timer = run.cfg, StepTimer()
+    schedule = Prefetch() if cfg.async_.max_staleness == 1 else Lockstep()
+    devices = Colocated() if cfg.cluster.colocate else SeparateDevices()
+    job, trajs, scores = rollout(run, schedule, timer)
+    scores, m = rewards(run, job, trajs, scores, timer)
+    schedule.rollout_done(run, timer)
+    adv = advantages(run, trajs, scores, timer)
+    m.update({f"dropped_groups/{k}": float(v) for k, v in adv.dropped.items()})
+    if adv.skip_reason:
+        log.warning("step %d: no update, %s", run.state.step, adv.skip_reason)
+        m["skipped"] = 1.0
+    else:
+        m |= devices.free_for_update(run, timer)
+        m |= update(run, adv, timer)
+    schedule.sync(run, timer)
+    return {**m, **timer.seconds, "sync_s": timer.seconds.get("sync_s", 0.0), "version": float(run.state.version)}
+
+
+def rollout(run: Run, schedule: Lockstep, timer: StepTimer) -> tuple[RolloutJob, list[Trajectory], Scores]:
+    """This step's trajectories in request order, with their outcome scores."""
+    job = schedule.take_job(run, timer)
+    with timer("rollout_s"):  # rewards are scored as shards come back
+        trajs, scores = collect(run.pools, job, run.state.version, run.cfg.trainer.reward_chunk,
+                                run.cfg.trainer.progress)
     # Request order, not arrival order: what follows sums over them, and a replay must sum alike.
     order = {(r.uid, r.sample_idx): i for i, r in enumerate(job.records)}
     trajs.sort(key=lambda tr: order[(tr.prompt_uid, tr.sample_idx)])
-    check_reward_failures(scores.values(), cfg.reward.max_failed_fraction, f"step {run.step + 1}")
-    scores, judge_m = apply_rewards(cfg, pools.judge, run.tokenizer, job.rows, trajs, scores)  # no-op by default
-    m = rollout_metrics(trajs, scores, times["rollout_s"], run.version) | judge_m
+    return job, trajs, scores
+
+
+def rewards(run: Run, job: RolloutJob, trajs: list[Trajectory], scores: Scores,
+            timer: StepTimer) -> tuple[Scores, dict[str, float]]:
+    """Stop on too many failed rewards, add process rewards (a no-op by default), and the rollout's metrics."""
+    cfg = run.cfg
+    check_reward_failures(scores.values(), cfg.reward.max_failed_fraction, f"step {run.state.step + 1}")
+    scores, judge_m = apply_rewards(cfg, run.pools.judge, run.tokenizer, job.rows, trajs, scores)
+    m = rollout_metrics(trajs, scores, timer.seconds["rollout_s"], run.state.version) | judge_m
     m["reissued"] = float(sum(job.reissued.values()))
-    run.job = run.job_cursor = None
-    if overlap and run.step + 1 < t.steps:
-        sync(run, times)  # workers take version k now and sample step k+1 while step k updates
-        run.job = submit(pools, *run.next_prompts(), cfg.rollout)
-    self_sft = cfg.algo.name == "sft_trace"  # supervised on this step's correct rollouts, as decoded
-    with timed(times, "advantage_s"):
-        adv = (correct_only(trajs, scores) if self_sft else
-               weigh_outcome(cfg, group_advantages(to_groups(trajs, scores), cfg.algo.advantage)))
-    m.update({f"dropped_groups/{k}": float(v) for k, v in adv.dropped.items()})
-    if adv.skip_reason:
-        log.warning("step %d: no update, %s", run.step, adv.skip_reason)
-        m["skipped"] = 1.0
-    else:
-        if cfg.cluster.colocate:  # the learner shares their device: free it for the update
-            with timed(times, "sleep_s"):  # (the sync after the update brings the weights back)
-                m["rollout_freed_mb"] = sum(ray.get([w.sleep.remote() for w in pools.rollout])) / 2**20
-        with timed(times, "update_s"):
-            shards = learner_shards(adv.trajectories, adv.advantages, len(pools.learner))
-            stats = ray.get([a.sft_trace_step.remote(tr, run.step) if self_sft else a.rl_step.remote(tr, ad, run.step)
-                             for a, (tr, ad) in zip(pools.learner, shards)])[0]  # every rank: global figures
-        run.version += 1
-        m.update(update_metrics(stats, adv.trajectories, times["update_s"]))
-    if not overlap:
-        sync(run, times)
-    return {**m, **times, "sync_s": times.get("sync_s", 0.0), "version": float(run.version)}
+    return scores, m
+
+
+def advantages(run: Run, trajs: list[Trajectory], scores: Scores, timer: StepTimer) -> AdvantageResult:
+    """Group advantages; for an objective supervised on rollouts, the correct ones with weight 1."""
+    cfg = run.cfg
+    with timer("advantage_s"):
+        if cfg.algo.objective.supervised_on == "rollouts":
+            return correct_only(trajs, scores)
+        return weigh_outcome(cfg, group_advantages(to_groups(trajs, scores), cfg.algo.advantage))
+
+
+def update(run: Run, adv: AdvantageResult, timer: StepTimer) -> dict[str, float]:
+    """Every learner rank updates on its shard; rank 0's figures are global."""
+    with timer("update_s"):
+        shards = learner_shards(adv.trajectories, adv.advantages, len(run.pools.learner))
+        stats = ray.get([a.rl_step.remote(tr, ad, run.state.step) for a, (tr, ad) in zip(run.pools.learner, shards)])[0]
+    run.state.version += 1
+    return update_metrics(stats, adv.trajectories, timer.seconds["update_s"])
 
 
 def sft_step(run: Run, step: int) -> dict[str, float]:
     """One supervised step on reference solutions (rollout workers catch up at the next sync)."""
-    times: dict[str, float] = {}
-    cfg = run.cfg
+    cfg, timer = run.cfg, StepTimer()
     pairs = run.next_pairs(cfg.trainer.prompts_per_step if cfg.mode == "sft" else cfg.warmup.prompts_per_step)
-    with timed(times, "update_s"):
+    with timer("update_s"):
         n = len(run.pools.learner)
         stats = ray.get([a.sft_step.remote(pairs[r::n], step) for r, a in enumerate(run.pools.learner)])[0]
-    run.version += 1
-    return {**{f"learner/{k}": float(v) for k, v in stats.items()}, **times, "version": float(run.version)}
+    run.state.version += 1
+    learner_m = {f"learner/{k}": float(v) for k, v in stats.items()}
+    return {**learner_m, **timer.seconds, "version": float(run.state.version)}
 
 
 def warmup(run: Run) -> None:
@@ -162,24 +240,24 @@ def warmup(run: Run) -> None:
     ray.get([a.export_hf.remote(str(tmp)) for a in run.pools.learner])
     tmp.rename(run.warm_dir)
     ray.get([a.start_rl.remote(str(run.warm_dir)) for a in run.pools.learner])
-    run.needs_warmup = False
-    run.base_path = str(run.warm_dir)  # a recreated learner group starts from here
+    run.state.needs_warmup = False
+    run.state.base_path = str(run.warm_dir)  # a recreated learner group starts from here
     log.info("warm start cached at %s", run.warm_dir)
 
 
-def sync(run: Run, times: dict[str, float]) -> None:
+def sync(run: Run, timer: StepTimer) -> None:
     """Bring every rollout worker to the learner's version (no-op when they already hold it)."""
-    if run.synced != run.version:
-        times["sync_s"] = times.get("sync_s", 0.0) + sync_weights(run.pools, run.version)
-        run.synced = run.version
+    if run.state.synced != run.state.version:
+        timer.add("sync_s", sync_weights(run.pools, run.state.version))
+        run.state.synced = run.state.version
 
 
 def evaluate(run: Run) -> dict[str, float]:
     """avg@k on the held-out rows with the eval sampling params (greedy by default)."""
     t = run.cfg.trainer
-    sync(run, {})
+    sync(run, StepTimer())
     m, trajs, scores = decode_eval(run, run.cfg.eval_params(), t.eval_samples, "eval/", t.progress)
-    check_reward_failures(scores.values(), run.cfg.reward.max_failed_fraction, f"evaluation at step {run.step}")
-    run.metrics.log(run.step, m)
-    log.info("eval at step %d: accuracy %.3f over %d samples", run.step, m["eval/accuracy"], len(trajs))
+    check_reward_failures(scores.values(), run.cfg.reward.max_failed_fraction, f"evaluation at step {run.state.step}")
+    run.metrics.log(run.state.step, m)
+    log.info("eval at step %d: accuracy %.3f over %d samples", run.state.step, m["eval/accuracy"], len(trajs))
     return m

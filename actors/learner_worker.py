@@ -80,15 +80,12 @@ class LearnerWorker:
 
     # ---- updates (all ranks, collectively, each with its own shard) ---------------------------
     def rl_step(self, trajectories: list[Trajectory], advantages: list[float], step: int) -> dict[str, float]:
+        """An update on this step's rollouts (RL, or SFT on them for an objective supervised on rollouts)."""
         return self.updater.rl_step(trajectories, advantages, step)
 
     def sft_step(self, pairs: list[tuple[list[int], list[int]]], step: int) -> dict[str, float]:
         """An SFT step: the run's objective when algo is SFT, else the warm-up objective."""
         return self.sft_updater.sft_step(pairs, step)
-
-    def sft_trace_step(self, trajectories: list[Trajectory], step: int) -> dict[str, float]:
-        """algo=sft_trace: supervised on the driver's pick of this step's (correct) rollouts."""
-        return self.updater.sft_on(trajectories, step)
 
     # ---- weight sync --------------------------------------------------------------------------
     def join_collective(self, port: int, world_size: int) -> None:

@@ -28,8 +28,8 @@ class LearnerGroupLost(RuntimeError):
 def checkpoint(run: Run) -> Path:
     """Save a checkpoint and make it the point a recovery restores."""
     t = run.cfg.trainer
-    run.restore_point = save_checkpoint(run.pools, run.run_dir, run.step, run.driver_state(), t.keep_last)
-    return run.restore_point
+    run.state.restore_point = save_checkpoint(run.pools, run.run_dir, run.state.step, run.driver_state(), t.keep_last)
+    return run.state.restore_point
 
 
 def recover_learners(run: Run, err: BaseException) -> bool:
@@ -41,18 +41,18 @@ def recover_learners(run: Run, err: BaseException) -> bool:
     if not dead:
         return False
     limit = run.cfg.trainer.max_learner_restarts
-    if run.learner_restarts >= limit:
-        where = (f"{run.restore_point} (step {_step_of(run.restore_point)})" if run.restore_point
+    if run.state.learner_restarts >= limit:
+        where = (f"{run.state.restore_point} (step {_step_of(run.state.restore_point)})" if run.state.restore_point
                  else "the start (no checkpoint was written yet)")
         raise LearnerGroupLost(
-            f"learner rank(s) {dead} died at step {run.step + 1} after {run.learner_restarts} restart(s) "
+            f"learner rank(s) {dead} died at step {run.state.step + 1} after {run.state.learner_restarts} restart(s) "
             f"(trainer.max_learner_restarts={limit}); the run stops here. Run it again with "
             f"trainer.resume=auto to continue from {where}") from err
-    run.learner_restarts += 1
-    log.warning("learner rank(s) %s died during step %d (%s: %s); restart %d/%d from %s", dead, run.step + 1,
-                type(err).__name__, err, run.learner_restarts, limit, run.restore_point or "the start")
-    replace_learners(run.pools, run.cfg, run.base_path, namespace_for(run.cfg, run.run_dir))
-    run.restore(load_checkpoint(run.pools, run.restore_point) if run.restore_point else run.start_state)
+    run.state.learner_restarts += 1
+    log.warning("learner rank(s) %s died during step %d (%s: %s); restart %d/%d from %s", dead, run.state.step + 1,
+                type(err).__name__, err, run.state.learner_restarts, limit, run.state.restore_point or "the start")
+    replace_learners(run.pools, run.cfg, run.state.base_path, namespace_for(run.cfg, run.run_dir))
+    run.restore(load_checkpoint(run.pools, run.state.restore_point) if run.state.restore_point else run.state.start_state)
     return True
 
 

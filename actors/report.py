@@ -28,11 +28,11 @@ def decode_eval(run: Run, params: SamplingParams, samples: int = 1, prefix: str 
     them; metrics, trajectories in eval order, and their scores."""
     start = time.perf_counter()
     records = records_for(list(run.eval_rows), run.eval_prompts, samples)
-    trajs, scores = collect(run.pools, submit(run.pools, records, run.eval_rows, params), run.version,
+    trajs, scores = collect(run.pools, submit(run.pools, records, run.eval_rows, params), run.state.version,
                             run.cfg.trainer.reward_chunk, progress)
     order = {uid: i for i, uid in enumerate(run.eval_rows)}
     trajs.sort(key=lambda t: (order[t.prompt_uid], t.sample_idx))
-    return rollout_metrics(trajs, scores, time.perf_counter() - start, run.version, prefix=prefix), trajs, scores
+    return rollout_metrics(trajs, scores, time.perf_counter() - start, run.state.version, prefix=prefix), trajs, scores
 
 
 def write_report(run: Run, wall_s: float) -> dict[str, float]:
@@ -46,7 +46,7 @@ def write_report(run: Run, wall_s: float) -> dict[str, float]:
     (s_m, s_trajs, _), (d_m, d_trajs, _) = decode_eval(run, static), decode_eval(run, dynamic)
     summary = {
         "acc_before": evals[0]["eval/accuracy"], "acc_after": evals[-1]["eval/accuracy"],
-        "wall_s": round(wall_s, 1), "steps": run.step, "eval_prompts": len(run.eval_rows),
+        "wall_s": round(wall_s, 1), "steps": run.state.step, "eval_prompts": len(run.eval_rows),
         "static_acc": s_m["accuracy"], "static_tokens_per_forward": s_m["tokens_per_forward"],
         "dynamic_acc": d_m["accuracy"], "dynamic_tokens_per_forward": d_m["tokens_per_forward"],
         "dynamic_threshold": dynamic.threshold,
@@ -55,7 +55,7 @@ def write_report(run: Run, wall_s: float) -> dict[str, float]:
     decode = lambda ids: run.tokenizer.decode(ids)  # noqa: E731
     sections = {f"static (1 token / pass), accuracy {s_m['accuracy']:.3f}": s_trajs,
                 f"dynamic (τ = {dynamic.threshold}), accuracy {d_m['accuracy']:.3f}": d_trajs}
-    page = render_html(f"{run.cfg.task.name} · {run.cfg.algo.name} · step {run.step}",
+    page = render_html(f"{run.cfg.task.name} · {run.cfg.algo.name} · step {run.state.step}",
                        {name: [(t, f"{t.prompt_uid}") for t in trajs[:VIEWER_SAMPLES]]
                         for name, trajs in sections.items()}, decode)
     (run.run_dir / "trajectories.html").write_text(page)
@@ -63,7 +63,7 @@ def write_report(run: Run, wall_s: float) -> dict[str, float]:
     for col in ("", "accuracy", "tokens / forward"):
         table.add_column(col)
     table.add_row("warm start (before RL)", f"{summary['acc_before']:.3f}", "")
-    table.add_row(f"after {run.step} steps", f"{summary['acc_after']:.3f}", "")
+    table.add_row(f"after {run.state.step} steps", f"{summary['acc_after']:.3f}", "")
     table.add_row("  static decoding", f"{s_m['accuracy']:.3f}", f"{s_m['tokens_per_forward']:.2f}")
     table.add_row(f"  dynamic decoding (τ={dynamic.threshold})", f"{d_m['accuracy']:.3f}",
                   f"{d_m['tokens_per_forward']:.2f}")

@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,23 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class LoopState:
+    """What the training loop changes as it goes (checkpointed, rolled back on recovery)."""
+    step: int = 0
+    version: int = 0  # policy updates applied
+    synced: int = 0  # version the rollout workers hold
+    job: RolloutJob | None = None  # async: the next step's rollout, already in flight
+    job_cursor: dict[str, Any] | None = None  # sampler state before `job`'s prompts were drawn
+    needs_warmup: bool = False  # no cached warm start yet: the learners start in the warm-up phase
+    base_path: str = ""  # what the learners are built from: model.path, or the warm start once it exists
+    restore_point: Path | None = None  # the last complete checkpoint this run wrote or resumed from
+    start_state: dict[str, Any] | None = None  # driver state when training began (restored if no checkpoint yet)
+    learner_restarts: int = 0  # times the learner group was recreated after a rank died
+
+
+@dataclass(frozen=True)
 class Run:
+    """A run's fixed context (config, pools, data, logger) and its `state`, the loop's variables."""
     cfg: RunConfig
     run_dir: Path
     pools: Pools
@@ -40,25 +56,16 @@ class Run:
     metrics: MetricsLogger
     eval_rows: dict[str, dict[str, Any]]
     eval_prompts: list[list[int]]
-    step: int = 0
-    version: int = 0  # policy updates applied
-    synced: int = 0  # version the rollout workers hold
-    job: RolloutJob | None = None  # async: the next step's rollout, already in flight
-    job_cursor: dict[str, Any] | None = None  # sampler state before `job`'s prompts were drawn
     warm_dir: Path | None = None  # where this run's SFT warm start is (or will be) cached
-    needs_warmup: bool = False  # no cached warm start yet: the learners start in the warm-up phase
     sft_sampler: PromptSampler | None = None  # rows of supervised steps: mode=sft's or the warm-up's
-    base_path: str = ""  # what the learners are built from: model.path, or the warm start once it exists
-    restore_point: Path | None = None  # the last complete checkpoint this run wrote or resumed from
-    start_state: dict[str, Any] | None = None  # driver state when training began (restored if no checkpoint yet)
-    learner_restarts: int = 0  # times the learner group was recreated after a rank died
+    state: LoopState = field(default_factory=LoopState)
 
     def encode(self, row: dict[str, Any]) -> list[int]:
         return encode_prompt(row, self.tokenizer, self.cfg.task.template or self.task.template, self.task.kind)
 
     def next_prompts(self) -> tuple[list[PromptRecord], dict[str, dict[str, Any]]]:
         """The next step's (prompt, sample) records and their rows, drawn from the seeded sampler."""
-        self.job_cursor = self.sampler.state_dict()
+        self.state.job_cursor = self.sampler.state_dict()
         batch = self.sampler.next_batch(self.cfg.trainer.prompts_per_step)
         records = records_for([s.uid for s in batch], [self.encode(s.row) for s in batch],
                               self.cfg.trainer.responses_per_prompt)
@@ -77,16 +84,18 @@ class Run:
         return pairs
 
     def driver_state(self) -> dict[str, Any]:
-        return {"step": self.step, "version": self.version, "sampler": self.job_cursor or self.sampler.state_dict(),
+        s = self.state
+        return {"step": s.step, "version": s.version, "sampler": s.job_cursor or self.sampler.state_dict(),
                 "config": self.cfg.model_dump(mode="json", by_alias=True)}
 
     def restore(self, state: dict[str, Any]) -> None:
         """Go back to a saved driver state (the learners hold its weights): data cursor, version,
         no rollout in flight, rollout workers to be re-synced, later metrics forgotten."""
-        self.step, self.version, self.synced = state["step"], state["version"], -1
-        self.job = self.job_cursor = None
+        s = self.state
+        s.step, s.version, s.synced = state["step"], state["version"], -1
+        s.job = s.job_cursor = None
         self.sampler.load_state_dict(state["sampler"])
-        self.metrics.rewind(self.step)
+        self.metrics.rewind(s.step)
 
 
 def model_path(cfg: RunConfig, run_dir: Path) -> str:
@@ -148,16 +157,15 @@ def start_run(cfg: RunConfig) -> Run:
     sft_sampler = sampler if cfg.mode == "sft" else None
     if needs_warmup:  # the first warmup.train_size training rows (train_rows(n) is a prefix of train_rows(m > n))
         sft_sampler = PromptSampler(sampler.rows[:cfg.warmup.train_size], seed=t.seed)
-    run = Run(cfg, run_dir, pools, task, load_tokenizer(path), sampler, metrics, eval_rows, [],
-              warm_dir=warm_dir, needs_warmup=needs_warmup, sft_sampler=sft_sampler, base_path=path)
-    run.eval_prompts = evals.prompts
+    run = Run(cfg, run_dir, pools, task, load_tokenizer(path), sampler, metrics, eval_rows, evals.prompts,
+              warm_dir=warm_dir, sft_sampler=sft_sampler, state=LoopState(needs_warmup=needs_warmup, base_path=path))
     skipped = len(task.skipped_rows) + len(train.skipped) + len(evals.skipped)
     if skipped and resume is None:
         metrics.log(0, {"data/skipped_rows": float(skipped)})
     if resume is not None:
         run.restore(load_checkpoint(pools, resume))  # (rollout workers hold the base weights until synced)
-        run.restore_point = resume
-        log.info("resumed from %s at step %d", resume, run.step)
+        run.state.restore_point = resume
+        log.info("resumed from %s at step %d", resume, run.state.step)
     return run
 
 

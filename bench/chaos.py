@@ -113,7 +113,7 @@ class Injector:
         real = {name: getattr(driver, name) for name in ("advance", "submit", "collect", "learner_shards")}
 
         def advance(run: Any, start: float) -> bool:
-            self.step = run.step + 1
+            self.step = run.state.step + 1
             return real["advance"](run, start)
 
         def submit(pools: Any, records: Any, rows: Any, params: Any) -> Any:
@@ -207,7 +207,7 @@ def run_chaos(work: Path, quick: bool = True, seed: int = 0) -> dict[str, Any]:
             "prompts_double_counted": injector.duplicated + per_step * sum(n - 1 for n in logged.values()),
             "metrics_equal_to_fault_free": error is None and not differences(chaos, clean),
             "metrics_differing": differences(chaos, clean)[:8],
-            "learner_restarts": run.learner_restarts if run else None,
+            "learner_restarts": run.state.learner_restarts if run else None,
             "reissued": injector.reissued,
             "fault_free_s": round(clean_s, 2), "chaos_s": round(chaos_s, 2), "steps": cfg.trainer.steps,
             "schedule": [f"{f.pool}-{f.index}@step{f.step}" for f in injector.faults], "error": error}

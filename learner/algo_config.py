@@ -6,13 +6,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .advantages import AdvantageConfig
+from .objectives import OBJECTIVES, Objective
 
-RL_ALGOS = ("tracerl", "tracerl_value", "agrpo", "diffu_grpo", "coupled_grpo", "random_masking")
-# Supervised objectives trained on reference solutions; sft_trace trains on the model's own rollouts.
-REFERENCE_SFT = ("sft_semi_ar", "sft_random_masking")
-SFT_ALGOS = REFERENCE_SFT + ("sft_trace",)
-AlgoName = Literal["tracerl", "tracerl_value", "agrpo", "diffu_grpo", "coupled_grpo", "random_masking",
-                   "sft_semi_ar", "sft_random_masking", "sft_trace"]
+# The registry's names: a bad algo.name is rejected naming every allowed value.
+AlgoName = Literal[tuple(OBJECTIVES)]  # type: ignore[valid-type]
 
 
 class ValueConfig(BaseModel):
@@ -49,8 +46,12 @@ class AlgoConfig(BaseModel):
     advantage: AdvantageConfig = AdvantageConfig()
 
     @property
+    def objective(self) -> Objective:
+        return OBJECTIVES[self.name]
+
+    @property
     def uses_value(self) -> bool:
-        return self.name == "tracerl_value"
+        return self.objective.uses_value
 
     @model_validator(mode="after")
     def _check(self) -> "AlgoConfig":

@@ -20,7 +20,7 @@ from .algo_config import AlgoConfig
 from .batching import MicroBatch, micro_batches
 from .logprobs import token_logprobs
 from .losses import clipped_value_loss, k3_kl, ppo_clip, truncated_is_weight
-from .objective_rows import rl_rows, sft_rows, sft_trajectory
+from .objectives import sft_trajectory
 from .rows import Row
 from .value import step_ranks, token_rewards, token_targets
 
@@ -74,7 +74,7 @@ class PolicyUpdater:
         """pack_rounds: a trajectory's TraceRL/AGRPO rounds share one clean copy per row (up to
         algo.token_budget slots); False: one row per round."""
         if algo.uses_value and value_engine is None:
-            raise ValueError("algo.name=tracerl_value needs a value engine (a ValueModel in a TrainEngine)")
+            raise ValueError(f"algo.name={algo.name} needs a value engine (a ValueModel in a TrainEngine)")
         if algo.kl_beta > 0 and algo.kl_ref == "frozen" and ref_model is None:
             raise ValueError("algo.kl_ref=frozen with kl_beta > 0 needs a frozen reference model")
         self.engine, self.algo, self.cfg = engine, algo, model_cfg
@@ -103,13 +103,20 @@ class PolicyUpdater:
 
     # ---- RL -------------------------------------------------------------------------------
     def rl_step(self, trajectories: list[Trajectory], advantages: list[float], step: int) -> dict[str, float]:
-        algo = self.algo
+        """One update on this rank's shard of the step's rollouts: the RL objective with these
+        advantages, or, for an objective supervised on rollouts, SFT on them (advantages unused)."""
+        algo, objective = self.algo, self.algo.objective
+        if objective.supervised_on == "rollouts":
+            return self.sft_on(trajectories, step)
+        if objective.supervised_on == "references":
+            raise ValueError(f"algo.name={algo.name!r} trains on reference solutions (sft_step), not on rollouts")
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
-        if algo.name in ("tracerl", "tracerl_value", "agrpo"):  # same rows every pass
-            epochs = [self._micro_batches(rl_rows(trajectories, algo, self.cfg, gen, self.pack_budget))] * algo.ppo_epochs
-        else:  # the masking baselines draw fresh masks per pass (d1's μ iterations)
-            epochs = [self._micro_batches(rl_rows(trajectories, algo, self.cfg, gen, self.pack_budget))
-                      for _ in range(algo.ppo_epochs)]
+
+        def rows() -> list[MicroBatch]:
+            return self._micro_batches(objective.rows(trajectories, algo, self.cfg, gen, self.pack_budget))
+        # Masking baselines draw fresh masks per pass (d1's μ iterations); the others reuse one set.
+        epochs = ([rows() for _ in range(algo.ppo_epochs)] if objective.redraws_masks
+                  else [rows()] * algo.ppo_epochs)
         # Old (and reference) log-probs of every pass are taken before any update.
         for mbs in {id(m): m for m in epochs}.values():
             norm_weights(mbs, trajectories, algo.norm)
@@ -190,7 +197,7 @@ class PolicyUpdater:
         """Supervised step on trajectories: recorded rollouts for sft_trace (their decoding order is
         the target), or reference pairs wrapped by `sft_step`."""
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
-        mbs = self._micro_batches(sft_rows(trajs, self.algo, self.cfg, gen, self.pack_budget))
+        mbs = self._micro_batches(self.algo.objective.rows(trajs, self.algo, self.cfg, gen, self.pack_budget))
         norm_weights(mbs, trajs, self.algo.norm)
         return self._train(self.engine, mbs, self._sft_loss)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from actors.config import ConfigError
-from learner.algo_config import REFERENCE_SFT
+from learner.objectives import REFERENCE_SFT
 from support import REPO, compose_config
 
 GROUPS = {name: sorted(p.stem for p in (REPO / "conf" / name).glob("*.yaml"))

@@ -33,7 +33,7 @@ def test_learner_rank_killed_mid_step_is_replaced_and_the_run_replays(ray_sessio
     _, full_lines, _ = _run(common + [f"trainer.run_dir={tmp_path / 'full'}"])
     # learner-1 dies while step 3's update is in flight: restored from step 2's checkpoint.
     run, lines, injector = _run(common + [f"trainer.run_dir={tmp_path / 'faulty'}"], [Fault(3, "learner", 1, 0.1)])
-    assert injector.fired and run.learner_restarts == 1
+    assert injector.fired and run.state.learner_restarts == 1
     assert [r["step"] for r in lines if "reward_mean" in r] == [1, 2, 3, 4, 5, 6]  # each step logged once
     full = comparable(full_lines)
     assert differences(comparable(lines), full) == []  # every figure of every step but timings

@@ -24,7 +24,7 @@ def test_sft_mode_then_eval_mode_with_k_samples(ray_session, tmp_path):
                                   f"trainer.eval_samples={k}", "trainer.eval_greedy=false",
                                   f"trainer.eval_prompts={prompts}"])
     run = driver.run_to_end(cfg)
-    assert run.pools.learner == [] and run.version == 0
+    assert run.pools.learner == [] and run.state.version == 0
     summary = json.loads((eval_dir / "eval.json").read_text())
     samples = read_jsonl(eval_dir / "eval_samples.jsonl")
     assert len(samples) == k * prompts and summary["samples_per_prompt"] == k

@@ -4,7 +4,7 @@ import torch
 
 from helpers import MASK, params, prompts_mixed, tiny_model
 from learner.algo_config import AlgoConfig
-from learner.objective_rows import rl_rows, sft_rows, sft_trajectory
+from learner.objectives import OBJECTIVES, sft_trajectory
 from learner.rows import Sequence, block_step_groups
 from rollout.sampler import generate
 
@@ -16,6 +16,18 @@ def setup():
     return model, trajs
 
 
+def build_rows(trajs, algo, cfg, gen):
+    return algo.objective.rows(trajs, algo, cfg, gen)
+
+
+def test_registry_names_every_objective_and_rejects_others():
+    with pytest.raises(ValueError) as err:
+        AlgoConfig(name="grpo")
+    assert all(repr(name) in str(err.value) for name in OBJECTIVES), str(err.value)
+    for name, objective in OBJECTIVES.items():  # the module's declared name is its key, and validates
+        assert objective.name == name and AlgoConfig(name=name).objective is objective
+
+
 def response_slots(row, traj):
     P = len(traj.prompt_ids)
     return {pos: slot for slot, pos in enumerate(row.position_ids.tolist()) if P <= pos < P + len(traj.response_ids)}
@@ -23,7 +35,7 @@ def response_slots(row, traj):
 
 def test_coupled_grpo_scores_each_token_exactly_once_in_complementary_passes(setup):
     model, trajs = setup
-    rows = rl_rows(trajs, AlgoConfig(name="coupled_grpo"), model.config, torch.Generator().manual_seed(0))
+    rows = build_rows(trajs, AlgoConfig(name="coupled_grpo"), model.config, torch.Generator().manual_seed(0))
     for i, t in enumerate(trajs):
         pair = [r for r in rows if r.traj_index == i]
         assert len(pair) in (1, 2)  # a pass whose mask is empty trains nothing and is dropped
@@ -45,7 +57,7 @@ def test_diffu_grpo_masks_completion_fully_and_prompt_at_p(setup):
     model, trajs = setup
     algo = AlgoConfig(name="diffu_grpo", d1_prompt_mask_p=0.3)
     masked_prompt, total_prompt = 0, 0
-    draws = [rl_rows(trajs, algo, model.config, torch.Generator().manual_seed(s)) for s in range(40)]
+    draws = [build_rows(trajs, algo, model.config, torch.Generator().manual_seed(s)) for s in range(40)]
     for rows in draws:
         for r in rows:
             t = trajs[r.traj_index]
@@ -61,7 +73,7 @@ def test_diffu_grpo_masks_completion_fully_and_prompt_at_p(setup):
 
 def test_random_masking_trains_only_masked_tokens(setup):
     model, trajs = setup
-    rows = rl_rows(trajs, AlgoConfig(name="random_masking"), model.config, torch.Generator().manual_seed(0))
+    rows = build_rows(trajs, AlgoConfig(name="random_masking"), model.config, torch.Generator().manual_seed(0))
     assert len(rows) == len(trajs)
     for r in rows:
         t = trajs[r.traj_index]
@@ -81,12 +93,12 @@ def test_agrpo_draws_m_steps_with_unbiased_weights(setup, sampling):
     counts = torch.zeros(max(t.step_map) + 1)
     trials = 400
     for s in range(trials):
-        for r in rl_rows([t], algo, model.config, torch.Generator().manual_seed(s)):
+        for r in build_rows([t], algo, model.config, torch.Generator().manual_seed(s)):
             for j, w in zip(r.token_index.tolist(), r.weights.tolist()):
                 counts[t.step_map[j]] += w / t.step_map.count(t.step_map[j])
     est = counts[sorted(set(t.step_map))] / trials
     assert torch.allclose(est, torch.ones(n_steps), atol=0.25)
-    rows = rl_rows([t], algo, model.config, torch.Generator().manual_seed(0))
+    rows = build_rows([t], algo, model.config, torch.Generator().manual_seed(0))
     drawn = {t.step_map[j] for r in rows for j in r.token_index.tolist()}
     assert 1 <= len(drawn) <= M
     for r in rows:  # every trained token of a drawn step, in the state before that step
@@ -99,7 +111,7 @@ def test_sft_semi_ar_masks_each_block_and_fills_after_eos():
     model = tiny_model(4)
     pair = sft_trajectory([2, 3, 4, 5, 6], [7, 8, 9, 1], 4, eos_id=1)
     assert pair.tail_ids == [1, 1, 1] and (5 + 4 + 3) % 4 == 0
-    rows = sft_rows([pair], AlgoConfig(name="sft_semi_ar"), model.config, torch.Generator().manual_seed(0))
+    rows = build_rows([pair], AlgoConfig(name="sft_semi_ar"), model.config, torch.Generator().manual_seed(0))
     (row,) = rows
     seq = Sequence.of(pair, MASK)
     blocks = block_step_groups(seq, 4, 1)
@@ -115,6 +127,6 @@ def test_sft_semi_ar_masks_each_block_and_fills_after_eos():
 
 def test_trace_sft_trains_every_token_once(setup):
     model, trajs = setup
-    rows = sft_rows(trajs, AlgoConfig(name="sft_trace"), model.config, torch.Generator())
+    rows = build_rows(trajs, AlgoConfig(name="sft_trace"), model.config, torch.Generator())
     for i, t in enumerate(trajs):
         assert sorted(j for r in rows if r.traj_index == i for j in r.token_index.tolist()) == list(range(len(t.response_ids)))

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from helpers import MASK, PAD, params, prompts_mixed, tiny_model
-from learner.algo_config import RL_ALGOS, SFT_ALGOS, AlgoConfig
+from learner.algo_config import AlgoConfig
+from learner.objectives import RL_ALGOS, SFT_ALGOS
 from learner.batching import micro_batches
 from learner.engine import TrainEngine
 from learner.engine_config import EngineConfig

@@ -85,8 +85,7 @@ def _value_update_targets(trajs, advantages, seed=0):
     algo = AlgoConfig(name="tracerl_value", value=ValueConfig(gamma=0.9, lam=0.8, train_every=2))
     updater = PolicyUpdater(TrainEngine(model, EngineConfig(lr=1e-3)), algo, model.config,
                             value_engine=TrainEngine(value, EngineConfig(lr=1e-3)))
-    from learner.objective_rows import rl_rows
-    mbs = updater._micro_batches(rl_rows(trajs, algo, model.config, torch.Generator().manual_seed(0)))
+    mbs = updater._micro_batches(algo.objective.rows(trajs, algo, model.config, torch.Generator().manual_seed(0)))
     updater._value_update(mbs, trajs, advantages, step=1)  # odd step: targets only, no value update
     out = {}
     for mb in mbs:

@@ -13,9 +13,9 @@ from typing import Any
 from models.checkpoint import load_config
 from models.tiny import write_tiny_checkpoint
 from models.tokenizer import load_tokenizer
+from tasks.prompt_stream import PromptStream
 from tasks.prompts import encode_prompt
 from tasks.registry import Task, get_task, resolve_reward
-from tasks.sampler import PromptSampler
 from tasks.screen import PromptLimits, ScreenedRows, screen_prompts
 
 from .checkpoint import load_checkpoint, resolve_resume
@@ -36,7 +36,7 @@ class Run:
     pools: Pools
     task: Task
     tokenizer: Any
-    sampler: PromptSampler | None  # training prompts; None when only evaluating
+    sampler: PromptStream | None  # training prompts; None when only evaluating
     metrics: MetricsLogger
     eval_rows: dict[str, dict[str, Any]]
     eval_prompts: list[list[int]]
@@ -47,7 +47,7 @@ class Run:
     job_cursor: dict[str, Any] | None = None  # sampler state before `job`'s prompts were drawn
     warm_dir: Path | None = None  # where this run's SFT warm start is (or will be) cached
     needs_warmup: bool = False  # no cached warm start yet: the learners start in the warm-up phase
-    sft_sampler: PromptSampler | None = None  # rows of supervised steps: mode=sft's or the warm-up's
+    sft_sampler: PromptStream | None = None  # rows of supervised steps: mode=sft's or the warm-up's
     base_path: str = ""  # what the learners are built from: model.path, or the warm start once it exists
     restore_point: Path | None = None  # the last complete checkpoint this run wrote or resumed from
     start_state: dict[str, Any] | None = None  # driver state when training began (restored if no checkpoint yet)
@@ -130,7 +130,7 @@ def start_run(cfg: RunConfig) -> Run:
     # Every prompt the run will use is checked now, naming any bad row (tasks/screen.py).
     train, evals = screen_run_rows(cfg, task, path, [] if cfg.mode == "eval" else
                                    task.train_rows(cfg.task.train_size, cfg.task.split_seed))
-    sampler = None if cfg.mode == "eval" else PromptSampler(train.rows, seed=t.seed)
+    sampler = None if cfg.mode == "eval" else PromptStream(train.rows, seed=t.seed)
     resume = resolve_resume(run_dir, t.resume)
     if resume is None and t.resume == "auto":  # a fresh start: earlier metrics of this run_dir are stale
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
@@ -147,7 +147,7 @@ def start_run(cfg: RunConfig) -> Run:
     eval_rows = {f"eval-{i}": row for i, row in enumerate(evals.rows)}
     sft_sampler = sampler if cfg.mode == "sft" else None
     if needs_warmup:  # the first warmup.train_size training rows (train_rows(n) is a prefix of train_rows(m > n))
-        sft_sampler = PromptSampler(sampler.rows[:cfg.warmup.train_size], seed=t.seed)
+        sft_sampler = PromptStream(sampler.rows[:cfg.warmup.train_size], seed=t.seed)
     run = Run(cfg, run_dir, pools, task, load_tokenizer(path), sampler, metrics, eval_rows, [],
               warm_dir=warm_dir, needs_warmup=needs_warmup, sft_sampler=sft_sampler, base_path=path)
     run.eval_prompts = evals.prompts

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 from pydantic import BaseModel, NonNegativeInt
 
-from .rows import Row
+from .schemas import Row
 from .splits import hash_unit
 
 

@@ -8,12 +8,12 @@ import time
 from rich.console import Console
 from rich.table import Table
 
+from rewards.result import Score
 from rollout.params import SamplingParams
 from rollout.trajectory import Trajectory
 from rollout.viewer import render_html
 
 from .metrics import read_jsonl
-from .reward_worker import Score
 from .run import Run
 from .stages import collect, submit
 from .step_data import records_for, rollout_metrics

@@ -13,6 +13,7 @@ from typing import Any
 from models.checkpoint import load_config
 from models.tiny import write_tiny_checkpoint
 from models.tokenizer import load_tokenizer
+from rollout.requests import PromptRecord
 from tasks.prompt_stream import PromptStream
 from tasks.prompts import encode_prompt
 from tasks.registry import Task, get_task, resolve_reward
@@ -22,7 +23,6 @@ from .checkpoint import load_checkpoint, resolve_resume
 from .config import RunConfig
 from .metrics import MetricsLogger
 from .pools import Pools, create_pools
-from .rollout_worker import PromptRecord
 from .stages import RolloutJob
 from .step_data import records_for
 

@@ -9,10 +9,9 @@ from typing import Any
 import numpy as np
 
 from learner.advantages import AdvantageResult, ScoredGroup
+from rewards.result import Score
+from rollout.requests import PromptRecord
 from rollout.trajectory import Trajectory
-
-from .reward_worker import Score
-from .rollout_worker import PromptRecord
 
 log = logging.getLogger(__name__)
 

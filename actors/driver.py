@@ -13,10 +13,11 @@ from tqdm import tqdm
 from learner.advantages import group_advantages
 
 from .config import RunConfig
-from .pools import sync_weights
+from .sync import sync_weights
 from .process_stage import apply_rewards, weigh_outcome
 from .recovery import checkpoint, recover_learners
-from .report import decode_eval, write_eval, write_report
+from .evaluate import decode_eval, write_eval
+from .report import write_report
 from .run import Run, start_run
 from .stages import collect, submit
 from .step_data import (check_reward_failures, correct_only, learner_shards, rollout_metrics,

@@ -26,7 +26,7 @@ from rewards.result import Score
 from rollout.trajectory import Trajectory
 
 from .config import RunConfig
-from .pools import wait_restarted
+from .sync import wait_restarted
 
 log = logging.getLogger(__name__)
 Key = tuple[str, int]

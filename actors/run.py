@@ -125,14 +125,14 @@ def start_run(cfg: RunConfig) -> Run:
     path = model_path(cfg, run_dir)
     task = get_task(cfg.task.name, **cfg.task.params)
     resolve_reward(cfg.task.reward or task.reward_path)  # a bad name fails here, not in every reward worker
-    t = cfg.trainer
+    trainer = cfg.trainer
     # Evaluation needs no training rows (an evaluation-only file may have none: eval_fraction=1).
     # Every prompt the run will use is checked now, naming any bad row (tasks/screen.py).
     train, evals = screen_run_rows(cfg, task, path, [] if cfg.mode == "eval" else
                                    task.train_rows(cfg.task.train_size, cfg.task.split_seed))
-    sampler = None if cfg.mode == "eval" else PromptStream(train.rows, seed=t.seed)
-    resume = resolve_resume(run_dir, t.resume)
-    if resume is None and t.resume == "auto":  # a fresh start: earlier metrics of this run_dir are stale
+    sampler = None if cfg.mode == "eval" else PromptStream(train.rows, seed=trainer.seed)
+    resume = resolve_resume(run_dir, trainer.resume)
+    if resume is None and trainer.resume == "auto":  # a fresh start: earlier metrics of this run_dir are stale
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     namespace = namespace_for(cfg, run_dir)
     warm_dir = warm_start_dir(cfg)
@@ -143,11 +143,11 @@ def start_run(cfg: RunConfig) -> Run:
     needs_warmup = warm_dir is not None and not cached and resume is None
     pools = create_pools(cfg, path, cfg.task.reward or task.reward_path, namespace, warmup=needs_warmup,
                          learners=cfg.mode != "eval")
-    metrics = MetricsLogger(run_dir, t.logger, namespace, cfg.model_dump(mode="json", by_alias=True))
+    metrics = MetricsLogger(run_dir, trainer.logger, namespace, cfg.model_dump(mode="json", by_alias=True))
     eval_rows = {f"eval-{i}": row for i, row in enumerate(evals.rows)}
     sft_sampler = sampler if cfg.mode == "sft" else None
     if needs_warmup:  # the first warmup.train_size training rows (train_rows(n) is a prefix of train_rows(m > n))
-        sft_sampler = PromptStream(sampler.rows[:cfg.warmup.train_size], seed=t.seed)
+        sft_sampler = PromptStream(sampler.rows[:cfg.warmup.train_size], seed=trainer.seed)
     run = Run(cfg, run_dir, pools, task, load_tokenizer(path), sampler, metrics, eval_rows, [],
               warm_dir=warm_dir, needs_warmup=needs_warmup, sft_sampler=sft_sampler, base_path=path)
     run.eval_prompts = evals.prompts

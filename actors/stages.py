@@ -23,7 +23,8 @@ from rollout.params import SamplingParams
 from rollout.requests import PromptRecord
 from rollout.trajectory import Trajectory
 
-from .pools import Pools, resync_restarted, wait_restarted
+from .pools import Pools
+from .sync import resync_restarted, wait_restarted
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Which rows each objective trains on (DESIGN §6.1, §6.3), built from the two layouts in rows.py.
 
 Row weights carry the objective's own per-token factor (AGRPO's importance weight, coupled-GRPO's
-1/t, MDM's 1/t); step normalisation is applied on top in learner/weights.py.
+1/t, MDM's 1/t); step normalisation is applied on top by `norm_weights` in learner/policy_update.py.
 """
 from __future__ import annotations
 

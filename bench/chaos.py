@@ -53,10 +53,10 @@ class Fault:
 
 
 def pool_names(cfg: RunConfig) -> list[str]:
-    """Every worker pool the run creates (a pool added to `cluster` joins the schedule by itself);
-    the judge pool exists only when a reward uses a judge."""
-    return [name for name, section in cfg.cluster
-            if isinstance(section, PoolSection) and (name != "judge" or cfg.reward.uses_judge)]
+    """Every worker pool the run creates (a pool added to `cluster` joins the schedule by itself;
+    the judge pool exists only when a reward uses a judge)."""
+    return [name for name, section in cfg.cluster if isinstance(section, PoolSection)
+            and (name != "judge" or cfg.reward.uses_judge)]
 
 
 def schedule(cfg: RunConfig, per_pool: int, seed: int) -> list[Fault]:

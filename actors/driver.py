@@ -14,14 +14,15 @@ import ray
 from tqdm import tqdm
 
 from learner.advantages import AdvantageResult, group_advantages
+from rewards.result import Score
 from rollout.trajectory import Trajectory
 
 from .config import RunConfig
-from .pools import sync_weights
+from .sync import sync_weights
 from .process_stage import apply_rewards, weigh_outcome
 from .recovery import checkpoint, recover_learners
-from .report import decode_eval, write_eval, write_report
-from .reward_worker import Score
+from .evaluate import decode_eval, write_eval
+from .report import write_report
 from .run import Run, start_run
 from .stages import RolloutJob, collect, submit
 from .step_data import check_reward_failures, correct_only, learner_shards, rollout_metrics, to_groups, update_metrics

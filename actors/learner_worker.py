@@ -17,13 +17,22 @@ from learner.engine import TrainEngine
 from learner.policy_update import PolicyUpdater
 from learner.value import ValueModel
 from models.checkpoint import load_model
+from models.config import DTYPES
 from models.tokenizer import load_tokenizer
 from rollout.trajectory import Trajectory
 
 from .config import RunConfig
-from .rollout_worker import DTYPES, device_for_actor
-from .weight_sync import (CollectiveGroup, CollectiveSender, ObjectStoreSender, Sender, SharedMemorySender,
-                          WeightsHandle, publish, unpack)
+from .rollout_worker import device_for_actor
+from .weight_sync import (
+    CollectiveGroup,
+    CollectiveSender,
+    ObjectStoreSender,
+    Sender,
+    SharedMemorySender,
+    WeightsHandle,
+    publish,
+    unpack,
+)
 
 
 class LearnerWorker:

@@ -22,11 +22,11 @@ from ray.exceptions import RayActorError
 from learner.advantages import AdvantageResult
 from rewards.judging import JudgeRequest, rule_responses
 from rewards.process import ProcessScore, get_process_fn, process_vector
+from rewards.result import Score
 from rollout.trajectory import Trajectory
 
 from .config import RunConfig
-from .pools import wait_restarted
-from .reward_worker import Score
+from .sync import wait_restarted
 
 log = logging.getLogger(__name__)
 Key = tuple[str, int]

@@ -1,24 +1,12 @@
 """RewardWorker: decodes response ids and scores them against their task rows (CPU only)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from models.tokenizer import load_tokenizer
 from rewards import get_reward, score_batch
+from rewards.result import Score
 from rollout.trajectory import Trajectory
-
-
-@dataclass(frozen=True)
-class Score:
-    prompt_uid: str
-    sample_idx: int
-    reward: float
-    correct: bool
-    # Set when no verdict was reached (checker_unavailable, timeout, reward_error, ...): the
-    # sample is left out of training and counted in the step's metrics.
-    failure: str | None = None
-    error: str = ""  # what went wrong, for the error that stops a run whose reward is broken
 
 
 class RewardWorker:

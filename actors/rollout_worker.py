@@ -1,31 +1,28 @@
 """RolloutWorker: a model copy plus the block-diffusion sampler, in its own Ray actor process."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import ray
 import torch
 
 from models.checkpoint import load_model
+from models.config import DTYPES
 from rollout.params import SamplingParams
+from rollout.requests import PromptRecord
 from rollout.rng import row_seed
 from rollout.sampler import generate
 from rollout.trajectory import Trajectory
 
 from .config import ModelSection
-from .weight_sync import (CollectiveGroup, CollectiveReceiver, ObjectStoreReceiver, Receiver,
-                          SharedMemoryReceiver, WeightsHandle)
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-@dataclass(frozen=True)
-class PromptRecord:
-    """One (prompt, sample) to generate; its seed follows from (run seed, uid, sample_idx) alone."""
-    uid: str
-    prompt_ids: list[int]
-    sample_idx: int
+from .weight_sync import (
+    CollectiveGroup,
+    CollectiveReceiver,
+    ObjectStoreReceiver,
+    Receiver,
+    SharedMemoryReceiver,
+    WeightsHandle,
+)
 
 
 def device_for_actor() -> torch.device:

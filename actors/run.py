@@ -13,16 +13,16 @@ from typing import Any
 from models.checkpoint import load_config
 from models.tiny import write_tiny_checkpoint
 from models.tokenizer import load_tokenizer
+from rollout.requests import PromptRecord
+from tasks.prompt_stream import PromptStream
 from tasks.prompts import encode_prompt
 from tasks.registry import Task, get_task, resolve_reward
-from tasks.sampler import PromptSampler
 from tasks.screen import PromptLimits, ScreenedRows, screen_prompts
 
 from .checkpoint import load_checkpoint, resolve_resume
 from .config import RunConfig
 from .metrics import MetricsLogger
 from .pools import Pools, create_pools
-from .rollout_worker import PromptRecord
 from .stages import RolloutJob
 from .step_data import records_for
 
@@ -52,12 +52,12 @@ class Run:
     pools: Pools
     task: Task
     tokenizer: Any
-    sampler: PromptSampler | None  # training prompts; None when only evaluating
+    sampler: PromptStream | None  # training prompts; None when only evaluating
     metrics: MetricsLogger
     eval_rows: dict[str, dict[str, Any]]
     eval_prompts: list[list[int]]
     warm_dir: Path | None = None  # where this run's SFT warm start is (or will be) cached
-    sft_sampler: PromptSampler | None = None  # rows of supervised steps: mode=sft's or the warm-up's
+    sft_sampler: PromptStream | None = None  # rows of supervised steps: mode=sft's or the warm-up's
     state: LoopState = field(default_factory=LoopState)
 
     def encode(self, row: dict[str, Any]) -> list[int]:
@@ -134,14 +134,14 @@ def start_run(cfg: RunConfig) -> Run:
     path = model_path(cfg, run_dir)
     task = get_task(cfg.task.name, **cfg.task.params)
     resolve_reward(cfg.task.reward or task.reward_path)  # a bad name fails here, not in every reward worker
-    t = cfg.trainer
+    trainer = cfg.trainer
     # Evaluation needs no training rows (an evaluation-only file may have none: eval_fraction=1).
     # Every prompt the run will use is checked now, naming any bad row (tasks/screen.py).
     train, evals = screen_run_rows(cfg, task, path, [] if cfg.mode == "eval" else
                                    task.train_rows(cfg.task.train_size, cfg.task.split_seed))
-    sampler = None if cfg.mode == "eval" else PromptSampler(train.rows, seed=t.seed)
-    resume = resolve_resume(run_dir, t.resume)
-    if resume is None and t.resume == "auto":  # a fresh start: earlier metrics of this run_dir are stale
+    sampler = None if cfg.mode == "eval" else PromptStream(train.rows, seed=trainer.seed)
+    resume = resolve_resume(run_dir, trainer.resume)
+    if resume is None and trainer.resume == "auto":  # a fresh start: earlier metrics of this run_dir are stale
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     namespace = namespace_for(cfg, run_dir)
     warm_dir = warm_start_dir(cfg)
@@ -152,11 +152,11 @@ def start_run(cfg: RunConfig) -> Run:
     needs_warmup = warm_dir is not None and not cached and resume is None
     pools = create_pools(cfg, path, cfg.task.reward or task.reward_path, namespace, warmup=needs_warmup,
                          learners=cfg.mode != "eval")
-    metrics = MetricsLogger(run_dir, t.logger, namespace, cfg.model_dump(mode="json", by_alias=True))
+    metrics = MetricsLogger(run_dir, trainer.logger, namespace, cfg.model_dump(mode="json", by_alias=True))
     eval_rows = {f"eval-{i}": row for i, row in enumerate(evals.rows)}
     sft_sampler = sampler if cfg.mode == "sft" else None
     if needs_warmup:  # the first warmup.train_size training rows (train_rows(n) is a prefix of train_rows(m > n))
-        sft_sampler = PromptSampler(sampler.rows[:cfg.warmup.train_size], seed=t.seed)
+        sft_sampler = PromptStream(sampler.rows[:cfg.warmup.train_size], seed=trainer.seed)
     run = Run(cfg, run_dir, pools, task, load_tokenizer(path), sampler, metrics, eval_rows, evals.prompts,
               warm_dir=warm_dir, sft_sampler=sft_sampler, state=LoopState(needs_warmup=needs_warmup, base_path=path))
     skipped = len(task.skipped_rows) + len(train.skipped) + len(evals.skipped)

@@ -18,12 +18,13 @@ import ray
 from ray.exceptions import RayActorError
 from tqdm import tqdm
 
+from rewards.result import Score
 from rollout.params import SamplingParams
+from rollout.requests import PromptRecord
 from rollout.trajectory import Trajectory
 
-from .pools import Pools, resync_restarted, wait_restarted
-from .reward_worker import Score
-from .rollout_worker import PromptRecord
+from .pools import Pools
+from .sync import resync_restarted, wait_restarted
 
 log = logging.getLogger(__name__)
 

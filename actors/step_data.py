@@ -9,10 +9,9 @@ from typing import Any
 import numpy as np
 
 from learner.advantages import AdvantageResult, ScoredGroup
+from rewards.result import Score
+from rollout.requests import PromptRecord
 from rollout.trajectory import Trajectory
-
-from .reward_worker import Score
-from .rollout_worker import PromptRecord
 
 log = logging.getLogger(__name__)
 
@@ -30,22 +29,22 @@ def to_groups(trajs: list[Trajectory], scores: dict[tuple[str, int], Score]) -> 
     """One ScoredGroup per prompt uid, samples ordered by index, groups in first-seen order.
     Samples without a verdict (Score.failure) are left out: their 0.0 is no judgement."""
     by_uid: dict[str, list[Trajectory]] = defaultdict(list)
-    for t in trajs:
-        if scores[(t.prompt_uid, t.sample_idx)].failure is None:
-            by_uid[t.prompt_uid].append(t)
+    for traj in trajs:
+        if scores[(traj.prompt_uid, traj.sample_idx)].failure is None:
+            by_uid[traj.prompt_uid].append(traj)
     groups = []
     for uid, ts in by_uid.items():
-        ts.sort(key=lambda t: t.sample_idx)
-        s = [scores[(uid, t.sample_idx)] for t in ts]
+        ts.sort(key=lambda traj: traj.sample_idx)
+        s = [scores[(uid, traj.sample_idx)] for traj in ts]
         groups.append(ScoredGroup(uid, ts, [x.reward for x in s], [x.correct for x in s]))
     return groups
 
 
 def correct_only(trajs: list[Trajectory], scores: dict[tuple[str, int], Score]) -> AdvantageResult:
     """sft_trace's batch: the correct rollouts, each with weight 1."""
-    kept = [t for t in trajs if scores[(t.prompt_uid, t.sample_idx)].correct]
-    return AdvantageResult(kept, [1.0] * len(kept), {"no_correct_sample": len({t.prompt_uid for t in trajs})
-                                                      - len({t.prompt_uid for t in kept})})
+    kept = [traj for traj in trajs if scores[(traj.prompt_uid, traj.sample_idx)].correct]
+    return AdvantageResult(kept, [1.0] * len(kept), {"no_correct_sample": len({traj.prompt_uid for traj in trajs})
+                                                      - len({traj.prompt_uid for traj in kept})})
 
 
 def learner_shards(trajs: list[Trajectory], advantages: list[float], n: int) -> list[tuple[list, list]]:
@@ -60,15 +59,15 @@ def learner_shards(trajs: list[Trajectory], advantages: list[float], n: int) -> 
 
 def rollout_metrics(trajs: list[Trajectory], scores: dict[tuple[str, int], Score], seconds: float,
                     version: int, prefix: str = "") -> dict[str, float]:
-    lens = np.array([len(t.response_ids) for t in trajs], dtype=float)
-    judged = [t for t in trajs if scores[(t.prompt_uid, t.sample_idx)].failure is None]
+    lens = np.array([len(traj.response_ids) for traj in trajs], dtype=float)
+    judged = [traj for traj in trajs if scores[(traj.prompt_uid, traj.sample_idx)].failure is None]
     # Reward and accuracy are over the samples that got a verdict; failed ones are counted apart.
-    rewards = np.array([scores[(t.prompt_uid, t.sample_idx)].reward for t in judged])
-    correct = np.array([scores[(t.prompt_uid, t.sample_idx)].correct for t in judged], dtype=float)
-    forwards = sum(t.num_forwards for t in trajs)
+    rewards = np.array([scores[(traj.prompt_uid, traj.sample_idx)].reward for traj in judged])
+    correct = np.array([scores[(traj.prompt_uid, traj.sample_idx)].correct for traj in judged], dtype=float)
+    forwards = sum(traj.num_forwards for traj in trajs)
     by_prompt: dict[str, bool] = defaultdict(bool)
-    for t, c in zip(judged, correct):
-        by_prompt[t.prompt_uid] |= bool(c)
+    for traj, c in zip(judged, correct):
+        by_prompt[traj.prompt_uid] |= bool(c)
     nan = float("nan")  # every verdict failed: no figure, rather than a made-up 0
     # accuracy is avg@k over the k samples per prompt; pass_at_k: some sample of the prompt is correct.
     out = {"reward_mean": rewards.mean() if judged else nan, "reward_std": rewards.std() if judged else nan,
@@ -76,9 +75,9 @@ def rollout_metrics(trajs: list[Trajectory], scores: dict[tuple[str, int], Score
            "pass_at_k": np.mean(list(by_prompt.values())) if judged else nan,
            "response_len": lens.mean(), "tokens_per_forward": lens.sum() / max(forwards, 1),
            "rollout_tokens_per_s": lens.sum() / max(seconds, 1e-9), "samples": float(len(trajs)),
-           "prompts": float(len({t.prompt_uid for t in trajs})),
-           "staleness": float(np.mean([version - t.policy_version for t in trajs])),
-           **failure_metrics(scores[(t.prompt_uid, t.sample_idx)] for t in trajs)}
+           "prompts": float(len({traj.prompt_uid for traj in trajs})),
+           "staleness": float(np.mean([version - traj.policy_version for traj in trajs])),
+           **failure_metrics(scores[(traj.prompt_uid, traj.sample_idx)] for traj in trajs)}
     return {prefix + k: float(v) for k, v in out.items()}
 
 
@@ -108,6 +107,6 @@ def check_reward_failures(scores: Iterable[Score], max_fraction: float, where: s
 
 
 def update_metrics(stats: dict[str, Any], trajs: list[Trajectory], seconds: float) -> dict[str, float]:
-    tokens = sum(len(t.response_ids) for t in trajs)
+    tokens = sum(len(traj.response_ids) for traj in trajs)
     return {**{f"learner/{k}": float(v) for k, v in stats.items()},
             "learner_tokens_per_s": tokens / max(seconds, 1e-9), "trained_samples": float(len(trajs))}

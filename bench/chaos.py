@@ -16,8 +16,6 @@ the wall time of both runs.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import random
 import sys
 import tempfile
@@ -32,13 +30,14 @@ from typing import Any
 
 import ray
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run as a script: the repo's packages, not bench/learner.py as `learner`
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo's packages, not bench/learner.py
 
 from actors import driver  # noqa: E402
 from actors.config import PoolSection, RunConfig, compose_config  # noqa: E402
 from actors.metrics import read_jsonl  # noqa: E402
 from actors.run import namespace_for  # noqa: E402
+from bench.common import REPO, bench_parser, emit  # noqa: E402
+
 # Partial credit, so that a random tiny model's groups have advantages and every step updates.
 DENSE_REWARD = "tests.actors.digit_reward:reward"
 # Figures that differ between equal runs: timings, and the fault handling itself.
@@ -214,15 +213,14 @@ def run_chaos(work: Path, quick: bool = True, seed: int = 0) -> dict[str, Any]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
+    ap = bench_parser()
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false"}})
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            print(json.dumps(run_chaos(Path(tmp), args.quick, args.seed)))
+            emit(run_chaos(Path(tmp), args.quick, args.seed))
     finally:
         ray.shutdown()
 

@@ -14,7 +14,6 @@ Figures:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -24,6 +23,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.common import emit  # noqa: E402
 from bench.gpu_check_learner import learner_figures  # noqa: E402
 from bench.shapes import SHAPES, random_model, random_prompts  # noqa: E402
 from rollout.params import SamplingParams  # noqa: E402
@@ -112,7 +112,7 @@ def main() -> None:
             out[name] = throughput(shape, device, dtype, batch, prompt, new, args.compile)
     out["seconds"] = round(time.perf_counter() - start, 1)
     out["learner"] = learner_figures(str(device), args.smoke)
-    print(json.dumps(out))
+    emit(out)
 
 
 if __name__ == "__main__":

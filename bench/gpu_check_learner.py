@@ -10,7 +10,6 @@ configuration (on CPU too) so the code path is exercised without a GPU:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -20,12 +19,13 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.common import emit  # noqa: E402
 from learner.algo_config import AlgoConfig  # noqa: E402
 from learner.engine import TrainEngine  # noqa: E402
 from learner.engine_config import EngineConfig  # noqa: E402
 from learner.policy_update import PolicyUpdater  # noqa: E402
-from models.config import ModelConfig  # noqa: E402
 from models.slot_mask import SlotMask  # noqa: E402
+from models.tiny import synthetic_config  # noqa: E402
 from models.transformer import DiffusionLM  # noqa: E402
 from rollout.trajectory import Trajectory  # noqa: E402
 
@@ -78,9 +78,7 @@ def learner_figures(device: str, smoke: bool, responses: int = 4, response_len: 
     length = 64 if smoke else response_len
     block, prompt = 4, 64
     torch.manual_seed(0)
-    cfg = ModelConfig(family="sdar", block_size=block, mask_token_id=shape["vocab_size"] - 1,
-                      eos_token_id=shape["vocab_size"] - 2, pad_token_id=0,
-                      max_position_embeddings=prompt + length + 2 * block, **shape)
+    cfg = synthetic_config(block_size=block, max_position_embeddings=prompt + length + 2 * block, **shape)
     with torch.device(device):
         model = DiffusionLM(cfg)
     engine = TrainEngine(model, EngineConfig(lr=1e-6, dtype="fp32" if smoke else "bf16",
@@ -120,4 +118,4 @@ if __name__ == "__main__":
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--smoke", action="store_true")
     a = ap.parse_args()
-    print(json.dumps(learner_figures(a.device, a.smoke)))
+    emit(learner_figures(a.device, a.smoke))

@@ -31,6 +31,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from bench.common import bench_parser, emit  # noqa: E402
 from learner.algo_config import AlgoConfig  # noqa: E402
 from learner.batching import micro_batches  # noqa: E402
 from learner.engine import TrainEngine  # noqa: E402
@@ -40,6 +41,7 @@ from learner.losses import ppo_clip  # noqa: E402
 from learner.policy_update import PolicyUpdater  # noqa: E402
 from learner.rows import trace_rows, trace_rows_batch  # noqa: E402
 from models.config import ModelConfig  # noqa: E402
+from models.tiny import synthetic_config  # noqa: E402
 from models.transformer import DiffusionLM  # noqa: E402
 from rollout.params import SamplingParams  # noqa: E402
 from rollout.sampler import generate  # noqa: E402
@@ -49,10 +51,9 @@ from tests.learner.bruteforce import state_logprobs  # noqa: E402
 
 
 def model_config(vocab: int, hidden: int, layers: int, block: int, positions: int) -> ModelConfig:
-    return ModelConfig(family="sdar", vocab_size=vocab, hidden_size=hidden, intermediate_size=3 * hidden,
-                       num_layers=layers, num_heads=max(hidden // 32, 2), num_kv_heads=max(hidden // 64, 1),
-                       head_dim=32, block_size=block, mask_token_id=vocab - 1, eos_token_id=vocab - 2,
-                       pad_token_id=0, max_position_embeddings=positions)
+    return synthetic_config(vocab, hidden_size=hidden, intermediate_size=3 * hidden, num_layers=layers,
+                            num_heads=max(hidden // 32, 2), num_kv_heads=max(hidden // 64, 1), head_dim=32,
+                            block_size=block, max_position_embeddings=positions)
 
 
 def synthetic(n: int, prompt: int, length: int, block: int, vocab: int, seed: int) -> list[Trajectory]:
@@ -184,15 +185,14 @@ def memory(args) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
+    ap = bench_parser()
     ap.add_argument("--memory-child", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--mem-hidden", type=int, default=64)
     ap.add_argument("--parts", default="rows,packing,bruteforce,memory", help="comma-separated subset to run")
     args = ap.parse_args()
     torch.set_num_threads(2)
     if args.memory_child:
-        print(json.dumps(memory_child(args.memory_child, args.mem_hidden)))
+        emit(memory_child(args.memory_child, args.mem_hidden))
         return
     full = dict(responses=8, new=256, hidden=256, layers=4, pack_responses=4, pack_len=1024, build_responses=256,
                 build_len=2048, mem_lengths=[1024, 2048, 4096, 8192])
@@ -205,7 +205,7 @@ def main() -> None:
     for name in args.parts.split(","):
         figures |= parts[name](args)
     figures["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    print(json.dumps(figures))
+    emit(figures)
 
 
 if __name__ == "__main__":

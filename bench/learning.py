@@ -21,7 +21,6 @@ models (means over seeds). Run directories are left under --out.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import statistics
@@ -30,13 +29,13 @@ from pathlib import Path
 
 import ray
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from actors.config import compose_config  # noqa: E402
 from actors.driver import run_to_end  # noqa: E402
 from actors.metrics import read_jsonl  # noqa: E402
 from actors.run import warm_start_dir  # noqa: E402
+from bench.common import bench_parser, emit  # noqa: E402
 from launch import connect_ray  # noqa: E402
 
 # row -> overrides; the process rows add the arith rule-based process reward (reward=arith_process):
@@ -85,8 +84,7 @@ def mean_over_seeds(runs: list[dict[str, float]]) -> dict[str, object]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="1 seed, 4 steps, 64 held-out prompts")
+    ap = bench_parser(__doc__, quick="1 seed, 4 steps, 64 held-out prompts")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--eval-prompts", type=int, default=256)
@@ -132,7 +130,7 @@ def main() -> None:
         result["dynamic_tokens_per_forward"] = round(statistics.fmean(r["dynamic_tokens_per_forward"] for r in final), 3)
         result["static_minus_dynamic_acc"] = round(statistics.fmean(r["static_acc"] - r["dynamic_acc"]
                                                                     for r in final), 4)
-    print(json.dumps(result))
+    emit(result)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 programs_per_s: trivial passing function-style programs (3 asserts each) at full concurrency.
 math_checks_per_s: answers that need math_verify (not the string fast path), concurrently.
-attacks / escapes: the hostile battery of rewards/hostile.py (escapes must be 0).
+attacks / escapes: the hostile battery of tests/rewards/hostile.py (escapes must be 0).
 p99_math_check_s: per-check latency over the adversarial math inputs (bound: timeout + 0.5 s).
 
     python bench/rewards.py
@@ -10,8 +10,6 @@ p99_math_check_s: per-check latency over the adversarial math inputs (bound: tim
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
 import sys
@@ -21,9 +19,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this file is rewards.py too: the package must win
 
+from bench.common import bench_parser, emit  # noqa: E402
 from rewards import CodeReward, MathReward, score_batch  # noqa: E402
 from rewards.code_reward import shared_sandbox  # noqa: E402
-from rewards.hostile import ADVERSARIAL_MATH, run_battery  # noqa: E402
+from tests.rewards.hostile import ADVERSARIAL_MATH, run_battery  # noqa: E402
 
 ADD_ROW = {"test_method": "function", "test_time_limit": 2,
            "test_list": ["assert add(1, 2) == 3", "assert add(-1, 1) == 0", "assert add(5, 5) == 10"]}
@@ -72,8 +71,7 @@ def p99(values: list[float]) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
+    ap = bench_parser()
     ap.add_argument("--concurrency", type=int, default=2 * (os.cpu_count() or 1))
     ap.add_argument("--math-timeout", type=float, default=2.0)
     args = ap.parse_args()
@@ -84,7 +82,7 @@ def main() -> None:
     math_rate, math_ok = math_checks_per_s(checks, args.concurrency, math_reward)
     latencies = adversarial_latencies(math_reward, repeats)
     verdicts = run_battery(CodeReward(default_time_limit=1.0), ROOT)
-    print(json.dumps({
+    emit({
         "programs_per_s": round(prog_rate, 1),
         "programs_correct_frac": prog_ok,
         "sandbox_start_ms": round(sandbox_start_ms(10 if args.quick else 30), 1),
@@ -100,7 +98,7 @@ def main() -> None:
         "concurrency": args.concurrency,
         "cpus": os.cpu_count(),
         "quick": args.quick,
-    }))
+    })
 
 
 if __name__ == "__main__":

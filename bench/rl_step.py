@@ -11,14 +11,16 @@ the default two rollout workers, three threads would share two cores and overlap
 """
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import REPO, bench_parser, emit  # noqa: E402
+
 PHASES = ("rollout_s", "advantage_s", "update_s", "sync_s")
 
 
@@ -38,14 +40,13 @@ def run(mode: int, steps: int, work: Path) -> dict[str, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
+    ap = bench_parser()
     args = ap.parse_args()
     steps = 4 if args.quick else 12
     with tempfile.TemporaryDirectory() as tmp:
         sync, overlapped = run(0, steps, Path(tmp)), run(1, steps, Path(tmp))
-    print(json.dumps({"sync": sync, "async": overlapped, "steps": steps,
-                      "async_speedup": round(sync["step_s"] / overlapped["step_s"], 3)}))
+    emit({"sync": sync, "async": overlapped, "steps": steps,
+          "async_speedup": round(sync["step_s"] / overlapped["step_s"], 3)})
 
 
 if __name__ == "__main__":

@@ -60,28 +60,27 @@ import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.common import REPO, bench_parser, emit, fastest  # noqa: E402
+from bench.shapes import SHAPES, random_model, random_prompts  # noqa: E402
 from models.checkpoint import load_model  # noqa: E402
-from models.config import ModelConfig  # noqa: E402
+from models.tiny import synthetic_config  # noqa: E402
 from models.tokenizer import load_tokenizer  # noqa: E402
 from models.transformer import DiffusionLM  # noqa: E402
 from rollout.params import SamplingParams, Strategy  # noqa: E402
 from rollout.sampler import generate  # noqa: E402
 from rollout.trajectory import Trajectory  # noqa: E402
-from bench.shapes import SHAPES, random_model, random_prompts  # noqa: E402
 from tasks.prompts import encode_prompt  # noqa: E402
 from tasks.registry import get_task  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 Scorer = Callable[[list[Trajectory]], float]
 
 
 def build(hidden: int, layers: int, vocab: int, block: int) -> DiffusionLM:
     torch.manual_seed(0)
     heads = hidden // 64
-    cfg = ModelConfig(family="sdar", vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden * 3,
-                      num_layers=layers, num_heads=heads, num_kv_heads=max(heads // 2, 1), head_dim=64,
-                      max_position_embeddings=4096, block_size=block, mask_token_id=vocab - 1,
-                      eos_token_id=vocab - 2, pad_token_id=0)
+    cfg = synthetic_config(vocab, hidden_size=hidden, intermediate_size=hidden * 3, num_layers=layers,
+                           num_heads=heads, num_kv_heads=max(heads // 2, 1), head_dim=64,
+                           max_position_embeddings=4096, block_size=block)
     model = DiffusionLM(cfg).eval()
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.02) if p.dim() > 1 else None
@@ -115,18 +114,6 @@ def arith_prompts(path: Path, batch: int) -> tuple[list[list[int]], Scorer]:
         texts = [tokenizer.decode(t.response_ids, skip_special_tokens=True) for t in trajs]
         return round(sum(task.reward(x, r)["correct"] for x, r in zip(texts, rows)) / len(rows), 4)
     return prompts, accuracy
-
-
-def fastest(fns: dict[str, Callable[[], Any]], repeats: int) -> tuple[dict[str, float], dict[str, Any]]:
-    """Fastest of `repeats` timings of each fn; the fns take turns, so load that comes and goes on
-    a shared machine hits them alike."""
-    best, out = {name: float("inf") for name in fns}, {}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            out[name] = fn()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best, out
 
 
 def hf_generate(hf, prompts: list[list[int]], new: int, pad_id: int) -> None:
@@ -195,8 +182,7 @@ def heavy_tailed(model: DiffusionLM, params: SamplingParams, rows: int, batch_ro
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
+    ap = bench_parser(threads=2, repeats=1, repeats_help="keep the fastest of N timings of each decoder")
     ap.add_argument("--model", type=Path, help="HF checkpoint directory (see the module docstring)")
     ap.add_argument("--prompt", type=int, default=128, help="random prompts: tokens per prompt")
     ap.add_argument("--new", type=int, help="max new tokens (default 256; 24 with --model)")
@@ -208,8 +194,6 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--layers", type=int, default=8)
     ap.add_argument("--vocab", type=int, default=32000)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=1, help="keep the fastest of N timings of each decoder")
     ap.add_argument("--no-reference", action="store_true", help="skip the uncached and transformers runs")
     ap.add_argument("--batches", default="", help="comma-separated batch sizes for tokens/s of the engine")
     ap.add_argument("--baseline", type=Path, help="checkout of an older commit to run at --batches")
@@ -310,7 +294,7 @@ def main() -> None:
         out["baseline"] = str(args.baseline)
     if args.heavy:
         out.update(heavy_tailed(model, params, args.heavy_rows, args.max_batch_rows, args.prompt, args.repeats))
-    print(json.dumps(out))
+    emit(out)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from models.config import ModelConfig
+from models.tiny import synthetic_config
 from models.transformer import DiffusionLM
 
 # Public config.json shapes of the SDAR checkpoints (ids past the ordinary vocabulary are special).
@@ -19,9 +20,7 @@ def random_model(shape: dict[str, int], block: int, device: str | torch.device =
                  dtype: torch.dtype = torch.float32, seed: int = 0) -> DiffusionLM:
     """An SDAR-family model with N(0, 0.02) weights built directly on `device` in `dtype`. Mask and
     EOS are the last two ids, so random prompts below them are ordinary tokens."""
-    vocab = shape["vocab_size"]
-    cfg = ModelConfig(family="sdar", max_position_embeddings=8192, block_size=block, mask_token_id=vocab - 1,
-                      eos_token_id=vocab - 2, pad_token_id=0, **shape)
+    cfg = synthetic_config(max_position_embeddings=8192, block_size=block, **shape)
     torch.manual_seed(seed)
     with torch.device(device):
         model = DiffusionLM(cfg).to(dtype).eval()

@@ -12,44 +12,30 @@ full weights out of its engine.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import ray
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from actors.config import (ClusterSection, ModelSection, PoolSection, RunConfig, TaskSection,  # noqa: E402
-                           WeightSyncSection)
-from actors.pools import create_pools, sync_weights  # noqa: E402
+from actors.config import ClusterSection, ModelSection, PoolSection, RunConfig, TaskSection, WeightSyncSection  # noqa: E402
+from actors.pools import create_pools  # noqa: E402
+from actors.sync import sync_weights  # noqa: E402
+from bench.common import REPO, bench_parser, best_of, emit  # noqa: E402
 from models.checkpoint import load_model  # noqa: E402
 from models.tiny import write_tiny_checkpoint  # noqa: E402
 
 BIG = dict(hidden_size=768, intermediate_size=2048, num_layers=16, num_heads=12, num_kv_heads=4, head_dim=64)
 
 
-def best_of(repeats: int, fn) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="tiny model instead of ~100M parameters")
+    ap = bench_parser(__doc__, quick="tiny model instead of ~100M parameters", repeats=3)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--bucket-mb", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-wsync-"))
@@ -95,7 +81,7 @@ def main() -> None:
         ray.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
     keys = ["params", "workers", "bytes", "shared_memory_s", "collective_s", "object_store_s", "disk_s", "memcpy_s"]
-    print(json.dumps({k: round(result[k], 4) if isinstance(result[k], float) else result[k] for k in keys}))
+    emit({k: round(result[k], 4) if isinstance(result[k], float) else result[k] for k in keys})
 
 
 if __name__ == "__main__":

@@ -31,11 +31,21 @@ def init_distributed(rank: int, world_size: int, master_addr: str, master_port: 
                             world_size=world_size)
 
 
+def free_ports(n: int) -> list[int]:
+    """n distinct TCP ports that were free a moment ago on every interface (other nodes may connect
+    to them). All n sockets are held open together, so the kernel cannot hand out one port twice."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def free_port() -> int:
-    """A TCP port that was free a moment ago on every interface (other nodes may connect to it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def is_initialized() -> bool:

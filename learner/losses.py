@@ -1,5 +1,5 @@
 """Token-level policy/value loss terms. Each returns per-token values; normalisation is done by
-per-token weights computed once for the whole step (see learner/weights.py)."""
+per-token weights computed once for the whole step (`norm_weights` in learner/policy_update.py)."""
 from __future__ import annotations
 
 import torch

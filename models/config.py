@@ -4,8 +4,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
+import torch
+
 Family = Literal["sdar", "llada", "dream", "tiny"]
 Attention = Literal["block_causal", "full"]
+
+# The `model.dtype` strings a run config accepts, as torch dtypes.
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 # Per family: (attention kind, logits shifted?, q/k RMSNorm?, q/k/v bias?)
 FAMILY_TRAITS: dict[str, tuple[Attention, bool, bool, bool]] = {

@@ -28,6 +28,23 @@ def tiny_config(tokenizer: PreTrainedTokenizerBase, **overrides: Any) -> ModelCo
     return ModelConfig(**values)
 
 
+# The tests' default shape: a model small enough for exact references and numeric gradients.
+SYNTHETIC_SHAPE: dict[str, int] = dict(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
+                                       num_kv_heads=2, head_dim=8)
+
+
+def synthetic_config(vocab_size: int, *, family: str = "sdar", block_size: int = 4, eos_token_id: int | None = None,
+                     **shape: Any) -> ModelConfig:
+    """A tokenizer-free config for random-weight models (tests, benches). The mask is the last id and
+    EOS the one before it unless given, so random ids below both are ordinary tokens; `shape`
+    overrides SYNTHETIC_SHAPE and any other ModelConfig field."""
+    values: dict[str, Any] = dict(SYNTHETIC_SHAPE, family=family, vocab_size=vocab_size, block_size=block_size,
+                                  mask_token_id=vocab_size - 1, pad_token_id=0,
+                                  eos_token_id=vocab_size - 2 if eos_token_id is None else eos_token_id)
+    values.update(shape)
+    return ModelConfig(**values)
+
+
 def write_tiny_checkpoint(path: str | Path, seed: int = 0, *, extra_tokens: list[str] | None = None,
                           **overrides: Any) -> Path:
     """Save the tiny tokenizer and a seeded random tiny model (overrides go to tiny_config)."""

@@ -64,3 +64,16 @@ def _finite(value: Any) -> float:
     if not math.isfinite(reward):  # a NaN reward would turn every advantage of its group into NaN
         raise InvalidReward(f"reward function returned a non-finite reward {reward}")
     return reward
+
+
+@dataclass(frozen=True)
+class Score:
+    """A worker's verdict on one (prompt, sample), as it travels back to the driver."""
+    prompt_uid: str
+    sample_idx: int
+    reward: float
+    correct: bool
+    # Set when no verdict was reached (checker_unavailable, timeout, reward_error, ...): the
+    # sample is left out of training and counted in the step's metrics.
+    failure: str | None = None
+    error: str = ""  # what went wrong, for the error that stops a run whose reward is broken

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import ValidationError
 
 from .readers import DatasetError, Where, read_records
-from .rows import ROW_MODELS, Kind, Row, validate_row
+from .schemas import ROW_MODELS, Kind, Row, validate_row
 
 OnError = Literal["skip", "raise"]
 

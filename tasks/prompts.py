@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from .rows import Kind, Row
+from .schemas import Kind, Row
 
 Template = Literal["chat", "plain", "auto"]
 

@@ -18,9 +18,9 @@ from .builtin.arith import sample_arith
 from .builtin.countdown import sample_countdown
 from .builtin.sudoku4 import sample_sudoku4
 from .loaders import OnError, load_rows
-from .readers import DatasetError
 from .prompts import Template
-from .rows import Kind, RewardFn, Row
+from .readers import DatasetError
+from .schemas import Kind, RewardFn, Row
 from .splits import Split, check_eval_fraction, is_eval, split_rows
 
 DEFAULT_EVAL_FRACTION = 0.1

@@ -13,7 +13,7 @@ from typing import Callable
 
 from .loaders import OnError
 from .readers import DatasetError
-from .rows import Row
+from .schemas import Row
 
 
 class PromptError(DatasetError):

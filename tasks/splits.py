@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from .rows import Row
+from .schemas import Row
 
 
 def hash_unit(*parts: object) -> float:

@@ -1,7 +1,7 @@
 """Tiny random models and prompts shared by the sampler and learner tests."""
 import torch
 
-from models.config import ModelConfig
+from models.tiny import synthetic_config
 from models.transformer import DiffusionLM
 from rollout.params import SamplingParams
 
@@ -12,9 +12,8 @@ MASK, EOS, PAD = 11, 1, 0
 def tiny_model(block_size: int = 4, family: str = "tiny", vocab: int = 12, seed: int = 0,
                sharpen: float = 8.0) -> DiffusionLM:
     torch.manual_seed(seed)
-    cfg = ModelConfig(family=family, vocab_size=vocab, hidden_size=32, intermediate_size=64, num_layers=2,
-                      num_heads=4, num_kv_heads=2, head_dim=8, block_size=block_size, max_position_embeddings=256,
-                      mask_token_id=MASK, eos_token_id=EOS, pad_token_id=PAD)
+    cfg = synthetic_config(vocab, family=family, block_size=block_size, max_position_embeddings=256,
+                           mask_token_id=MASK, eos_token_id=EOS, pad_token_id=PAD)
     model = DiffusionLM(cfg).eval()
     with torch.no_grad():  # sharper distributions, so dynamic/entropy strategies commit several per pass
         model.lm_head.weight.mul_(sharpen)

@@ -14,7 +14,7 @@ from typing import Literal, Sequence
 from rewards.extract import extract_boxed
 from rewards.result import RewardResult
 
-from ..rows import Row
+from ..schemas import Row
 
 Style = Literal["reversed", "direct"]
 OPS = ("+", "-", "*")

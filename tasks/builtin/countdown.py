@@ -15,7 +15,7 @@ from fractions import Fraction
 from rewards.extract import extract_boxed
 from rewards.result import RewardResult
 
-from ..rows import Row
+from ..schemas import Row
 
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
         ast.Div: operator.truediv}

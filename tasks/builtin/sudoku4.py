@@ -14,7 +14,7 @@ import re
 from rewards.extract import extract_boxed
 from rewards.result import RewardResult
 
-from ..rows import Row
+from ..schemas import Row
 
 _UNITS = ([[4 * r + c for c in range(4)] for r in range(4)]  # rows
           + [[4 * r + c for r in range(4)] for c in range(4)]  # columns

@@ -16,10 +16,11 @@ from ray.cluster_utils import Cluster
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO), str(REPO / "tests" / "actors")]
 
-from actors.pools import create_pools, sync_weights  # noqa: E402
+from actors.pools import create_pools  # noqa: E402
 from actors.run import model_path  # noqa: E402
 from actors.stages import collect, submit  # noqa: E402
 from actors.step_data import records_for  # noqa: E402
+from actors.sync import sync_weights  # noqa: E402
 from support import RUNTIME_ENV, SMALL, compose_config  # noqa: E402
 
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import ray
 
-from actors.pools import create_pools, sync_weights
+from actors.pools import create_pools
 from actors.run import model_path
 from actors.stages import collect, submit
 from actors.step_data import records_for
+from actors.sync import sync_weights
 from bench.chaos import run_chaos
 from support import SMALL, compose_config
 

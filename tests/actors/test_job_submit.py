@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -15,6 +14,7 @@ import urllib.request
 
 import pytest
 
+from learner.distributed import free_ports
 from support import REPO
 
 # The CLIs come from this interpreter's environment, not from PATH: the suite must pass when run as
@@ -25,20 +25,10 @@ PORT_FLAGS = ("--port", "--dashboard-port", "--dashboard-agent-listen-port", "--
               "--node-manager-port", "--object-manager-port")
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 @pytest.fixture
 def head_node():
     temp = tempfile.mkdtemp(prefix="ray-js-")
-    ports = dict(zip(PORT_FLAGS, _free_ports(len(PORT_FLAGS))))
+    ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS))))
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # a throwaway local head: no token to manage
     args = [*RAY_CLI, "start", "--head", "--num-cpus=8", f"--temp-dir={temp}", "--include-dashboard=true",
             "--dashboard-host=127.0.0.1", "--disable-usage-stats", *(f"{k}={v}" for k, v in ports.items())]

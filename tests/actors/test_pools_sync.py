@@ -4,10 +4,11 @@ from __future__ import annotations
 import ray
 import torch
 
-from actors.pools import create_pools, sync_weights
+from actors.pools import create_pools
 from actors.run import model_path
 from actors.stages import collect, submit
 from actors.step_data import records_for
+from actors.sync import sync_weights
 from support import SMALL, compose_config
 
 

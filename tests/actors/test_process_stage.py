@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from actors.process_stage import apply_rewards, weigh_outcome
-from actors.reward_worker import Score
 from learner.advantages import AdvantageResult
 from models.tokenizer import build_tiny_tokenizer
 from rewards.process import process_vector
+from rewards.result import Score
 from rollout.trajectory import Trajectory
 from support import compose_config
 

@@ -8,8 +8,9 @@ import ray
 import torch
 from torch import nn
 
-from actors.pools import create_pools, sync_weights
+from actors.pools import create_pools
 from actors.run import model_path
+from actors.sync import sync_weights
 from actors.weight_sync import SharedMemoryReceiver, SharedMemorySender, publish
 from support import SMALL, compose_config
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from learner.distributed import init_distributed
 from learner.engine import TrainEngine
 from learner.engine_config import EngineConfig
-from models.config import ModelConfig
+from models.tiny import synthetic_config
 from models.transformer import DiffusionLM
 
 VOCAB, ROWS, COLS = 64, 4, 8
@@ -24,9 +24,7 @@ VOCAB, ROWS, COLS = 64, 4, 8
 
 def make_model(seed: int = 0) -> DiffusionLM:
     torch.manual_seed(seed)
-    return DiffusionLM(ModelConfig(family="tiny", vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
-                                   num_layers=2, num_heads=4, num_kv_heads=2, head_dim=8, block_size=4,
-                                   mask_token_id=63, eos_token_id=1, pad_token_id=0))
+    return DiffusionLM(synthetic_config(VOCAB, family="tiny", eos_token_id=1))  # mask VOCAB - 1, pad 0
 
 
 def engine_cfg(**kw) -> EngineConfig:

@@ -5,7 +5,6 @@ import pytest
 from rewards import CodeReward, Sandbox, SandboxUnavailable
 
 
-
 @pytest.fixture(scope="session")
 def project_dir() -> Path:
     return Path(__file__).resolve().parents[2]

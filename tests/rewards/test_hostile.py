@@ -2,7 +2,7 @@
 import pytest
 
 from rewards import CodeReward
-from rewards.hostile import ATTACKS, HostBait, run_attack, sandbox_processes
+from tests.rewards.hostile import ATTACKS, HostBait, run_attack, sandbox_processes
 
 UNSHARE_SUBSET = ("tcp_connect_host_server", "write_project_checkout", "read_home_secret",
                   "sleep_forever_with_daemon_child", "fork_bomb", "list_host_processes")

@@ -4,8 +4,7 @@ import random
 
 import pytest
 
-from rewards.process import (chunk_ends, chunk_steps, get_process_fn, place_scores, prefixes, process_vector,
-                             rule_scores)
+from rewards.process import chunk_ends, chunk_steps, get_process_fn, place_scores, prefixes, process_vector, rule_scores
 
 
 def test_eos_inside_a_block():

@@ -6,8 +6,8 @@ import resource
 import pytest
 
 from rewards import Limits, Sandbox
-from rewards.hostile import sandbox_processes
 from rewards.userns import SANDBOX_UID
+from tests.rewards.hostile import sandbox_processes
 
 KEY = "00" * 32
 

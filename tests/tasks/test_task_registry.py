@@ -96,6 +96,6 @@ def test_tiny_tokenizer_covers_every_builtin_character(name):
 
 
 def test_tasks_never_import_ray():
-    modules = "tasks.registry, tasks.sampler, tasks.prompts, tasks.loaders"
+    modules = "tasks.registry, tasks.prompt_stream, tasks.prompts, tasks.loaders"
     code = f"import sys, {modules}; assert 'ray' not in sys.modules, 'tasks imported ray'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, model_validator
 
 Kind = Literal["math", "code"]
 Row = dict[str, Any]

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 from pydantic import BaseModel, NonNegativeInt
 
-from .rows import Row
+from .schemas import Row
 from .splits import hash_unit
 
 
@@ -26,10 +26,10 @@ class Sample:
     row: Row
 
 
-class PromptSampler:
+class PromptStream:
     def __init__(self, rows: Sequence[Row], seed: int, shuffle: bool = True):
         if not rows:
-            raise ValueError("PromptSampler needs at least one row")
+            raise ValueError("PromptStream needs at least one row")
         self.rows = rows
         self.seed = seed
         self.shuffle = shuffle
@@ -61,11 +61,11 @@ class PromptSampler:
                 **self.cursor.model_dump()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a cursor saved by `state_dict`; the sampler must be over the same rows."""
+        """Restore a cursor saved by `state_dict`; the stream must be over the same rows."""
         saved = (state["seed"], state["num_rows"], state["shuffle"])
         if saved != (self.seed, len(self.rows), self.shuffle):
             raise ValueError(f"sampler state is for (seed, num_rows, shuffle) = {saved}, "
-                             f"but this sampler has {(self.seed, len(self.rows), self.shuffle)}")
+                             f"but this stream has {(self.seed, len(self.rows), self.shuffle)}")
         cursor = Cursor(epoch=state["epoch"], index=state["index"])
         if cursor.index >= len(self.rows):
             raise ValueError(f"saved cursor index {cursor.index} is past the {len(self.rows)} rows")

@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from tasks.sampler import Cursor, PromptSampler
+from tasks.prompt_stream import Cursor, PromptStream
 from tasks.splits import hash_unit, split_rows
 
 ROWS = [{"question": f"q{i}", "ground_truth_answer": str(i)} for i in range(200)]
@@ -38,37 +38,37 @@ def test_hash_is_a_fixed_function():
 
 
 def test_epochs_visit_every_row_once_in_a_seeded_order():
-    sampler = PromptSampler(ROWS[:10], seed=1)
+    sampler = PromptStream(ROWS[:10], seed=1)
     first, second = sampler.next_batch(10), sampler.next_batch(10)
     assert sorted(questions(s.row for s in first)) == sorted(questions(ROWS[:10]))
     assert questions(s.row for s in first) != questions(s.row for s in second)
     assert [s.uid for s in first[:2]] == ["e0-0", "e0-1"] and second[0].uid == "e1-0"
     assert sampler.cursor == Cursor(epoch=2, index=0)
-    assert questions(s.row for s in PromptSampler(ROWS[:10], seed=1).next_batch(10)) == questions(s.row for s in first)
-    unshuffled = PromptSampler(ROWS[:10], seed=1, shuffle=False).next_batch(10)
+    assert questions(s.row for s in PromptStream(ROWS[:10], seed=1).next_batch(10)) == questions(s.row for s in first)
+    unshuffled = PromptStream(ROWS[:10], seed=1, shuffle=False).next_batch(10)
     assert questions(s.row for s in unshuffled) == questions(ROWS[:10])
 
 
 def test_restored_cursor_reproduces_the_uninterrupted_order():
-    reference = PromptSampler(ROWS[:7], seed=5)
+    reference = PromptStream(ROWS[:7], seed=5)
     expected = [s.uid + s.row["question"] for s in reference.next_batch(30)]
 
-    interrupted = PromptSampler(ROWS[:7], seed=5)
+    interrupted = PromptStream(ROWS[:7], seed=5)
     drawn = [s.uid + s.row["question"] for s in interrupted.next_batch(11)]
     state = interrupted.state_dict()
-    resumed = PromptSampler(ROWS[:7], seed=5)
+    resumed = PromptStream(ROWS[:7], seed=5)
     resumed.load_state_dict(state)
     drawn += [s.uid + s.row["question"] for s in resumed.next_batch(19)]
     assert drawn == expected
 
 
 def test_state_for_other_rows_or_seed_is_refused():
-    state = PromptSampler(ROWS[:7], seed=5).state_dict()
+    state = PromptStream(ROWS[:7], seed=5).state_dict()
     with pytest.raises(ValueError, match="num_rows"):
-        PromptSampler(ROWS[:8], seed=5).load_state_dict(state)
+        PromptStream(ROWS[:8], seed=5).load_state_dict(state)
     with pytest.raises(ValueError, match="seed"):
-        PromptSampler(ROWS[:7], seed=6).load_state_dict(state)
+        PromptStream(ROWS[:7], seed=6).load_state_dict(state)
     with pytest.raises(ValueError, match="past"):
-        PromptSampler(ROWS[:7], seed=5).load_state_dict(dict(state, index=7))
+        PromptStream(ROWS[:7], seed=5).load_state_dict(dict(state, index=7))
     with pytest.raises(ValueError, match="at least one row"):
-        PromptSampler([], seed=0)
+        PromptStream([], seed=0)

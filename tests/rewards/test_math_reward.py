@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from rewards import MathReward, get_reward
-from rewards.hostile import ADVERSARIAL_MATH as ADVERSARIAL
+from hostile_programs import ADVERSARIAL_MATH as ADVERSARIAL
 
 
 CASES = [

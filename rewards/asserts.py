@@ -216,15 +216,18 @@ def _value(index: int, values: dict[int, tuple[str, bytes]], cache: dict[int, An
     return cache[index]
 
 
-def _size(value: Any) -> int:
-    return value.bit_length() if isinstance(value, int) else len(value) if isinstance(value, (str, bytes, list, tuple)) else 1
-
-
 def _binary(op: type, left: Any, right: Any) -> Any:
     """One arithmetic operation, refused where untrusted operands could make it huge or slow."""
-    if op is ast.Mult and _size(left) * _size(right) > _MAX_RESULT:
-        raise TestFailed("product too large to compute")
-    if op is ast.Pow and isinstance(left, int) and isinstance(right, int) and abs(left) > 1 and (
-            right * _size(left) > _MAX_RESULT):
+    if op is ast.Mult:
+        sequence = (str, bytes, list, tuple)
+        if isinstance(left, sequence) or isinstance(right, sequence):
+            count = right if isinstance(left, sequence) else left
+            size = len(left if isinstance(left, sequence) else right) * count if isinstance(count, int) else 0
+        else:
+            size = sum(v.bit_length() for v in (left, right) if isinstance(v, int))
+        if size > _MAX_RESULT:
+            raise TestFailed("product too large to compute")
+    if (op is ast.Pow and isinstance(left, int) and isinstance(right, int) and abs(left) > 1
+            and right * left.bit_length() > _MAX_RESULT):
         raise TestFailed("power too large to compute")
     return _BINARY[op](left, right)

@@ -30,6 +30,7 @@ Modes (request["mode"]): "stdio" runs the program as __main__ on the stdin the h
 (the host compares stdout); "function" runs the program, then each test of tests[start:], each
 ("exec", statement source) or ("eval", [expression sources]), with the module names it uses.
 """
+import _thread
 import binascii
 import marshal
 import os
@@ -187,8 +188,8 @@ def main():
     # Everything used after the program ran is bound now: the program may rebind builtins.
     write, exit_now, run, mac, clock, str_, isinstance_, BaseException_, SystemExit_ = (
         os.write, os._exit, exec, blake2b, time.perf_counter, str, isinstance, BaseException, SystemExit)
-    dict_, items, dumps, b64, plain_error, type_, eval_ = (
-        dict, dict.items, marshal.dumps, binascii.b2a_base64, plain_data_error, type, eval)
+    dict_, items, dumps, b64, plain_error, type_, eval_, threads = (
+        dict, dict.items, marshal.dumps, binascii.b2a_base64, plain_data_error, type, eval, _thread._count)
 
     def report(*words):
         # Signed, not secret: a program that hijacks OUT_FD sees only true messages, and
@@ -224,7 +225,8 @@ def main():
             except BaseException_ as exc:
                 report(b"value", index, position, b"!", b"SystemExit" if isinstance_(exc, SystemExit_) else describe(exc))
                 continue
-            why = plain_error(value)
+            # A thread of the program could patch, between restore() and use, what a value uses.
+            why = "a thread of the program is running" if threads() else plain_error(value)
             if why is None:
                 try:  # a thread of the program may have changed the value since it was checked
                     data = b64(dumps(value), newline=False)

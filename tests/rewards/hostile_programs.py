@@ -325,7 +325,8 @@ import os, subprocess
 def escaped():
     return subprocess.run(["/bin/sh", "-c", "echo hi"], capture_output=True).stdout == b"hi\\n"
 """),
-    # Verdict forgery: each test below is false for every plain value, so only a trick passes it.
+    # Verdict forgery: each test below is false for a function that returns plain data (the same
+    # each call), so only a trick passes it.
     Attack("equality_faking_object", """
 class Yes:
     def __eq__(self, other):
@@ -442,6 +443,17 @@ sys.modules["json"] = type(sys)("json")
 def f(x):
     return 5
 """, tests=("assert f(1) == 2", "assert f(1) == 2 and f(2) == 2")),
+    Attack("patch_from_a_thread", """
+import math, sys, threading, time
+sys.setswitchinterval(1e-6)  # switch threads as often as possible: win the race after restore
+def patch():
+    while True:
+        math.floor = lambda x: 7
+        time.sleep(0)
+threading.Thread(target=patch, daemon=True).start()
+def f(x):
+    return 100.0
+""", tests=("assert math.floor(f(1)) == 7",) * 5),
     Attack("forge_value_lines", """
 import os, base64, marshal
 def f(x):

@@ -180,6 +180,20 @@ if os.fork() == 0:
     os._exit(0)
 time.sleep(100000)
 """),
+    Attack("daemon_outlives_the_harness", """
+import os, time
+if os.fork() == 0:  # detached, holding no pipe of the host's: the run ends normally without it
+    os.setsid()
+    for fd in range(64):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    time.sleep(100000)
+    os._exit(0)
+def escaped():
+    return False
+"""),
     Attack("print_one_gigabyte", """
 import sys
 chunk = "x" * (1 << 20)

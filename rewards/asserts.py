@@ -15,7 +15,6 @@ runs as a statement in the sandbox's fresh namespace.
 from __future__ import annotations
 
 import ast
-import binascii
 import marshal
 import math
 import operator
@@ -63,7 +62,7 @@ class TestPlan:
         return ("eval", list(self.values), list(self.modules))
 
     def verdict(self, values: dict[int, tuple[str, bytes]]) -> str | None:
-        """None when the test passed, else why not. values[j] = ("=", data) | ("!", reason)."""
+        """None when the test passed, else why not. values[j] = ("=", hex of marshal data) | ("!", reason)."""
         try:
             if not _evaluate(self.expression, values, {}):
                 return "AssertionError"
@@ -208,7 +207,7 @@ def _value(index: int, values: dict[int, tuple[str, bytes]], cache: dict[int, An
         kind, data = values[index]
         if kind != "=":
             raise TestFailed(data.decode(errors="replace"))
-        value = marshal.loads(binascii.a2b_base64(data))  # signed by the harness, so its own
+        value = marshal.loads(bytes.fromhex(data.decode()))  # signed by the harness, so its own
         why = plain_data_error(value)
         if why is not None:
             raise TestFailed(why)

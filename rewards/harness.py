@@ -13,7 +13,7 @@ them (the namespaces and limits do), only the unforgeability of verdicts does.
 
 Events go to OUT_FD as lines "WORD [ARGS] MAC" (ready, loaded | load_error REASON, then per
 test: start I, then either pass I SECONDS | fail I SECONDS REASON for a test run as a statement,
-or value I J = DATA | value I J ! REASON per expression and end I SECONDS for a compared test;
+or value I J = HEX | value I J ! REASON per expression and end I SECONDS for a compared test;
 finally done), MAC = keyed BLAKE2b of the words under a random per-run key; the host drops lines
 whose MAC does not verify. A statement test passes only when the host reads a signed "pass i",
 written here after exec() of it returned normally; a compared test passes only when the host's
@@ -31,7 +31,6 @@ Modes (request["mode"]): "stdio" runs the program as __main__ on the stdin the h
 ("exec", statement source) or ("eval", [expression sources]), with the module names it uses.
 """
 import _thread
-import binascii
 import marshal
 import os
 import resource
@@ -137,17 +136,18 @@ def _import_modules(names):
     return modules
 
 
-def _restorer(_list=list, _items=dict.items, _keys=dict.keys, _update=dict.update, _delete=dict.pop):
+def _restorer(_list=list, _len=len, _keys=dict.keys, _update=dict.update, _delete=dict.pop):
     """Snapshots every loaded module's namespace now; the returned function puts them back."""
     saved = [(module.__dict__, dict(module.__dict__)) for module in list(sys.modules.values())
              if type(module) is types.ModuleType]
 
     def restore():
         for namespace, before in saved:
-            for name in _list(_keys(namespace)):
-                if name not in before:
-                    _delete(namespace, name, None)
             _update(namespace, before)
+            if _len(namespace) != _len(before):  # the program added names
+                for name in _list(_keys(namespace)):
+                    if name not in before:
+                        _delete(namespace, name, None)
     return restore
 
 
@@ -169,6 +169,8 @@ def main():
     in_fd, out_fd = int(sys.argv[1]), int(sys.argv[2])
     request = marshal.loads(_read_all(in_fd))
     os.close(in_fd)
+    os.closerange(3, out_fd)  # whatever the launcher passed on besides stdio and the events pipe
+    os.closerange(out_fd + 1, 1 << 16)
     _apply_limits(request["limits"])
     if request.get("drop_to") is not None:
         _drop_privileges(request["drop_to"])
@@ -179,7 +181,7 @@ def main():
         program = compile(request["program"], "<program>", "exec", dont_inherit=True, optimize=0)
     except SyntaxError as exc:
         program = exc
-    modules = _import_modules(sorted({name for *_, names in tests for name in names}))
+    modules = {name: dict(m.__dict__) for name, m in _import_modules(sorted({n for *_, names in tests for n in names})).items()}
     del request
     restore = _restorer()  # before the program's module exists: its names are not reset
     builtins_before = dict(__builtins__.__dict__) if type(__builtins__) is types.ModuleType else dict(__builtins__)
@@ -188,8 +190,9 @@ def main():
     # Everything used after the program ran is bound now: the program may rebind builtins.
     write, exit_now, run, mac, clock, str_, isinstance_, BaseException_, SystemExit_ = (
         os.write, os._exit, exec, blake2b, time.perf_counter, str, isinstance, BaseException, SystemExit)
-    dict_, items, dumps, b64, plain_error, type_, eval_, threads = (
-        dict, dict.items, marshal.dumps, binascii.b2a_base64, plain_data_error, type, eval, _thread._count)
+    dict_, items, update, module_type, dumps, hex_, plain_error, type_, eval_, threads = (
+        dict, dict.items, dict.update, types.ModuleType, marshal.dumps, bytes.hex, plain_data_error,
+        type, eval, _thread._count)
 
     def report(*words):
         # Signed, not secret: a program that hijacks OUT_FD sees only true messages, and
@@ -211,8 +214,10 @@ def main():
         fresh = {name: value for name, value in items(module.__dict__) if name not in builtins_before}
         fresh["__builtins__"] = dict_(builtins_before)
         for name in names:
-            if name in modules:
-                fresh[name] = modules[name]
+            if name in modules:  # a copy of the module as it was: nothing of the program reaches it
+                copy = module_type(name)
+                update(copy.__dict__, modules[name])
+                fresh[name] = copy
         return fresh
 
     def evaluate(index, code, names):
@@ -229,7 +234,7 @@ def main():
             why = "a thread of the program is running" if threads() else plain_error(value)
             if why is None:
                 try:  # a thread of the program may have changed the value since it was checked
-                    data = b64(dumps(value), newline=False)
+                    data = hex_(dumps(value)).encode()  # hex: binascii's import costs start-up time
                 except BaseException_:
                     why = "changed while being sent"
             if why is None:
@@ -254,7 +259,6 @@ def main():
     report(b"loaded")
     for index, kind, code, names in tests:
         report(b"start", index)
-        restore()
         began = clock()
         if code is None:
             report(b"fail", index, b"0", b"SyntaxError in the test")
@@ -262,6 +266,7 @@ def main():
             evaluate(index, code, names)
             report(b"end", index, b"%.6f" % (clock() - began))
         else:
+            restore()
             try:
                 run(code, namespace(names))
             except BaseException_ as exc:

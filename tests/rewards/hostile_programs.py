@@ -451,6 +451,7 @@ import marshal, binascii, builtins, sys
 real_dumps = marshal.dumps
 marshal.dumps = lambda value, *a: real_dumps(2)
 binascii.b2a_base64 = lambda *a, **k: b"6QIAAAA="  # marshal.dumps(2)
+builtins.bytes = type("bytes", (bytes,), {{"hex": lambda self, *a: real_dumps(2).hex()}})
 builtins.type = lambda x: int
 builtins.repr = lambda x: "2"
 sys.modules["json"] = type(sys)("json")
@@ -469,9 +470,9 @@ def f(x):
     return 100.0
 """, tests=("assert math.floor(f(1)) == 7",) * 5),
     Attack("forge_value_lines", """
-import os, base64, marshal
+import os, marshal
 def f(x):
-    forged = base64.b64encode(marshal.dumps(2))
+    forged = marshal.dumps(2).hex().encode()
     for fd in range(1, 64):
         for line in (b"value 0 0 = " + forged + b" 00", b"end 0 0.0 00", b"pass 0 0.0 00"):
             try:

@@ -1,14 +1,16 @@
-"""Runs INSIDE the sandbox as `python -S -I harness.py IN_FD OUT_FD RUN_ID`. Standard library only
-(the host imports plain_data_error from here too, so that both sides agree on plain data).
+"""Runs INSIDE the sandbox as `python -S -I harness.pyc IN_FD OUT_FD RUN_ID` (compiled by the host).
+Standard library only (the host imports plain_data_error from here too, so that both sides agree
+on plain data).
 
 It reads one request (a marshal'd dict: importing json would double start-up) from IN_FD, then,
 before any untrusted code runs: applies the rlimits, drops to an unprivileged uid when the
 sandbox started as root (RLIMIT_NPROC is not enforced for host root), imports the standard
 modules the tests name, snapshots builtins and every loaded module, and installs an audit hook
 that denies what could forge a verdict: frame/GC introspection (the run's key lives in main's
-frame), tracing, code-object construction, ctypes, and exec'ing other programs (subprocess and
-asyncio, which import _posixsubprocess, are unavailable; so is traceback formatting, which reads
-frames). Audit hooks are not a security boundary on their own: containment never depends on
+frame), tracing, code-object construction, ctypes, opening procfs files (/proc/self/mem), and
+exec'ing other programs (subprocess and asyncio, which import _posixsubprocess, are unavailable;
+so is traceback formatting, which reads frames). The hook and everything main() uses after the
+program ran are bound before it ran. Audit hooks are not a security boundary on their own: containment never depends on
 them (the namespaces and limits do), only the unforgeability of verdicts does.
 
 Events go to OUT_FD as lines "WORD [ARGS] MAC" (ready, loaded | load_error REASON, then per
@@ -36,7 +38,7 @@ import os
 import resource
 import sys
 import time
-import types  # noqa: F401 - imported before the guard: it reads tb_frame at import
+import types  # imported before the guard: it reads tb_frame at import
 from _blake2 import blake2b  # not hashlib: its OpenSSL import costs start-up time
 
 _DENIED_EVENTS = frozenset({
@@ -63,18 +65,46 @@ class _FrameDenied(SandboxDenied, ValueError):
     already treat ValueError as "no caller frame" and carry on."""
 
 
-def _guard(event, args):
-    if event in _DENIED_EVENTS or event.startswith("ctypes."):
+def _exact(value, _isinstance=isinstance, _join="".join, _bjoin=b"".join):
+    """An exact str/bytes copy of value (a subclass's methods could lie to the checks), or None."""
+    if _isinstance(value, str):
+        return _join((value,))
+    if _isinstance(value, bytes):
+        return _bjoin((value,))
+    return None
+
+
+def _in_proc(path, _stat=os.stat, _proc_dev=os.stat("/proc").st_dev if os.path.isdir("/proc") else None):
+    """Whether path names a file of procfs (/proc/self/mem would expose the key), by the device
+    the kernel resolves it to: symlinks, `..` and relative paths cannot hide it, and no Python
+    function the program could patch takes part."""
+    try:
+        return _stat(path).st_dev == _proc_dev
+    except OSError:  # a file to create, or one open() cannot reach either: procfs has neither
+        return False
+
+
+def _guard(event, args, _type=type, _exact=_exact, _in_proc=_in_proc, _partition=str.partition,
+           _startswith=str.startswith):
+    # Every name is bound at definition: the program may rebind builtins and patch modules.
+    if event in _DENIED_EVENTS or _startswith(event, "ctypes."):
         raise SandboxDenied(event)
     if event == "sys._getframe":
         raise _FrameDenied(event)
     if event == "object.__getattr__" and args[1] in _DENIED_ATTRIBUTES:
-        raise SandboxDenied(f"{event} {args[1]}")
-    if event == "import" and args[0].partition(".")[0] in _DENIED_IMPORTS:
-        raise SandboxDenied(f"import {args[0]}")
-    if event == "open" and isinstance(args[0], (str, bytes)):
-        if os.path.realpath(os.fsdecode(args[0])).startswith("/proc/"):
-            raise SandboxDenied("open under /proc")  # /proc/self/mem would expose the nonce
+        raise SandboxDenied(event + " " + args[1])
+    if event == "import":
+        name = _exact(args[0])
+        if name is None or _partition(name, ".")[0] in _DENIED_IMPORTS:
+            raise SandboxDenied("import")
+    if event == "open" and _type(args[0]) is not int:
+        path = _exact(args[0])
+        if path is None:  # its __fspath__ could name one file here and another to open()
+            raise SandboxDenied("open of a path-like object")
+        if args[1] is None and not _startswith(path, "/" if _type(path) is str else b"/"):
+            raise SandboxDenied("os.open of a relative path")  # it may be relative to any dir_fd
+        if _in_proc(path):
+            raise SandboxDenied("open under /proc")
 
 
 def plain_data_error(value, _type=type, _scalars=_SCALARS, _sequences=_SEQUENCES, _dict=dict,
@@ -190,9 +220,9 @@ def main():
     # Everything used after the program ran is bound now: the program may rebind builtins.
     write, exit_now, run, mac, clock, str_, isinstance_, BaseException_, SystemExit_ = (
         os.write, os._exit, exec, blake2b, time.perf_counter, str, isinstance, BaseException, SystemExit)
-    dict_, items, update, module_type, dumps, hex_, plain_error, type_, eval_, threads = (
+    dict_, items, update, module_type, dumps, hex_, plain_error, type_, eval_, threads, enumerate_, join = (
         dict, dict.items, dict.update, types.ModuleType, marshal.dumps, bytes.hex, plain_data_error,
-        type, eval, _thread._count)
+        type, eval, _thread._count, enumerate, "".join)
 
     def report(*words):
         # Signed, not secret: a program that hijacks OUT_FD sees only true messages, and
@@ -204,8 +234,8 @@ def main():
             exit_now(3)
 
     def describe(exc):
-        try:
-            text = str_(type_(exc).__name__) + ": " + str_(exc)
+        try:  # join: an exact str whatever str subclass the exception's methods return
+            text = join((type_(exc).__name__, ": ", str_(exc)))
             return text[:200].encode("utf-8", "replace").replace(b"\n", b" ")
         except BaseException_:
             return b"unprintable exception"
@@ -222,7 +252,7 @@ def main():
 
     def evaluate(index, code, names):
         fresh = namespace(names)  # shared by the test's expressions: `(n := f(x)) > 0 and n < 9`
-        for j, expression in enumerate(code):
+        for j, expression in enumerate_(code):
             position = str_(j).encode()
             restore()  # also between values: `f(1) == math.floor(2.5)` where f patches math.floor
             try:

@@ -306,6 +306,49 @@ def escaped():
         pass
     return any(isinstance(f, dict) and "key" in f for f in found)
 """),
+    Attack("reach_proc_mem_around_the_guard", """
+import os, os.path, posixpath
+class Name(str):
+    def partition(self, sep):
+        return ("harmless", "", "")
+    def startswith(self, prefix, *args):
+        return False
+class Flip:
+    calls = 0
+    def __fspath__(self):
+        Flip.calls += 1
+        return "/tmp" if Flip.calls == 1 else "/proc/self/mem"
+posixpath.realpath = os.path.realpath = lambda path, **kw: "/tmp/x"
+os.fsdecode = lambda path: "/tmp/x"
+os.makedirs("/tmp/proc/self", exist_ok=True)
+open("/tmp/proc/self/mem", "w").close()
+try:
+    os.symlink("/proc/self/mem", "/tmp/link")
+except OSError:
+    pass
+def attempts():
+    root = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+    os.chdir("/tmp")
+    yield lambda: __import__(Name("ctypes"))
+    yield lambda: os.open(Flip(), os.O_RDONLY)
+    yield lambda: open(Name("/proc/self/mem"), "rb")
+    yield lambda: open("/tmp/link", "rb")
+    yield lambda: open("/tmp/../proc/self/mem", "rb")
+    yield lambda: os.open("proc/self/mem", os.O_RDONLY, dir_fd=root)
+    os.chdir("/")
+    yield lambda: open("proc/self/mem", "rb")
+def escaped():
+    proc = os.stat("/proc").st_dev
+    for attempt in attempts():
+        try:
+            handle = attempt()
+            fd = handle if isinstance(handle, int) else handle.fileno()
+            if os.fstat(fd).st_dev == proc:
+                return True
+        except Exception:
+            pass
+    return False
+"""),
     Attack("hijack_report_fd", """
 import os
 def escaped():
@@ -469,6 +512,16 @@ threading.Thread(target=patch, daemon=True).start()
 def f(x):
     return 100.0
 """, tests=("assert math.floor(f(1)) == 7",) * 5),
+    Attack("replace_what_the_harness_evaluates", """
+import builtins
+forged = compile("2", "<forged>", "eval")
+builtins.enumerate = lambda code, start=0: iter([(0, forged)])
+builtins.eval = lambda code, namespace=None: 2
+builtins.exec = lambda code, namespace=None: None
+builtins.str = lambda *args: "0"
+def f(x):
+    return 5
+""", tests=("assert f(1) == 2", "assert f(1) == 2 and f(2) == 2", "x = f(1)\nassert x == 2")),
     Attack("forge_value_lines", """
 import os, marshal
 def f(x):

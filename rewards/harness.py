@@ -74,7 +74,10 @@ def _exact(value, _isinstance=isinstance, _join="".join, _bjoin=b"".join):
     return None
 
 
-def _in_proc(path, _stat=os.stat, _proc_dev=os.stat("/proc").st_dev if os.path.isdir("/proc") else None):
+_PROC_DEVICE = os.stat("/proc").st_dev if os.path.isdir("/proc") else None
+
+
+def _in_proc(path, _stat=os.stat, _proc_dev=_PROC_DEVICE):
     """Whether path names a file of procfs (/proc/self/mem would expose the key), by the device
     the kernel resolves it to: symlinks, `..` and relative paths cannot hide it, and no Python
     function the program could patch takes part."""

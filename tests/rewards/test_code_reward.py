@@ -1,6 +1,5 @@
 """Honest programs score what they deserve; bad rows fail loudly."""
 import pytest
-
 from conftest import as_response
 
 from rewards import score_batch

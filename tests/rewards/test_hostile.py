@@ -6,7 +6,13 @@ import subprocess
 import time
 
 import pytest
-from hostile_programs import ATTACKS, HostBait, adopting_orphans, run_attack, sandbox_leftovers
+from hostile_programs import (
+    ATTACKS,
+    HostBait,
+    adopting_orphans,
+    run_attack,
+    sandbox_leftovers,
+)
 
 from rewards import CodeReward
 

@@ -3,10 +3,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
-from rewards import MathReward, get_reward
 from hostile_programs import ADVERSARIAL_MATH as ADVERSARIAL
 
+from rewards import MathReward, get_reward
 
 CASES = [
     # (label, answer, ground truth, equivalent?)

@@ -6,7 +6,6 @@ import resource
 import pytest
 
 from rewards import Limits, Sandbox
-from hostile_programs import sandbox_leftovers
 from rewards.userns import SANDBOX_UID
 
 KEY = "00" * 32

@@ -94,14 +94,14 @@ def compiled_harness() -> str:
     """harness.py compiled once per process (Python runs a .pyc as a script): compiling it in
     every sandbox was about a third of the harness's CPU time."""
     with _compile_lock:
-        if not _compiled:
+        if not _compiled or not os.path.exists(_compiled[-1]):  # a /tmp cleaner may remove it
             directory = tempfile.mkdtemp(prefix="rewards-harness-")
             atexit.register(shutil.rmtree, directory, True)
             path = os.path.join(directory, "harness.pyc")
             py_compile.compile(str(HARNESS), cfile=path, doraise=True)
             os.chmod(path, 0o644)
             _compiled.append(path)
-        return _compiled[0]
+        return _compiled[-1]
 
 
 def bwrap_binary() -> str:

@@ -6,6 +6,7 @@ import resource
 import pytest
 
 from rewards import Limits, Sandbox
+from rewards.sandbox import compiled_harness
 from rewards.userns import SANDBOX_UID
 
 KEY = "00" * 32
@@ -151,3 +152,8 @@ def test_unshare_fallback_backend(sandbox):
 def test_unknown_backend_is_refused():
     with pytest.raises(ValueError, match="backend"):
         Sandbox("docker")
+
+
+def test_compiled_harness_is_rebuilt_when_tmp_is_cleaned(sandbox):
+    os.remove(compiled_harness())
+    assert run(sandbox, "print('ok')").stdout == b"ok\n"

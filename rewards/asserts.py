@@ -1,6 +1,8 @@
 """Function tests as trusted comparisons: what of an assert the sandbox computes, what the host does.
 
-A test that is one `assert EXPR` is split into *operations*, done here in the host on plain data,
+A test whose last statement is its only top-level `assert EXPR` (`assert f(1) == 2`, or
+`r = f(1)\nassert r == 2`: the statements before it run first) has that assert split into
+*operations*, done here in the host on plain data,
 and *values*: the sub-expressions between them, which the sandbox evaluates (in a fresh namespace,
 see harness.py) and sends back as plain data (exact built-in types; anything else fails the
 test). Operations: comparisons (== != < <= > >= is, is not, in, not in, chained), and/or/not,
@@ -9,8 +11,8 @@ builtins below when they combine several arguments or an operation's result (`ab
 A one-argument builtin of a value (`sorted(f(x))`, `len(f(x))`) is part of the value: it cannot
 see what its result will be compared with. So the program never sees what its values are
 compared against, and no object, subclass, shadowed or patched function of it decides a verdict;
-the final truth value is the host's too. Any other test (several statements, a def, a loop)
-runs as a statement in the sandbox's fresh namespace.
+the final truth value is the host's too. Any other test (several asserts, asserts inside a def
+or a loop) runs as a statement in the sandbox's fresh namespace, judged there as before.
 """
 from __future__ import annotations
 
@@ -55,11 +57,12 @@ class TestPlan:
     expression: ast.expr | None  # None: run the source as a statement in the sandbox
     values: tuple[str, ...]  # what the sandbox evaluates, in order
     modules: tuple[str, ...]  # standard modules the test names (bound fresh in its namespace)
+    setup: str = ""  # statements before the assert (`r = f(1)`), run first in the same namespace
 
     def request(self) -> tuple:
         if self.expression is None:
-            return ("exec", self.source, list(self.modules))
-        return ("eval", list(self.values), list(self.modules))
+            return ("exec", self.source, list(self.modules), "")
+        return ("eval", list(self.values), list(self.modules), self.setup)
 
     def verdict(self, values: dict[int, tuple[str, bytes]]) -> str | None:
         """None when the test passed, else why not. values[j] = ("=", hex of marshal data) | ("!", reason)."""
@@ -81,10 +84,12 @@ def plan_test(source: str) -> TestPlan:
     # Names the test uses as `name.attr` that are standard modules: `math` in math.floor(x).
     modules = tuple(sorted({node.value.id for node in ast.walk(tree) if isinstance(node, ast.Attribute)
                             and isinstance(node.value, ast.Name) and node.value.id in sys.stdlib_module_names}))
-    if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Assert):
+    *setup, last = tree.body or [None]
+    if not isinstance(last, ast.Assert) or any(isinstance(node, ast.Assert) for node in setup):
         return TestPlan(source, None, (), modules)
     values: list[str] = []
-    return TestPlan(source, _split(tree.body[0].test, values), tuple(values), modules)
+    expression = _split(last.test, values)
+    return TestPlan(source, expression, tuple(values), modules, ast.unparse(ast.Module(setup, [])) if setup else "")
 
 
 def _is_operation(node: ast.expr) -> bool:

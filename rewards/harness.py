@@ -15,7 +15,8 @@ them (the namespaces and limits do), only the unforgeability of verdicts does.
 
 Events go to OUT_FD as lines "WORD [ARGS] MAC" (ready, loaded | load_error REASON, then per
 test: start I, then either pass I SECONDS | fail I SECONDS REASON for a test run as a statement,
-or value I J = HEX | value I J ! REASON per expression and end I SECONDS for a compared test;
+or value I J = HEX | value I J ! REASON per expression and end I SECONDS for a compared test
+(fail I SECONDS REASON if the statements before its assert raised);
 finally done), MAC = keyed BLAKE2b of the words under a random per-run key; the host drops lines
 whose MAC does not verify. A statement test passes only when the host reads a signed "pass i",
 written here after exec() of it returned normally; a compared test passes only when the host's
@@ -30,7 +31,8 @@ by functions bound before the program ran (it may rebind builtins, patch modules
 
 Modes (request["mode"]): "stdio" runs the program as __main__ on the stdin the host provides
 (the host compares stdout); "function" runs the program, then each test of tests[start:], each
-("exec", statement source) or ("eval", [expression sources]), with the module names it uses.
+("exec", statement source) or ("eval", [expression sources]), with the module names it uses and,
+for "eval", the statements to run before the expressions.
 """
 import _thread
 import marshal
@@ -186,15 +188,16 @@ def _restorer(_list=list, _len=len, _keys=dict.keys, _update=dict.update, _delet
 
 def _compile_tests(tests):
     compiled = []
-    for i, (kind, sources, modules) in enumerate(tests):
+    for i, (kind, sources, modules, setup) in enumerate(tests):
         try:
             if kind == "exec":
                 code = compile(sources, f"<test {i}>", "exec", dont_inherit=True, optimize=0)
             else:
                 code = [compile(s, f"<test {i}.{j}>", "eval", dont_inherit=True) for j, s in enumerate(sources)]
+            setup = compile(setup, f"<test {i} setup>", "exec", dont_inherit=True) if setup else None
         except SyntaxError:
             code = None
-        compiled.append((str(i).encode(), kind, code, modules))
+        compiled.append((str(i).encode(), kind, code, modules, setup))
     return compiled
 
 
@@ -214,7 +217,7 @@ def main():
         program = compile(request["program"], "<program>", "exec", dont_inherit=True, optimize=0)
     except SyntaxError as exc:
         program = exc
-    modules = {name: dict(m.__dict__) for name, m in _import_modules(sorted({n for *_, names in tests for n in names})).items()}
+    modules = {name: dict(m.__dict__) for name, m in _import_modules(sorted({n for _, _, _, names, _ in tests for n in names})).items()}
     del request
     restore = _restorer()  # before the program's module exists: its names are not reset
     builtins_before = dict(__builtins__.__dict__) if type(__builtins__) is types.ModuleType else dict(__builtins__)
@@ -253,8 +256,15 @@ def main():
                 fresh[name] = copy
         return fresh
 
-    def evaluate(index, code, names):
+    def evaluate(index, code, names, setup, began):
         fresh = namespace(names)  # shared by the test's expressions: `(n := f(x)) > 0 and n < 9`
+        if setup is not None:
+            restore()
+            try:
+                run(setup, fresh)
+            except BaseException_ as exc:
+                report(b"fail", index, b"%.6f" % (clock() - began), b"SystemExit" if isinstance_(exc, SystemExit_) else describe(exc))
+                return False
         for j, expression in enumerate_(code):
             position = str_(j).encode()
             restore()  # also between values: `f(1) == math.floor(2.5)` where f patches math.floor
@@ -274,6 +284,7 @@ def main():
                 report(b"value", index, position, b"=", data)
             else:
                 report(b"value", index, position, b"!", why.encode("utf-8", "replace").replace(b"\n", b" "))
+        return True
 
     report(b"ready")
     if isinstance(program, SyntaxError):
@@ -290,14 +301,14 @@ def main():
         report(b"load_error", describe(exc))
         exit_now(0)
     report(b"loaded")
-    for index, kind, code, names in tests:
+    for index, kind, code, names, setup in tests:
         report(b"start", index)
         began = clock()
         if code is None:
             report(b"fail", index, b"0", b"SyntaxError in the test")
         elif kind == "eval":
-            evaluate(index, code, names)
-            report(b"end", index, b"%.6f" % (clock() - began))
+            if evaluate(index, code, names, setup, began):
+                report(b"end", index, b"%.6f" % (clock() - began))
         else:
             restore()
             try:

@@ -391,7 +391,8 @@ class Yes:
     __hash__ = object.__hash__
 def f(x):
     return Yes()
-""", tests=("assert f(1) == 2 and f(1) == 3", "assert f(1) == [1] and f(1) == 'x'", "assert [f(1)] == [2] and [f(1)] == [3]")),
+""", tests=("assert f(1) == 2 and f(1) == 3", "assert f(1) == [1] and f(1) == 'x'", "assert [f(1)] == [2] and [f(1)] == [3]",
+            "r = f(1)\nassert r == 2 and r == 3")),
     Attack("eq_ne_bool_together", """
 class Chameleon:
     flips = 0

@@ -84,9 +84,11 @@ def describe(node) -> str:
     raise AssertionError(ast.dump(node))
 
 
-def test_other_tests_run_as_statements():
-    assert plan_test("x = f(1)\nassert x == 2").expression is None
+def test_statements_before_the_assert_run_first_and_others_run_as_statements():
+    plan = plan_test("x = f(1)\nassert x == 2")
+    assert plan.setup == "x = f(1)" and plan.values == ("x",)
     assert plan_test("def check(c):\n    assert c(1) == 2\ncheck(f)").expression is None
+    assert plan_test("assert f(1) == 2\nassert f(2) == 4").expression is None
     assert plan_test("assert (").expression is None
     assert plan_test("import math\nassert math.isclose(f(1), 2)").modules == ("math",)
 

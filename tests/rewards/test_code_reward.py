@@ -153,3 +153,11 @@ def test_canonical_solutions_pass_in_full(code_reward):
     failed = {name: [t for t in r["info"]["tests"] if not t["passed"]]
               for name, r in zip(PROBLEMS, results) if r["reward"] != 1.0}
     assert len(PROBLEMS) >= 15 and not failed
+
+
+def test_statements_before_a_compared_assert(code_reward, fenced):
+    row = {"test_method": "function", "test_list": ["x = add(1, 2)\nassert x == 3", "x = 1 / 0\nassert x == 1",
+                                                    "x = add(1, 1)\nassert x == 3"]}
+    tests = code_reward(fenced("def add(a, b):\n    return a + b"), row)["info"]["tests"]
+    assert [t["passed"] for t in tests] == [True, False, False]
+    assert "ZeroDivisionError" in tests[1]["reason"] and tests[2]["reason"] == "AssertionError"

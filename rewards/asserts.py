@@ -2,10 +2,9 @@
 
 A test whose last statement is its only top-level `assert EXPR` (`assert f(1) == 2`, or
 `r = f(1)\nassert r == 2`: the statements before it run first) has that assert split into
-*operations*, done here in the host on plain data,
-and *values*: the sub-expressions between them, which the sandbox evaluates (in a fresh namespace,
-see harness.py) and sends back as plain data (exact built-in types; anything else fails the
-test). Operations: comparisons (== != < <= > >= is, is not, in, not in, chained), and/or/not,
+*operations*, done here in the host on plain data, and *values*: the sub-expressions between
+them, which the sandbox evaluates (in a fresh namespace, see harness.py) and sends back as plain
+data (exact built-in types; anything else fails the test). Operations: comparisons (== != < <= > >= is, is not, in, not in, chained), and/or/not,
 arithmetic, subscripts, constants and displays, if-else, math.isclose / math.fabs, and the
 builtins below when they combine several arguments or an operation's result (`abs(f(x) - 0.5)`).
 A one-argument builtin of a value (`sorted(f(x))`, `len(f(x))`) is part of the value: it cannot

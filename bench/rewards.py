@@ -2,7 +2,8 @@
 
 programs_per_s: trivial passing function-style programs (3 asserts each) at full concurrency.
 math_checks_per_s: answers that need math_verify (not the string fast path), concurrently.
-attacks / escapes: the hostile battery of tests/rewards/hostile.py (escapes must be 0).
+attacks / escapes / processes_left: the hostile battery of tests/rewards/hostile_programs.py on
+the chosen backend (escapes and sandbox processes left after it must be 0).
 p99_math_check_s: per-check latency over the adversarial math inputs (bound: timeout + 0.5 s).
 
     python bench/rewards.py
@@ -10,6 +11,8 @@ p99_math_check_s: per-check latency over the adversarial math inputs (bound: tim
 """
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import statistics
 import sys
@@ -19,18 +22,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this file is rewards.py too: the package must win
 
-from bench.common import bench_parser, emit  # noqa: E402
+from tests.rewards.hostile_programs import ADVERSARIAL_MATH, run_battery  # noqa: E402
+
 from rewards import CodeReward, MathReward, score_batch  # noqa: E402
 from rewards.code_reward import shared_sandbox  # noqa: E402
-from tests.rewards.hostile import ADVERSARIAL_MATH, run_battery  # noqa: E402
 
 ADD_ROW = {"test_method": "function", "test_time_limit": 2,
            "test_list": ["assert add(1, 2) == 3", "assert add(-1, 1) == 0", "assert add(5, 5) == 10"]}
 ADD_RESPONSE = "```python\ndef add(a, b):\n    return a + b\n```"
 
 
-def programs_per_s(n: int, concurrency: int) -> tuple[float, float]:
-    reward = CodeReward(default_time_limit=2.0)
+def programs_per_s(n: int, concurrency: int, backend: str) -> tuple[float, float]:
+    reward = CodeReward(default_time_limit=2.0, backend=backend)
     score_batch(reward, [ADD_RESPONSE] * concurrency, [ADD_ROW] * concurrency, concurrency)  # warm-up
     start = time.perf_counter()
     out = score_batch(reward, [ADD_RESPONSE] * n, [ADD_ROW] * n, concurrency)
@@ -38,9 +41,9 @@ def programs_per_s(n: int, concurrency: int) -> tuple[float, float]:
     return n / elapsed, sum(o["correct"] for o in out) / n
 
 
-def sandbox_start_ms(n: int) -> float:
+def sandbox_start_ms(n: int, backend: str) -> float:
     """Median wall time of one sandbox running an empty program, sequentially."""
-    sandbox = shared_sandbox()
+    sandbox = shared_sandbox(backend)
     times = [sandbox.run({"mode": "stdio", "program": "pass", "key": "00" * 32}).wall_s for _ in range(n)]
     return 1000 * statistics.median(times)
 
@@ -71,22 +74,24 @@ def p99(values: list[float]) -> float:
 
 
 def main() -> None:
-    ap = bench_parser()
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
     ap.add_argument("--concurrency", type=int, default=2 * (os.cpu_count() or 1))
     ap.add_argument("--math-timeout", type=float, default=2.0)
+    ap.add_argument("--backend", default="auto", choices=("auto", "bwrap", "unshare"))
     args = ap.parse_args()
     programs, checks, repeats = (24, 24, 1) if args.quick else (200, 200, 3)
 
     math_reward = MathReward(timeout=args.math_timeout, workers=os.cpu_count() or 1, max_answer_chars=10**6)
-    prog_rate, prog_ok = programs_per_s(programs, args.concurrency)
+    prog_rate, prog_ok = programs_per_s(programs, args.concurrency, args.backend)
     math_rate, math_ok = math_checks_per_s(checks, args.concurrency, math_reward)
     latencies = adversarial_latencies(math_reward, repeats)
-    verdicts = run_battery(CodeReward(default_time_limit=1.0), ROOT)
-    emit({
+    verdicts, left = run_battery(CodeReward(default_time_limit=1.0, backend=args.backend), ROOT)
+    print(json.dumps({
         "programs_per_s": round(prog_rate, 1),
         "programs_correct_frac": prog_ok,
-        "sandbox_start_ms": round(sandbox_start_ms(10 if args.quick else 30), 1),
-        "sandbox_backend": shared_sandbox().backend,
+        "sandbox_start_ms": round(sandbox_start_ms(10 if args.quick else 30, args.backend), 1),
+        "sandbox_backend": shared_sandbox(args.backend).backend,
         "math_checks_per_s": round(math_rate, 1),
         "math_correct_frac": math_ok,
         "math_timeout_s": args.math_timeout,
@@ -95,10 +100,12 @@ def main() -> None:
         "attacks": len(verdicts),
         "escapes": sum(not v.contained for v in verdicts),
         "escaped": [f"{v.name}: {v.detail}" for v in verdicts if not v.contained],
+        "max_hostile_reward": max(v.reward for v in verdicts),
+        "processes_left": len(left),
         "concurrency": args.concurrency,
         "cpus": os.cpu_count(),
         "quick": args.quick,
-    })
+    }))
 
 
 if __name__ == "__main__":

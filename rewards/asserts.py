@@ -1,21 +1,21 @@
 """Function tests as trusted comparisons: what of an assert the sandbox computes, what the host does.
 
-A test that is one `assert EXPR` is split into *operations*, done here in the host on plain data,
-and *values*: the sub-expressions between them, which the sandbox evaluates (in a fresh namespace,
-see harness.py) and sends back as plain data (exact built-in types; anything else fails the
-test). Operations: comparisons (== != < <= > >= is, is not, in, not in, chained), and/or/not,
+A test whose last statement is its only top-level `assert EXPR` (`assert f(1) == 2`, or
+`r = f(1)\nassert r == 2`: the statements before it run first) has that assert split into
+*operations*, done here in the host on plain data, and *values*: the sub-expressions between
+them, which the sandbox evaluates (in a fresh namespace, see harness.py) and sends back as plain
+data (exact built-in types; anything else fails the test). Operations: comparisons (== != < <= > >= is, is not, in, not in, chained), and/or/not,
 arithmetic, subscripts, constants and displays, if-else, math.isclose / math.fabs, and the
 builtins below when they combine several arguments or an operation's result (`abs(f(x) - 0.5)`).
 A one-argument builtin of a value (`sorted(f(x))`, `len(f(x))`) is part of the value: it cannot
 see what its result will be compared with. So the program never sees what its values are
 compared against, and no object, subclass, shadowed or patched function of it decides a verdict;
-the final truth value is the host's too. Any other test (several statements, a def, a loop)
-runs as a statement in the sandbox's fresh namespace.
+the final truth value is the host's too. Any other test (several asserts, asserts inside a def
+or a loop) runs as a statement in the sandbox's fresh namespace, judged there as before.
 """
 from __future__ import annotations
 
 import ast
-import binascii
 import marshal
 import math
 import operator
@@ -56,14 +56,15 @@ class TestPlan:
     expression: ast.expr | None  # None: run the source as a statement in the sandbox
     values: tuple[str, ...]  # what the sandbox evaluates, in order
     modules: tuple[str, ...]  # standard modules the test names (bound fresh in its namespace)
+    setup: str = ""  # statements before the assert (`r = f(1)`), run first in the same namespace
 
     def request(self) -> tuple:
         if self.expression is None:
-            return ("exec", self.source, list(self.modules))
-        return ("eval", list(self.values), list(self.modules))
+            return ("exec", self.source, list(self.modules), "")
+        return ("eval", list(self.values), list(self.modules), self.setup)
 
     def verdict(self, values: dict[int, tuple[str, bytes]]) -> str | None:
-        """None when the test passed, else why not. values[j] = ("=", data) | ("!", reason)."""
+        """None when the test passed, else why not. values[j] = ("=", hex of marshal data) | ("!", reason)."""
         try:
             if not _evaluate(self.expression, values, {}):
                 return "AssertionError"
@@ -82,10 +83,12 @@ def plan_test(source: str) -> TestPlan:
     # Names the test uses as `name.attr` that are standard modules: `math` in math.floor(x).
     modules = tuple(sorted({node.value.id for node in ast.walk(tree) if isinstance(node, ast.Attribute)
                             and isinstance(node.value, ast.Name) and node.value.id in sys.stdlib_module_names}))
-    if len(tree.body) != 1 or not isinstance(tree.body[0], ast.Assert):
+    *setup, last = tree.body or [None]
+    if not isinstance(last, ast.Assert) or any(isinstance(node, ast.Assert) for node in setup):
         return TestPlan(source, None, (), modules)
     values: list[str] = []
-    return TestPlan(source, _split(tree.body[0].test, values), tuple(values), modules)
+    expression = _split(last.test, values)
+    return TestPlan(source, expression, tuple(values), modules, ast.unparse(ast.Module(setup, [])) if setup else "")
 
 
 def _is_operation(node: ast.expr) -> bool:
@@ -208,7 +211,7 @@ def _value(index: int, values: dict[int, tuple[str, bytes]], cache: dict[int, An
         kind, data = values[index]
         if kind != "=":
             raise TestFailed(data.decode(errors="replace"))
-        value = marshal.loads(binascii.a2b_base64(data))  # signed by the harness, so its own
+        value = marshal.loads(bytes.fromhex(data.decode()))  # signed by the harness, so its own
         why = plain_data_error(value)
         if why is not None:
             raise TestFailed(why)
@@ -216,15 +219,18 @@ def _value(index: int, values: dict[int, tuple[str, bytes]], cache: dict[int, An
     return cache[index]
 
 
-def _size(value: Any) -> int:
-    return value.bit_length() if isinstance(value, int) else len(value) if isinstance(value, (str, bytes, list, tuple)) else 1
-
-
 def _binary(op: type, left: Any, right: Any) -> Any:
     """One arithmetic operation, refused where untrusted operands could make it huge or slow."""
-    if op is ast.Mult and _size(left) * _size(right) > _MAX_RESULT:
-        raise TestFailed("product too large to compute")
-    if op is ast.Pow and isinstance(left, int) and isinstance(right, int) and abs(left) > 1 and (
-            right * _size(left) > _MAX_RESULT):
+    if op is ast.Mult:
+        sequence = (str, bytes, list, tuple)
+        if isinstance(left, sequence) or isinstance(right, sequence):
+            count = right if isinstance(left, sequence) else left
+            size = len(left if isinstance(left, sequence) else right) * count if isinstance(count, int) else 0
+        else:
+            size = sum(v.bit_length() for v in (left, right) if isinstance(v, int))
+        if size > _MAX_RESULT:
+            raise TestFailed("product too large to compute")
+    if (op is ast.Pow and isinstance(left, int) and isinstance(right, int) and abs(left) > 1
+            and right * left.bit_length() > _MAX_RESULT):
         raise TestFailed("power too large to compute")
     return _BINARY[op](left, right)

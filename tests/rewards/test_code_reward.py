@@ -1,5 +1,6 @@
 """Honest programs score what they deserve; bad rows fail loudly."""
 import pytest
+from conftest import as_response
 
 from rewards import score_batch
 from rewards.code_reward import CodeReward, normalize_output
@@ -91,3 +92,72 @@ def test_batch_scores_many_programs_concurrently(code_reward, fenced):
     good, bad = fenced("def add(a, b):\n    return a + b"), fenced("def add(a, b):\n    return 0")
     out = score_batch(code_reward, [good, bad] * 4, [ADD_ROW] * 8, concurrency=4)
     assert [o["correct"] for o in out] == [True, False] * 4
+
+
+HONEST = """
+import math
+from dataclasses import dataclass
+
+@dataclass
+class Point:  # a helper class the tests never see
+    x: float
+    y: float
+
+    def norm(self):
+        return math.hypot(self.x, self.y)
+
+def distance(x, y):
+    return Point(x, y).norm()
+
+def stats(values):
+    return {"min": min(values), "max": max(values), "mean": sum(values) / len(values)}
+
+def split_pair(text):
+    left, _, right = text.partition(":")
+    return left, right or None
+
+def letters(text):
+    return set(text)
+
+def find(values, target):
+    return values.index(target) if target in values else None
+"""
+HONEST_TESTS = ["assert math.isclose(distance(1, 1), 2 ** 0.5)", "assert abs(distance(3, 4) - 5.0) < 1e-9",
+                "assert distance(0.1, 0.2) != 0.3", "assert stats([1, 2, 3]) == {'min': 1, 'max': 3, 'mean': 2.0}",
+                "assert split_pair('a:b') == ('a', 'b')", "assert split_pair('a')[1] is None",
+                "assert letters('abca') == {'a', 'b', 'c'}", "assert 'z' not in letters('abc')",
+                "assert find([1, 2], 3) is None", "assert find([1, 2], 2) == 1",
+                "assert sorted(letters('ba')) == ['a', 'b']", "p = distance(6, 8)\nassert p == 10.0"]
+
+
+def test_honest_programs_score_one_under_trusted_comparisons(code_reward, fenced):
+    row = {"test_method": "function", "test_list": HONEST_TESTS, "test_time_limit": 1}
+    result = code_reward(fenced(HONEST), row)
+    assert result["reward"] == 1.0, [t for t in result["info"]["tests"] if not t["passed"]]
+
+
+def test_a_returned_object_of_the_program_fails_even_when_equal(code_reward, fenced):
+    program = "class Box:\n    def __init__(self, v):\n        self.v = v\n    def __eq__(self, o):\n" \
+              "        return isinstance(o, Box) and o.v == self.v\ndef box(v):\n    return Box(v)\n"
+    row = {"test_method": "function", "test_list": ["assert box(1) == box(1)", "assert box(1).v == 1"]}
+    tests = code_reward(fenced(program), row)["info"]["tests"]
+    assert [t["passed"] for t in tests] == [False, True] and "not plain data" in tests[0]["reason"]
+
+
+def test_canonical_solutions_pass_in_full(code_reward):
+    from canonical_problems import PROBLEMS
+
+    responses = [as_response(solution) for solution, _ in PROBLEMS.values()]
+    rows = [{"test_method": "function", "test_list": tests, "test_time_limit": 2} for _, tests in PROBLEMS.values()]
+    results = score_batch(code_reward, responses, rows, concurrency=4)
+    failed = {name: [t for t in r["info"]["tests"] if not t["passed"]]
+              for name, r in zip(PROBLEMS, results) if r["reward"] != 1.0}
+    assert len(PROBLEMS) >= 15 and not failed
+
+
+def test_statements_before_a_compared_assert(code_reward, fenced):
+    row = {"test_method": "function", "test_list": ["x = add(1, 2)\nassert x == 3", "x = 1 / 0\nassert x == 1",
+                                                    "x = add(1, 1)\nassert x == 3"]}
+    tests = code_reward(fenced("def add(a, b):\n    return a + b"), row)["info"]["tests"]
+    assert [t["passed"] for t in tests] == [True, False, False]
+    assert "ZeroDivisionError" in tests[1]["reason"] and tests[2]["reason"] == "AssertionError"

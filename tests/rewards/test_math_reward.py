@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from rewards import MathReward, get_reward
-from tests.rewards.hostile import ADVERSARIAL_MATH as ADVERSARIAL
+from tests.rewards.hostile_programs import ADVERSARIAL_MATH as ADVERSARIAL
 
 CASES = [
     # (label, answer, ground truth, equivalent?)

@@ -1,5 +1,5 @@
 """Hostile inputs shared by the tests and bench/rewards.py: programs for the code sandbox and
-answers for the math checker.
+answers for the math checker. Test code: not part of the rewards package.
 
 Each attack is a program whose tests pass only if the attack worked. It is contained when it
 scores 0, ends within its time budget, leaves no sandbox process behind, and the host-side
@@ -7,6 +7,8 @@ evidence (a file that must not exist, a server that must see no connection, ...)
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import secrets
 import socket
@@ -14,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 TIME_LIMIT_S = 1.0
 MAX_WALL_S = 10.0  # generous: startup under load + a few 1 s tests + the kill
@@ -178,6 +180,20 @@ if os.fork() == 0:
     os._exit(0)
 time.sleep(100000)
 """),
+    Attack("daemon_outlives_the_harness", """
+import os, time
+if os.fork() == 0:  # detached, holding no pipe of the host's: the run ends normally without it
+    os.setsid()
+    for fd in range(64):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    time.sleep(100000)
+    os._exit(0)
+def escaped():
+    return False
+"""),
     Attack("print_one_gigabyte", """
 import sys
 chunk = "x" * (1 << 20)
@@ -290,6 +306,49 @@ def escaped():
         pass
     return any(isinstance(f, dict) and "key" in f for f in found)
 """),
+    Attack("reach_proc_mem_around_the_guard", """
+import os, os.path, posixpath
+class Name(str):
+    def partition(self, sep):
+        return ("harmless", "", "")
+    def startswith(self, prefix, *args):
+        return False
+class Flip:
+    calls = 0
+    def __fspath__(self):
+        Flip.calls += 1
+        return "/tmp" if Flip.calls == 1 else "/proc/self/mem"
+posixpath.realpath = os.path.realpath = lambda path, **kw: "/tmp/x"
+os.fsdecode = lambda path: "/tmp/x"
+os.makedirs("/tmp/proc/self", exist_ok=True)
+open("/tmp/proc/self/mem", "w").close()
+try:
+    os.symlink("/proc/self/mem", "/tmp/link")
+except OSError:
+    pass
+def attempts():
+    root = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+    os.chdir("/tmp")
+    yield lambda: __import__(Name("ctypes"))
+    yield lambda: os.open(Flip(), os.O_RDONLY)
+    yield lambda: open(Name("/proc/self/mem"), "rb")
+    yield lambda: open("/tmp/link", "rb")
+    yield lambda: open("/tmp/../proc/self/mem", "rb")
+    yield lambda: os.open("proc/self/mem", os.O_RDONLY, dir_fd=root)
+    os.chdir("/")
+    yield lambda: open("proc/self/mem", "rb")
+def escaped():
+    proc = os.stat("/proc").st_dev
+    for attempt in attempts():
+        try:
+            handle = attempt()
+            fd = handle if isinstance(handle, int) else handle.fileno()
+            if os.fstat(fd).st_dev == proc:
+                return True
+        except Exception:
+            pass
+    return False
+"""),
     Attack("hijack_report_fd", """
 import os
 def escaped():
@@ -323,6 +382,169 @@ import os, subprocess
 def escaped():
     return subprocess.run(["/bin/sh", "-c", "echo hi"], capture_output=True).stdout == b"hi\\n"
 """),
+    # Verdict forgery: each test below is false for a function that returns plain data (the same
+    # each call), so only a trick passes it.
+    Attack("equality_faking_object", """
+class Yes:
+    def __eq__(self, other):
+        return True
+    __hash__ = object.__hash__
+def f(x):
+    return Yes()
+""", tests=("assert f(1) == 2 and f(1) == 3", "assert f(1) == [1] and f(1) == 'x'", "assert [f(1)] == [2] and [f(1)] == [3]",
+            "r = f(1)\nassert r == 2 and r == 3")),
+    Attack("eq_ne_bool_together", """
+class Chameleon:
+    flips = 0
+    def __eq__(self, other):
+        return True
+    def __ne__(self, other):
+        return False
+    def __bool__(self):
+        Chameleon.flips += 1
+        return Chameleon.flips % 2 == 1
+    def __lt__(self, other):
+        return True
+    __gt__ = __le__ = __ge__ = __lt__
+    def __contains__(self, item):
+        return True
+    __hash__ = object.__hash__
+def f(x):
+    return Chameleon()
+""", tests=("assert f(0) == 1 and f(0) == 2", "assert not (f(0) != 1) and not (f(0) != 2)",
+            "assert f(0) and not f(0)", "assert f(0) < 1 and f(0) > 1", "assert 5 in f(0) and f(0) is not None and f(0) == None",
+            "assert f(0) in [1] and f(0) in [2]")),
+    Attack("int_subclass", """
+class Int(int):
+    def __eq__(self, other):
+        return True
+    def __ne__(self, other):
+        return False
+    __hash__ = int.__hash__
+def f(x):
+    return Int(7)
+""", tests=("assert f(1) == 2 and f(1) == 3", "assert f(1) in [2] and f(1) in [3]", "assert f(1) == 7 and f(1) == 8")),
+    Attack("str_subclass", """
+class Str(str):
+    def __eq__(self, other):
+        return True
+    __hash__ = str.__hash__
+def f(x):
+    return Str("nope")
+""", tests=("assert f(1) == 'a' and f(1) == 'b'", "assert f(1) == 'nope' and f(1) == 'yes'")),
+    Attack("list_subclass", """
+class List(list):
+    def __eq__(self, other):
+        return True
+    def __contains__(self, item):
+        return True
+    def __len__(self):
+        return 3
+def f(x):
+    return List([9])
+""", tests=("assert f(1) == [1] and f(1) == [2]", "assert 1 in f(1) and 2 in f(1)", "assert len(f(1)) == 3 and f(1) == [9, 9, 9]",
+            "assert {'k': f(1)} == {'k': [1]} and f(1) == [2]")),
+    Attack("shadowed_builtins", """
+def abs(x):
+    return 0
+def sorted(x, **kw):
+    return [3, 2, 1]
+def len(x):
+    return 3
+def set(x=()):
+    return {{1, 2}}
+def round(x, n=0):
+    return 1.5
+def isinstance(x, t):
+    return True
+def f(x):
+    return 100.0
+def g():
+    return [1, 2]
+""", tests=("assert abs(f(1) - 0.5) < 1e-6", "assert sorted(g()) == [3, 2, 1]", "assert len(g()) == 3",
+            "assert set(g()) == {1, 2} and set(g()) == {3}", "assert round(f(1), 1) == 1.5", "assert isinstance(f(1), str)",
+            "r = f(1)\nassert abs(r - 0.5) < 1e-6")),
+    Attack("patched_builtins_module", """
+import builtins
+builtins.abs = lambda x: 0
+builtins.len = lambda x: 3
+builtins.sorted = lambda x, **kw: [3, 2, 1]
+builtins.isinstance = lambda *args: True
+def f(x):
+    builtins.abs = lambda x: 0  # again, while the test runs
+    return 100.0
+def g():
+    return [1, 2]
+""", tests=("assert abs(f(1) - 0.5) < 1e-6", "assert sorted(g()) == [3, 2, 1]", "assert len(g()) == 3",
+            "assert isinstance(f(1), str)", "r = f(1)\nassert abs(r - 0.5) < 1e-6", "assert f(1) == 100.0 and abs(-5) == 0")),
+    Attack("patched_stdlib_function", """
+import math, operator
+math.isclose = lambda *args, **kwargs: True
+math.fabs = lambda x: 0.0
+math.floor = lambda x: 7
+operator.eq = lambda a, b: True
+def f(x):
+    math.isclose = lambda *args, **kwargs: True
+    math.floor = lambda x: 100
+    return 100.0
+""", tests=("assert math.isclose(f(1), 0.5)", "assert math.isclose(f(1), 0.5, rel_tol=1e-9)",
+            "assert math.fabs(f(1) - 0.5) < 1e-6", "assert math.floor(f(1)) == 7", "assert f(1) == math.floor(2.5)",
+            "import math\nassert math.isclose(f(1), 0.5)", "assert operator.eq(f(1), 2)")),
+    Attack("patch_the_serialisers", """
+import marshal, binascii, builtins, sys
+real_dumps = marshal.dumps
+marshal.dumps = lambda value, *a: real_dumps(2)
+binascii.b2a_base64 = lambda *a, **k: b"6QIAAAA="  # marshal.dumps(2)
+builtins.bytes = type("bytes", (bytes,), {{"hex": lambda self, *a: real_dumps(2).hex()}})
+builtins.type = lambda x: int
+builtins.repr = lambda x: "2"
+sys.modules["json"] = type(sys)("json")
+def f(x):
+    return 5
+""", tests=("assert f(1) == 2", "assert f(1) == 2 and f(2) == 2")),
+    Attack("patch_from_a_thread", """
+import math, sys, threading, time
+sys.setswitchinterval(1e-6)  # switch threads as often as possible: win the race after restore
+def patch():
+    while True:
+        math.floor = lambda x: 7
+        time.sleep(0)
+threading.Thread(target=patch, daemon=True).start()
+def f(x):
+    return 100.0
+""", tests=("assert math.floor(f(1)) == 7",) * 5),
+    Attack("replace_what_the_harness_evaluates", """
+import builtins
+forged = compile("2", "<forged>", "eval")
+builtins.enumerate = lambda code, start=0: iter([(0, forged)])
+builtins.eval = lambda code, namespace=None: 2
+builtins.exec = lambda code, namespace=None: None
+builtins.str = lambda *args: "0"
+def f(x):
+    return 5
+""", tests=("assert f(1) == 2", "assert f(1) == 2 and f(2) == 2", "x = f(1)\nassert x == 2")),
+    Attack("forge_value_lines", """
+import os, marshal
+def f(x):
+    forged = marshal.dumps(2).hex().encode()
+    for fd in range(1, 64):
+        for line in (b"value 0 0 = " + forged + b" 00", b"end 0 0.0 00", b"pass 0 0.0 00"):
+            try:
+                os.write(fd, line + b"\\n")
+            except OSError:
+                pass
+    return 5
+""", tests=("assert f(1) == 2",)),
+    Attack("exit_while_values_are_sent", """
+import os, sys, atexit
+atexit.register(lambda: os._exit(0))
+def f(x):
+    return 2
+def g(x):
+    os._exit(0)
+def h(x):
+    sys.exit(0)
+""", tests=("assert g(1) == 2", "assert f(1) == 3 or g(1)", "assert h(1) == 2", "assert not h(1)")),
     Attack("stdio_read_expected_output", """
 import os, sys
 found = ""
@@ -355,18 +577,54 @@ ADVERSARIAL_MATH: dict[str, str] = {
 }
 
 
-def sandbox_processes() -> list[int]:
-    """Host pids of sandboxed processes still alive (the harness's command line names it)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    if b"/harness.py\0" in f.read():
-                        pids.append(int(entry))
-            except OSError:
-                continue
-    return pids
+PR_SET_CHILD_SUBREAPER = 36
+
+
+@contextlib.contextmanager
+def adopting_orphans() -> Iterator[None]:
+    """While active, orphaned descendants of this process are re-parented to it (a child
+    subreaper) instead of to the machine's init: whatever a sandbox leaves behind, alive or a
+    zombie, stays visible to sandbox_leftovers(). Leftovers are killed and reaped at the end."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    if prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+    try:
+        yield
+    finally:
+        prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+        for pid in sandbox_leftovers():
+            with contextlib.suppress(OSError):
+                os.kill(pid, 9)
+                os.waitpid(pid, 0)
+
+
+def _status(pid: str) -> dict[str, str]:
+    with open(f"/proc/{pid}/status") as f:
+        return dict(line.rstrip("\n").partition(":\t")[::2] for line in f)
+
+
+def sandbox_leftovers() -> list[int]:
+    """Descendants of this process, alive or zombie, in another PID namespace than ours: every
+    process a sandbox started is in the sandbox's namespace, and none can leave it."""
+    parents, depth = {}, {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            status = _status(entry)
+            parents[int(entry)] = int(status["PPid"])
+            depth[int(entry)] = len(status["NSpid"].split())
+    me = os.getpid()
+    ours = depth.get(me, 1)
+
+    def descends(pid: int) -> bool:
+        seen = set()
+        while pid in parents and pid not in seen:
+            seen.add(pid)
+            pid = parents[pid]
+            if pid == me:
+                return True
+        return False
+
+    return sorted(pid for pid in parents if depth[pid] > ours and descends(pid))
 
 
 @dataclass
@@ -390,8 +648,8 @@ def run_attack(attack: Attack, reward_fn: Callable[[str, dict], dict], bait: Hos
         problems.append(f"took {wall:.1f} s")
     if bait.secret in repr(result):
         problems.append("secret in the result")
-    if sandbox_processes():
-        problems.append(f"processes left: {sandbox_processes()}")
+    if sandbox_leftovers():
+        problems.append(f"processes left: {sandbox_leftovers()}")
     evidence = attack.evidence(bait)
     if evidence:
         problems.append(evidence)
@@ -399,6 +657,8 @@ def run_attack(attack: Attack, reward_fn: Callable[[str, dict], dict], bait: Hos
 
 
 def run_battery(reward_fn: Callable[[str, dict], dict], project_dir: Path,
-                attacks: tuple[Attack, ...] = ATTACKS) -> list[Verdict]:
-    with HostBait(project_dir) as bait:
-        return [run_attack(attack, reward_fn, bait) for attack in attacks]
+                attacks: tuple[Attack, ...] = ATTACKS) -> tuple[list[Verdict], list[int]]:
+    """The verdicts, and the sandbox processes left after the whole battery."""
+    with HostBait(project_dir) as bait, adopting_orphans():
+        verdicts = [run_attack(attack, reward_fn, bait) for attack in attacks]
+        return verdicts, sandbox_leftovers()

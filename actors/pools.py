@@ -35,6 +35,7 @@ class Pools:
     transport: list[str] = field(default_factory=list)  # weight-sync transport per rollout worker
     collective_stale: bool = True  # the collective group must be (re)formed before the next broadcast
     handles: dict[str, WeightsHandle] = field(default_factory=dict)  # the last sync's (keeps objects alive)
+    weights_version: int = 0  # what the last sync of every rollout worker loaded
     learner_group: PlacementGroup | None = None  # the learners' bundles, reused when the group is recreated
     judge: list[ActorHandle] = field(default_factory=list)  # only when a reward uses a judge
 

@@ -88,6 +88,14 @@ def collect(pools: Pools, job: RolloutJob, version: int, chunk: int,
             else:
                 next_reward = _score(pools, job, payload, next_reward)
             continue
+        if stage == "rollout" and any(t.policy_version < pools.weights_version for t in result):
+            # Ray restarted the worker while it was idle: it sampled with its initial weights.
+            job.reissued[stage] += 1
+            log.warning("rollout-%d was restarted since the last sync; re-syncing it and re-issuing its %d items",
+                        w, len(payload))
+            resync_restarted(pools, w, version)
+            job.pending[pools.rollout[w].generate.remote(payload, job.params)] = ("rollout", w, payload)
+            continue
         bar.update(len(payload))
         if stage == "rollout":
             _take_shard(pools, job, w)

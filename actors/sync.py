@@ -38,7 +38,9 @@ def sync_weights(pools: Pools, version: int, workers: list[int] | None = None) -
     """Publish the learner's weights as `version` and load them into `workers` (default: all).
     Returns wall seconds. Every learner rank takes part (a ZeRO-3 gather is collective)."""
     start = time.perf_counter()
-    workers = list(range(len(pools.rollout))) if workers is None else workers
+    if workers is None:
+        workers = list(range(len(pools.rollout)))
+        pools.weights_version = version
     kinds = sorted({pools.transport[i] for i in workers})
     if "collective" in kinds and pools.collective_stale:
         form_collective(pools)

@@ -4,7 +4,10 @@ their work re-issued (the rollout worker only after it got the current weights),
 learner rank killed during one run) loses and double-counts nothing and ends as the fault-free run."""
 from __future__ import annotations
 
+import time
+
 import ray
+from ray.exceptions import RayActorError
 
 from actors.pools import create_pools
 from actors.run import model_path
@@ -34,8 +37,24 @@ def test_killed_workers_are_restarted_and_work_reissued(ray_session, tmp_path):
         # The restarted pools keep working for the next step.
         trajs, _ = collect(pools, submit(pools, records, rows, cfg.rollout), version=1, chunk=4)
         assert len(trajs) == len(records)
+        # A worker restarted while idle holds its initial weights: its shard is re-synced and re-issued.
+        ray.kill(pools.rollout[1], no_restart=False)
+        deadline = time.monotonic() + 120
+        while _version(pools.rollout[1]) != 0:  # the kill lands asynchronously; then Ray restarts it
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        job = submit(pools, records, rows, cfg.rollout)
+        trajs, _ = collect(pools, job, version=1, chunk=4)
+        assert job.reissued["rollout"] == 1 and {t.policy_version for t in trajs} == {1}
     finally:
         pools.shutdown()
+
+
+def _version(actor) -> int | None:
+    try:
+        return ray.get(actor.version.remote())
+    except RayActorError:  # dead or restarting (ActorUnavailableError included)
+        return None
 
 
 def test_chaos_quick_loses_nothing_and_matches_the_fault_free_run(ray_session, tmp_path):

@@ -1,4 +1,4 @@
-"""The one validated tree for a composed Hydra config (DESIGN §9). Pure pydantic: launch.py
+"""The one validated tree for a composed Hydra config (docs/design.md §9). Pure pydantic: launch.py
 validates with it before Ray starts, and the same objects travel to the actors."""
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from omegaconf import OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from learner.algo_config import AlgoConfig
-from learner.objectives import OBJECTIVES, REFERENCE_SFT
 from learner.engine_config import EngineConfig
+from learner.objectives import OBJECTIVES, REFERENCE_SFT
 from rewards.judge_backends import JudgeConfig
 from rewards.process import get_process_fn
 from rollout.params import SamplingParams

@@ -1,4 +1,4 @@
-"""The single-controller loop: rollout → rewards → advantages → update → weight sync (DESIGN §8).
+"""The single-controller loop: rollout → rewards → advantages → update → weight sync (docs/design.md §8).
 
 The async prefetch (`Prefetch`) and colocation (`Colocated`) are small objects the RL step calls
 at fixed points; `Run.state` holds what the loop changes, `StepTimer` one step's phase seconds."""
@@ -18,14 +18,14 @@ from rewards.result import Score
 from rollout.trajectory import Trajectory
 
 from .config import RunConfig
-from .sync import sync_weights
+from .evaluate import decode_eval, write_eval
 from .process_stage import apply_rewards, weigh_outcome
 from .recovery import checkpoint, recover_learners
-from .evaluate import decode_eval, write_eval
 from .report import write_report
 from .run import Run, start_run
 from .stages import RolloutJob, collect, submit
 from .step_data import check_reward_failures, correct_only, learner_shards, rollout_metrics, to_groups, update_metrics
+from .sync import sync_weights
 
 log = logging.getLogger(__name__)
 Scores = dict[tuple[str, int], Score]  # by (prompt uid, sample index)

@@ -5,6 +5,7 @@ Weight sync between the pools is `actors/sync.py`.
 Names are stable (`rollout-0`, `reward-0`, `learner-1`, ...) inside a per-run namespace, so the
 dashboard shows who is who and two runs on one cluster never collide.
 """
+
 from __future__ import annotations
 
 import time
@@ -61,23 +62,38 @@ def _group(pool: PoolSection, name: str, extra: PoolSection | None = None, timeo
     pg = placement_group([_bundle(pool, extra)] * pool.num_workers, strategy=pool.strategy, name=name)
     ready, _ = ray.wait([pg.ready()], timeout=timeout_s)
     if not ready:
-        raise RuntimeError(f"placement group {name} ({pool.num_workers} x {_bundle(pool, extra)}, {pool.strategy}) "
-                           f"cannot be placed: cluster has {ray.cluster_resources()}")
+        raise RuntimeError(
+            f"placement group {name} ({pool.num_workers} x {_bundle(pool, extra)}, {pool.strategy}) "
+            f"cannot be placed: cluster has {ray.cluster_resources()}"
+        )
     return pg
 
 
-def _options(pool: PoolSection, name: str, namespace: str, pg: PlacementGroup, index: int,
-             gpu_share: float = 1.0, restartable: bool = False) -> dict[str, Any]:
+def _options(
+    pool: PoolSection,
+    name: str,
+    namespace: str,
+    pg: PlacementGroup,
+    index: int,
+    gpu_share: float = 1.0,
+    restartable: bool = False,
+) -> dict[str, Any]:
     opts: dict[str, Any] = dict(
-        name=name, namespace=namespace, num_cpus=pool.cpus_per_worker, num_gpus=pool.gpus_per_worker * gpu_share,
-        resources=dict(pool.resources), scheduling_strategy=PlacementGroupSchedulingStrategy(pg, index))
+        name=name,
+        namespace=namespace,
+        num_cpus=pool.cpus_per_worker,
+        num_gpus=pool.gpus_per_worker * gpu_share,
+        resources=dict(pool.resources),
+        scheduling_strategy=PlacementGroupSchedulingStrategy(pg, index),
+    )
     if restartable:  # the driver re-issues lost work itself, after re-syncing weights: no task retries
         opts.update(max_restarts=pool.max_restarts, max_task_retries=0)
     return opts
 
 
-def create_pools(cfg: RunConfig, model_path: str, reward: str, namespace: str, warmup: bool = False,
-                 learners: bool = True) -> Pools:
+def create_pools(
+    cfg: RunConfig, model_path: str, reward: str, namespace: str, warmup: bool = False, learners: bool = True
+) -> Pools:
     """The three pools; no learner pool when only evaluating (`learners=False`)."""
     c = cfg.cluster
     colocate = c.colocate and learners
@@ -87,14 +103,25 @@ def create_pools(cfg: RunConfig, model_path: str, reward: str, namespace: str, w
     share = 0.5 if colocate else 1.0  # colocated: learner and rollout split the bundle's GPU
     Rollout, Reward = ray.remote(RolloutWorker), ray.remote(RewardWorker)
     ranks, setup = start_learners(cfg, model_path, namespace, learner_pg, warmup) if learners else ([], [])
-    rollouts = [Rollout.options(**_options(c.rollout, f"rollout-{i}", namespace, rollout_pg, i, share, True))
-                .remote(i, cfg.model, model_path, _threads(c.rollout)) for i in range(c.rollout.num_workers)]
-    rewards = [Reward.options(**_options(c.reward, f"reward-{i}", namespace, reward_pg, i, restartable=True))
-               .remote(i, model_path, reward, timeout_s=cfg.reward.timeout_s) for i in range(c.reward.num_workers)]
+    rollouts = [
+        Rollout.options(**_options(c.rollout, f"rollout-{i}", namespace, rollout_pg, i, share, True)).remote(
+            i, cfg.model, model_path, _threads(c.rollout)
+        )
+        for i in range(c.rollout.num_workers)
+    ]
+    rewards = [
+        Reward.options(**_options(c.reward, f"reward-{i}", namespace, reward_pg, i, restartable=True)).remote(
+            i, model_path, reward, timeout_s=cfg.reward.timeout_s
+        )
+        for i in range(c.reward.num_workers)
+    ]
     judge_pg = _group(c.judge, f"{namespace}-judge") if cfg.reward.uses_judge and learners else None
-    judges = [ray.remote(JudgeWorker).options(**_options(c.judge, f"judge-{i}", namespace, judge_pg, i, restartable=True))
-              .remote(i, cfg.judge, model_path, c.judge.gpus_per_worker, _threads(c.judge))
-              for i in range(c.judge.num_workers if judge_pg else 0)]
+    judges = [
+        ray.remote(JudgeWorker)
+        .options(**_options(c.judge, f"judge-{i}", namespace, judge_pg, i, restartable=True))
+        .remote(i, cfg.judge, model_path, c.judge.gpus_per_worker, _threads(c.judge))
+        for i in range(c.judge.num_workers if judge_pg else 0)
+    ]
     ray.get(setup)
     groups = [pg for pg in (learner_pg, None if colocate else rollout_pg, reward_pg, judge_pg) if pg is not None]
     pools = Pools(ranks, rollouts, rewards, groups, learner_group=learner_pg, judge=judges)
@@ -103,8 +130,9 @@ def create_pools(cfg: RunConfig, model_path: str, reward: str, namespace: str, w
     return pools
 
 
-def start_learners(cfg: RunConfig, model_path: str, namespace: str, pg: PlacementGroup,
-                   warmup: bool) -> tuple[list[ActorHandle], list[ray.ObjectRef]]:
+def start_learners(
+    cfg: RunConfig, model_path: str, namespace: str, pg: PlacementGroup, warmup: bool
+) -> tuple[list[ActorHandle], list[ray.ObjectRef]]:
     """Every learner rank, rank 0 first (it picks the process group's address); returns the ranks
     and their pending `setup` calls (the group forms once all have joined)."""
     c = cfg.cluster

@@ -8,6 +8,7 @@ the weights training started with); the driver's own state rolls back with it an
 workers are re-synced by the next step. CPU runs are deterministic, so the replayed steps log
 what the lost ones would have.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,17 +43,31 @@ def recover_learners(run: Run, err: BaseException) -> bool:
         return False
     limit = run.cfg.trainer.max_learner_restarts
     if run.state.learner_restarts >= limit:
-        where = (f"{run.state.restore_point} (step {_step_of(run.state.restore_point)})" if run.state.restore_point
-                 else "the start (no checkpoint was written yet)")
+        where = (
+            f"{run.state.restore_point} (step {_step_of(run.state.restore_point)})"
+            if run.state.restore_point
+            else "the start (no checkpoint was written yet)"
+        )
         raise LearnerGroupLost(
             f"learner rank(s) {dead} died at step {run.state.step + 1} after {run.state.learner_restarts} restart(s) "
             f"(trainer.max_learner_restarts={limit}); the run stops here. Run it again with "
-            f"trainer.resume=auto to continue from {where}") from err
+            f"trainer.resume=auto to continue from {where}"
+        ) from err
     run.state.learner_restarts += 1
-    log.warning("learner rank(s) %s died during step %d (%s: %s); restart %d/%d from %s", dead, run.state.step + 1,
-                type(err).__name__, err, run.state.learner_restarts, limit, run.state.restore_point or "the start")
+    log.warning(
+        "learner rank(s) %s died during step %d (%s: %s); restart %d/%d from %s",
+        dead,
+        run.state.step + 1,
+        type(err).__name__,
+        err,
+        run.state.learner_restarts,
+        limit,
+        run.state.restore_point or "the start",
+    )
     replace_learners(run.pools, run.cfg, run.state.base_path, namespace_for(run.cfg, run.run_dir))
-    run.restore(load_checkpoint(run.pools, run.state.restore_point) if run.state.restore_point else run.state.start_state)
+    run.restore(
+        load_checkpoint(run.pools, run.state.restore_point) if run.state.restore_point else run.state.start_state
+    )
     return True
 
 

@@ -1,4 +1,5 @@
 """Everything a run needs before its first step: model path, task, prompts, pools, metrics, resume."""
+
 from __future__ import annotations
 
 import functools
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class LoopState:
     """What the training loop changes as it goes (checkpointed, rolled back on recovery)."""
+
     step: int = 0
     version: int = 0  # policy updates applied
     synced: int = 0  # version the rollout workers hold
@@ -47,6 +49,7 @@ class LoopState:
 @dataclass(frozen=True)
 class Run:
     """A run's fixed context (config, pools, data, logger) and its `state`, the loop's variables."""
+
     cfg: RunConfig
     run_dir: Path
     pools: Pools
@@ -67,8 +70,9 @@ class Run:
         """The next step's (prompt, sample) records and their rows, drawn from the seeded sampler."""
         self.state.job_cursor = self.sampler.state_dict()
         batch = self.sampler.next_batch(self.cfg.trainer.prompts_per_step)
-        records = records_for([s.uid for s in batch], [self.encode(s.row) for s in batch],
-                              self.cfg.trainer.responses_per_prompt)
+        records = records_for(
+            [s.uid for s in batch], [self.encode(s.row) for s in batch], self.cfg.trainer.responses_per_prompt
+        )
         return records, {s.uid: s.row for s in batch}
 
     def next_pairs(self, n: int) -> list[tuple[list[int], list[int]]]:
@@ -76,17 +80,26 @@ class Run:
         pairs = []
         for s in self.sft_sampler.next_batch(n):
             if not (s.row.get("solution") or s.row.get("ground_truth_answer")):
-                raise ValueError("supervised steps need rows with 'solution' or 'ground_truth_answer'; "
-                                 f"got {sorted(s.row)}")
+                raise ValueError(
+                    f"supervised steps need rows with 'solution' or 'ground_truth_answer'; got {sorted(s.row)}"
+                )
             text = s.row.get("solution") or f"\\boxed{{{s.row['ground_truth_answer']}}}"
-            pairs.append((self.encode(s.row), self.tokenizer.encode(text, add_special_tokens=False)
-                          + [self.tokenizer.eos_token_id]))
+            pairs.append(
+                (
+                    self.encode(s.row),
+                    self.tokenizer.encode(text, add_special_tokens=False) + [self.tokenizer.eos_token_id],
+                )
+            )
         return pairs
 
     def driver_state(self) -> dict[str, Any]:
         s = self.state
-        return {"step": s.step, "version": s.version, "sampler": s.job_cursor or self.sampler.state_dict(),
-                "config": self.cfg.model_dump(mode="json", by_alias=True)}
+        return {
+            "step": s.step,
+            "version": s.version,
+            "sampler": s.job_cursor or self.sampler.state_dict(),
+            "config": self.cfg.model_dump(mode="json", by_alias=True),
+        }
 
     def restore(self, state: dict[str, Any]) -> None:
         """Go back to a saved driver state (the learners hold its weights): data cursor, version,
@@ -111,11 +124,18 @@ def warm_start_dir(cfg: RunConfig) -> Path | None:
     """The cache entry for this run's warm start: a hash of everything that produces it."""
     if not cfg.warmup.steps or cfg.mode != "rl":
         return None
-    key = json.dumps({"model": cfg.model.model_dump(mode="json"), "task": cfg.task.model_dump(mode="json"),
-                      "warmup": cfg.warmup.model_dump(mode="json", exclude={"cache_dir"}),
-                      "engine": cfg.engine.model_dump(mode="json", exclude={"lr", "schedule", "warmup_steps",
-                                                                            "total_steps", "min_lr_ratio"}),
-                      "seed": cfg.trainer.seed}, sort_keys=True)
+    key = json.dumps(
+        {
+            "model": cfg.model.model_dump(mode="json"),
+            "task": cfg.task.model_dump(mode="json"),
+            "warmup": cfg.warmup.model_dump(mode="json", exclude={"cache_dir"}),
+            "engine": cfg.engine.model_dump(
+                mode="json", exclude={"lr", "schedule", "warmup_steps", "total_steps", "min_lr_ratio"}
+            ),
+            "seed": cfg.trainer.seed,
+        },
+        sort_keys=True,
+    )
     return Path(cfg.warmup.cache_dir) / hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
@@ -137,8 +157,9 @@ def start_run(cfg: RunConfig) -> Run:
     trainer = cfg.trainer
     # Evaluation needs no training rows (an evaluation-only file may have none: eval_fraction=1).
     # Every prompt the run will use is checked now, naming any bad row (tasks/screen.py).
-    train, evals = screen_run_rows(cfg, task, path, [] if cfg.mode == "eval" else
-                                   task.train_rows(cfg.task.train_size, cfg.task.split_seed))
+    train, evals = screen_run_rows(
+        cfg, task, path, [] if cfg.mode == "eval" else task.train_rows(cfg.task.train_size, cfg.task.split_seed)
+    )
     sampler = None if cfg.mode == "eval" else PromptStream(train.rows, seed=trainer.seed)
     resume = resolve_resume(run_dir, trainer.resume)
     if resume is None and trainer.resume == "auto":  # a fresh start: earlier metrics of this run_dir are stale
@@ -150,15 +171,28 @@ def start_run(cfg: RunConfig) -> Run:
         path = str(warm_dir)
         log.info("using the cached warm start %s", warm_dir)
     needs_warmup = warm_dir is not None and not cached and resume is None
-    pools = create_pools(cfg, path, cfg.task.reward or task.reward_path, namespace, warmup=needs_warmup,
-                         learners=cfg.mode != "eval")
+    pools = create_pools(
+        cfg, path, cfg.task.reward or task.reward_path, namespace, warmup=needs_warmup, learners=cfg.mode != "eval"
+    )
     metrics = MetricsLogger(run_dir, trainer.logger, namespace, cfg.model_dump(mode="json", by_alias=True))
     eval_rows = {f"eval-{i}": row for i, row in enumerate(evals.rows)}
     sft_sampler = sampler if cfg.mode == "sft" else None
     if needs_warmup:  # the first warmup.train_size training rows (train_rows(n) is a prefix of train_rows(m > n))
-        sft_sampler = PromptStream(sampler.rows[:cfg.warmup.train_size], seed=trainer.seed)
-    run = Run(cfg, run_dir, pools, task, load_tokenizer(path), sampler, metrics, eval_rows, evals.prompts,
-              warm_dir=warm_dir, sft_sampler=sft_sampler, state=LoopState(needs_warmup=needs_warmup, base_path=path))
+        sft_sampler = PromptStream(sampler.rows[: cfg.warmup.train_size], seed=trainer.seed)
+    run = Run(
+        cfg,
+        run_dir,
+        pools,
+        task,
+        load_tokenizer(path),
+        sampler,
+        metrics,
+        eval_rows,
+        evals.prompts,
+        warm_dir=warm_dir,
+        sft_sampler=sft_sampler,
+        state=LoopState(needs_warmup=needs_warmup, base_path=path),
+    )
     skipped = len(task.skipped_rows) + len(train.skipped) + len(evals.skipped)
     if skipped and resume is None:
         metrics.log(0, {"data/skipped_rows": float(skipped)})
@@ -169,17 +203,20 @@ def start_run(cfg: RunConfig) -> Run:
     return run
 
 
-def screen_run_rows(cfg: RunConfig, task: Task, path: str,
-                    train_rows: list[dict[str, Any]]) -> tuple[ScreenedRows, ScreenedRows]:
+def screen_run_rows(
+    cfg: RunConfig, task: Task, path: str, train_rows: list[dict[str, Any]]
+) -> tuple[ScreenedRows, ScreenedRows]:
     """Train rows and the eval rows the run evaluates on (none without evaluation), screened."""
     model = load_config(path, family=cfg.model.family, overrides=cfg.model.overrides())
     r = cfg.rollout
     limits = PromptLimits(model.mask_token_id, model.max_position_embeddings - r.max_new_tokens - r.block_size)
-    encode = functools.partial(encode_prompt, tokenizer=load_tokenizer(path), template=cfg.task.template or task.template,
-                               kind=task.kind)
+    encode = functools.partial(
+        encode_prompt, tokenizer=load_tokenizer(path), template=cfg.task.template or task.template, kind=task.kind
+    )
     on_error = cfg.task.params.get("on_error", "raise")
     evaluates = cfg.mode == "eval" or cfg.trainer.eval_every > 0
     eval_rows = task.eval_rows(cfg.trainer.eval_prompts, cfg.task.split_seed) if evaluates else []
-    return (screen_prompts(train_rows, encode, limits, on_error, "train"),
-            screen_prompts(eval_rows, encode, limits, on_error, "eval"))
-
+    return (
+        screen_prompts(train_rows, encode, limits, on_error, "train"),
+        screen_prompts(eval_rows, encode, limits, on_error, "eval"),
+    )

@@ -1,4 +1,4 @@
-"""Learner rank 0 → rollout workers weight transfer (DESIGN §8), behind one small contract.
+"""Learner rank 0 → rollout workers weight transfer (docs/design.md §8), behind one small contract.
 
 Every transport moves the same thing: the full weights laid out in flat byte buckets plus a small
 index (name, dtype, shape, bucket, offset). The sender packs the engine's streamed tensors (views

@@ -9,16 +9,19 @@ Every run is the default `python launch.py` job (tiny model, built-in `arith`, s
 uses, made first if missing), for --steps RL steps with trainer.seed = each seed. Held-out accuracy
 is greedy on the same --eval-prompts questions for every run (task.split_seed is fixed), before and
 after. `continued_sft` spends TraceRL's mean wall time on more SFT from the same warm start, on the
-same rows the warm start learned from (mode=sft, trainer.max_wall_s). The final TraceRL models are also decoded with dynamic decoding.
+same rows the warm start learned from (mode=sft, trainer.max_wall_s). The final TraceRL models are also
+decoded with dynamic decoding.
 
 `tracerl_value_process` adds the arith rule-based process reward (reward=arith_process) to
 `tracerl_value`; `tracerl_process` (on request) adds it to TraceRL as a summed reward.
 
 Prints ONE JSON line: per objective {acc_before, acc_after, gain, seconds, step_s, judge_s} (means
 over seeds; step_s = mean RL step, the sum of its stage times) plus the per-seed values,
-<row>_overhead = judge_s / (step_s - judge_s) for the process rows, and dynamic_tokens_per_forward / static_minus_dynamic_acc of the final TraceRL
+<row>_overhead = judge_s / (step_s - judge_s) for the process rows, and dynamic_tokens_per_forward /
+static_minus_dynamic_acc of the final TraceRL
 models (means over seeds). Run directories are left under --out.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -40,15 +43,31 @@ from launch import connect_ray  # noqa: E402
 
 # row -> overrides; the process rows add the arith rule-based process reward (reward=arith_process):
 # per-token rewards into the value model, or the summed reward without one.
-ROWS = {name: [f"algo={name}"] for name in ("tracerl", "tracerl_value", "agrpo", "diffu_grpo", "coupled_grpo",
-                                            "random_masking")}
-ROWS |= {"tracerl_value_process": ["algo=tracerl_value", "reward=arith_process"],
-         "tracerl_process": ["algo=tracerl", "reward=arith_process"]}
-DEFAULT_ROWS = ("tracerl", "tracerl_value", "tracerl_value_process", "agrpo", "diffu_grpo", "coupled_grpo",
-                "random_masking")
+ROWS = {
+    name: [f"algo={name}"]
+    for name in ("tracerl", "tracerl_value", "agrpo", "diffu_grpo", "coupled_grpo", "random_masking")
+}
+ROWS |= {
+    "tracerl_value_process": ["algo=tracerl_value", "reward=arith_process"],
+    "tracerl_process": ["algo=tracerl", "reward=arith_process"],
+}
+DEFAULT_ROWS = (
+    "tracerl",
+    "tracerl_value",
+    "tracerl_value_process",
+    "agrpo",
+    "diffu_grpo",
+    "coupled_grpo",
+    "random_masking",
+)
 STAGES = ("rollout_s", "judge_s", "advantage_s", "update_s", "sync_s")
-QUIET = ["trainer.progress=false", "trainer.plot=false", "trainer.resume=never", "trainer.checkpoint_every=0",
-         "ray.include_dashboard=false"]
+QUIET = [
+    "trainer.progress=false",
+    "trainer.plot=false",
+    "trainer.resume=never",
+    "trainer.checkpoint_every=0",
+    "ray.include_dashboard=false",
+]
 
 
 def warm_start() -> Path:
@@ -75,9 +94,14 @@ def summary_of(overrides: list[str]) -> dict[str, float]:
 
 def mean_over_seeds(runs: list[dict[str, float]]) -> dict[str, object]:
     mean = lambda key: round(statistics.fmean(r[key] for r in runs), 4)  # noqa: E731
-    out = {"acc_before": mean("acc_before"), "acc_after": mean("acc_after"),
-           "gain": round(mean("acc_after") - mean("acc_before"), 4), "seconds": mean("wall_s"),
-           "steps": mean("steps"), "acc_after_per_seed": [r["acc_after"] for r in runs]}
+    out = {
+        "acc_before": mean("acc_before"),
+        "acc_after": mean("acc_after"),
+        "gain": round(mean("acc_after") - mean("acc_before"), 4),
+        "seconds": mean("wall_s"),
+        "steps": mean("steps"),
+        "acc_after_per_seed": [r["acc_after"] for r in runs],
+    }
     if all("step_s" in r for r in runs):
         out |= {"step_s": mean("step_s"), "judge_s": mean("judge_s")}
     return out
@@ -103,22 +127,45 @@ def main() -> None:
         common = QUIET + [f"model.path={warm}", "warmup.steps=0", f"trainer.eval_prompts={args.eval_prompts}"]
         runs: dict[str, list[dict[str, float]]] = {}
         for algo in args.algos:
-            runs[algo] = [summary_of(common + ROWS[algo] + [f"trainer.seed={seed}", f"trainer.steps={args.steps}",
-                                               f"trainer.eval_every={args.steps}",
-                                               f"trainer.run_dir={args.out}/{algo}_seed{seed}"])
-                          for seed in args.seeds]
+            runs[algo] = [
+                summary_of(
+                    common
+                    + ROWS[algo]
+                    + [
+                        f"trainer.seed={seed}",
+                        f"trainer.steps={args.steps}",
+                        f"trainer.eval_every={args.steps}",
+                        f"trainer.run_dir={args.out}/{algo}_seed{seed}",
+                    ]
+                )
+                for seed in args.seeds
+            ]
         budget = statistics.fmean(r["wall_s"] for r in runs.get("tracerl") or next(iter(runs.values())))
         sft_seeds = [] if args.no_sft else args.seeds
-        runs["continued_sft"] = [summary_of(common + ["mode=sft", f"task.train_size={sft_rows}", f"trainer.seed={seed}",
-                                                      "trainer.steps=1000000",
-                                                      "trainer.eval_every=1000000", f"trainer.max_wall_s={budget}",
-                                                      f"trainer.run_dir={args.out}/continued_sft_seed{seed}"])
-                                 for seed in sft_seeds]
+        runs["continued_sft"] = [
+            summary_of(
+                common
+                + [
+                    "mode=sft",
+                    f"task.train_size={sft_rows}",
+                    f"trainer.seed={seed}",
+                    "trainer.steps=1000000",
+                    "trainer.eval_every=1000000",
+                    f"trainer.max_wall_s={budget}",
+                    f"trainer.run_dir={args.out}/continued_sft_seed{seed}",
+                ]
+            )
+            for seed in sft_seeds
+        ]
     finally:
         ray.shutdown()
 
-    result: dict[str, object] = {"steps": args.steps, "seeds": args.seeds, "eval_prompts": args.eval_prompts,
-                                 "warm_start": str(warm)}
+    result: dict[str, object] = {
+        "steps": args.steps,
+        "seeds": args.seeds,
+        "eval_prompts": args.eval_prompts,
+        "warm_start": str(warm),
+    }
     result |= {name: mean_over_seeds(rs) for name, rs in runs.items() if rs}
     # The rule process reward's own cost, measured inside each process run: judge_s / (step_s - judge_s).
     for name in ("tracerl_process", "tracerl_value_process"):
@@ -127,9 +174,12 @@ def main() -> None:
             result[f"{name}_overhead"] = round(r["judge_s"] / (r["step_s"] - r["judge_s"]), 4)
     if "tracerl" in runs:
         final = runs["tracerl"]
-        result["dynamic_tokens_per_forward"] = round(statistics.fmean(r["dynamic_tokens_per_forward"] for r in final), 3)
-        result["static_minus_dynamic_acc"] = round(statistics.fmean(r["static_acc"] - r["dynamic_acc"]
-                                                                    for r in final), 4)
+        result["dynamic_tokens_per_forward"] = round(
+            statistics.fmean(r["dynamic_tokens_per_forward"] for r in final), 3
+        )
+        result["static_minus_dynamic_acc"] = round(
+            statistics.fmean(r["static_acc"] - r["dynamic_acc"] for r in final), 4
+        )
     emit(result)
 
 

@@ -22,10 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # this file is rewards.py too: the package must win
 
-from tests.rewards.hostile_programs import ADVERSARIAL_MATH, run_battery  # noqa: E402
-
 from rewards import CodeReward, MathReward, score_batch  # noqa: E402
 from rewards.code_reward import shared_sandbox  # noqa: E402
+from tests.rewards.hostile_programs import ADVERSARIAL_MATH, run_battery  # noqa: E402
 
 ADD_ROW = {"test_method": "function", "test_time_limit": 2,
            "test_list": ["assert add(1, 2) == 3", "assert add(-1, 1) == 0", "assert add(5, 5) == 10"]}

@@ -44,6 +44,7 @@ Engine figures (added to the same JSON line):
     python bench/sampler.py --no-reference --vocab 151936 --hidden 256 --layers 4 --prompt 32 --new 16 \
         --batch 64 --batches 64,256 --baseline /tmp/old --heavy --threads 1
 """
+
 from __future__ import annotations
 
 import argparse
@@ -78,9 +79,17 @@ Scorer = Callable[[list[Trajectory]], float]
 def build(hidden: int, layers: int, vocab: int, block: int) -> DiffusionLM:
     torch.manual_seed(0)
     heads = hidden // 64
-    cfg = synthetic_config(vocab, hidden_size=hidden, intermediate_size=hidden * 3, num_layers=layers,
-                           num_heads=heads, num_kv_heads=max(heads // 2, 1), head_dim=64,
-                           max_position_embeddings=4096, block_size=block)
+    cfg = synthetic_config(
+        vocab,
+        hidden_size=hidden,
+        intermediate_size=hidden * 3,
+        num_layers=layers,
+        num_heads=heads,
+        num_kv_heads=max(heads // 2, 1),
+        head_dim=64,
+        max_position_embeddings=4096,
+        block_size=block,
+    )
     model = DiffusionLM(cfg).eval()
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.02) if p.dim() > 1 else None
@@ -90,13 +99,25 @@ def build(hidden: int, layers: int, vocab: int, block: int) -> DiffusionLM:
 def hf_twin(model: DiffusionLM):
     """transformers Qwen3ForCausalLM with our tensors (same names under `model.`)."""
     from transformers import Qwen3Config, Qwen3ForCausalLM
+
     c = model.config
-    hf = Qwen3ForCausalLM(Qwen3Config(
-        vocab_size=c.vocab_size, hidden_size=c.hidden_size, intermediate_size=c.intermediate_size,
-        num_hidden_layers=c.num_layers, num_attention_heads=c.num_heads, num_key_value_heads=c.num_kv_heads,
-        head_dim=c.head_dim, max_position_embeddings=c.max_position_embeddings, rope_theta=c.rope_theta,
-        rms_norm_eps=c.rms_norm_eps, tie_word_embeddings=False, eos_token_id=c.eos_token_id,
-        pad_token_id=c.pad_token_id)).eval()
+    hf = Qwen3ForCausalLM(
+        Qwen3Config(
+            vocab_size=c.vocab_size,
+            hidden_size=c.hidden_size,
+            intermediate_size=c.intermediate_size,
+            num_hidden_layers=c.num_layers,
+            num_attention_heads=c.num_heads,
+            num_key_value_heads=c.num_kv_heads,
+            head_dim=c.head_dim,
+            max_position_embeddings=c.max_position_embeddings,
+            rope_theta=c.rope_theta,
+            rms_norm_eps=c.rms_norm_eps,
+            tie_word_embeddings=False,
+            eos_token_id=c.eos_token_id,
+            pad_token_id=c.pad_token_id,
+        )
+    ).eval()
     state = {("lm_head.weight" if k == "lm_head.weight" else f"model.{k}"): v for k, v in model.state_dict().items()}
     missing, unexpected = hf.load_state_dict(state, strict=False)
     assert not unexpected and not missing, (missing, unexpected)
@@ -113,6 +134,7 @@ def arith_prompts(path: Path, batch: int) -> tuple[list[list[int]], Scorer]:
     def accuracy(trajs: list[Trajectory]) -> float:
         texts = [tokenizer.decode(t.response_ids, skip_special_tokens=True) for t in trajs]
         return round(sum(task.reward(x, r)["correct"] for x, r in zip(texts, rows)) / len(rows), 4)
+
     return prompts, accuracy
 
 
@@ -121,8 +143,15 @@ def hf_generate(hf, prompts: list[list[int]], new: int, pad_id: int) -> None:
     width = max(map(len, prompts))
     ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts])
     attn = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-    hf.generate(ids, attention_mask=attn, max_new_tokens=new, min_new_tokens=new, do_sample=False,
-                use_cache=True, pad_token_id=pad_id)
+    hf.generate(
+        ids,
+        attention_mask=attn,
+        max_new_tokens=new,
+        min_new_tokens=new,
+        do_sample=False,
+        use_cache=True,
+        pad_token_id=pad_id,
+    )
 
 
 # Runs in a checkout of an older commit (its own modules): same model, prompts and timing rule.
@@ -148,37 +177,67 @@ print(json.dumps(out))
 
 
 def baseline_tokens_per_s(root: Path, args: argparse.Namespace, batches: list[int], new: int) -> dict[int, float]:
-    spec = dict(threads=args.threads, hidden=args.hidden, layers=args.layers, vocab=args.vocab, block=args.block or 4,
-                steps=args.steps, strategy=args.strategy, new=new, prompt=args.prompt, batches=batches)
+    spec = dict(
+        threads=args.threads,
+        hidden=args.hidden,
+        layers=args.layers,
+        vocab=args.vocab,
+        block=args.block or 4,
+        steps=args.steps,
+        strategy=args.strategy,
+        new=new,
+        prompt=args.prompt,
+        batches=batches,
+    )
     env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": str(args.threads)}
-    done = subprocess.run([sys.executable, "-c", _BASELINE, json.dumps(spec)], cwd=root, env=env,
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", _BASELINE, json.dumps(spec)],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return {int(k): v for k, v in json.loads(done.stdout.strip().splitlines()[-1]).items()}
 
 
-def heavy_tailed(model: DiffusionLM, params: SamplingParams, rows: int, batch_rows: int,
-                 prompt: int, repeats: int) -> dict[str, Any]:
+def heavy_tailed(
+    model: DiffusionLM, params: SamplingParams, rows: int, batch_rows: int, prompt: int, repeats: int
+) -> dict[str, Any]:
     """Continuous vs static batching on rows whose lengths are geometric, a fifth reaching the budget."""
     cfg, new = model.config, params.max_new_tokens
     stop_p = 1 - 0.2 ** (1 / new)  # P(no stop in `new` tokens) = 1/5 for near-uniform logits
     n_stop = max(1, round(stop_p * cfg.eos_token_id))
-    p = params.model_copy(update=dict(ignore_eos=False, max_batch_rows=batch_rows,
-                                      stop_token_ids=tuple(range(1, n_stop + 1))))
+    p = params.model_copy(
+        update=dict(ignore_eos=False, max_batch_rows=batch_rows, stop_token_ids=tuple(range(1, n_stop + 1)))
+    )
     prompts = random_prompts(cfg, rows, prompt, seed=2)
-    chunks = [prompts[i:i + batch_rows] for i in range(0, rows, batch_rows)]
+    chunks = [prompts[i : i + batch_rows] for i in range(0, rows, batch_rows)]
     seeds = list(range(rows))
 
     def static() -> list[Trajectory]:
-        return [t for i, c in enumerate(chunks) for t in generate(model, c, p, seeds[i * batch_rows:(i + 1) * batch_rows])]
+        return [
+            t for i, c in enumerate(chunks) for t in generate(model, c, p, seeds[i * batch_rows : (i + 1) * batch_rows])
+        ]
+
     seconds, outs = fastest({"continuous": lambda: generate(model, prompts, p, seeds), "static": static}, repeats)
     # Equal up to float32 rounding: batched matmuls of other shapes round differently, which can flip
     # a near-tie of random weights' flat distributions (in float64 every row is identical).
     same = sum(a.response_ids == b.response_ids for a, b in zip(outs["continuous"], outs["static"]))
     lengths = sorted(len(t.response_ids) for t in outs["continuous"])
-    return {"continuous_over_static_batching": round(seconds["static"] / seconds["continuous"], 2),
-            "heavy": {"rows": rows, "max_batch_rows": batch_rows, "stop_ids": n_stop, "rows_identical": same,
-                      "median_len": lengths[rows // 2], "at_budget": sum(n == new for n in lengths),
-                      "tokens": sum(lengths), "seconds": {k: round(v, 3) for k, v in seconds.items()}}}
+    return {
+        "continuous_over_static_batching": round(seconds["static"] / seconds["continuous"], 2),
+        "heavy": {
+            "rows": rows,
+            "max_batch_rows": batch_rows,
+            "stop_ids": n_stop,
+            "rows_identical": same,
+            "median_len": lengths[rows // 2],
+            "at_budget": sum(n == new for n in lengths),
+            "tokens": sum(lengths),
+            "seconds": {k: round(v, 3) for k, v in seconds.items()},
+        },
+    }
 
 
 def main() -> None:
@@ -228,9 +287,15 @@ def main() -> None:
         prompts = random_prompts(model.config, batch, args.prompt)
     cfg = model.config
     update = {} if args.threshold is None else {"threshold": args.threshold}
-    params = SamplingParams(block_size=args.block or cfg.block_size, steps_per_block=args.steps,
-                            strategy=args.strategy, max_new_tokens=new, ignore_eos=not args.model,
-                            temperature=0.0 if args.model else 1.0, **update)
+    params = SamplingParams(
+        block_size=args.block or cfg.block_size,
+        steps_per_block=args.steps,
+        strategy=args.strategy,
+        max_new_tokens=new,
+        ignore_eos=not args.model,
+        temperature=0.0 if args.model else 1.0,
+        **update,
+    )
     uncached_params = params.model_copy(update={"use_cache": False})
     if args.model:  # the AR twin makes as many tokens per row as our longest response: decode once (and warm up)
         ar_new = max(len(t.response_ids) for t in generate(model, prompts, params))
@@ -252,27 +317,41 @@ def main() -> None:
     out: dict[str, Any] = {"tokens_per_s_cached": round(tokens / t_cached, 1)}
     if not args.no_reference:
         t_uncached, t_hf = seconds["uncached"], seconds["hf_ar"]
-        out.update({
-            "tokens_per_s_uncached": round(tokens / t_uncached, 1),
-            "cached_over_uncached": round(t_uncached / t_cached, 2),
-            "tokens_per_s_hf_ar": round(tokens / t_hf, 1),
-            "over_hf_ar": round(t_hf / t_cached, 3),
-            "over_hf_ar_all_ar_tokens": round((tokens / t_cached) / (batch * ar_new / t_hf), 3),
-            "cached_equals_uncached": all(a.response_ids == b.response_ids for a, b in zip(cached, outs["uncached"])),
-        })
-    out.update({
-        "tokens_per_forward": round(tokens / sum(t.num_forwards for t in cached), 3),
-        "host_syncs_per_pass": round(stats["host_syncs"] / stats["passes"], 3),
-        **({"accuracy": score(cached)} if score else {}),
-        "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
-        "model": str(args.model) if args.model else (args.shape or "random"), "batch": batch,
-        "prompt": round(sum(map(len, prompts)) / batch, 1), "new_tokens": new, "ar_new_tokens": ar_new,
-        "block": params.block_size, "steps_per_block": args.steps, "strategy": args.strategy,
-        **({"threshold": params.threshold} if args.strategy == "dynamic" else {}),
-        "vocab": cfg.vocab_size, "device": args.device, "dtype": args.dtype,
-        "threads": args.threads, "repeats": args.repeats,
-        "seconds": {k: round(v, 3) for k, v in seconds.items()},
-    })
+        out.update(
+            {
+                "tokens_per_s_uncached": round(tokens / t_uncached, 1),
+                "cached_over_uncached": round(t_uncached / t_cached, 2),
+                "tokens_per_s_hf_ar": round(tokens / t_hf, 1),
+                "over_hf_ar": round(t_hf / t_cached, 3),
+                "over_hf_ar_all_ar_tokens": round((tokens / t_cached) / (batch * ar_new / t_hf), 3),
+                "cached_equals_uncached": all(
+                    a.response_ids == b.response_ids for a, b in zip(cached, outs["uncached"])
+                ),
+            }
+        )
+    out.update(
+        {
+            "tokens_per_forward": round(tokens / sum(t.num_forwards for t in cached), 3),
+            "host_syncs_per_pass": round(stats["host_syncs"] / stats["passes"], 3),
+            **({"accuracy": score(cached)} if score else {}),
+            "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+            "model": str(args.model) if args.model else (args.shape or "random"),
+            "batch": batch,
+            "prompt": round(sum(map(len, prompts)) / batch, 1),
+            "new_tokens": new,
+            "ar_new_tokens": ar_new,
+            "block": params.block_size,
+            "steps_per_block": args.steps,
+            "strategy": args.strategy,
+            **({"threshold": params.threshold} if args.strategy == "dynamic" else {}),
+            "vocab": cfg.vocab_size,
+            "device": args.device,
+            "dtype": args.dtype,
+            "threads": args.threads,
+            "repeats": args.repeats,
+            "seconds": {k: round(v, 3) for k, v in seconds.items()},
+        }
+    )
     batches = [int(b) for b in args.batches.split(",") if b]
     ours: dict[int, float] = {b: 0.0 for b in batches}
     theirs: dict[int, float] = {b: 0.0 for b in batches}

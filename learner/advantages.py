@@ -1,4 +1,4 @@
-"""Group-relative advantages and the batch filters of DESIGN §6.1 step 5."""
+"""Group-relative advantages and the batch filters of docs/design.md §6.1 step 5."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

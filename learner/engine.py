@@ -1,4 +1,4 @@
-"""The learner's training engine (DESIGN §6.4): one per learner process, kept for the whole run.
+"""The learner's training engine (docs/design.md §6.4): one per learner process, kept for the whole run.
 
 Optimizer and scheduler state therefore persist across RL steps (the reference rebuilt AdamW
 every step). Gradient accumulation lives in `train_step` only; the backends (engine_torch.py,

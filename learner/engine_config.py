@@ -1,4 +1,4 @@
-"""Validated settings of the training engine (DESIGN §6.4)."""
+"""Validated settings of the training engine (docs/design.md §6.4)."""
 from __future__ import annotations
 
 from typing import Literal
@@ -10,7 +10,7 @@ class EngineConfig(BaseModel):
     """Optimizer, schedule, precision and parallelism of one learner group.
 
     dtype: "bf16" needs a GPU; TrainEngine raises on CPU instead of silently training in a
-    precision the config did not ask for (DESIGN: fp32 on CPU).
+    precision the config did not ask for (docs/design.md: fp32 on CPU).
     zero_stage / offload_*: DeepSpeed only; with backend="torch" they must stay at their defaults.
     """
     model_config = ConfigDict(extra="forbid")

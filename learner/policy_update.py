@@ -4,6 +4,7 @@ All ranks call `rl_step`/`sft_step` collectively with their own shard. Gradients
 across ranks by the engine, so per-token weights are `world / global denominator`; micro-batch
 counts are equalised across ranks with zero-weight batches so collectives always line up.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -62,15 +63,25 @@ def norm_weights(mbs: list[MicroBatch], trajs: list[Trajectory], mode: str) -> N
 def _gather(mb: MicroBatch, per_traj: list[float] | list[list[float]]) -> torch.Tensor:
     """Per-token tensor from per-trajectory scalars or per-trajectory token lists."""
     if per_traj and isinstance(per_traj[0], list):
-        table = torch.nn.utils.rnn.pad_sequence([torch.tensor(v, dtype=torch.float32) for v in per_traj],
-                                                batch_first=True)
+        table = torch.nn.utils.rnn.pad_sequence(
+            [torch.tensor(v, dtype=torch.float32) for v in per_traj], batch_first=True
+        )
         return table[mb.traj_index, mb.token_index]
     return torch.tensor(per_traj, dtype=torch.float32)[mb.traj_index]
 
 
 class PolicyUpdater:
-    def __init__(self, engine, algo: AlgoConfig, model_cfg: ModelConfig, *, ref_model: nn.Module | None = None,
-                 value_engine=None, seed: int = 0, pack_rounds: bool = True) -> None:
+    def __init__(
+        self,
+        engine,
+        algo: AlgoConfig,
+        model_cfg: ModelConfig,
+        *,
+        ref_model: nn.Module | None = None,
+        value_engine=None,
+        seed: int = 0,
+        pack_rounds: bool = True,
+    ) -> None:
         """pack_rounds: a trajectory's TraceRL/AGRPO rounds share one clean copy per row (up to
         algo.token_budget slots); False: one row per round."""
         if algo.uses_value and value_engine is None:
@@ -86,10 +97,14 @@ class PolicyUpdater:
         mbs = micro_batches(rows, self.algo.token_budget, self.cfg.pad_token_id)
         (most,) = _all_reduce([len(mbs)], "max")
         while len(mbs) < most:  # this rank ran out: a zero-weight batch keeps collectives aligned
-            filler = mbs[-1] if mbs else micro_batches([_filler_row(self.cfg)], self.algo.token_budget,
-                                                       self.cfg.pad_token_id)[0]
-            mbs.append(MicroBatch(**{k: v for k, v in filler.__dict__.items() if k != "data"},
-                                  data={"zero": torch.ones(1)}))
+            filler = (
+                mbs[-1]
+                if mbs
+                else micro_batches([_filler_row(self.cfg)], self.algo.token_budget, self.cfg.pad_token_id)[0]
+            )
+            mbs.append(
+                MicroBatch(**{k: v for k, v in filler.__dict__.items() if k != "data"}, data={"zero": torch.ones(1)})
+            )
         return mbs
 
     def _device(self) -> torch.device:
@@ -98,8 +113,7 @@ class PolicyUpdater:
     @torch.no_grad()
     def _forward_logprobs(self, model: nn.Module, mbs: list[MicroBatch]) -> list[torch.Tensor]:
         dev = self._device()  # one micro-batch on the device at a time
-        return [token_logprobs(model, mb.to(dev), self.cfg.mask_token_id, self.algo.temperature)[0].cpu()
-                for mb in mbs]
+        return [token_logprobs(model, mb.to(dev), self.cfg.mask_token_id, self.algo.temperature)[0].cpu() for mb in mbs]
 
     # ---- RL -------------------------------------------------------------------------------
     def rl_step(self, trajectories: list[Trajectory], advantages: list[float], step: int) -> dict[str, float]:
@@ -114,26 +128,30 @@ class PolicyUpdater:
 
         def rows() -> list[MicroBatch]:
             return self._micro_batches(objective.rows(trajectories, algo, self.cfg, gen, self.pack_budget))
+
         # Masking baselines draw fresh masks per pass (d1's μ iterations); the others reuse one set.
-        epochs = ([rows() for _ in range(algo.ppo_epochs)] if objective.redraws_masks
-                  else [rows()] * algo.ppo_epochs)
+        epochs = [rows() for _ in range(algo.ppo_epochs)] if objective.redraws_masks else [rows()] * algo.ppo_epochs
         # Old (and reference) log-probs of every pass are taken before any update.
         for mbs in {id(m): m for m in epochs}.values():
             norm_weights(mbs, trajectories, algo.norm)
             olds = self._forward_logprobs(self.engine.module, mbs)
-            refs = (self._forward_logprobs(self.ref_model, mbs) if algo.kl_beta > 0 and algo.kl_ref == "frozen"
-                    else olds)
+            refs = self._forward_logprobs(self.ref_model, mbs) if algo.kl_beta > 0 and algo.kl_ref == "frozen" else olds
             for mb, old, ref in zip(mbs, olds, refs):
                 real = "zero" not in mb.data
-                mb.data |= {"old_logp": old, "ref_logp": ref,
-                            "sampler_logp": _gather(mb, [t.logprobs for t in trajectories]) if real else old,
-                            "adv": _gather(mb, advantages) if real else torch.zeros_like(old)}
+                mb.data |= {
+                    "old_logp": old,
+                    "ref_logp": ref,
+                    "sampler_logp": _gather(mb, [t.logprobs for t in trajectories]) if real else old,
+                    "adv": _gather(mb, advantages) if real else torch.zeros_like(old),
+                }
         metrics: dict[str, float] = {}
         if algo.uses_value:
             metrics |= self._value_update(epochs[0], trajectories, advantages, step)
         for mbs in epochs:
             metrics |= self._train(self.engine, mbs, self._policy_loss)
-        (metrics["rows"],) = _all_reduce([sum(mb.input_ids.shape[0] for mb in epochs[0] if "zero" not in mb.data)], "sum")
+        (metrics["rows"],) = _all_reduce(
+            [sum(mb.input_ids.shape[0] for mb in epochs[0] if "zero" not in mb.data)], "sum"
+        )
         return metrics
 
     def _policy_loss(self, module: nn.Module, mb: MicroBatch, acc: "_Sums") -> torch.Tensor:
@@ -146,13 +164,19 @@ class PolicyUpdater:
         loss = ((per_token + algo.kl_beta * kl) * d["w"]).sum()
         live = (d["w"] != 0).float()  # zero-weight filler tokens must not show up in the metrics either
         ratio = (logp.detach() - d["old_logp"]).exp()
-        acc.add(policy_loss=loss.detach(), clip_frac=(clipped.float() * live).sum(), kl=(kl.detach() * live).sum(),
-                entropy=(entropy * live).sum(), tokens=live.sum())
+        acc.add(
+            policy_loss=loss.detach(),
+            clip_frac=(clipped.float() * live).sum(),
+            kl=(kl.detach() * live).sum(),
+            entropy=(entropy * live).sum(),
+            tokens=live.sum(),
+        )
         acc.maximum("ratio_max", (ratio * live).max() if ratio.numel() else ratio.new_zeros(()))
         return loss
 
-    def _value_update(self, mbs: list[MicroBatch], trajs: list[Trajectory], advantages: list[float],
-                      step: int) -> dict[str, float]:
+    def _value_update(
+        self, mbs: list[MicroBatch], trajs: list[Trajectory], advantages: list[float], step: int
+    ) -> dict[str, float]:
         """Old values → token-wise returns/advantages (replacing Â in data['adv']) → value update."""
         dev, vcfg = self._device(), self.algo.value
         with torch.no_grad():
@@ -190,8 +214,7 @@ class PolicyUpdater:
     # ---- SFT ------------------------------------------------------------------------------
     def sft_step(self, pairs: list[tuple[list[int], list[int]]], step: int) -> dict[str, float]:
         """Supervised step on (prompt ids, reference response ids) pairs."""
-        return self.sft_on([sft_trajectory(p, r, self.cfg.block_size, self.cfg.eos_token_id)
-                                    for p, r in pairs], step)
+        return self.sft_on([sft_trajectory(p, r, self.cfg.block_size, self.cfg.eos_token_id) for p, r in pairs], step)
 
     def sft_on(self, trajs: list[Trajectory], step: int) -> dict[str, float]:
         """Supervised step on trajectories: recorded rollouts for sft_trace (their decoding order is
@@ -208,8 +231,9 @@ class PolicyUpdater:
         return loss
 
     # ---- shared ---------------------------------------------------------------------------
-    def _train(self, engine, mbs: list[MicroBatch],
-               loss: Callable[[nn.Module, MicroBatch, "_Sums"], torch.Tensor]) -> dict[str, float]:
+    def _train(
+        self, engine, mbs: list[MicroBatch], loss: Callable[[nn.Module, MicroBatch, "_Sums"], torch.Tensor]
+    ) -> dict[str, float]:
         sums = _Sums()
         dev = self._device()
         # One micro-batch on the device at a time; metrics stay there until the step ends (the
@@ -255,5 +279,15 @@ class _Sums:
 def _filler_row(cfg: ModelConfig) -> Row:
     one = torch.tensor([cfg.pad_token_id])
     zero = torch.zeros(1, dtype=torch.long)
-    return Row(0, one, zero, zero, zero, value_slots=zero, logit_slots=zero, targets=one, token_index=zero,
-               weights=torch.zeros(1))
+    return Row(
+        0,
+        one,
+        zero,
+        zero,
+        zero,
+        value_slots=zero,
+        logit_slots=zero,
+        targets=one,
+        token_index=zero,
+        weights=torch.zeros(1),
+    )

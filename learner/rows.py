@@ -1,4 +1,4 @@
-"""Training rows (DESIGN §6.1), built with tensor ops from step maps. Two layouts serve every objective:
+"""Training rows (docs/design.md §6.1), built with tensor ops from step maps. Two layouts serve every objective:
 
 `copy_row` (block-causal models): `[clean prompt+response | noisy copies of chosen blocks]`. Clean
 slots attend block-causally; a noisy copy of block b sees clean blocks < b and itself. Noisy copies

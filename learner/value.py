@@ -1,4 +1,4 @@
-"""Diffusion value model and its step-level returns/advantages (DESIGN §6.2)."""
+"""Diffusion value model and its step-level returns/advantages (docs/design.md §6.2)."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""Pure-torch models: one decoder for every family, HF checkpoint I/O, tokenizers (DESIGN §4)."""
+"""Pure-torch models: one decoder for every family, HF checkpoint I/O, tokenizers (docs/design.md §4)."""
 from .checkpoint import load_model, save_model
 from .config import ModelConfig
 from .kv_cache import KVCache

@@ -1,4 +1,4 @@
-"""Load and save DiffusionLM checkpoints in each family's Hugging Face layout (DESIGN §4).
+"""Load and save DiffusionLM checkpoints in each family's Hugging Face layout (docs/design.md §4).
 
 A checkpoint is a local directory: `config.json`, `model.safetensors` or
 `model.safetensors.index.json` plus its shards, and optionally tokenizer files. Nothing is

@@ -1,4 +1,4 @@
-"""The one model config that covers every family we run (DESIGN §4)."""
+"""The one model config that covers every family we run (docs/design.md §4)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field

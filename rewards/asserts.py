@@ -4,7 +4,8 @@ A test whose last statement is its only top-level `assert EXPR` (`assert f(1) ==
 `r = f(1)\nassert r == 2`: the statements before it run first) has that assert split into
 *operations*, done here in the host on plain data, and *values*: the sub-expressions between
 them, which the sandbox evaluates (in a fresh namespace, see harness.py) and sends back as plain
-data (exact built-in types; anything else fails the test). Operations: comparisons (== != < <= > >= is, is not, in, not in, chained), and/or/not,
+data (exact built-in types; anything else fails the test). Operations: comparisons (== != < <= > >= is,
+is not, in, not in, chained), and/or/not,
 arithmetic, subscripts, constants and displays, if-else, math.isclose / math.fabs, and the
 builtins below when they combine several arguments or an operation's result (`abs(f(x) - 0.5)`).
 A one-argument builtin of a value (`sorted(f(x))`, `len(f(x))`) is part of the value: it cannot
@@ -140,7 +141,8 @@ def _split(node: ast.expr, values: list[str]) -> ast.expr:
     if isinstance(node, ast.Subscript):
         index = node.slice
         if isinstance(index, ast.Slice):
-            index = ast.Slice(*(None if part is None else split(part) for part in (index.lower, index.upper, index.step)))
+            parts = (index.lower, index.upper, index.step)
+            index = ast.Slice(*(None if part is None else split(part) for part in parts))
         else:
             index = split(index)
         return ast.Subscript(split(node.value), index)

@@ -217,7 +217,8 @@ def main():
         program = compile(request["program"], "<program>", "exec", dont_inherit=True, optimize=0)
     except (SyntaxError, ValueError, RecursionError, MemoryError) as exc:  # the program's fault: a verdict
         program = exc
-    modules = {name: dict(m.__dict__) for name, m in _import_modules(sorted({n for _, _, _, names, _ in tests for n in names})).items()}
+    wanted = sorted({n for _, _, _, names, _ in tests for n in names})
+    modules = {name: dict(m.__dict__) for name, m in _import_modules(wanted).items()}
     del request
     restore = _restorer()  # before the program's module exists: its names are not reset
     builtins_before = dict(__builtins__.__dict__) if type(__builtins__) is types.ModuleType else dict(__builtins__)
@@ -263,7 +264,8 @@ def main():
             try:
                 run(setup, fresh)
             except BaseException_ as exc:
-                report(b"fail", index, b"%.6f" % (clock() - began), b"SystemExit" if isinstance_(exc, SystemExit_) else describe(exc))
+                reason = b"SystemExit" if isinstance_(exc, SystemExit_) else describe(exc)
+                report(b"fail", index, b"%.6f" % (clock() - began), reason)
                 return False
         for j, expression in enumerate_(code):
             position = str_(j).encode()
@@ -271,7 +273,8 @@ def main():
             try:
                 value = eval_(expression, fresh)
             except BaseException_ as exc:
-                report(b"value", index, position, b"!", b"SystemExit" if isinstance_(exc, SystemExit_) else describe(exc))
+                reason = b"SystemExit" if isinstance_(exc, SystemExit_) else describe(exc)
+                report(b"value", index, position, b"!", reason)
                 continue
             # A thread of the program could patch, between restore() and use, what a value uses.
             why = "a thread of the program is running" if threads() else plain_error(value)

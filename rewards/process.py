@@ -4,7 +4,7 @@ A response of L tokens is cut every `chunk_tokens` token ids (the last chunk end
 end); a judge or a rule scores every prefix that ends at a chunk end. Chunk k's score is placed on
 the tokens committed at the last decoding step inside the block that holds the chunk's last token;
 the final chunk's score goes to the response's last step. This is where the decoding trace says
-the chunk was complete, so the value model's step recursions (DESIGN §6.2) credit the states that
+the chunk was complete, so the value model's step recursions (docs/design.md §6.2) credit the states that
 wrote it. Scores of chunks that land on the same step add up (a chunk shorter than a block).
 
 Pure python on token ids and step maps: text is decoded only to show a prefix to a judge, never

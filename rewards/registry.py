@@ -4,6 +4,7 @@ get_reward("math" | "code" | "package.module:function", **options) -> fn(respons
 with keys reward (float), correct (bool) and info (dict). Options configure the built-ins
 (see MathReward / CodeReward) or are bound as keyword arguments of a custom function.
 """
+
 from __future__ import annotations
 
 import functools
@@ -51,8 +52,14 @@ def _score_one(fn: RewardFn, response: str, row: dict) -> dict:
         return RewardResult.unavailable("reward_error", error=f"{type(exc).__name__}: {exc}"[:500]).as_dict()
 
 
-def score_batch(name_or_fn: str | RewardFn, responses: list[str], rows: list[dict],
-                concurrency: int = 4, timeout: float | None = None, **options: Any) -> list[dict]:
+def score_batch(
+    name_or_fn: str | RewardFn,
+    responses: list[str],
+    rows: list[dict],
+    concurrency: int = 4,
+    timeout: float | None = None,
+    **options: Any,
+) -> list[dict]:
     """Score responses[i] against rows[i], `concurrency` at a time, results in input order.
     Threads suffice: the built-ins spend their time in sandbox or checker processes.
 
@@ -87,7 +94,9 @@ def score_batch(name_or_fn: str | RewardFn, responses: list[str], rows: list[dic
             now = time.monotonic()
             for i in [i for i, deadline in running.items() if deadline <= now]:
                 del running[i]
-                results[i] = RewardResult.unavailable("timeout", error=f"reward function ran over {timeout} s").as_dict()
+                results[i] = RewardResult.unavailable(
+                    "timeout", error=f"reward function ran over {timeout} s"
+                ).as_dict()
             continue
         if running.pop(i, None) is not None:  # else: it had timed out already, its late answer is dropped
             results[i] = result

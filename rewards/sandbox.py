@@ -142,9 +142,9 @@ _INIT = '"$@"; exit $?'
 
 # The unshare backend builds the root itself. The new root is a tmpfs mounted over /tmp (which
 # exists everywhere) inside the private mount namespace; the compiled harness comes as an fd
-# the host opened, since that mount hides a file under /tmp. pid 1 stays this shell (the harness runs as its child; `exit` after it so
-# that no shell execs it) so that killing pid 1 from the host ends the namespace whatever the
-# harness does with its own credentials.
+# the host opened, since that mount hides a file under /tmp. pid 1 stays this shell (the harness
+# runs as its child; `exit` after it so that no shell execs it) so that killing pid 1 from the
+# host ends the namespace whatever the harness does with its own credentials.
 _UNSHARE_SCRIPT = r"""
 set -eu
 cat "/proc/self/fd/$HARNESS_FD" >/dev/null  # fails early, before any mount, if it cannot

@@ -14,6 +14,7 @@ pipe ends over a Unix socket (SCM_RIGHTS). The interpreter start and the imports
 happen once, when the pool is built; a new or replacement worker costs a fork (milliseconds).
 A zygote or worker that cannot start raises WorkerUnavailable, never a wrong answer.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -37,8 +38,10 @@ _RETRY_AFTER_S = 5.0  # after a failed start, calls fail at once for this long (
 
 # The zygote program. Only the stdlib is imported before sys.path is the caller's, so a file
 # in the current directory cannot shadow the modules it imports.
-_BOOT = ("import json, sys; a = json.loads(sys.argv[1]); sys.path[:] = a['path']; "
-         "from rewards.timeout_pool import zygote; zygote(a)")
+_BOOT = (
+    "import json, sys; a = json.loads(sys.argv[1]); sys.path[:] = a['path']; "
+    "from rewards.timeout_pool import zygote; zygote(a)"
+)
 
 
 class WorkerCrashed(RuntimeError):
@@ -145,8 +148,12 @@ class _Zygote:
         try:
             if not sys.executable:
                 raise OSError("sys.executable is empty: this interpreter cannot start programs")
-            self.process = subprocess.Popen([sys.executable, "-c", _BOOT, json.dumps(args)], pass_fds=(theirs.fileno(),),
-                                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", _BOOT, json.dumps(args)],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+            )
         except OSError as exc:
             ours.close()
             raise WorkerUnavailable(f"cannot start the worker program: {exc}") from exc
@@ -188,8 +195,9 @@ class _Zygote:
             status, detail = "died", f"exit code {self.process.wait()}"
         if status != "ready":
             self.process.kill()  # a hung start is not waited for twice; the pool starts a new one
-            raise WorkerUnavailable(f"the worker program failed to start ({status}): "
-                                    f"{detail or f'no answer in {_STARTUP_TIMEOUT_S} s'}")
+            raise WorkerUnavailable(
+                f"the worker program failed to start ({status}): {detail or f'no answer in {_STARTUP_TIMEOUT_S} s'}"
+            )
         self.ready = True
 
     def close(self) -> None:

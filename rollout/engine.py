@@ -16,6 +16,7 @@ Host synchronisation: a pass reads one small status tensor only when the pass co
 dependent (dynamic, entropy_bounded); the planned strategies read it once per block. Finished rows
 leave the device once per block in one batched asynchronous copy.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -40,9 +41,10 @@ _REASONS = ("eos", "stop", "length")
 @dataclass
 class _Row:
     """Host bookkeeping of one slot's sequence (all of it known without reading the device)."""
+
     index: int
     prompt: list[int]
-    c0: int          # column of the current block
+    c0: int  # column of the current block
     canvas_end: int  # end of this row's canvas
 
 
@@ -56,8 +58,9 @@ def canvas_of(prompt_len: int, params: SamplingParams, block_causal: bool) -> tu
     return prompt_len, prompt_len + params.max_new_tokens
 
 
-def slots_that_fit(model: DiffusionLM, params: SamplingParams, capacity: int, wanted: int,
-                   memory_fraction: float = 0.9) -> int:
+def slots_that_fit(
+    model: DiffusionLM, params: SamplingParams, capacity: int, wanted: int, memory_fraction: float = 0.9
+) -> int:
     """Rows in flight: `wanted`, fewer on a GPU whose free memory (x memory_fraction, like vLLM's
     gpu_memory_utilization) cannot hold their KV cache plus the sampling work of one pass."""
     weight = model.embed_tokens.weight
@@ -71,8 +74,10 @@ def slots_that_fit(model: DiffusionLM, params: SamplingParams, capacity: int, wa
     work = params.block_size * (16 * cfg.hidden_size * weight.element_size() + 3 * 4 * cfg.vocab_size)
     fit = int(torch.cuda.mem_get_info(weight.device)[0] * memory_fraction // (kv + work))
     if fit < 1:
-        raise ValueError(f"one row's KV cache ({capacity} columns, rollout.cache_tokens={params.cache_tokens}) does "
-                         f"not fit the GPU's free memory: lower rollout.max_new_tokens or rollout.cache_tokens")
+        raise ValueError(
+            f"one row's KV cache ({capacity} columns, rollout.cache_tokens={params.cache_tokens}) does "
+            f"not fit the GPU's free memory: lower rollout.max_new_tokens or rollout.cache_tokens"
+        )
     return min(wanted, fit)
 
 
@@ -124,7 +129,7 @@ class SlotDecoder:
         canvas = torch.full((len(new), self.width), mask_id, dtype=torch.long)
         meta = []
         for j, (s, index, prompt, seed) in enumerate(new):
-            canvas[j, :len(prompt)] = torch.tensor(prompt)
+            canvas[j, : len(prompt)] = torch.tensor(prompt)
             c0, end = canvas_of(len(prompt), self.p, self.block_causal)
             self.rows[s] = _Row(index, prompt, c0, end)
             meta.append([c0, len(prompt), end, seed])
@@ -181,22 +186,36 @@ class SlotDecoder:
         at = r * tq + (c0[r] + s - self.shift if slot0 < 0 else slot0 + s)
         if self.cache is not None:
             self.cache.decode(cols, read)
-        logits = self.model(self.tokens[:hi].gather(1, cols.clamp(max=self.width - 1)), cols, mask, self.cache,
-                            logits_at=at)
+        logits = self.model(
+            self.tokens[:hi].gather(1, cols.clamp(max=self.width - 1)), cols, mask, self.cache, logits_at=at
+        )
         step_now = self.row_steps[:hi] + 1
-        cand = sample_candidates(logits, uniforms(self.seed[r], c0[r] + s, step_now[r], 0),
-                                 p.temperature, p.top_k, p.top_p, self.cfg.mask_token_id)
+        cand = sample_candidates(
+            logits,
+            uniforms(self.seed[r], c0[r] + s, step_now[r], 0),
+            p.temperature,
+            p.top_k,
+            p.top_p,
+            self.cfg.mask_token_id,
+        )
 
         def spread(values: torch.Tensor) -> torch.Tensor:
             return torch.zeros(hi * B, dtype=values.dtype, device=self.dev).index_copy_(0, flat, values).view(hi, B)
 
         conf, ent = spread(cand.confidence), spread(cand.entropy)
-        rand = (uniforms(self.seed[:hi, None], c0[:, None] + self.ar, step_now[:, None], 1)
-                if p.strategy == "random" else None)
+        rand = (
+            uniforms(self.seed[:hi, None], c0[:, None] + self.ar, step_now[:, None], 1)
+            if p.strategy == "random"
+            else None
+        )
         commit = choose_commits(p, masked, conf, ent, rand, schedule[:, k], k == K - 1)
         block = c0[:, None] + self.ar
-        for canvas, new in ((self.tokens, spread(cand.tokens)), (self.steps, step_now[:, None].expand(-1, B)),
-                            (self.logp, spread(cand.logprobs)), (self.ent, ent)):
+        for canvas, new in (
+            (self.tokens, spread(cand.tokens)),
+            (self.steps, step_now[:, None].expand(-1, B)),
+            (self.logp, spread(cand.logprobs)),
+            (self.ent, ent),
+        ):
             view = canvas[:hi]
             view.scatter_(1, block, torch.where(commit, new, view.gather(1, block)))
         self.row_steps[:hi] += masked.any(1)
@@ -210,8 +229,12 @@ class SlotDecoder:
         c1 = self.c0[:hi] + self.p.block_size
         start, budget = self.start[:hi], self.start[:hi] + self.p.max_new_tokens
         col = torch.arange(self.width, device=self.dev)
-        hit = (torch.isin(self.tokens[:hi], self.stop_ids) & (col >= start[:, None]) & (col < c1[:, None])
-               & (col < budget[:, None]))
+        hit = (
+            torch.isin(self.tokens[:hi], self.stop_ids)
+            & (col >= start[:, None])
+            & (col < c1[:, None])
+            & (col < budget[:, None])
+        )
         first = torch.where(hit, col, self.width).min(1).values
         has = first < self.width
         end = torch.where(has, first + 1, budget)
@@ -224,9 +247,11 @@ class SlotDecoder:
         finished = [s for s in range(hi) if self.rows[s] is not None and status[s][1]]
         if finished:
             slots = self.link.to_device(finished, torch.long)
-            data = (self.link.copy_out(torch.stack([self.tokens[slots], self.steps[slots]])),
-                    self.link.copy_out(torch.stack([self.logp[slots], self.ent[slots]])),
-                    self.link.copy_out(self.row_steps[slots]))
+            data = (
+                self.link.copy_out(torch.stack([self.tokens[slots], self.steps[slots]])),
+                self.link.copy_out(torch.stack([self.logp[slots], self.ent[slots]])),
+                self.link.copy_out(self.row_steps[slots]),
+            )
             rows = [self.rows[s] for s in finished]
             self._pending.append((rows, [status[s][2] for s in finished], [status[s][3] for s in finished], *data))
         self.alive[:hi] &= ~done_dev
@@ -246,12 +271,22 @@ class SlotDecoder:
             forwards = self.link.host_list(forwards)
             for j, (row, end, reason) in enumerate(zip(rows, ends, reasons)):
                 start, c1 = len(row.prompt), row.c0 + B
-                yield row.index, Trajectory(
-                    prompt_ids=list(row.prompt), response_ids=longs[0][j][start:end], step_map=longs[1][j][start:end],
-                    logprobs=floats[0][j][start:end], entropies=floats[1][j][start:end], block_size=B,
-                    finish_reason=_REASONS[reason], num_forwards=forwards[j],
-                    tail_ids=longs[0][j][end:c1], tail_steps=longs[1][j][end:c1],
-                    canvas_len=0 if self.block_causal else self.p.max_new_tokens)
+                yield (
+                    row.index,
+                    Trajectory(
+                        prompt_ids=list(row.prompt),
+                        response_ids=longs[0][j][start:end],
+                        step_map=longs[1][j][start:end],
+                        logprobs=floats[0][j][start:end],
+                        entropies=floats[1][j][start:end],
+                        block_size=B,
+                        finish_reason=_REASONS[reason],
+                        num_forwards=forwards[j],
+                        tail_ids=longs[0][j][end:c1],
+                        tail_steps=longs[1][j][end:c1],
+                        canvas_len=0 if self.block_causal else self.p.max_new_tokens,
+                    ),
+                )
         self._pending.clear()
 
     # ---- the loop ----------------------------------------------------------------------------
@@ -267,7 +302,9 @@ class SlotDecoder:
                 break
             hi = live[-1] + 1
             c0 = self.c0[:hi]
-            masked = (self.tokens[:hi].gather(1, c0[:, None] + self.ar) == self.cfg.mask_token_id) & self.alive[:hi, None]
+            masked = (self.tokens[:hi].gather(1, c0[:, None] + self.ar) == self.cfg.mask_token_id) & self.alive[
+                :hi, None
+            ]
             # Every block starts fully masked but a new row's first, which holds its prompt's tail.
             left = [0 if r is None else B - max(len(r.prompt) - r.c0, 0) for r in self.rows[:hi]]
             plan = static_schedule(left, K)

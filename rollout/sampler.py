@@ -1,4 +1,4 @@
-"""Block-diffusion sampling entry point (DESIGN §5): validation, cache sizing, the prompt queue.
+"""Block-diffusion sampling entry point (docs/design.md §5): validation, cache sizing, the prompt queue.
 
 The decoding itself is rollout/engine.py (continuous batching over a slot KV cache, resident on
 the model's device). Every row's result is a function of its prompt and seed alone: cached and

@@ -1,4 +1,4 @@
-"""Which masked slots a denoising pass commits (DESIGN §5).
+"""Which masked slots a denoising pass commits (docs/design.md §5).
 
 Every strategy ranks the masked slots of each row by a score and commits the top n_r of them;
 strategies differ only in the score and in how n_r is chosen. Committed slots are never re-masked.

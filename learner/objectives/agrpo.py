@@ -1,4 +1,4 @@
-"""AGRPO (DESIGN §6.3): trajectory-exact like TraceRL, but M decoding steps per trajectory drawn by
+"""AGRPO (docs/design.md §6.3): trajectory-exact like TraceRL, but M decoding steps per trajectory drawn by
 systematic sampling from q (uniform or ∝ entropy), each weighted 1/(M q(t)); drawn once per step."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TraceRL (DESIGN §6.1): every committed response token trained once, on the state the sampler
+"""TraceRL (docs/design.md §6.1): every committed response token trained once, on the state the sampler
 decoded it from (rounds of s merged steps per block); the same rows every pass."""
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 mask token and one longer than the context (skipped and counted), and a reward that hangs, raises
 or returns NaN on some rows (failed verdicts counted, never trained on, never a pool crash);
 the same data with on_error=raise stops before any worker starts, naming the row."""
+
 from __future__ import annotations
 
 import json
@@ -17,22 +18,39 @@ MODES = ["ok", "hang", "ok", "raise", "nan", "ok"]
 
 
 def write_rows(path) -> None:
-    rows = [json.dumps({"question": f"{i}+{i}=", "ground_truth_answer": str(2 * i), "mode": MODES[i % len(MODES)]})
-            for i in range(24)]
-    rows += ["{broken json", json.dumps({"question": "no answer field"}),
-             json.dumps({"question": "what is <|MASK|>?", "ground_truth_answer": "1"}),
-             json.dumps({"question": "9" * 600, "ground_truth_answer": "1"})]
+    rows = [
+        json.dumps({"question": f"{i}+{i}=", "ground_truth_answer": str(2 * i), "mode": MODES[i % len(MODES)]})
+        for i in range(24)
+    ]
+    rows += [
+        "{broken json",
+        json.dumps({"question": "no answer field"}),
+        json.dumps({"question": "what is <|MASK|>?", "ground_truth_answer": "1"}),
+        json.dumps({"question": "9" * 600, "ground_truth_answer": "1"}),
+    ]
     path.write_text("\n".join(rows) + "\n")
 
 
 def config(tmp_path, on_error: str):
     data = tmp_path / "rows.jsonl"
     write_rows(data)
-    return compose_config(SMALL + [
-        f"trainer.run_dir={tmp_path / 'run'}", "trainer.steps=1", "task=math_jsonl", f"task.params.path={data}",
-        f"task.params.on_error={on_error}", "task.params.eval_fraction=0.0", "task.params.template=plain",
-        "task.reward=tests.actors.broken_reward:flaky", "reward.timeout_s=1.0", "reward.max_failed_fraction=1.0",
-        "trainer.prompts_per_step=12", "trainer.responses_per_prompt=2"])
+    return compose_config(
+        SMALL
+        + [
+            f"trainer.run_dir={tmp_path / 'run'}",
+            "trainer.steps=1",
+            "task=math_jsonl",
+            f"task.params.path={data}",
+            f"task.params.on_error={on_error}",
+            "task.params.eval_fraction=0.0",
+            "task.params.template=plain",
+            "task.reward=tests.actors.broken_reward:flaky",
+            "reward.timeout_s=1.0",
+            "reward.max_failed_fraction=1.0",
+            "trainer.prompts_per_step=12",
+            "trainer.responses_per_prompt=2",
+        ]
+    )
 
 
 def test_bad_rows_and_a_bad_reward_are_counted_not_fatal(ray_session, tmp_path):
@@ -43,7 +61,9 @@ def test_bad_rows_and_a_bad_reward_are_counted_not_fatal(ray_session, tmp_path):
     [step] = [r for r in lines if "samples" in r]
     # 12 prompts drawn from 24 good rows, 2 samples each: every failed verdict has its kind.
     failed = {k.split("/")[1]: v for k, v in step.items() if k.startswith("reward_failed/")}
-    assert set(failed) <= {"timeout", "reward_error", "invalid_reward"} and sum(failed.values()) == step["reward_failed"]
+    assert (
+        set(failed) <= {"timeout", "reward_error", "invalid_reward"} and sum(failed.values()) == step["reward_failed"]
+    )
     assert step["reward_failed"] > 0 and step["reward_failed"] % 2 == 0  # both samples of a bad row fail
     assert step["samples"] == 24 and step["reissued"] == 0  # no reward worker crashed
     assert step["rollout_s"] < 30  # a hung reward costs reward.timeout_s, not the step
@@ -53,8 +73,11 @@ def test_on_error_raise_names_the_row_before_any_worker_starts(tmp_path):
     cfg = config(tmp_path, "raise")
     with pytest.raises(ValueError, match=r"rows.jsonl:25: bad JSON"):
         driver.start_run(cfg)
-    rows = [line for line in (tmp_path / "rows.jsonl").read_text().splitlines() if "broken" not in line
-            and "no answer" not in line]
+    rows = [
+        line
+        for line in (tmp_path / "rows.jsonl").read_text().splitlines()
+        if "broken" not in line and "no answer" not in line
+    ]
     problems = {"what is <|MASK|>?": "contains the mask token (id 2)", "9" * 60: "has 600 tokens, more than the 492"}
     for _ in problems:  # the first bad prompt in the split's order stops the run; then the other one
         (tmp_path / "rows.jsonl").write_text("\n".join(rows) + "\n")

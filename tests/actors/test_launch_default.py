@@ -1,6 +1,7 @@
 """The default main job through `python launch.py`, at a very small scale: the run directory holds
 everything a user is promised, and the reported held-out accuracy is what the real sampler and the
 real reward give on the exported policy (recomputed here, outside Ray)."""
+
 from __future__ import annotations
 
 import json
@@ -22,11 +23,22 @@ EVAL_PROMPTS = 24
 
 def test_default_launch_writes_the_promised_run_directory(tmp_path):
     run_dir = tmp_path / "run"
-    overrides = [f"trainer.run_dir={run_dir}", "warmup.steps=40", f"warmup.cache_dir={tmp_path}/warm", "trainer.steps=2", "trainer.prompts_per_step=4",
-                 "trainer.eval_every=2", f"trainer.eval_prompts={EVAL_PROMPTS}", "trainer.progress=false",
-                 "trainer.checkpoint_every=2", "cluster.rollout.num_workers=1", "ray.include_dashboard=false"]
-    done = subprocess.run([sys.executable, "launch.py", *overrides], cwd=REPO, capture_output=True, text=True,
-                          timeout=600)
+    overrides = [
+        f"trainer.run_dir={run_dir}",
+        "warmup.steps=40",
+        f"warmup.cache_dir={tmp_path}/warm",
+        "trainer.steps=2",
+        "trainer.prompts_per_step=4",
+        "trainer.eval_every=2",
+        f"trainer.eval_prompts={EVAL_PROMPTS}",
+        "trainer.progress=false",
+        "trainer.checkpoint_every=2",
+        "cluster.rollout.num_workers=1",
+        "ray.include_dashboard=false",
+    ]
+    done = subprocess.run(
+        [sys.executable, "launch.py", *overrides], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "held-out arith accuracy" in done.stdout  # the before/after table
     (warm,) = (tmp_path / "warm").iterdir()  # the warm start is cached for the next run
@@ -51,20 +63,40 @@ def test_default_launch_writes_the_promised_run_directory(tmp_path):
     rows = task.eval_rows(EVAL_PROMPTS, cfg["task"]["split_seed"])
     prompts = [encode_prompt(r, tokenizer, task.template, task.kind) for r in rows]
     r = cfg["rollout"]
-    params = SamplingParams(block_size=r["block_size"], steps_per_block=r["steps_per_block"], strategy=r["strategy"],
-                            temperature=0.0, max_new_tokens=r["max_new_tokens"])
+    params = SamplingParams(
+        block_size=r["block_size"],
+        steps_per_block=r["steps_per_block"],
+        strategy=r["strategy"],
+        temperature=0.0,
+        max_new_tokens=r["max_new_tokens"],
+    )
     reward = get_reward(task.reward_path)
     trajs = generate(model, prompts, params)
-    correct = [reward(tokenizer.decode(t.response_ids, skip_special_tokens=True), row)["correct"]
-               for t, row in zip(trajs, rows)]
+    correct = [
+        reward(tokenizer.decode(t.response_ids, skip_special_tokens=True), row)["correct"]
+        for t, row in zip(trajs, rows)
+    ]
     assert summary["acc_after"] == sum(correct) / len(correct)
 
     # `python launch.py mode=eval` on that checkpoint reports the same held-out accuracy.
     eval_dir = tmp_path / "eval"
-    done = subprocess.run([sys.executable, "launch.py", "mode=eval", f"model.path={hf}", f"trainer.run_dir={eval_dir}",
-                           f"trainer.eval_prompts={EVAL_PROMPTS}", "trainer.progress=false",
-                           "cluster.rollout.num_workers=1", "ray.include_dashboard=false"],
-                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "launch.py",
+            "mode=eval",
+            f"model.path={hf}",
+            f"trainer.run_dir={eval_dir}",
+            f"trainer.eval_prompts={EVAL_PROMPTS}",
+            "trainer.progress=false",
+            "cluster.rollout.num_workers=1",
+            "ray.include_dashboard=false",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "avg@1 accuracy" in done.stdout
     evaluated = json.loads((eval_dir / "eval.json").read_text())

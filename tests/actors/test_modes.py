@@ -7,8 +7,8 @@ from collections import defaultdict
 
 from actors import driver
 from actors.metrics import read_jsonl
-from tasks.registry import get_task
 from support import SMALL, compose_config
+from tasks.registry import get_task
 
 
 def test_sft_mode_then_eval_mode_with_k_samples(ray_session, tmp_path):

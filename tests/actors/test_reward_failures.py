@@ -10,7 +10,7 @@ import ray
 
 from actors import driver
 from actors.reward_worker import RewardWorker
-from actors.step_data import (RewardFailureError, check_reward_failures, rollout_metrics, to_groups)
+from actors.step_data import RewardFailureError, check_reward_failures, rollout_metrics, to_groups
 from models.tiny import write_tiny_checkpoint
 from rollout.trajectory import Trajectory
 from support import SMALL, compose_config

@@ -1,6 +1,8 @@
 """Weight sync from the engine's streamed tensors: bit-exact on every transport, again on a second
 sync that reuses the mapping/buckets after the weights changed, with ZeRO-3 ranks all gathering
-and with plain-torch parameters moved into the shared buffer; and the disk fallback (an HF export loaded into a fresh model)."""
+and with plain-torch parameters moved into the shared buffer; and the disk fallback (an HF export loaded into a
+fresh model)."""
+
 from __future__ import annotations
 
 import pytest
@@ -46,14 +48,21 @@ def test_shared_memory_keeps_its_mapping_across_versions(tmp_path):
         sender.close()
 
 
-@pytest.mark.parametrize("engine", [
-    ["cluster.learner.num_workers=2", "engine.backend=deepspeed", "engine.zero_stage=3"],
-    ["engine.backend=torch"],  # after the first shared-memory sync the parameters live in its buffer
-], ids=["zero3", "torch_shared_parameters"])
+@pytest.mark.parametrize(
+    "engine",
+    [
+        ["cluster.learner.num_workers=2", "engine.backend=deepspeed", "engine.zero_stage=3"],
+        ["engine.backend=torch"],  # after the first shared-memory sync the parameters live in its buffer
+    ],
+    ids=["zero3", "torch_shared_parameters"],
+)
 def test_every_transport_is_bit_exact_twice_and_disk(ray_session, tmp_path, engine):
-    cfg = compose_config(SMALL + engine + [f"trainer.run_dir={tmp_path}", "mode=sft", "engine.lr=1e-2",
-                                           "weight_sync.bucket_mb=1"])  # several buckets on the tiny model
-    pools = create_pools(cfg, model_path(cfg, tmp_path), "tasks.builtin.arith:reward", f"test-weight-sync-{len(engine)}")
+    cfg = compose_config(
+        SMALL + engine + [f"trainer.run_dir={tmp_path}", "mode=sft", "engine.lr=1e-2", "weight_sync.bucket_mb=1"]
+    )  # several buckets on the tiny model
+    pools = create_pools(
+        cfg, model_path(cfg, tmp_path), "tasks.builtin.arith:reward", f"test-weight-sync-{len(engine)}"
+    )
     pairs = [([23, 18, 24, 30], [24, 30]), ([25, 24, 18, 27, 30], [28, 30])]  # "0+1=1", "2+4=6"
     kinds = ["shared_memory", "object_store", "collective"]
     try:

@@ -10,7 +10,6 @@ from torch import nn
 
 from models.masks import column_mask
 from rollout.trajectory import Trajectory
-
 from tests.learner.python_rows import Sequence, block_step_groups
 
 

@@ -1,7 +1,7 @@
 """The Python row builder of commit add483c, kept verbatim as the test oracle (and the
 baseline bench/learner.py times) of the tensor one in learner/rows.py.
 
-Training rows (DESIGN §6.1). Two layouts serve every objective:
+Training rows (docs/design.md §6.1). Two layouts serve every objective:
 
 `copy_row` (block-causal models): `[clean prompt+response | noisy copies of chosen blocks]`. Clean
 slots attend block-causally; a noisy copy of block b sees clean blocks < b and itself. Noisy copies

@@ -1,4 +1,5 @@
 """Each baseline's masks and weights are the ones its paper defines; SFT rows; TraceRL learns."""
+
 import pytest
 import torch
 
@@ -129,4 +130,6 @@ def test_trace_sft_trains_every_token_once(setup):
     model, trajs = setup
     rows = build_rows(trajs, AlgoConfig(name="sft_trace"), model.config, torch.Generator())
     for i, t in enumerate(trajs):
-        assert sorted(j for r in rows if r.traj_index == i for j in r.token_index.tolist()) == list(range(len(t.response_ids)))
+        assert sorted(j for r in rows if r.traj_index == i for j in r.token_index.tolist()) == list(
+            range(len(t.response_ids))
+        )

@@ -5,11 +5,11 @@ import torch
 
 from helpers import MASK, PAD, params, prompts_mixed, tiny_model
 from learner.algo_config import AlgoConfig
-from learner.objectives import RL_ALGOS, SFT_ALGOS
 from learner.batching import micro_batches
 from learner.engine import TrainEngine
 from learner.engine_config import EngineConfig
 from learner.logprobs import token_logprobs
+from learner.objectives import RL_ALGOS, SFT_ALGOS
 from learner.policy_update import PolicyUpdater
 from learner.rows import trace_rows
 from learner.value import ValueModel

@@ -1,6 +1,7 @@
 """Value targets with process rewards: the learner's path (step ranks → token rewards → recursions)
 equals a direct loop over the step map for random step maps, γ and λ; with only the outcome reward
 it equals today's outcome-only targets, also through PolicyUpdater's value update."""
+
 import random
 
 import pytest
@@ -51,7 +52,12 @@ def direct_targets(step_map, values, rewards, gamma, lam):
 def test_process_targets_equal_a_direct_loop(seed):
     rng = random.Random(seed)
     t = random_trajectory(rng)
-    gamma, lam, chunk, adv = rng.choice([1.0, 0.9, 0.5]), rng.choice([1.0, 0.95, 0.0]), rng.randint(1, 5), rng.gauss(0, 1)
+    gamma, lam, chunk, adv = (
+        rng.choice([1.0, 0.9, 0.5]),
+        rng.choice([1.0, 0.95, 0.0]),
+        rng.randint(1, 5),
+        rng.gauss(0, 1),
+    )
     scores = [rng.uniform(-1, 1) for _ in chunk_ends(len(t.step_map), chunk)]
     t.process_rewards = process_vector(t.step_map, len(t.prompt_ids), t.block_size, False, chunk, scores)
     ranks = torch.tensor(step_ranks(t, 1, 11))
@@ -83,14 +89,19 @@ def _value_update_targets(trajs, advantages, seed=0):
     with torch.no_grad():  # a non-zero value head, so V_j enters the targets
         value.value_head.weight.normal_(0, 0.1)
     algo = AlgoConfig(name="tracerl_value", value=ValueConfig(gamma=0.9, lam=0.8, train_every=2))
-    updater = PolicyUpdater(TrainEngine(model, EngineConfig(lr=1e-3)), algo, model.config,
-                            value_engine=TrainEngine(value, EngineConfig(lr=1e-3)))
+    updater = PolicyUpdater(
+        TrainEngine(model, EngineConfig(lr=1e-3)),
+        algo,
+        model.config,
+        value_engine=TrainEngine(value, EngineConfig(lr=1e-3)),
+    )
     mbs = updater._micro_batches(algo.objective.rows(trajs, algo, model.config, torch.Generator().manual_seed(0)))
     updater._value_update(mbs, trajs, advantages, step=1)  # odd step: targets only, no value update
     out = {}
     for mb in mbs:
-        for i, j, R, A in zip(mb.traj_index.tolist(), mb.token_index.tolist(), mb.data["returns"].tolist(),
-                              mb.data["adv"].tolist()):
+        for i, j, R, A in zip(
+            mb.traj_index.tolist(), mb.token_index.tolist(), mb.data["returns"].tolist(), mb.data["adv"].tolist()
+        ):
             out[(i, j)] = (R, A)
     return out
 
@@ -104,7 +115,8 @@ def test_value_update_with_zero_process_rewards_equals_outcome_only():
         t.process_rewards = [0.0] * len(t.response_ids)
     assert _value_update_targets(trajs, adv) == today
     for t in trajs:
-        t.process_rewards = process_vector(t.step_map, len(t.prompt_ids), t.block_size, False, 3,
-                                           [0.5] * len(chunk_ends(len(t.step_map), 3)))
+        t.process_rewards = process_vector(
+            t.step_map, len(t.prompt_ids), t.block_size, False, 3, [0.5] * len(chunk_ends(len(t.step_map), 3))
+        )
     changed = _value_update_targets(trajs, adv)
     assert changed.keys() == today.keys() and changed != today

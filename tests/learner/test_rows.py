@@ -5,13 +5,12 @@ import torch
 
 from helpers import MASK, PAD, params, prompts_mixed, tiny_model
 from learner.batching import micro_batches
-from tests.learner.bruteforce import state_logprobs
 from learner.logprobs import token_logprobs
 from learner.losses import ppo_clip
 from learner.rows import Sequence, block_step_groups, shrink_groups, trace_rows
 from rollout.sampler import generate
 from rollout.trajectory import Trajectory
-
+from tests.learner.bruteforce import state_logprobs
 
 LAYOUTS = {"per_round": None, "packed": 1024}
 

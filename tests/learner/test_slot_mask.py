@@ -1,5 +1,6 @@
 """The per-slot mask description equals the dense masks it replaces, and attending through it
 (query chunks over the keys each chunk may see, recomputed in backward) equals dense attention."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -54,12 +55,12 @@ def test_chunked_attention_and_gradients_equal_dense_attention(chunk):
     copy, block, valid = random_rows(gen, R, T, 3)
     block = block.sort(dim=1).values  # keys of later blocks exist, so chunks can skip some
     spec = SlotMask(copy, block, valid, query_chunk=chunk)
-    q, k, v = (torch.randn(R, h, T, D, generator=gen, dtype=torch.float64, requires_grad=True)
-               for h in (H, Hkv, Hkv))
+    q, k, v = (torch.randn(R, h, T, D, generator=gen, dtype=torch.float64, requires_grad=True) for h in (H, Hkv, Hkv))
     ours = spec.attend(q, k, v, enable_gqa=True)
     dense = F.scaled_dot_product_attention(q, k, v, attn_mask=spec.rows()[:, None], enable_gqa=True)
     assert torch.allclose(ours, dense, atol=1e-12)
     w = torch.randn(ours.shape, generator=gen, dtype=torch.float64)
-    for a, b in zip(torch.autograd.grad((ours * w).sum(), (q, k, v)), torch.autograd.grad((dense * w).sum(), (q, k, v))):
+    for a, b in zip(
+        torch.autograd.grad((ours * w).sum(), (q, k, v)), torch.autograd.grad((dense * w).sum(), (q, k, v))
+    ):
         assert torch.allclose(a, b, atol=1e-12)
-

@@ -1,16 +1,30 @@
 """save_model/load_model round trips, token-id resolution and the loader's error messages."""
+
 import json
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from models import ModelConfig, DiffusionLM, build_tiny_tokenizer, load_model, save_model
+from models import DiffusionLM, ModelConfig, build_tiny_tokenizer, load_model, save_model
 
-SMALL = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_layers=2, num_heads=4,
-             num_kv_heads=2, head_dim=8, max_position_embeddings=128, rope_theta=1234.0,
-             rms_norm_eps=1e-5, block_size=8, mask_token_id=63, eos_token_id=1, pad_token_id=0,
-             stop_token_ids=[5, 6])
+SMALL = dict(
+    vocab_size=64,
+    hidden_size=32,
+    intermediate_size=48,
+    num_layers=2,
+    num_heads=4,
+    num_kv_heads=2,
+    head_dim=8,
+    max_position_embeddings=128,
+    rope_theta=1234.0,
+    rms_norm_eps=1e-5,
+    block_size=8,
+    mask_token_id=63,
+    eos_token_id=1,
+    pad_token_id=0,
+    stop_token_ids=[5, 6],
+)
 
 
 def _random_model(family: str, **overrides) -> DiffusionLM:
@@ -38,18 +52,20 @@ def _config(path) -> dict:
     return json.loads((path / "config.json").read_text())
 
 
-@pytest.mark.parametrize("family,extra", [("sdar", {}), ("sdar", {"tie_word_embeddings": True}),
-                                          ("dream", {}),
-                                          ("llada", {}), ("tiny", {})],
-                         ids=["sdar", "sdar-tied", "dream", "llada", "tiny"])
+@pytest.mark.parametrize(
+    "family,extra",
+    [("sdar", {}), ("sdar", {"tie_word_embeddings": True}), ("dream", {}), ("llada", {}), ("tiny", {})],
+    ids=["sdar", "sdar-tied", "dream", "llada", "tiny"],
+)
 def test_round_trip_is_bit_exact(tmp_path, family, extra):
     model = _random_model(family, **extra)
     save_model(model, tmp_path)
     loaded = load_model(tmp_path)
     _assert_same(model, loaded)
     assert (loaded.lm_head.weight is loaded.embed_tokens.weight) == model.config.tie_word_embeddings
-    assert _config(tmp_path)["model_type"] == {"sdar": "sdar", "tiny": "sdar", "dream": "Dream",
-                                               "llada": "llada"}[family]
+    assert (
+        _config(tmp_path)["model_type"] == {"sdar": "sdar", "tiny": "sdar", "dream": "Dream", "llada": "llada"}[family]
+    )
 
 
 def test_sharded_round_trip_and_resave_clears_old_shards(tmp_path):
@@ -80,8 +96,11 @@ def test_bf16_round_trip(tmp_path):
 
 
 def test_extra_config_kept_under_ours(tmp_path):
-    save_model(_random_model("sdar"), tmp_path,
-               extra_config={"auto_map": {"AutoModel": "modeling_sdar.SDARModel"}, "hidden_size": 1})
+    save_model(
+        _random_model("sdar"),
+        tmp_path,
+        extra_config={"auto_map": {"AutoModel": "modeling_sdar.SDARModel"}, "hidden_size": 1},
+    )
     config = _config(tmp_path)
     assert config["auto_map"] == {"AutoModel": "modeling_sdar.SDARModel"} and config["hidden_size"] == 32
 
@@ -149,9 +168,12 @@ def test_missing_unexpected_and_misshaped_tensors_are_named(tmp_path):
     tensors["model.extra.weight"] = tensors.pop("model.layers.1.self_attn.k_norm.weight")
     tensors["model.norm.weight"] = torch.ones(31)
     save_file(tensors, str(weights))
-    with pytest.raises(ValueError, match=r"missing tensors \['model.layers.1.self_attn.k_norm.weight'\]"
-                                         r".*unexpected tensors \['model.extra.weight'\]"
-                                         r".*wrong shapes \['model.norm.weight \(31,\) \(config.json implies \(32,\)\)'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"missing tensors \['model.layers.1.self_attn.k_norm.weight'\]"
+        r".*unexpected tensors \['model.extra.weight'\]"
+        r".*wrong shapes \['model.norm.weight \(31,\) \(config.json implies \(32,\)\)'\]",
+    ):
         load_model(tmp_path)
 
 

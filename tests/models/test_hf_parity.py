@@ -1,4 +1,4 @@
-"""Our decoder, loaded through models.checkpoint, reproduces transformers' reference models (DESIGN §4).
+"""Our decoder, loaded through models.checkpoint, reproduces transformers' reference models (docs/design.md §4).
 
 SDAR with block size 1 (causal) == Qwen3ForCausalLM; Dream == Qwen2 with a full mask; LLaDA ==
 Llama with a full mask after renaming its tensors to LLaDA's names. Each model is saved the way
@@ -10,8 +10,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import save_file
-from transformers import (LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config,
-                          Qwen3ForCausalLM)
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
 from models import load_model, save_model
 from models.masks import column_mask

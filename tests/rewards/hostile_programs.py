@@ -391,7 +391,8 @@ class Yes:
     __hash__ = object.__hash__
 def f(x):
     return Yes()
-""", tests=("assert f(1) == 2 and f(1) == 3", "assert f(1) == [1] and f(1) == 'x'", "assert [f(1)] == [2] and [f(1)] == [3]",
+""", tests=("assert f(1) == 2 and f(1) == 3", "assert f(1) == [1] and f(1) == 'x'",
+           "assert [f(1)] == [2] and [f(1)] == [3]",
             "r = f(1)\nassert r == 2 and r == 3")),
     Attack("eq_ne_bool_together", """
 class Chameleon:
@@ -412,7 +413,8 @@ class Chameleon:
 def f(x):
     return Chameleon()
 """, tests=("assert f(0) == 1 and f(0) == 2", "assert not (f(0) != 1) and not (f(0) != 2)",
-            "assert f(0) and not f(0)", "assert f(0) < 1 and f(0) > 1", "assert 5 in f(0) and f(0) is not None and f(0) == None",
+            "assert f(0) and not f(0)", "assert f(0) < 1 and f(0) > 1",
+            "assert 5 in f(0) and f(0) is not None and f(0) == None",
             "assert f(0) in [1] and f(0) in [2]")),
     Attack("int_subclass", """
 class Int(int):
@@ -442,7 +444,8 @@ class List(list):
         return 3
 def f(x):
     return List([9])
-""", tests=("assert f(1) == [1] and f(1) == [2]", "assert 1 in f(1) and 2 in f(1)", "assert len(f(1)) == 3 and f(1) == [9, 9, 9]",
+""", tests=("assert f(1) == [1] and f(1) == [2]", "assert 1 in f(1) and 2 in f(1)",
+           "assert len(f(1)) == 3 and f(1) == [9, 9, 9]",
             "assert {'k': f(1)} == {'k': [1]} and f(1) == [2]")),
     Attack("shadowed_builtins", """
 def abs(x):
@@ -462,7 +465,8 @@ def f(x):
 def g():
     return [1, 2]
 """, tests=("assert abs(f(1) - 0.5) < 1e-6", "assert sorted(g()) == [3, 2, 1]", "assert len(g()) == 3",
-            "assert set(g()) == {1, 2} and set(g()) == {3}", "assert round(f(1), 1) == 1.5", "assert isinstance(f(1), str)",
+            "assert set(g()) == {1, 2} and set(g()) == {3}", "assert round(f(1), 1) == 1.5",
+            "assert isinstance(f(1), str)",
             "r = f(1)\nassert abs(r - 0.5) < 1e-6")),
     Attack("patched_builtins_module", """
 import builtins
@@ -476,7 +480,8 @@ def f(x):
 def g():
     return [1, 2]
 """, tests=("assert abs(f(1) - 0.5) < 1e-6", "assert sorted(g()) == [3, 2, 1]", "assert len(g()) == 3",
-            "assert isinstance(f(1), str)", "r = f(1)\nassert abs(r - 0.5) < 1e-6", "assert f(1) == 100.0 and abs(-5) == 0")),
+            "assert isinstance(f(1), str)", "r = f(1)\nassert abs(r - 0.5) < 1e-6",
+            "assert f(1) == 100.0 and abs(-5) == 0")),
     Attack("patched_stdlib_function", """
 import math, operator
 math.isclose = lambda *args, **kwargs: True

@@ -5,8 +5,8 @@ import marshal
 import math
 
 import pytest
-from canonical_problems import PROBLEMS
 
+from canonical_problems import PROBLEMS
 from rewards.asserts import plan_test
 
 NAMESPACE = {"f": lambda x: x * 2, "g": lambda: [3, 1, 2], "h": lambda: None, "d": lambda: {"a": 1, "b": [1, 2]},

@@ -1,7 +1,7 @@
 """Honest programs score what they deserve; bad rows fail loudly."""
 import pytest
-from conftest import as_response
 
+from conftest import as_response
 from rewards import score_batch
 from rewards.code_reward import CodeReward, normalize_output
 

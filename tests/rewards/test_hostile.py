@@ -6,6 +6,8 @@ import subprocess
 import time
 
 import pytest
+
+from rewards import CodeReward
 from tests.rewards.hostile_programs import (
     ATTACKS,
     HostBait,
@@ -13,8 +15,6 @@ from tests.rewards.hostile_programs import (
     run_attack,
     sandbox_leftovers,
 )
-
-from rewards import CodeReward
 
 BACKENDS = ("bwrap", "unshare")
 

@@ -1,6 +1,7 @@
 """Judge backends on tiny causal LMs saved to disk with a real tokenizer (built offline): prompts
 come from the templates, generation runs, verdicts are parsed; unparseable ones score 0 with the
 reason. The vLLM backend runs only where vllm imports and a GPU is visible."""
+
 import importlib.util
 
 import pytest
@@ -22,6 +23,7 @@ def judges(tmp_path_factory):
 
 class Recording:
     """Wraps a backend and keeps the prompts it was given."""
+
     def __init__(self, inner):
         self.inner, self.prompts = inner, []
 
@@ -37,12 +39,13 @@ def decode(ids):
 def test_template_prompts_and_parsed_verdicts(judges):
     cfg = JudgeConfig(model=judges["yes"], max_new_tokens=4)
     backend = Recording(make_backend(cfg))
-    [s] = judge_responses(backend, cfg.prompts, decode, [JudgeRequest("u", 0, IDS, ROW)], outcome=True,
-                          chunk_tokens=6)
+    [s] = judge_responses(backend, cfg.prompts, decode, [JudgeRequest("u", 0, IDS, ROW)], outcome=True, chunk_tokens=6)
     # one outcome prompt and one per chunk (15 tokens in chunks of 6: 3 prefixes), from the templates
     assert len(backend.prompts) == 4
     assert backend.prompts[0] == cfg.prompts.outcome_prompt("47+85=", "231 \\boxed{132}", "132")
-    assert backend.prompts[1:] == cfg.prompts.process_prompts("47+85=", ["231 \\b", "231 \\boxed{1", "231 \\boxed{132}"])
+    assert backend.prompts[1:] == cfg.prompts.process_prompts(
+        "47+85=", ["231 \\b", "231 \\boxed{1", "231 \\boxed{132}"]
+    )
     # the rigged judge answers "1" then EOS to everything: 1/10 on the outcome scale, 1 per step
     assert s.outcome == pytest.approx(0.1) and s.outcome_failure is None
     assert s.scores == [1.0, 1.0, 1.0] and s.failures == []
@@ -53,8 +56,7 @@ def test_unparseable_verdicts_score_zero_with_the_reason(judges):
     backend = TransformersBackend(cfg)
     raw = backend.generate(["Is 1+1=2 correct?"])
     assert isinstance(raw[0], str) and raw[0]  # generation ran and wrote something
-    [s] = judge_responses(backend, cfg.prompts, decode, [JudgeRequest("u", 0, IDS, ROW)], outcome=True,
-                          chunk_tokens=8)
+    [s] = judge_responses(backend, cfg.prompts, decode, [JudgeRequest("u", 0, IDS, ROW)], outcome=True, chunk_tokens=8)
     assert s.outcome == 0.0 and s.outcome_failure in ("no_verdict", "not_a_number", "out_of_range", "unclosed_box")
     assert s.scores == [0.0, 0.0] and len(s.failures) == 2 and all(s.failures)
 
@@ -63,6 +65,7 @@ def test_a_backend_error_fails_verdicts_instead_of_raising():
     class Broken:
         def generate(self, prompts):
             raise RuntimeError("CUDA out of memory")
+
     [s] = judge_responses(Broken(), JudgeConfig().prompts, decode, [JudgeRequest("u", 0, IDS, ROW)], True, 8)
     assert s.outcome == 0.0 and "CUDA out of memory" in s.outcome_failure and len(s.failures) == 2
 
@@ -95,8 +98,14 @@ def test_vllm_backend_gives_the_same_verdicts_as_transformers(judges):
     requests = [JudgeRequest("u", 0, IDS, ROW), JudgeRequest("v", 1, IDS[:5], ROW)]
     out = {}
     for backend, dtype in (("transformers", "float32"), ("vllm", "bfloat16")):
-        cfg = JudgeConfig(backend=backend, model=judges["yes"], max_new_tokens=4, dtype=dtype,
-                          gpu_memory_utilization=0.3, max_model_len=2048)
+        cfg = JudgeConfig(
+            backend=backend,
+            model=judges["yes"],
+            max_new_tokens=4,
+            dtype=dtype,
+            gpu_memory_utilization=0.3,
+            max_model_len=2048,
+        )
         out[backend] = judge_responses(make_backend(cfg, num_gpus=1), cfg.prompts, decode, requests, True, 6)
     assert [(s.outcome, s.scores) for s in out["vllm"]] == [(s.outcome, s.scores) for s in out["transformers"]]
     assert out["vllm"][0].scores == [1.0, 1.0, 1.0]

@@ -123,7 +123,7 @@ time.sleep(1000)
     result = run(sandbox, program, timeout=1.5)
     assert result.killed == "timeout" and result.stdout == b"forked\n"
     assert 1.4 < result.wall_s < 4
-    assert not survivors(result.run_id) 
+    assert not survivors(result.run_id)
 
 
 def test_output_is_capped_and_the_run_cut_off(sandbox):

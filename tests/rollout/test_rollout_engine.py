@@ -1,17 +1,28 @@
 """Continuous batching, host synchronisations and mask shapes of the slot decoder."""
+
 import contextlib
 
 import pytest
 import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
+from test_sampler import assert_same
 
 from helpers import STRATEGIES, params, tiny_model
 from rollout.sampler import generate
-from test_sampler import assert_same
 
-SYNC_METHODS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "nonzero", "cpu", "numpy",
-                "masked_select")
+SYNC_METHODS = (
+    "item",
+    "tolist",
+    "__bool__",
+    "__int__",
+    "__float__",
+    "__index__",
+    "nonzero",
+    "cpu",
+    "numpy",
+    "masked_select",
+)
 
 
 def prompts_varied(n: int) -> list[list[int]]:
@@ -39,7 +50,9 @@ def test_full_attention_continuous_batching_equals_alone(family):
     prompts, seeds = prompts_varied(5), list(range(5))
     for cache in (True, False):
         p = params(strategy="dynamic", max_new_tokens=12, max_batch_rows=2, use_cache=cache)
-        assert_same(generate(model, prompts, p, seeds), [generate(model, [x], p, [s])[0] for x, s in zip(prompts, seeds)])
+        assert_same(
+            generate(model, prompts, p, seeds), [generate(model, [x], p, [s])[0] for x, s in zip(prompts, seeds)]
+        )
 
 
 @contextlib.contextmanager
@@ -56,6 +69,7 @@ def count_host_syncs():
         def counted(*a, **kw):
             calls.append(name)
             return fn(*a, **kw)
+
         setattr(owner, name, counted)
 
     def wrap_index(name):
@@ -67,6 +81,7 @@ def count_host_syncs():
             if any(isinstance(x, torch.Tensor) and x.dtype == torch.bool for x in parts):
                 calls.append(f"{name}[bool]")
             return fn(self, idx, *rest)
+
         setattr(torch.Tensor, name, checked)
 
     for name in SYNC_METHODS:
@@ -106,6 +121,7 @@ def test_no_rows_by_queries_by_keys_mask_is_built():
     def spy(q, k, v, attn_mask=None, **kw):
         masks.append((q.shape[0], q.shape[2], k.shape[2], None if attn_mask is None else tuple(attn_mask.shape)))
         return sdpa(q, k, v, attn_mask=attn_mask, **kw)
+
     F.scaled_dot_product_attention = spy
     try:
         for family in ("tiny", "llada"):
@@ -119,19 +135,25 @@ def test_no_rows_by_queries_by_keys_mask_is_built():
         assert shape[0] == 1 or shape[1:3] == (1, 1), (rows, tq, tk, shape)
 
 
-@pytest.mark.parametrize("update, message", [
-    (dict(max_batch_rows=0), "max_batch_rows"),
-    (dict(cache_tokens=20), "rollout.cache_tokens=20 cannot hold"),
-])
+@pytest.mark.parametrize(
+    "update, message",
+    [
+        (dict(max_batch_rows=0), "max_batch_rows"),
+        (dict(cache_tokens=20), "rollout.cache_tokens=20 cannot hold"),
+    ],
+)
 def test_bad_engine_params_are_named(update, message):
     with pytest.raises(ValidationError, match=message):
         params(**update)
 
 
-@pytest.mark.parametrize("prompt, message", [
-    ([2] * 40, "prompt 0 has 40 tokens, more than the KV cache holds per row \\(rollout.cache_tokens=32\\)"),
-    ([2] * 13, "needs a canvas of 40 columns, more than rollout.cache_tokens=32"),
-])
+@pytest.mark.parametrize(
+    "prompt, message",
+    [
+        ([2] * 40, "prompt 0 has 40 tokens, more than the KV cache holds per row \\(rollout.cache_tokens=32\\)"),
+        ([2] * 13, "needs a canvas of 40 columns, more than rollout.cache_tokens=32"),
+    ],
+)
 def test_prompts_that_do_not_fit_the_cache_are_named(prompt, message):
     with pytest.raises(ValueError, match=message):
         generate(tiny_model(4), [prompt], params(max_new_tokens=24, cache_tokens=32))

@@ -3,9 +3,10 @@ import pytest
 import torch
 
 from helpers import EOS, MASK, STRATEGIES, params, prompts_mixed, tiny_model
-from tests.learner.bruteforce import state_logprobs
 from rollout.params import SamplingParams
 from rollout.sampler import generate
+from tests.learner.bruteforce import state_logprobs
+
 
 def assert_same(a, b):
     assert len(a) == len(b)

@@ -1,4 +1,5 @@
 """The chunked inverse CDF against a float64 cumulative sum over the whole vocabulary."""
+
 import pytest
 import torch
 
@@ -12,7 +13,7 @@ def test_inverse_cdf_equals_a_full_float64_cumsum(vocab):
     logits[:, ::3] = float("-inf")  # zero-probability tokens between the others
     probs = torch.softmax(logits, -1)
     u = torch.rand(64, generator=g, dtype=torch.float64)
-    u[:3] = torch.tensor([0.0, 1 - 2 ** -53, 0.5])
+    u[:3] = torch.tensor([0.0, 1 - 2**-53, 0.5])
     cdf = probs.double().cumsum(-1)
     reference = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).squeeze(1).clamp(max=vocab - 1)
     tokens = inverse_cdf(probs, u)
@@ -36,7 +37,9 @@ def test_candidates_match_log_softmax_of_the_filtered_logits():
         logp = torch.log_softmax(ref.double(), -1)
         if top_p < 1:  # drop tokens once the mass before them reaches top_p
             p_sorted, order = logp.exp().sort(-1, descending=True)
-            drop = torch.zeros_like(p_sorted, dtype=torch.bool).scatter(-1, order, (p_sorted.cumsum(-1) - p_sorted) >= top_p)
+            drop = torch.zeros_like(p_sorted, dtype=torch.bool).scatter(
+                -1, order, (p_sorted.cumsum(-1) - p_sorted) >= top_p
+            )
             logp = torch.log_softmax(ref.double().masked_fill(drop, float("-inf")), -1)
         assert torch.isfinite(logp.gather(1, cand.tokens[:, None])).all() and (cand.tokens != 5).all()
         assert torch.allclose(cand.logprobs.double(), logp.gather(1, cand.tokens[:, None])[:, 0], atol=1e-5)

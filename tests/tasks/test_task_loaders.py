@@ -1,4 +1,5 @@
 """load_rows over every supported format, and its handling of bad rows and bad files."""
+
 import json
 
 import pytest
@@ -6,12 +7,20 @@ import pytest
 from tasks.loaders import RowValidationError, load_rows
 from tasks.readers import DatasetError
 
-MATH = [{"question": "1+1?", "ground_truth_answer": "2", "source": "toy"},
-        {"question": "2*3?", "ground_truth_answer": 6}]
-CODE = [{"question": "add", "test_method": "function", "test_list": ["assert add(1, 2) == 3"],
-         "test_time_limit": 1, "prefix": "def add(a, b):"},
-        {"question": "echo", "test_method": "stdio", "test_input": ["hi\n"], "test_output": ["hi"],
-         "test_time_limit": 2.5}]
+MATH = [
+    {"question": "1+1?", "ground_truth_answer": "2", "source": "toy"},
+    {"question": "2*3?", "ground_truth_answer": 6},
+]
+CODE = [
+    {
+        "question": "add",
+        "test_method": "function",
+        "test_list": ["assert add(1, 2) == 3"],
+        "test_time_limit": 1,
+        "prefix": "def add(a, b):",
+    },
+    {"question": "echo", "test_method": "stdio", "test_input": ["hi\n"], "test_output": ["hi"], "test_time_limit": 2.5},
+]
 
 
 def write_jsonl(path, rows):
@@ -79,14 +88,18 @@ def test_bad_json_line_is_named_with_file_and_line(tmp_path):
 
 
 def test_missing_field_and_wrong_type(tmp_path):
-    path = write_jsonl(tmp_path / "m.jsonl", [MATH[0], {"question": "q"}, {"question": ["q"], "ground_truth_answer": "1"}])
+    path = write_jsonl(
+        tmp_path / "m.jsonl", [MATH[0], {"question": "q"}, {"question": ["q"], "ground_truth_answer": "1"}]
+    )
     with pytest.raises(RowValidationError, match=r"m\.jsonl:2: ground_truth_answer: Field required"):
         load_rows(path, "math")
     with pytest.warns(UserWarning):
         loaded = load_rows(path, "math", on_error="skip")
     assert loaded.rows == [MATH[0]]
     assert [(e.where.line, e.message) for e in loaded.errors] == [
-        (2, "ground_truth_answer: Field required"), (3, "question: Input should be a valid string")]
+        (2, "ground_truth_answer: Field required"),
+        (3, "question: Input should be a valid string"),
+    ]
 
 
 def test_skip_collects_errors_and_warns_once(tmp_path):
@@ -99,12 +112,15 @@ def test_skip_collects_errors_and_warns_once(tmp_path):
     assert [str(e).split(": ")[0] for e in loaded.errors] == [f"{path}[1]", f"{path}[2]"]
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"question": "q", "test_method": "function", "test_time_limit": 1}, "non-empty test_list"),
-    ({"question": "q", "test_method": "stdio", "test_input": ["1"], "test_output": []}, "test_output has 0"),
-    ({"question": "q", "test_method": "sql", "test_list": ["x"]}, "test_method"),
-    ({"question": "q", "test_method": "function", "test_list": ["x"], "test_time_limit": 0}, "test_time_limit"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"question": "q", "test_method": "function", "test_time_limit": 1}, "non-empty test_list"),
+        ({"question": "q", "test_method": "stdio", "test_input": ["1"], "test_output": []}, "test_output has 0"),
+        ({"question": "q", "test_method": "sql", "test_list": ["x"]}, "test_method"),
+        ({"question": "q", "test_method": "function", "test_list": ["x"], "test_time_limit": 0}, "test_time_limit"),
+    ],
+)
 def test_code_row_checks(tmp_path, bad, message):
     with pytest.raises(RowValidationError, match=message):
         load_rows(write_jsonl(tmp_path / "c.jsonl", [CODE[0], bad]), "code")

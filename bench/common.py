@@ -1,5 +1,5 @@
-"""What the bench scripts share: the flags they have in common, the best-of-N timer, and the one
-JSON line each prints.
+"""What the bench scripts share: the flags they have in common, the best-of-N timer, the one JSON
+line each prints, and synthetic decoding traces.
 
 A script run as `python bench/x.py` has bench/ first on sys.path, where learner.py and rewards.py
 would shadow the packages, so each script puts the repository first (one line) before importing
@@ -11,6 +11,10 @@ import json
 import time
 from pathlib import Path
 from typing import Any, Callable
+
+import torch
+
+from rollout.trajectory import Trajectory
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,3 +53,20 @@ def best_of(repeats: int, fn: Callable[[], Any]) -> float:
 def emit(figures: dict[str, Any]) -> None:
     """The bench's one output line: its figures as JSON."""
     print(json.dumps(figures), flush=True)
+
+
+def synthetic(n: int, prompt: int, length: int, block: int, vocab: int, seed: int) -> list[Trajectory]:
+    """Static decoding traces: each block commits one token per step in a random order (K = B)."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        steps, start, step = [], prompt, 0
+        while start < prompt + length:
+            end = min((start // block + 1) * block, prompt + length)
+            steps += (step + 1 + torch.randperm(end - start, generator=g)).tolist()
+            step, start = step + end - start, end
+        out.append(Trajectory(prompt_ids=torch.randint(1, vocab - 2, (prompt,), generator=g).tolist(),
+                              response_ids=torch.randint(1, vocab - 2, (length,), generator=g).tolist(),
+                              step_map=steps, logprobs=[0.0] * length, entropies=[0.0] * length,
+                              block_size=block, finish_reason="length", num_forwards=step))
+    return out

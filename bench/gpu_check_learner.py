@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import emit  # noqa: E402
+from bench.common import emit, synthetic  # noqa: E402
 from learner.algo_config import AlgoConfig  # noqa: E402
 from learner.engine import TrainEngine  # noqa: E402
 from learner.engine_config import EngineConfig  # noqa: E402
@@ -27,31 +27,12 @@ from learner.policy_update import PolicyUpdater  # noqa: E402
 from models.slot_mask import SlotMask  # noqa: E402
 from models.tiny import synthetic_config  # noqa: E402
 from models.transformer import DiffusionLM  # noqa: E402
-from rollout.trajectory import Trajectory  # noqa: E402
 
 # Qwen3-1.7B / SDAR-1.7B shapes (conf/model/sdar_1_7b.yaml points at the real checkpoint).
 SDAR_1_7B = dict(vocab_size=151936, hidden_size=2048, intermediate_size=6144, num_layers=28, num_heads=16,
                  num_kv_heads=8, head_dim=128, tie_word_embeddings=True, rope_theta=1_000_000.0)
 TINY = dict(vocab_size=1000, hidden_size=64, intermediate_size=192, num_layers=2, num_heads=2, num_kv_heads=1,
             head_dim=32)
-
-
-def static_trajectories(n: int, prompt: int, length: int, block: int, vocab: int) -> list[Trajectory]:
-    """Static decoding traces: each block commits one token per step in a random order (K = B rounds)."""
-    g = torch.Generator().manual_seed(0)
-    out = []
-    for _ in range(n):
-        steps, start, step = [], prompt, 0
-        while start < prompt + length:
-            end = min((start // block + 1) * block, prompt + length)
-            steps += (step + 1 + torch.randperm(end - start, generator=g)).tolist()
-            step, start = step + end - start, end
-        lp = (-torch.rand(length, generator=g)).tolist()
-        out.append(Trajectory(prompt_ids=torch.randint(3, vocab - 3, (prompt,), generator=g).tolist(),
-                              response_ids=torch.randint(3, vocab - 3, (length,), generator=g).tolist(),
-                              step_map=steps, logprobs=lp, entropies=[0.0] * length, block_size=block,
-                              finish_reason="length", num_forwards=step))
-    return out
 
 
 def flex_vs_dense(device: str) -> float:
@@ -85,7 +66,7 @@ def learner_figures(device: str, smoke: bool, responses: int = 4, response_len: 
                                              gradient_checkpointing=gradient_checkpointing))
     budget = prompt + (block + 1) * (length + block)  # one response's packed row per micro-batch
     updater = PolicyUpdater(engine, AlgoConfig(name="tracerl", token_budget=budget), cfg)
-    trajs = static_trajectories(responses, prompt, length, block, cfg.vocab_size)
+    trajs = synthetic(responses, prompt, length, block, cfg.vocab_size, seed=0)
     adv = torch.linspace(-1, 1, responses).tolist()
     updater.rl_step(trajs, adv, 0)
     cuda = device.startswith("cuda")

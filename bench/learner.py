@@ -31,7 +31,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.common import bench_parser, emit  # noqa: E402
+from bench.common import bench_parser, emit, synthetic  # noqa: E402
 from learner.algo_config import AlgoConfig  # noqa: E402
 from learner.batching import micro_batches  # noqa: E402
 from learner.engine import TrainEngine  # noqa: E402
@@ -54,23 +54,6 @@ def model_config(vocab: int, hidden: int, layers: int, block: int, positions: in
     return synthetic_config(vocab, hidden_size=hidden, intermediate_size=3 * hidden, num_layers=layers,
                             num_heads=max(hidden // 32, 2), num_kv_heads=max(hidden // 64, 1), head_dim=32,
                             block_size=block, max_position_embeddings=positions)
-
-
-def synthetic(n: int, prompt: int, length: int, block: int, vocab: int, seed: int) -> list[Trajectory]:
-    """Static decoding traces: each block commits one token per step in a random order (K = B)."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(n):
-        steps, start, step = [], prompt, 0
-        while start < prompt + length:
-            end = min((start // block + 1) * block, prompt + length)
-            steps += (step + 1 + torch.randperm(end - start, generator=g)).tolist()
-            step, start = step + end - start, end
-        out.append(Trajectory(prompt_ids=torch.randint(1, vocab - 2, (prompt,), generator=g).tolist(),
-                              response_ids=torch.randint(1, vocab - 2, (length,), generator=g).tolist(),
-                              step_map=steps, logprobs=[0.0] * length, entropies=[0.0] * length,
-                              block_size=block, finish_reason="length", num_forwards=step))
-    return out
 
 
 def ppo_pass(model: DiffusionLM, trajs: list[Trajectory], pack: int | None, budget: int,

@@ -12,9 +12,10 @@ re-tokenised.
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+from .registry import load_function
 
 # A rule scores every prefix of one response at once: fn(prefixes, row) -> one score per prefix.
 ProcessFn = Callable[[list[str], dict], list[float]]
@@ -85,16 +86,9 @@ class ProcessScore:
 
 def get_process_fn(path: str) -> ProcessFn:
     """A rule as "package.module:function" (e.g. tasks.builtin.arith:process_reward)."""
-    module, _, attr = path.partition(":")
-    if not attr:
+    if ":" not in path:
         raise ValueError(f"reward.process={path!r}: use 'judge' or 'package.module:function'")
-    try:
-        fn = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"cannot load process reward {path!r}: {exc}") from exc
-    if not callable(fn):
-        raise ValueError(f"process reward {path!r} is not callable")
-    return fn
+    return load_function(path, "process reward")
 
 
 def rule_scores(fn: ProcessFn, texts: list[str], row: dict) -> tuple[list[float], list[str]]:

@@ -23,19 +23,25 @@ RewardFn = Callable[[str, dict], dict]
 BUILTIN_REWARDS: dict[str, Callable[..., RewardFn]] = {"math": MathReward, "code": CodeReward}
 
 
+def load_function(path: str, what: str) -> Callable[..., Any]:
+    """The function at "package.module:function"; a clear error naming `what` otherwise."""
+    module_name, _, attr = path.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot load {what} {path!r}: {exc}") from exc
+    if not callable(fn):
+        raise ValueError(f"{what} {path!r} is not callable")
+    return fn
+
+
 def get_reward(name: str | RewardFn, **options: Any) -> RewardFn:
     if callable(name):
         fn = name
     elif name in BUILTIN_REWARDS:
         return BUILTIN_REWARDS[name](**options)  # unknown options fail here, not at the first call
     elif ":" in name:
-        module_name, _, attr = name.partition(":")
-        try:
-            fn = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ValueError(f"cannot load reward {name!r}: {exc}") from exc
-        if not callable(fn):
-            raise ValueError(f"reward {name!r} is not callable")
+        fn = load_function(name, "reward")
     else:
         raise ValueError(f"unknown reward {name!r}: use one of {sorted(BUILTIN_REWARDS)} or 'package.module:function'")
     return functools.partial(fn, **options) if options else fn

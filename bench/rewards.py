@@ -11,17 +11,15 @@ p99_math_check_s: per-check latency over the adversarial math inputs (bound: tim
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # this file is rewards.py too: the package must win
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this file is rewards.py too: the package must win
 
+from bench.common import REPO, bench_parser, emit  # noqa: E402
 from rewards import CodeReward, MathReward, score_batch  # noqa: E402
 from rewards.code_reward import shared_sandbox  # noqa: E402
 from tests.rewards.hostile_programs import ADVERSARIAL_MATH, run_battery  # noqa: E402
@@ -73,8 +71,7 @@ def p99(values: list[float]) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
+    ap = bench_parser(__doc__, quick="fewer programs and checks, one repeat")
     ap.add_argument("--concurrency", type=int, default=2 * (os.cpu_count() or 1))
     ap.add_argument("--math-timeout", type=float, default=2.0)
     ap.add_argument("--backend", default="auto", choices=("auto", "bwrap", "unshare"))
@@ -85,8 +82,8 @@ def main() -> None:
     prog_rate, prog_ok = programs_per_s(programs, args.concurrency, args.backend)
     math_rate, math_ok = math_checks_per_s(checks, args.concurrency, math_reward)
     latencies = adversarial_latencies(math_reward, repeats)
-    verdicts, left = run_battery(CodeReward(default_time_limit=1.0, backend=args.backend), ROOT)
-    print(json.dumps({
+    verdicts, left = run_battery(CodeReward(default_time_limit=1.0, backend=args.backend), REPO)
+    emit({
         "programs_per_s": round(prog_rate, 1),
         "programs_correct_frac": prog_ok,
         "sandbox_start_ms": round(sandbox_start_ms(10 if args.quick else 30, args.backend), 1),
@@ -104,7 +101,7 @@ def main() -> None:
         "concurrency": args.concurrency,
         "cpus": os.cpu_count(),
         "quick": args.quick,
-    }))
+    })
 
 
 if __name__ == "__main__":

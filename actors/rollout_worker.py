@@ -12,7 +12,7 @@ from rollout.params import SamplingParams
 from rollout.requests import PromptRecord
 from rollout.rng import row_seed
 from rollout.sampler import generate
-from rollout.trajectory import Trajectory
+from rollout.trajectory_batch import RowMeta, TrajectoryBatch
 
 from .config import ModelSection
 from .weight_sync import (
@@ -83,9 +83,11 @@ class RolloutWorker:
         self.weights_version = version
         return version
 
-    def generate(self, shard: list[PromptRecord], params: SamplingParams) -> list[Trajectory]:
+    @ray.method(num_returns=2)
+    def generate(self, shard: list[PromptRecord], params: SamplingParams) -> tuple[list[RowMeta], TrajectoryBatch]:
         """Decode a shard of the step's queue; the shard itself is the sampler's prompt queue
-        (rows in flight: params.max_batch_rows)."""
+        (rows in flight: params.max_batch_rows). Two return values: the rows' metadata, which the
+        driver fetches, and their trajectories as one batch, which stays in the object store."""
         if self.asleep:
             raise RuntimeError(f"rollout-{self.rank} released its weights for the learner's update and has "
                                "not been synced since (sync_weights wakes it)")
@@ -97,7 +99,8 @@ class RolloutWorker:
         trajs = generate(model, [r.prompt_ids for r in shard], params, seeds)
         for t, r in zip(trajs, shard):
             t.policy_version, t.prompt_uid, t.sample_idx = self.weights_version, r.uid, r.sample_idx
-        return trajs
+        batch = TrajectoryBatch.from_trajectories(trajs)
+        return batch.metas(), batch
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """For tests and debugging: the weights this worker samples with (on CPU)."""

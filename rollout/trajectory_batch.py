@@ -52,8 +52,8 @@ class Ragged:
 
     @classmethod
     def of(cls, rows: Sequence[Sequence], dtype: type) -> Ragged:
-        # np.array (not fromiter): an id that does not fit the dtype raises instead of wrapping.
-        return cls(np.array(list(itertools.chain.from_iterable(rows)), dtype=dtype), _offsets(rows))
+        offsets = _offsets(rows)  # an id that does not fit the dtype raises (OverflowError), never wraps
+        return cls(np.fromiter(itertools.chain.from_iterable(rows), dtype=dtype, count=int(offsets[-1])), offsets)
 
     def row(self, i: int) -> np.ndarray:
         return self.values[self.offsets[i]:self.offsets[i + 1]]

@@ -15,9 +15,13 @@ report rows, tokens and a checksum of the response ids (equal on both paths, or 
   fetches RowMeta.
 
 Each path runs in its own process (fresh driver, fresh Ray): one warm-up step, then `--repeats`
-measured steps. Figures per path: driver wall seconds and driver CPU seconds (process_time, every
-thread of the driver process, Ray's included) per step (fastest), the driver's RSS high-water
-growth over the steps, and the tracemalloc peak of one further step. Ratios: lists ÷ columns.
+measured steps. Figures per path: the seconds the driver process spends (`driver_cpu_s`:
+process_time, every thread of the driver, Ray's included) and the step's wall seconds as the
+driver waits for it (`driver_wall_s`, with its phases), fastest of the repeats; the driver's RSS
+high-water growth over the steps and the tracemalloc peak of one further step. Ratios, lists ÷
+columns: `driver_s_before_over_after` (driver seconds) and `step_wall_before_over_after` (the
+wall also holds the actors' work on the critical path, which both paths share: building and
+reading the payloads, Ray's task round trips).
 
     python bench/driver.py            # 512 responses x 2,048 tokens
     python bench/driver.py --quick    # 64 responses x 256 tokens
@@ -42,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from actors.learner_worker import LearnerWorker  # noqa: E402
 from actors.pools import Pools  # noqa: E402
 from actors.rollout_worker import shard_result  # noqa: E402
+from actors.schedule import StepTimer  # noqa: E402
 from actors.stages import collect, split, submit  # noqa: E402
 from actors.step_data import learner_shards, records_for, to_groups  # noqa: E402
 from bench.common import REPO, bench_parser, emit, synthetic  # noqa: E402
@@ -112,20 +117,52 @@ class StubLearner(LearnerWorker):
         return self.updater.rl_step(trajs, advantages, step)
 
 
-def step_columns(pools: Pools, records: list[PromptRecord], rows: dict, params: SamplingParams) -> list[dict]:
+def step_columns(pools: Pools, records: list[PromptRecord], rows: dict, params: SamplingParams,
+                 timer: StepTimer) -> list[dict]:
     """The driver's data path now (actors/driver.py rollout → advantages → update)."""
-    samples, scores = collect(pools, submit(pools, records, rows, params), 0, CHUNK)
-    order = {(r.uid, r.sample_idx): i for i, r in enumerate(records)}
-    samples.sort(key=lambda m: order[m.key])
-    adv = group_advantages(to_groups(samples, scores), AdvantageConfig())
-    shards = learner_shards(adv, len(pools.learner))
-    return ray.get([a.rl_step.remote(s.samples, s.advantages, s.process_rewards, 0)
-                    for a, s in zip(pools.learner, shards)])
+    with timer("rollout_s"):
+        samples, scores = collect(pools, submit(pools, records, rows, params), 0, CHUNK)
+        order = {(r.uid, r.sample_idx): i for i, r in enumerate(records)}
+        samples.sort(key=lambda m: order[m.key])
+    with timer("advantage_s"):
+        adv = group_advantages(to_groups(samples, scores), AdvantageConfig())
+    with timer("update_s"):
+        shards = learner_shards(adv, len(pools.learner))
+        return ray.get([a.rl_step.remote(s.samples, s.advantages, s.process_rewards, 0)
+                        for a, s in zip(pools.learner, shards)])
 
 
-def step_lists(pools: Pools, records: list[PromptRecord], rows: dict, params: SamplingParams) -> list[dict]:
+def step_lists(pools: Pools, records: list[PromptRecord], rows: dict, params: SamplingParams,
+               timer: StepTimer) -> list[dict]:
     """The driver's data path of commit 29d6d27 (its collect, to_groups and learner_shards on
     Trajectory lists; no faults here, so their handling is left out)."""
+    with timer("rollout_s"):
+        trajs, scores = collect_lists(pools, records, rows, params)
+    with timer("advantage_s"):
+        by_uid: dict[str, list[Trajectory]] = defaultdict(list)
+        for t in trajs:
+            by_uid[t.prompt_uid].append(t)
+        groups = []
+        for uid, ts in by_uid.items():
+            ts.sort(key=lambda t: t.sample_idx)
+            s = [scores[(uid, t.sample_idx)] for t in ts]
+            groups.append(ScoredGroup(uid, ts, [x.reward for x in s], [x.correct for x in s]))
+        adv: AdvantageResult = group_advantages(groups, AdvantageConfig())
+    with timer("update_s"):
+        n = len(pools.learner)
+        ranked = sorted(range(len(adv.samples)), key=lambda i: -(len(adv.samples[i].prompt_ids)
+                                                                  + len(adv.samples[i].response_ids)))
+        shards: list[tuple[list, list]] = [([], []) for _ in range(n)]
+        for j, i in enumerate(ranked):
+            shards[j % n][0].append(adv.samples[i])
+            shards[j % n][1].append(adv.advantages[i])
+        return ray.get([a.rl_step_lists.remote(tr, ad, 0) for a, (tr, ad) in zip(pools.learner, shards)])
+
+
+def collect_lists(pools: Pools, records: list[PromptRecord], rows: dict,
+                  params: SamplingParams) -> tuple[list[Trajectory], dict[tuple[str, int], Score]]:
+    """29d6d27's collect: every shard's trajectories fetched here and sent on to the reward
+    workers; the trajectories in request order (as its driver sorted them) and their scores."""
     queue = split(records, max(len(pools.rollout), -(-len(records) // (2 * params.max_batch_rows))))
     pending: dict[Any, tuple[str, int]] = {}  # ref -> (stage, worker)
     for w, actor in enumerate(pools.rollout):
@@ -149,23 +186,7 @@ def step_lists(pools: Pools, records: list[PromptRecord], rows: dict, params: Sa
             worker += 1
     order = {(r.uid, r.sample_idx): i for i, r in enumerate(records)}
     trajs.sort(key=lambda t: order[(t.prompt_uid, t.sample_idx)])
-    by_uid: dict[str, list[Trajectory]] = defaultdict(list)
-    for t in trajs:
-        by_uid[t.prompt_uid].append(t)
-    groups = []
-    for uid, ts in by_uid.items():
-        ts.sort(key=lambda t: t.sample_idx)
-        s = [scores[(uid, t.sample_idx)] for t in ts]
-        groups.append(ScoredGroup(uid, ts, [x.reward for x in s], [x.correct for x in s]))
-    adv: AdvantageResult = group_advantages(groups, AdvantageConfig())
-    n = len(pools.learner)
-    ranked = sorted(range(len(adv.samples)), key=lambda i: -(len(adv.samples[i].prompt_ids)
-                                                              + len(adv.samples[i].response_ids)))
-    shards: list[tuple[list, list]] = [([], []) for _ in range(n)]
-    for j, i in enumerate(ranked):
-        shards[j % n][0].append(adv.samples[i])
-        shards[j % n][1].append(adv.advantages[i])
-    return ray.get([a.rl_step_lists.remote(tr, ad, 0) for a, (tr, ad) in zip(pools.learner, shards)])
+    return trajs, scores
 
 
 def rss_mb() -> float:
@@ -186,28 +207,32 @@ def measure(path: str, responses: int, tokens: int, prompt: int, group: int, rep
         rows = {u: {} for u in uids}
         params = SamplingParams()
         step = step_lists if path == "lists" else step_columns
-        step(pools, records, rows, params)  # warm-up: the stubs make their trajectories, imports load
-        rss0, wall, cpu = rss_mb(), [], []
+        step(pools, records, rows, params, StepTimer())  # warm-up: the stubs make their trajectories, imports load
+        rss0, wall, cpu, phases = rss_mb(), [], [], []
         for _ in range(repeats):
+            timer = StepTimer()
             w0, c0 = time.perf_counter(), time.process_time()
-            stats = step(pools, records, rows, params)
+            stats = step(pools, records, rows, params, timer)
             wall.append(time.perf_counter() - w0)
             cpu.append(time.process_time() - c0)
+            phases.append(timer.seconds)
         rss_growth = rss_mb() - rss0
         tracemalloc.start()
-        step(pools, records, rows, params)
+        step(pools, records, rows, params, StepTimer())
         peak = tracemalloc.get_traced_memory()[1] / 2**20
         tracemalloc.stop()
         totals = {k: sum(s[k] for s in stats) for k in ("rows", "tokens", "checksum")}
+        fastest = phases[wall.index(min(wall))]
         return {"driver_wall_s": round(min(wall), 4), "driver_cpu_s": round(min(cpu), 4),
-                "driver_wall_s_all": [round(x, 3) for x in wall], "driver_rss_growth_mb": round(rss_growth, 1),
-                "driver_traced_peak_mb": round(peak, 1), **totals}
+                "driver_wall_s_all": [round(x, 3) for x in wall], "driver_cpu_s_all": [round(x, 3) for x in cpu],
+                "wall_phases_s": {k: round(v, 3) for k, v in fastest.items()},
+                "driver_rss_growth_mb": round(rss_growth, 1), "driver_traced_peak_mb": round(peak, 1), **totals}
     finally:
         ray.shutdown()
 
 
 def main() -> None:
-    ap = bench_parser(__doc__, quick="64 responses x 256 tokens", repeats=3)
+    ap = bench_parser(__doc__, quick="64 responses x 256 tokens", repeats=5)
     ap.add_argument("--path", choices=("lists", "columns"), help="measure one path in this process (internal)")
     args = ap.parse_args()
     responses, tokens, prompt, group = (64, 256, 64, 8) if args.quick else (512, 2048, 256, 8)
@@ -225,8 +250,8 @@ def main() -> None:
         raise SystemExit(f"the paths delivered different rows to the learners: {before} vs {after}")
     emit({"responses": responses, "response_tokens": tokens, "prompt_tokens": prompt, "lists": before,
           "columns": after,
-          "driver_s_before_over_after": round(before["driver_wall_s"] / after["driver_wall_s"], 2),
-          "driver_cpu_s_before_over_after": round(before["driver_cpu_s"] / after["driver_cpu_s"], 2),
+          "driver_s_before_over_after": round(before["driver_cpu_s"] / after["driver_cpu_s"], 2),
+          "step_wall_before_over_after": round(before["driver_wall_s"] / after["driver_wall_s"], 2),
           "peak_mb_before": before["driver_traced_peak_mb"], "peak_mb_after": after["driver_traced_peak_mb"],
           "rss_growth_mb_before": before["driver_rss_growth_mb"], "rss_growth_mb_after": after["driver_rss_growth_mb"],
           "load_avg_1m": [round(load_before[0], 2), round(os.getloadavg()[0], 2)]})

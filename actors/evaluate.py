@@ -28,11 +28,12 @@ def decode_eval(run: Run, params: SamplingParams, samples: int = 1, prefix: str 
     their scores."""
     start = time.perf_counter()
     records = records_for(list(run.eval_rows), run.eval_prompts, samples)
-    rows, scores = collect(run.pools, submit(run.pools, records, run.eval_rows, params), run.state.version,
-                           run.cfg.trainer.reward_chunk, progress)
+    decoded, scores = collect(run.pools, submit(run.pools, records, run.eval_rows, params), run.state.version,
+                              run.cfg.trainer.reward_chunk, progress)
     order = {uid: i for i, uid in enumerate(run.eval_rows)}
-    rows.sort(key=lambda m: (order[m.prompt_uid], m.sample_idx))
-    return rollout_metrics(rows, scores, time.perf_counter() - start, run.state.version, prefix=prefix), rows, scores
+    decoded.sort(key=lambda m: (order[m.prompt_uid], m.sample_idx))
+    m = rollout_metrics(decoded, scores, time.perf_counter() - start, run.state.version, prefix=prefix)
+    return m, decoded, scores
 
 
 def write_eval(run: Run) -> dict[str, float]:
@@ -40,7 +41,7 @@ def write_eval(run: Run) -> dict[str, float]:
     figures) and eval_samples.jsonl (every response with its verdict), print the figures."""
     cfg, t = run.cfg, run.cfg.trainer
     params = cfg.eval_params()
-    m, rows, scores = decode_eval(run, params, t.eval_samples, progress=t.progress)
+    m, decoded, scores = decode_eval(run, params, t.eval_samples, progress=t.progress)
     summary = {"model": cfg.model.path, "task": cfg.task.name, "prompts": len(run.eval_rows),
                "samples_per_prompt": t.eval_samples, "strategy": params.strategy,
                "temperature": params.temperature, "threshold": params.threshold,
@@ -48,7 +49,7 @@ def write_eval(run: Run) -> dict[str, float]:
                "tokens_per_forward": m["tokens_per_forward"], "tokens_per_s": m["rollout_tokens_per_s"]}
     (run.run_dir / "eval.json").write_text(json.dumps(summary, indent=2))
     with open(run.run_dir / "eval_samples.jsonl", "w") as f:
-        for tr in fetch(rows):  # the response text is this mode's output
+        for tr in fetch(decoded):  # the response text is this mode's output
             s = scores[(tr.prompt_uid, tr.sample_idx)]
             f.write(json.dumps({"uid": tr.prompt_uid, "sample": tr.sample_idx,
                                 "question": run.eval_rows[tr.prompt_uid].get("question"),

@@ -100,7 +100,8 @@ class Run:
         return {
             "step": s.step,
             "version": s.version,
-            "prompts": s.job_cursor or self.prompts.state_dict(),
+            # The prompt stream's cursor; the key predates Run.prompts (checkpoints keep resuming).
+            "sampler": s.job_cursor or self.prompts.state_dict(),
             "config": self.cfg.model_dump(mode="json", by_alias=True),
         }
 
@@ -110,7 +111,7 @@ class Run:
         s = self.state
         s.step, s.version, s.synced = state["step"], state["version"], -1
         s.job = s.job_cursor = None
-        self.prompts.load_state_dict(state["prompts"])
+        self.prompts.load_state_dict(state["sampler"])
         self.metrics.rewind(s.step)
 
 

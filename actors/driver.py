@@ -1,97 +1,36 @@
 """The single-controller loop: rollout → rewards → advantages → update → weight sync (docs/design.md §8).
 
-The async prefetch (`Prefetch`) and colocation (`Colocated`) are small objects the RL step calls
-at fixed points; `Run.state` holds what the loop changes, `StepTimer` one step's phase seconds."""
+The rollout schedule and the device sharing (actors/schedule.py) are objects the run chose once
+(`Run.schedule`, `Run.devices`) and the RL step calls at fixed points; `Run.state` holds what the
+loop changes, `StepTimer` one step's phase seconds. The driver handles each response's RowMeta
+and scores, never its tokens: learner ranks fetch their rows from the object store."""
 from __future__ import annotations
 
 import logging
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from functools import partial
 
 import ray
 from tqdm import tqdm
 
 from learner.advantages import AdvantageResult, group_advantages
 from rewards.result import Score
-from rollout.trajectory import Trajectory
+from rollout.trajectory_batch import RowMeta
 
 from .config import RunConfig
 from .evaluate import decode_eval, write_eval
+from .payloads import fetch
 from .process_stage import apply_rewards, weigh_outcome
 from .recovery import checkpoint, recover_learners
 from .report import write_report
 from .run import Run, start_run
-from .stages import RolloutJob, collect, submit
+from .schedule import StepTimer, sync
+from .stages import RolloutJob, collect
 from .step_data import check_reward_failures, correct_only, learner_shards, rollout_metrics, to_groups, update_metrics
-from .sync import sync_weights
 
 log = logging.getLogger(__name__)
 Scores = dict[tuple[str, int], Score]  # by (prompt uid, sample index)
-
-
-class StepTimer:
-    """Seconds per phase of one step; a phase timed twice (the sync) adds up."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def __call__(self, key: str) -> Iterator[None]:
-        start = time.perf_counter()
-        yield
-        self.add(key, time.perf_counter() - start)
-
-    def add(self, key: str, seconds: float) -> None:
-        self.seconds[key] = self.seconds.get(key, 0.0) + seconds
-
-
-class Lockstep:
-    """async.max_staleness=0: each step's rollout is sampled by the weights its update starts from;
-    the step ends by syncing the workers to the new version."""
-
-    def take_job(self, run: Run, timer: StepTimer) -> RolloutJob:
-        """This step's rollout: the one already in flight, else submitted now."""
-        if run.state.job is None:
-            sync(run, timer)  # a no-op unless resumed: the previous step ended with a sync
-        return run.state.job or submit(run.pools, *run.next_prompts(), run.cfg.rollout)
-
-    def rollout_done(self, run: Run, timer: StepTimer) -> None:
-        run.state.job = run.state.job_cursor = None
-
-    def sync(self, run: Run, timer: StepTimer) -> None:
-        sync(run, timer)
-
-
-class Prefetch(Lockstep):
-    """async.max_staleness=1: once step k's rollout is in, the workers take version k and sample
-    step k+1 while step k updates; the step ends without a sync."""
-
-    def rollout_done(self, run: Run, timer: StepTimer) -> None:
-        super().rollout_done(run, timer)
-        if run.state.step + 1 < run.cfg.trainer.steps:
-            sync(run, timer)
-            run.state.job = submit(run.pools, *run.next_prompts(), run.cfg.rollout)
-
-    def sync(self, run: Run, timer: StepTimer) -> None:
-        pass
-
-
-class SeparateDevices:
-    """Rollout workers and learners on their own devices: nothing to free before an update."""
-
-    def free_for_update(self, run: Run, timer: StepTimer) -> dict[str, float]:
-        return {}
-
-
-class Colocated(SeparateDevices):
-    """cluster.colocate: each rollout worker shares a learner's device and releases its memory for
-    the update (the sync after the update brings the weights back)."""
-
-    def free_for_update(self, run: Run, timer: StepTimer) -> dict[str, float]:
-        with timer("sleep_s"):
-            return {"rollout_freed_mb": sum(ray.get([w.sleep.remote() for w in run.pools.rollout])) / 2**20}
 
 
 def run_to_end(cfg: RunConfig) -> Run:
@@ -154,63 +93,65 @@ def advance(run: Run, start: float) -> bool:
 
 
 def rl_step(run: Run) -> dict[str, float]:
-    cfg, timer = run.cfg, StepTimer()
-    schedule = Prefetch() if cfg.async_.max_staleness == 1 else Lockstep()
-    devices = Colocated() if cfg.cluster.colocate else SeparateDevices()
-    job, trajs, scores = rollout(run, schedule, timer)
-    scores, m = rewards(run, job, trajs, scores, timer)
-    schedule.rollout_done(run, timer)
-    adv = advantages(run, trajs, scores, timer)
+    timer = StepTimer()
+    job, samples, scores = rollout(run, timer)
+    scores, per_token, m = rewards(run, job, samples, scores, timer)
+    run.schedule.rollout_done(run, timer)
+    adv = advantages(run, samples, scores, per_token, timer)
     m.update({f"dropped_groups/{k}": float(v) for k, v in adv.dropped.items()})
     if adv.skip_reason:
         log.warning("step %d: no update, %s", run.state.step, adv.skip_reason)
         m["skipped"] = 1.0
     else:
-        m |= devices.free_for_update(run, timer)
+        m |= run.devices.free_for_update(run, timer)
         m |= update(run, adv, timer)
-    schedule.sync(run, timer)
+    run.schedule.sync(run, timer)
     return {**m, **timer.seconds, "sync_s": timer.seconds.get("sync_s", 0.0), "version": float(run.state.version)}
 
 
-def rollout(run: Run, schedule: Lockstep, timer: StepTimer) -> tuple[RolloutJob, list[Trajectory], Scores]:
-    """This step's trajectories in request order, with their outcome scores."""
-    job = schedule.take_job(run, timer)
+def rollout(run: Run, timer: StepTimer) -> tuple[RolloutJob, list[RowMeta], Scores]:
+    """This step's rows in request order, with their outcome scores."""
+    job = run.schedule.take_job(run, timer)
     with timer("rollout_s"):  # rewards are scored as shards come back
-        trajs, scores = collect(run.pools, job, run.state.version, run.cfg.trainer.reward_chunk,
-                                run.cfg.trainer.progress)
+        samples, scores = collect(run.pools, job, run.state.version, run.cfg.trainer.reward_chunk,
+                                  run.cfg.trainer.progress)
     # Request order, not arrival order: what follows sums over them, and a replay must sum alike.
     order = {(r.uid, r.sample_idx): i for i, r in enumerate(job.records)}
-    trajs.sort(key=lambda tr: order[(tr.prompt_uid, tr.sample_idx)])
-    return job, trajs, scores
+    samples.sort(key=lambda m: order[m.key])
+    return job, samples, scores
 
 
-def rewards(run: Run, job: RolloutJob, trajs: list[Trajectory], scores: Scores,
-            timer: StepTimer) -> tuple[Scores, dict[str, float]]:
-    """Stop on too many failed rewards, add process rewards (a no-op by default), and the rollout's metrics."""
+def rewards(run: Run, job: RolloutJob, samples: list[RowMeta], scores: Scores,
+            timer: StepTimer) -> tuple[Scores, dict[tuple[str, int], list[float]], dict[str, float]]:
+    """Stop on too many failed rewards, add process rewards (a no-op by default), and the rollout's
+    metrics; also the per-token process rewards for a value model (empty by default)."""
     cfg = run.cfg
     check_reward_failures(scores.values(), cfg.reward.max_failed_fraction, f"step {run.state.step + 1}")
-    scores, judge_m = apply_rewards(cfg, run.pools.judge, run.tokenizer, job.rows, trajs, scores)
-    m = rollout_metrics(trajs, scores, timer.seconds["rollout_s"], run.state.version) | judge_m
+    scores, per_token, judge_m = apply_rewards(cfg, run.pools.judge, run.tokenizer, job.rows,
+                                               partial(fetch, samples), scores)
+    m = rollout_metrics(samples, scores, timer.seconds["rollout_s"], run.state.version) | judge_m
     m["reissued"] = float(sum(job.reissued.values()))
-    return scores, m
+    return scores, per_token, m
 
 
-def advantages(run: Run, trajs: list[Trajectory], scores: Scores, timer: StepTimer) -> AdvantageResult:
+def advantages(run: Run, samples: list[RowMeta], scores: Scores, per_token: dict[tuple[str, int], list[float]],
+               timer: StepTimer) -> AdvantageResult:
     """Group advantages; for an objective supervised on rollouts, the correct ones with weight 1."""
     cfg = run.cfg
     with timer("advantage_s"):
         if cfg.algo.objective.supervised_on == "rollouts":
-            return correct_only(trajs, scores)
-        return weigh_outcome(cfg, group_advantages(to_groups(trajs, scores), cfg.algo.advantage))
+            return correct_only(samples, scores)
+        return weigh_outcome(cfg, group_advantages(to_groups(samples, scores), cfg.algo.advantage), per_token)
 
 
 def update(run: Run, adv: AdvantageResult, timer: StepTimer) -> dict[str, float]:
-    """Every learner rank updates on its shard; rank 0's figures are global."""
+    """Every learner rank fetches its rows and updates on them; rank 0's figures are global."""
     with timer("update_s"):
-        shards = learner_shards(adv.trajectories, adv.advantages, len(run.pools.learner))
-        stats = ray.get([a.rl_step.remote(tr, ad, run.state.step) for a, (tr, ad) in zip(run.pools.learner, shards)])[0]
+        shards = learner_shards(adv, len(run.pools.learner))
+        stats = ray.get([a.rl_step.remote(s.samples, s.advantages, s.process_rewards, run.state.step)
+                         for a, s in zip(run.pools.learner, shards)])[0]
     run.state.version += 1
-    return update_metrics(stats, adv.trajectories, timer.seconds["update_s"])
+    return update_metrics(stats, adv.samples, timer.seconds["update_s"])
 
 
 def sft_step(run: Run, step: int) -> dict[str, float]:
@@ -246,19 +187,12 @@ def warmup(run: Run) -> None:
     log.info("warm start cached at %s", run.warm_dir)
 
 
-def sync(run: Run, timer: StepTimer) -> None:
-    """Bring every rollout worker to the learner's version (no-op when they already hold it)."""
-    if run.state.synced != run.state.version:
-        timer.add("sync_s", sync_weights(run.pools, run.state.version))
-        run.state.synced = run.state.version
-
-
 def evaluate(run: Run) -> dict[str, float]:
     """avg@k on the held-out rows with the eval sampling params (greedy by default)."""
     t = run.cfg.trainer
     sync(run, StepTimer())
-    m, trajs, scores = decode_eval(run, run.cfg.eval_params(), t.eval_samples, "eval/", t.progress)
+    m, samples, scores = decode_eval(run, run.cfg.eval_params(), t.eval_samples, "eval/", t.progress)
     check_reward_failures(scores.values(), run.cfg.reward.max_failed_fraction, f"evaluation at step {run.state.step}")
     run.metrics.log(run.state.step, m)
-    log.info("eval at step %d: accuracy %.3f over %d samples", run.state.step, m["eval/accuracy"], len(trajs))
+    log.info("eval at step %d: accuracy %.3f over %d samples", run.state.step, m["eval/accuracy"], len(samples))
     return m

@@ -11,8 +11,9 @@ from rich.table import Table
 
 from rewards.result import Score
 from rollout.params import SamplingParams
-from rollout.trajectory import Trajectory
+from rollout.trajectory_batch import RowMeta
 
+from .payloads import fetch
 from .run import Run
 from .stages import collect, submit
 from .step_data import records_for, rollout_metrics
@@ -21,16 +22,18 @@ log = logging.getLogger(__name__)
 
 
 def decode_eval(run: Run, params: SamplingParams, samples: int = 1, prefix: str = "",
-                progress: bool = False) -> tuple[dict[str, float], list[Trajectory], dict[tuple[str, int], Score]]:
+                progress: bool = False) -> tuple[dict[str, float], list[RowMeta], dict[tuple[str, int], Score]]:
     """Decode the held-out prompts (`samples` each) with `params` on the rollout pool and score
-    them; metrics, trajectories in eval order, and their scores."""
+    them; metrics, the rows in eval order (their trajectories stay in the object store), and
+    their scores."""
     start = time.perf_counter()
     records = records_for(list(run.eval_rows), run.eval_prompts, samples)
-    trajs, scores = collect(run.pools, submit(run.pools, records, run.eval_rows, params), run.state.version,
-                            run.cfg.trainer.reward_chunk, progress)
+    decoded, scores = collect(run.pools, submit(run.pools, records, run.eval_rows, params), run.state.version,
+                              run.cfg.trainer.reward_chunk, progress)
     order = {uid: i for i, uid in enumerate(run.eval_rows)}
-    trajs.sort(key=lambda t: (order[t.prompt_uid], t.sample_idx))
-    return rollout_metrics(trajs, scores, time.perf_counter() - start, run.state.version, prefix=prefix), trajs, scores
+    decoded.sort(key=lambda m: (order[m.prompt_uid], m.sample_idx))
+    m = rollout_metrics(decoded, scores, time.perf_counter() - start, run.state.version, prefix=prefix)
+    return m, decoded, scores
 
 
 def write_eval(run: Run) -> dict[str, float]:
@@ -38,7 +41,7 @@ def write_eval(run: Run) -> dict[str, float]:
     figures) and eval_samples.jsonl (every response with its verdict), print the figures."""
     cfg, t = run.cfg, run.cfg.trainer
     params = cfg.eval_params()
-    m, trajs, scores = decode_eval(run, params, t.eval_samples, progress=t.progress)
+    m, decoded, scores = decode_eval(run, params, t.eval_samples, progress=t.progress)
     summary = {"model": cfg.model.path, "task": cfg.task.name, "prompts": len(run.eval_rows),
                "samples_per_prompt": t.eval_samples, "strategy": params.strategy,
                "temperature": params.temperature, "threshold": params.threshold,
@@ -46,7 +49,7 @@ def write_eval(run: Run) -> dict[str, float]:
                "tokens_per_forward": m["tokens_per_forward"], "tokens_per_s": m["rollout_tokens_per_s"]}
     (run.run_dir / "eval.json").write_text(json.dumps(summary, indent=2))
     with open(run.run_dir / "eval_samples.jsonl", "w") as f:
-        for tr in trajs:
+        for tr in fetch(decoded):  # the response text is this mode's output
             s = scores[(tr.prompt_uid, tr.sample_idx)]
             f.write(json.dumps({"uid": tr.prompt_uid, "sample": tr.sample_idx,
                                 "question": run.eval_rows[tr.prompt_uid].get("question"),

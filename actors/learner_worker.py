@@ -19,9 +19,10 @@ from learner.value import ValueModel
 from models.checkpoint import load_model
 from models.config import DTYPES
 from models.tokenizer import load_tokenizer
-from rollout.trajectory import Trajectory
+from rollout.trajectory_batch import RowMeta
 
 from .config import RunConfig
+from .payloads import fetch
 from .rollout_worker import device_for_actor
 from .weight_sync import (
     CollectiveGroup,
@@ -88,8 +89,14 @@ class LearnerWorker:
         self.sft_updater = self.updater
 
     # ---- updates (all ranks, collectively, each with its own shard) ---------------------------
-    def rl_step(self, trajectories: list[Trajectory], advantages: list[float], step: int) -> dict[str, float]:
-        """An update on this step's rollouts (RL, or SFT on them for an objective supervised on rollouts)."""
+    def rl_step(self, samples: list[RowMeta], advantages: list[float], process_rewards: list[list[float]] | None,
+                step: int) -> dict[str, float]:
+        """An update on this rank's rows of the step's rollouts (RL, or SFT on them for an objective
+        supervised on rollouts), fetched here from the object store; `process_rewards` (per row,
+        per token) when a process reward feeds the value model."""
+        trajectories = fetch(samples)
+        for t, rewards in zip(trajectories, process_rewards or []):
+            t.process_rewards = rewards
         return self.updater.rl_step(trajectories, advantages, step)
 
     def sft_step(self, pairs: list[tuple[list[int], list[int]]], step: int) -> dict[str, float]:

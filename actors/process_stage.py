@@ -3,14 +3,18 @@
 - reward.outcome=judge: the judge pool's verdict (0-1) replaces each response's rule reward.
 - reward.process (a rule, run here in the driver, or "judge", run on the judge pool): per-chunk
   scores, placed on decoding steps (rewards/process.py). With a value model (algo=tracerl_value)
-  they become each trajectory's per-token `process_rewards` (× process_weight) and the outcome
-  advantage is scaled by outcome_weight; otherwise the response's reward is the weighted sum
-  outcome_weight·r + process_weight·Σ chunk scores.
+  they become per-token process rewards (× process_weight) that go to the learner ranks with the
+  advantages, and the outcome advantage is scaled by outcome_weight; otherwise the response's
+  reward is the weighted sum outcome_weight·r + process_weight·Σ chunk scores.
+
+Only these need the response tokens on the driver: the trajectories are fetched (`trajectories`)
+when a judge or a process reward is configured, never on the default path.
 """
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -82,13 +86,18 @@ def collect_judging(job: JudgeJob) -> dict[Key, ProcessScore]:
 
 
 def apply_rewards(cfg: RunConfig, judges: list[ActorHandle], tokenizer: Any, rows: dict[str, dict],
-                  trajs: list[Trajectory], scores: dict[Key, Score]) -> tuple[dict[Key, Score], dict[str, float]]:
-    """The step's rewards after the outcome judge and the process reward; no-op by default.
-    Returns the scores the advantages are computed from, and metrics."""
+                  trajectories: Callable[[], list[Trajectory]],
+                  scores: dict[Key, Score]) -> tuple[dict[Key, Score], dict[Key, list[float]], dict[str, float]]:
+    """The step's rewards after the outcome judge and the process reward; no-op by default (then
+    `trajectories`, which fetches the step's trajectories, is not called). Returns the scores the
+    advantages are computed from, the per-token process rewards for the value model (empty
+    without), and metrics."""
     r = cfg.reward
     if not (r.uses_judge or r.process):
-        return scores, {}
+        return scores, {}, {}
     start = time.perf_counter()
+    trajs = trajectories()
+    per_token: dict[Key, list[float]] = {}
     requests = [JudgeRequest(t.prompt_uid, t.sample_idx, t.response_ids, rows[t.prompt_uid]) for t in trajs]
     judged: dict[Key, ProcessScore] = {}
     m: dict[str, float] = {}
@@ -116,19 +125,23 @@ def apply_rewards(cfg: RunConfig, judges: list[ActorHandle], tokenizer: Any, row
         m["process/chunks_per_response"] = len(chunks) / max(len(process), 1)
         if cfg.algo.uses_value:  # per-token rewards for the value model's recursions
             for t in trajs:
+                key = (t.prompt_uid, t.sample_idx)
                 placed = process_vector(t.step_map, len(t.prompt_ids), t.block_size, t.canvas_len > 0,
-                                        r.chunk_tokens, process[(t.prompt_uid, t.sample_idx)].scores)
-                t.process_rewards = [r.process_weight * x for x in placed]
+                                        r.chunk_tokens, process[key].scores)
+                per_token[key] = [r.process_weight * x for x in placed]
         else:  # one reward per response: the weighted sum
             scores = {k: replace(s, reward=r.outcome_weight * s.reward + r.process_weight * sum(process[k].scores))
                       for k, s in scores.items()}
     m["judge/failures"] = float(failures)
     m["judge_s"] = time.perf_counter() - start
-    return scores, m
+    return scores, per_token, m
 
 
-def weigh_outcome(cfg: RunConfig, adv: AdvantageResult) -> AdvantageResult:
-    """With per-token process rewards the outcome advantage is the outcome's share: × outcome_weight."""
+def weigh_outcome(cfg: RunConfig, adv: AdvantageResult, per_token: dict[Key, list[float]]) -> AdvantageResult:
+    """With per-token process rewards the outcome advantage is the outcome's share (× outcome_weight)
+    and each kept sample carries its process rewards to the learner."""
+    if per_token:
+        adv.process_rewards = [per_token[(s.prompt_uid, s.sample_idx)] for s in adv.samples]
     if cfg.reward.process and cfg.algo.uses_value and cfg.reward.outcome_weight != 1.0:
         adv.advantages = [a * cfg.reward.outcome_weight for a in adv.advantages]
     return adv

@@ -11,6 +11,7 @@ from rollout.viewer import render_html
 
 from .evaluate import decode_eval
 from .metrics import read_jsonl
+from .payloads import fetch
 from .run import Run
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ def write_report(run: Run, wall_s: float) -> dict[str, float]:
     base = run.cfg.eval_params().model_copy(update={"temperature": 0.0})
     static = base.model_copy(update={"strategy": "static", "steps_per_block": base.block_size})
     dynamic = base.model_copy(update={"strategy": "dynamic"})
-    (s_m, s_trajs, _), (d_m, d_trajs, _) = decode_eval(run, static), decode_eval(run, dynamic)
+    (s_m, s_decoded, _), (d_m, d_decoded, _) = decode_eval(run, static), decode_eval(run, dynamic)
     summary = {
         "acc_before": evals[0]["eval/accuracy"], "acc_after": evals[-1]["eval/accuracy"],
         "wall_s": round(wall_s, 1), "steps": run.state.step, "eval_prompts": len(run.eval_rows),
@@ -35,10 +36,10 @@ def write_report(run: Run, wall_s: float) -> dict[str, float]:
     }
     (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     decode = lambda ids: run.tokenizer.decode(ids)  # noqa: E731
-    sections = {f"static (1 token / pass), accuracy {s_m['accuracy']:.3f}": s_trajs,
-                f"dynamic (τ = {dynamic.threshold}), accuracy {d_m['accuracy']:.3f}": d_trajs}
+    sections = {f"static (1 token / pass), accuracy {s_m['accuracy']:.3f}": fetch(s_decoded[:VIEWER_SAMPLES]),
+                f"dynamic (τ = {dynamic.threshold}), accuracy {d_m['accuracy']:.3f}": fetch(d_decoded[:VIEWER_SAMPLES])}
     page = render_html(f"{run.cfg.task.name} · {run.cfg.algo.name} · step {run.state.step}",
-                       {name: [(t, f"{t.prompt_uid}") for t in trajs[:VIEWER_SAMPLES]]
+                       {name: [(t, f"{t.prompt_uid}") for t in trajs]
                         for name, trajs in sections.items()}, decode)
     (run.run_dir / "trajectories.html").write_text(page)
     table = Table(title=f"held-out {run.cfg.task.name} accuracy ({len(run.eval_rows)} prompts, greedy)")

@@ -6,7 +6,7 @@ from typing import Any
 from models.tokenizer import load_tokenizer
 from rewards import get_reward, score_batch
 from rewards.result import Score
-from rollout.trajectory import Trajectory
+from rollout.trajectory_batch import TrajectoryBatch
 
 
 class RewardWorker:
@@ -16,11 +16,12 @@ class RewardWorker:
         self.tokenizer = load_tokenizer(tokenizer_path)
         self.fn = get_reward(reward)  # "math" | "code" | "pkg.module:function"
 
-    def score(self, trajectories: list[Trajectory], rows: list[dict[str, Any]]) -> list[Score]:
-        """One Score per trajectory, in order; rows[i] is the task row of trajectories[i]."""
+    def score(self, batch: TrajectoryBatch, which: list[int], rows: list[dict[str, Any]]) -> list[Score]:
+        """One Score per row `which[i]` of the batch, in order; rows[i] is its task row."""
         # Ids are decoded once here, never re-tokenized: the learner trains on the ids.
-        texts = [self.tokenizer.decode(t.response_ids, skip_special_tokens=True) for t in trajectories]
+        texts = [self.tokenizer.decode(batch.ragged["response_ids"].row(i).tolist(), skip_special_tokens=True)
+                 for i in which]
         results = score_batch(self.fn, texts, rows, concurrency=self.concurrency, timeout=self.timeout_s)
-        return [Score(t.prompt_uid, t.sample_idx, float(r["reward"]), bool(r["correct"]), r["info"].get("failure"),
+        return [Score(*batch.key(i), float(r["reward"]), bool(r["correct"]), r["info"].get("failure"),
                       str(r["info"].get("error", ""))[:300])
-                for t, r in zip(trajectories, results)]
+                for i, r in zip(which, results)]

@@ -13,6 +13,7 @@ from rollout.requests import PromptRecord
 from rollout.rng import row_seed
 from rollout.sampler import generate
 from rollout.trajectory import Trajectory
+from rollout.trajectory_batch import RowMeta, TrajectoryBatch
 
 from .config import ModelSection
 from .weight_sync import (
@@ -23,6 +24,16 @@ from .weight_sync import (
     SharedMemoryReceiver,
     WeightsHandle,
 )
+
+
+def shard_result(trajs: list[Trajectory], shard: list[PromptRecord],
+                 version: int) -> tuple[list[RowMeta], TrajectoryBatch]:
+    """What `generate` returns for a decoded shard: its rows (stamped with their request and the
+    weights version) as metadata and as one batch."""
+    for t, r in zip(trajs, shard):
+        t.policy_version, t.prompt_uid, t.sample_idx = version, r.uid, r.sample_idx
+    batch = TrajectoryBatch.from_trajectories(trajs)
+    return batch.metas(), batch
 
 
 def device_for_actor() -> torch.device:
@@ -83,9 +94,11 @@ class RolloutWorker:
         self.weights_version = version
         return version
 
-    def generate(self, shard: list[PromptRecord], params: SamplingParams) -> list[Trajectory]:
+    @ray.method(num_returns=2)
+    def generate(self, shard: list[PromptRecord], params: SamplingParams) -> tuple[list[RowMeta], TrajectoryBatch]:
         """Decode a shard of the step's queue; the shard itself is the sampler's prompt queue
-        (rows in flight: params.max_batch_rows)."""
+        (rows in flight: params.max_batch_rows). Two return values: the rows' metadata, which the
+        driver fetches, and their trajectories as one batch, which stays in the object store."""
         if self.asleep:
             raise RuntimeError(f"rollout-{self.rank} released its weights for the learner's update and has "
                                "not been synced since (sync_weights wakes it)")
@@ -94,10 +107,7 @@ class RolloutWorker:
         if params.compile:  # shapes vary with the rows in flight: compile once, dynamic
             self.compiled = self.compiled or torch.compile(self.model, dynamic=True)
             model = self.compiled
-        trajs = generate(model, [r.prompt_ids for r in shard], params, seeds)
-        for t, r in zip(trajs, shard):
-            t.policy_version, t.prompt_uid, t.sample_idx = self.weights_version, r.uid, r.sample_idx
-        return trajs
+        return shard_result(generate(model, [r.prompt_ids for r in shard], params, seeds), shard, self.weights_version)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """For tests and debugging: the weights this worker samples with (on CPU)."""

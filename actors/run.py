@@ -24,6 +24,7 @@ from .checkpoint import load_checkpoint, resolve_resume
 from .config import RunConfig
 from .metrics import MetricsLogger
 from .pools import Pools, create_pools
+from .schedule import Lockstep, SeparateDevices, devices_for, schedule_for
 from .stages import RolloutJob
 from .step_data import records_for
 
@@ -38,7 +39,7 @@ class LoopState:
     version: int = 0  # policy updates applied
     synced: int = 0  # version the rollout workers hold
     job: RolloutJob | None = None  # async: the next step's rollout, already in flight
-    job_cursor: dict[str, Any] | None = None  # sampler state before `job`'s prompts were drawn
+    job_cursor: dict[str, Any] | None = None  # prompt stream state before `job`'s prompts were drawn
     needs_warmup: bool = False  # no cached warm start yet: the learners start in the warm-up phase
     base_path: str = ""  # what the learners are built from: model.path, or the warm start once it exists
     restore_point: Path | None = None  # the last complete checkpoint this run wrote or resumed from
@@ -55,21 +56,23 @@ class Run:
     pools: Pools
     task: Task
     tokenizer: Any
-    sampler: PromptStream | None  # training prompts; None when only evaluating
+    prompts: PromptStream | None  # training prompts; None when only evaluating
     metrics: MetricsLogger
     eval_rows: dict[str, dict[str, Any]]
     eval_prompts: list[list[int]]
     warm_dir: Path | None = None  # where this run's SFT warm start is (or will be) cached
-    sft_sampler: PromptStream | None = None  # rows of supervised steps: mode=sft's or the warm-up's
+    sft_prompts: PromptStream | None = None  # rows of supervised steps: mode=sft's or the warm-up's
+    schedule: Lockstep = field(default_factory=Lockstep)  # Prefetch when async (actors/schedule.py)
+    devices: SeparateDevices = field(default_factory=SeparateDevices)  # Colocated when cluster.colocate
     state: LoopState = field(default_factory=LoopState)
 
     def encode(self, row: dict[str, Any]) -> list[int]:
         return encode_prompt(row, self.tokenizer, self.cfg.task.template or self.task.template, self.task.kind)
 
     def next_prompts(self) -> tuple[list[PromptRecord], dict[str, dict[str, Any]]]:
-        """The next step's (prompt, sample) records and their rows, drawn from the seeded sampler."""
-        self.state.job_cursor = self.sampler.state_dict()
-        batch = self.sampler.next_batch(self.cfg.trainer.prompts_per_step)
+        """The next step's (prompt, sample) records and their rows, drawn from the seeded prompt stream."""
+        self.state.job_cursor = self.prompts.state_dict()
+        batch = self.prompts.next_batch(self.cfg.trainer.prompts_per_step)
         records = records_for(
             [s.uid for s in batch], [self.encode(s.row) for s in batch], self.cfg.trainer.responses_per_prompt
         )
@@ -78,7 +81,7 @@ class Run:
     def next_pairs(self, n: int) -> list[tuple[list[int], list[int]]]:
         """(prompt ids, reference solution ids + EOS) for supervised steps."""
         pairs = []
-        for s in self.sft_sampler.next_batch(n):
+        for s in self.sft_prompts.next_batch(n):
             if not (s.row.get("solution") or s.row.get("ground_truth_answer")):
                 raise ValueError(
                     f"supervised steps need rows with 'solution' or 'ground_truth_answer'; got {sorted(s.row)}"
@@ -97,7 +100,8 @@ class Run:
         return {
             "step": s.step,
             "version": s.version,
-            "sampler": s.job_cursor or self.sampler.state_dict(),
+            # The prompt stream's cursor; the key predates Run.prompts (checkpoints keep resuming).
+            "sampler": s.job_cursor or self.prompts.state_dict(),
             "config": self.cfg.model_dump(mode="json", by_alias=True),
         }
 
@@ -107,7 +111,7 @@ class Run:
         s = self.state
         s.step, s.version, s.synced = state["step"], state["version"], -1
         s.job = s.job_cursor = None
-        self.sampler.load_state_dict(state["sampler"])
+        self.prompts.load_state_dict(state["sampler"])
         self.metrics.rewind(s.step)
 
 
@@ -160,7 +164,7 @@ def start_run(cfg: RunConfig) -> Run:
     train, evals = screen_run_rows(
         cfg, task, path, [] if cfg.mode == "eval" else task.train_rows(cfg.task.train_size, cfg.task.split_seed)
     )
-    sampler = None if cfg.mode == "eval" else PromptStream(train.rows, seed=trainer.seed)
+    prompts = None if cfg.mode == "eval" else PromptStream(train.rows, seed=trainer.seed)
     resume = resolve_resume(run_dir, trainer.resume)
     if resume is None and trainer.resume == "auto":  # a fresh start: earlier metrics of this run_dir are stale
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
@@ -176,21 +180,23 @@ def start_run(cfg: RunConfig) -> Run:
     )
     metrics = MetricsLogger(run_dir, trainer.logger, namespace, cfg.model_dump(mode="json", by_alias=True))
     eval_rows = {f"eval-{i}": row for i, row in enumerate(evals.rows)}
-    sft_sampler = sampler if cfg.mode == "sft" else None
+    sft_prompts = prompts if cfg.mode == "sft" else None
     if needs_warmup:  # the first warmup.train_size training rows (train_rows(n) is a prefix of train_rows(m > n))
-        sft_sampler = PromptStream(sampler.rows[: cfg.warmup.train_size], seed=trainer.seed)
+        sft_prompts = PromptStream(prompts.rows[: cfg.warmup.train_size], seed=trainer.seed)
     run = Run(
         cfg,
         run_dir,
         pools,
         task,
         load_tokenizer(path),
-        sampler,
+        prompts,
         metrics,
         eval_rows,
         evals.prompts,
         warm_dir=warm_dir,
-        sft_sampler=sft_sampler,
+        sft_prompts=sft_prompts,
+        schedule=schedule_for(cfg),
+        devices=devices_for(cfg),
         state=LoopState(needs_warmup=needs_warmup, base_path=path),
     )
     skipped = len(task.skipped_rows) + len(train.skipped) + len(evals.skipped)

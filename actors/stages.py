@@ -3,6 +3,11 @@ workers take one at a time (a worker that finishes early takes the next shard), 
 trajectories are scored by reward workers as soon as it comes back (ray.wait). Inside a worker
 the shard is the sampler's queue: a finished row's slot takes its next prompt (rollout/engine.py).
 
+Trajectories never come to the driver: a rollout task has two return values, its rows' RowMeta
+(fetched here) and their TrajectoryBatch (left in the object store; reward workers and learner
+ranks read it by reference). Both are return values, so the driver owns them and they outlive the
+worker that made them (an object a worker `ray.put` itself is lost with the worker).
+
 Faults: a shard or chunk whose actor died is re-issued (a rollout worker only after Ray restarted
 it and it got the current weights). Every (prompt uid, sample) is accounted exactly once.
 """
@@ -11,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import ray
@@ -21,7 +26,7 @@ from tqdm import tqdm
 from rewards.result import Score
 from rollout.params import SamplingParams
 from rollout.requests import PromptRecord
-from rollout.trajectory import Trajectory
+from rollout.trajectory_batch import RowMeta
 
 from .pools import Pools
 from .sync import resync_restarted, wait_restarted
@@ -36,7 +41,9 @@ class RolloutJob:
     rows: dict[str, dict[str, Any]]
     params: SamplingParams
     queue: deque = field(default_factory=deque)  # shards no worker has taken yet
-    pending: dict[Any, tuple[str, int, Any]] = field(default_factory=dict)  # ref -> (stage, worker, payload)
+    # result ref -> (stage, worker, its items: a rollout shard's PromptRecords or a reward chunk's RowMeta)
+    pending: dict[Any, tuple[str, int, list]] = field(default_factory=dict)
+    batches: dict[Any, Any] = field(default_factory=dict)  # a rollout task's RowMeta ref -> its TrajectoryBatch ref
     reissued: Counter = field(default_factory=Counter)
 
 
@@ -62,66 +69,75 @@ def submit(pools: Pools, records: list[PromptRecord], rows: dict[str, dict[str, 
 
 def _take_shard(pools: Pools, job: RolloutJob, w: int) -> None:
     if job.queue:
-        shard = job.queue.popleft()
-        job.pending[pools.rollout[w].generate.remote(shard, job.params)] = ("rollout", w, shard)
+        _generate(pools, job, w, job.queue.popleft())
+
+
+def _generate(pools: Pools, job: RolloutJob, w: int, shard: list[PromptRecord]) -> None:
+    metas, batch = pools.rollout[w].generate.remote(shard, job.params)
+    job.pending[metas] = ("rollout", w, shard)
+    job.batches[metas] = batch
 
 
 def collect(pools: Pools, job: RolloutJob, version: int, chunk: int,
-            progress: bool = False) -> tuple[list[Trajectory], dict[tuple[str, int], Score]]:
-    """Wait for every shard, scoring as they arrive; returns trajectories and their scores."""
-    trajs: list[Trajectory] = []
+            progress: bool = False) -> tuple[list[RowMeta], dict[tuple[str, int], Score]]:
+    """Wait for every shard, scoring as they arrive; returns every row's RowMeta (its `payload` the
+    reference to its TrajectoryBatch) and their scores."""
+    samples: list[RowMeta] = []
     scores: dict[tuple[str, int], Score] = {}
     bar = tqdm(total=2 * len(job.records), desc="rollout+reward", disable=not progress, leave=False)
     next_reward = 0
     while job.pending:
         [ref], _ = ray.wait(list(job.pending), num_returns=1)
-        stage, w, payload = job.pending.pop(ref)
+        stage, w, items = job.pending.pop(ref)
+        batch = job.batches.pop(ref, None)
         try:
             result = ray.get(ref)
         except RayActorError as err:
             job.reissued[stage] += 1
-            log.warning("%s-%d died (%s); re-issuing its %d items", stage, w, type(err).__name__, len(payload))
+            log.warning("%s-%d died (%s); re-issuing its %d items", stage, w, type(err).__name__, len(items))
             if stage == "rollout":
                 wait_restarted(pools.rollout[w])
                 resync_restarted(pools, w, version)
-                job.pending[pools.rollout[w].generate.remote(payload, job.params)] = ("rollout", w, payload)
+                _generate(pools, job, w, items)
             else:
-                next_reward = _score(pools, job, payload, next_reward)
+                next_reward = _score(pools, job, items, next_reward)
             continue
-        if stage == "rollout" and any(t.policy_version < pools.weights_version for t in result):
+        if stage == "rollout" and any(m.policy_version < pools.weights_version for m in result):
             # Ray restarted the worker while it was idle: it sampled with its initial weights.
             job.reissued[stage] += 1
             log.warning("rollout-%d was restarted since the last sync; re-syncing it and re-issuing its %d items",
-                        w, len(payload))
+                        w, len(items))
             resync_restarted(pools, w, version)
-            job.pending[pools.rollout[w].generate.remote(payload, job.params)] = ("rollout", w, payload)
+            _generate(pools, job, w, items)
             continue
-        bar.update(len(payload))
+        bar.update(len(items))
         if stage == "rollout":
             _take_shard(pools, job, w)
-            trajs += result
+            result = [replace(m, payload=batch) for m in result]
+            samples += result
             for part in (result[i:i + chunk] for i in range(0, len(result), chunk)):
                 next_reward = _score(pools, job, part, next_reward)
         else:
             for s in result:
                 scores[(s.prompt_uid, s.sample_idx)] = s
     bar.close()
-    _account(job.records, trajs, scores)
-    return trajs, scores
+    _account(job.records, samples, scores)
+    return samples, scores
 
 
-def _score(pools: Pools, job: RolloutJob, part: list[Trajectory], worker: int) -> int:
-    """Send a chunk to reward worker `worker` (round robin); returns the next worker index."""
+def _score(pools: Pools, job: RolloutJob, part: list[RowMeta], worker: int) -> int:
+    """Send a chunk (rows of one batch) to reward worker `worker` (round robin); returns the next
+    worker index. The batch goes as a top-level reference: Ray hands the worker the batch itself."""
     w = worker % len(pools.reward)
-    ref = pools.reward[w].score.remote(part, [job.rows[t.prompt_uid] for t in part])
+    ref = pools.reward[w].score.remote(part[0].payload, [m.row for m in part], [job.rows[m.prompt_uid] for m in part])
     job.pending[ref] = ("reward", w, part)
     return w + 1
 
 
-def _account(records: list[PromptRecord], trajs: list[Trajectory], scores: dict[tuple[str, int], Score]) -> None:
+def _account(records: list[PromptRecord], samples: list[RowMeta], scores: dict[tuple[str, int], Score]) -> None:
     """Every requested (uid, sample) came back exactly once and was scored."""
     want = Counter((r.uid, r.sample_idx) for r in records)
-    got = Counter((t.prompt_uid, t.sample_idx) for t in trajs)
+    got = Counter(m.key for m in samples)
     if got != want or set(scores) != set(want):
         lost, extra = want - got, got - want
         raise RuntimeError(f"prompt accounting failed: lost {sorted(lost)[:5]}, duplicated {sorted(extra)[:5]}, "

@@ -11,7 +11,7 @@ import numpy as np
 from learner.advantages import AdvantageResult, ScoredGroup
 from rewards.result import Score
 from rollout.requests import PromptRecord
-from rollout.trajectory import Trajectory
+from rollout.trajectory_batch import RowMeta
 
 log = logging.getLogger(__name__)
 
@@ -25,59 +25,64 @@ class RewardFailureError(RuntimeError):
     """Too many reward verdicts failed: the reward (checker, sandbox, function) is broken."""
 
 
-def to_groups(trajs: list[Trajectory], scores: dict[tuple[str, int], Score]) -> list[ScoredGroup]:
+def to_groups(samples: list[RowMeta], scores: dict[tuple[str, int], Score]) -> list[ScoredGroup]:
     """One ScoredGroup per prompt uid, samples ordered by index, groups in first-seen order.
     Samples without a verdict (Score.failure) are left out: their 0.0 is no judgement."""
-    by_uid: dict[str, list[Trajectory]] = defaultdict(list)
-    for traj in trajs:
-        if scores[(traj.prompt_uid, traj.sample_idx)].failure is None:
-            by_uid[traj.prompt_uid].append(traj)
+    by_uid: dict[str, list[RowMeta]] = defaultdict(list)
+    for m in samples:
+        if scores[m.key].failure is None:
+            by_uid[m.prompt_uid].append(m)
     groups = []
-    for uid, ts in by_uid.items():
-        ts.sort(key=lambda traj: traj.sample_idx)
-        s = [scores[(uid, traj.sample_idx)] for traj in ts]
-        groups.append(ScoredGroup(uid, ts, [x.reward for x in s], [x.correct for x in s]))
+    for uid, ms in by_uid.items():
+        ms.sort(key=lambda m: m.sample_idx)
+        s = [scores[m.key] for m in ms]
+        groups.append(ScoredGroup(uid, ms, [x.reward for x in s], [x.correct for x in s]))
     return groups
 
 
-def correct_only(trajs: list[Trajectory], scores: dict[tuple[str, int], Score]) -> AdvantageResult:
+def correct_only(samples: list[RowMeta], scores: dict[tuple[str, int], Score]) -> AdvantageResult:
     """sft_trace's batch: the correct rollouts, each with weight 1."""
-    kept = [traj for traj in trajs if scores[(traj.prompt_uid, traj.sample_idx)].correct]
-    return AdvantageResult(kept, [1.0] * len(kept), {"no_correct_sample": len({traj.prompt_uid for traj in trajs})
-                                                      - len({traj.prompt_uid for traj in kept})})
+    kept = [m for m in samples if scores[m.key].correct]
+    return AdvantageResult(kept, [1.0] * len(kept), {"no_correct_sample": len({m.prompt_uid for m in samples})
+                                                      - len({m.prompt_uid for m in kept})})
 
 
-def learner_shards(trajs: list[Trajectory], advantages: list[float], n: int) -> list[tuple[list, list]]:
-    """Longest first, round robin: ranks get similar token counts (the updater pads batch counts)."""
-    order = sorted(range(len(trajs)), key=lambda i: -(len(trajs[i].prompt_ids) + len(trajs[i].response_ids)))
-    shards: list[tuple[list, list]] = [([], []) for _ in range(n)]
+def learner_shards(adv: AdvantageResult, n: int) -> list[AdvantageResult]:
+    """Each rank's rows with their advantages (and process rewards), longest first, round robin:
+    ranks get similar token counts (the updater pads batch counts)."""
+    order = sorted(range(len(adv.samples)), key=lambda i: -(adv.samples[i].prompt_len + adv.samples[i].response_len))
+    process = adv.process_rewards
+    shards = [AdvantageResult(process_rewards=None if process is None else []) for _ in range(n)]
     for j, i in enumerate(order):
-        shards[j % n][0].append(trajs[i])
-        shards[j % n][1].append(advantages[i])
+        shard = shards[j % n]
+        shard.samples.append(adv.samples[i])
+        shard.advantages.append(adv.advantages[i])
+        if process is not None:
+            shard.process_rewards.append(process[i])
     return shards
 
 
-def rollout_metrics(trajs: list[Trajectory], scores: dict[tuple[str, int], Score], seconds: float,
+def rollout_metrics(samples: list[RowMeta], scores: dict[tuple[str, int], Score], seconds: float,
                     version: int, prefix: str = "") -> dict[str, float]:
-    lens = np.array([len(traj.response_ids) for traj in trajs], dtype=float)
-    judged = [traj for traj in trajs if scores[(traj.prompt_uid, traj.sample_idx)].failure is None]
+    lens = np.array([m.response_len for m in samples], dtype=float)
+    judged = [m for m in samples if scores[m.key].failure is None]
     # Reward and accuracy are over the samples that got a verdict; failed ones are counted apart.
-    rewards = np.array([scores[(traj.prompt_uid, traj.sample_idx)].reward for traj in judged])
-    correct = np.array([scores[(traj.prompt_uid, traj.sample_idx)].correct for traj in judged], dtype=float)
-    forwards = sum(traj.num_forwards for traj in trajs)
+    rewards = np.array([scores[m.key].reward for m in judged])
+    correct = np.array([scores[m.key].correct for m in judged], dtype=float)
+    forwards = sum(m.num_forwards for m in samples)
     by_prompt: dict[str, bool] = defaultdict(bool)
-    for traj, c in zip(judged, correct):
-        by_prompt[traj.prompt_uid] |= bool(c)
+    for m, c in zip(judged, correct):
+        by_prompt[m.prompt_uid] |= bool(c)
     nan = float("nan")  # every verdict failed: no figure, rather than a made-up 0
     # accuracy is avg@k over the k samples per prompt; pass_at_k: some sample of the prompt is correct.
     out = {"reward_mean": rewards.mean() if judged else nan, "reward_std": rewards.std() if judged else nan,
            "accuracy": correct.mean() if judged else nan,
            "pass_at_k": np.mean(list(by_prompt.values())) if judged else nan,
            "response_len": lens.mean(), "tokens_per_forward": lens.sum() / max(forwards, 1),
-           "rollout_tokens_per_s": lens.sum() / max(seconds, 1e-9), "samples": float(len(trajs)),
-           "prompts": float(len({traj.prompt_uid for traj in trajs})),
-           "staleness": float(np.mean([version - traj.policy_version for traj in trajs])),
-           **failure_metrics(scores[(traj.prompt_uid, traj.sample_idx)] for traj in trajs)}
+           "rollout_tokens_per_s": lens.sum() / max(seconds, 1e-9), "samples": float(len(samples)),
+           "prompts": float(len({m.prompt_uid for m in samples})),
+           "staleness": float(np.mean([version - m.policy_version for m in samples])),
+           **failure_metrics(scores[m.key] for m in samples)}
     return {prefix + k: float(v) for k, v in out.items()}
 
 
@@ -106,7 +111,7 @@ def check_reward_failures(scores: Iterable[Score], max_fraction: float, where: s
     log.warning("%s; left out of training. First error: %s", summary, failed[0].error or failed[0].failure)
 
 
-def update_metrics(stats: dict[str, Any], trajs: list[Trajectory], seconds: float) -> dict[str, float]:
-    tokens = sum(len(traj.response_ids) for traj in trajs)
+def update_metrics(stats: dict[str, Any], samples: list[RowMeta], seconds: float) -> dict[str, float]:
+    tokens = sum(m.response_len for m in samples)
     return {**{f"learner/{k}": float(v) for k, v in stats.items()},
-            "learner_tokens_per_s": tokens / max(seconds, 1e-9), "trained_samples": float(len(trajs))}
+            "learner_tokens_per_s": tokens / max(seconds, 1e-9), "trained_samples": float(len(samples))}

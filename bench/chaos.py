@@ -33,6 +33,7 @@ import ray
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo's packages, not bench/learner.py
 
 from actors import driver  # noqa: E402
+from actors import schedule as step_schedule  # noqa: E402
 from actors.config import PoolSection, RunConfig, compose_config  # noqa: E402
 from actors.metrics import read_jsonl  # noqa: E402
 from actors.run import namespace_for  # noqa: E402
@@ -109,7 +110,8 @@ class Injector:
 
     @contextmanager
     def installed(self) -> Iterator[None]:
-        real = {name: getattr(driver, name) for name in ("advance", "submit", "collect", "learner_shards")}
+        homes = {"advance": driver, "submit": step_schedule, "collect": driver, "learner_shards": driver}
+        real = {name: getattr(module, name) for name, module in homes.items()}
 
         def advance(run: Any, start: float) -> bool:
             self.step = run.state.step + 1
@@ -124,13 +126,13 @@ class Injector:
             return job
 
         def collect(pools: Any, job: Any, *args: Any, **kwargs: Any) -> Any:
-            trajs, scores = real["collect"](pools, job, *args, **kwargs)
+            samples, scores = real["collect"](pools, job, *args, **kwargs)
             want = Counter((r.uid, r.sample_idx) for r in job.records)
-            got = Counter((t.prompt_uid, t.sample_idx) for t in trajs if (t.prompt_uid, t.sample_idx) in scores)
+            got = Counter(m.key for m in samples if m.key in scores)
             self.lost += sum((want - got).values())
             self.duplicated += sum((got - want).values())
             self.reissued += sum(job.reissued.values())
-            return trajs, scores
+            return samples, scores
 
         def learner_shards(*args: Any) -> Any:
             for f in self._due({"learner"}):
@@ -139,12 +141,12 @@ class Injector:
 
         wrappers = dict(advance=advance, submit=submit, collect=collect, learner_shards=learner_shards)
         for name, fn in wrappers.items():
-            setattr(driver, name, fn)
+            setattr(homes[name], name, fn)
         try:
             yield
         finally:
             for name, fn in real.items():
-                setattr(driver, name, fn)
+                setattr(homes[name], name, fn)
             for timer in self.timers:
                 timer.cancel()
 

@@ -2,18 +2,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from rollout.trajectory import Trajectory
+
+class Sample(Protocol):
+    """What advantages need of a response besides its reward: a Trajectory, or the driver's RowMeta."""
+    finish_reason: str
 
 
 @dataclass
 class ScoredGroup:
     """The G responses to one prompt with their rewards."""
     prompt_uid: str
-    trajectories: list[Trajectory]
+    samples: list[Sample]
     rewards: list[float]
     correct: list[bool]
 
@@ -29,14 +33,16 @@ class AdvantageConfig(BaseModel):
 
 @dataclass
 class AdvantageResult:
-    trajectories: list[Trajectory] = field(default_factory=list)
+    samples: list[Any] = field(default_factory=list)  # the kept groups' samples (as given in ScoredGroup)
     advantages: list[float] = field(default_factory=list)
     dropped: dict[str, int] = field(default_factory=dict)  # reason -> groups dropped
+    # Per sample, per token process rewards for the value model (process_stage.py); None: outcome only.
+    process_rewards: list[list[float]] | None = None
 
     @property
     def skip_reason(self) -> str | None:
         """Why an RL step has nothing to train on, or None."""
-        if self.trajectories:
+        if self.samples:
             return None
         return "every group was filtered out (" + ", ".join(f"{k}: {v}" for k, v in self.dropped.items()) + ")"
 
@@ -47,7 +53,7 @@ def group_advantages(groups: list[ScoredGroup], cfg: AdvantageConfig) -> Advanta
     for g in groups:
         rewards = torch.tensor(g.rewards, dtype=torch.float64)
         if cfg.truncated_reward_zero:
-            truncated = torch.tensor([t.finish_reason == "length" for t in g.trajectories])
+            truncated = torch.tensor([t.finish_reason == "length" for t in g.samples])
             rewards = rewards.masked_fill(truncated, 0.0)
         acc = sum(g.correct) / max(len(g.correct), 1)
         if not cfg.acc_low <= acc <= cfg.acc_high:
@@ -58,6 +64,6 @@ def group_advantages(groups: list[ScoredGroup], cfg: AdvantageConfig) -> Advanta
         if cfg.drop_zero_advantage and not adv.any():
             out.dropped["zero_advantage"] = out.dropped.get("zero_advantage", 0) + 1
             continue
-        out.trajectories += g.trajectories
+        out.samples += g.samples
         out.advantages += adv.tolist()
     return out

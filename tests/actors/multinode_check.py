@@ -43,7 +43,7 @@ def main(run_dir: str) -> None:
         rows = {"a": {}, "b": {}}
         trajs, _ = collect(pools, submit(pools, records, rows, cfg.rollout), 0, chunk=4)
         shards = [(trajs[i::2], [1.0, -1.0] * 2) for i in range(2)]
-        ray.get([a.rl_step.remote(tr, ad[:len(tr)], 0) for a, (tr, ad) in zip(pools.learner, shards)])
+        ray.get([a.rl_step.remote(tr, ad[:len(tr)], None, 0) for a, (tr, ad) in zip(pools.learner, shards)])
         seconds = sync_weights(pools, 1)
         learner = ray.get([a.state_dict.remote() for a in pools.learner])[0]
         equal = all(all(torch.equal(v, learner[k]) for k, v in ray.get(w.state_dict.remote()).items())

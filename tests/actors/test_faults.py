@@ -1,6 +1,7 @@
 """Faults: a rollout worker killed mid-step and a reward worker dying mid-chunk are restarted,
 their work re-issued (the rollout worker only after it got the current weights), and every
-(prompt, sample) is accounted exactly once; bench/chaos.py --quick (a worker of every pool and a
+(prompt, sample) is accounted exactly once, and the batches a rollout worker returned outlive it
+(the driver owns them); bench/chaos.py --quick (a worker of every pool and a
 learner rank killed during one run) loses and double-counts nothing and ends as the fault-free run."""
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 import ray
 from ray.exceptions import RayActorError
 
+from actors.payloads import fetch
 from actors.pools import create_pools
 from actors.run import model_path
 from actors.stages import collect, submit
@@ -35,14 +37,18 @@ def test_killed_workers_are_restarted_and_work_reissued(ray_session, tmp_path):
         assert {t.policy_version for t in trajs} == {1}  # the restarted worker got the current weights
         assert ray.get(pools.rollout[0].version.remote()) == 1
         # The restarted pools keep working for the next step.
-        trajs, _ = collect(pools, submit(pools, records, rows, cfg.rollout), version=1, chunk=4)
-        assert len(trajs) == len(records)
+        done, _ = collect(pools, submit(pools, records, rows, cfg.rollout), version=1, chunk=4)
+        assert len(done) == len(records) and len({m.payload for m in done}) == 2  # a batch from each worker
         # A worker restarted while idle holds its initial weights: its shard is re-synced and re-issued.
         ray.kill(pools.rollout[1], no_restart=False)
         deadline = time.monotonic() + 120
         while _version(pools.rollout[1]) != 0:  # the kill lands asynchronously; then Ray restarts it
             assert time.monotonic() < deadline
             time.sleep(0.2)
+        # The batch the dead worker returned is the driver's (a return value): still there to read.
+        fetched = fetch(done)
+        assert [(t.prompt_uid, t.sample_idx, len(t.response_ids)) for t in fetched] == [
+            (m.prompt_uid, m.sample_idx, m.response_len) for m in done]
         job = submit(pools, records, rows, cfg.rollout)
         trajs, _ = collect(pools, job, version=1, chunk=4)
         assert job.reissued["rollout"] == 1 and {t.policy_version for t in trajs} == {1}

@@ -35,7 +35,7 @@ def test_pools_and_weight_sync(ray_session, tmp_path):
             trajs, _ = collect(pools, submit(pools, records, rows, cfg.rollout), version - 1, chunk=4)
             assert {t.policy_version for t in trajs} == {version - 1}
             shards = [(trajs[i::2], [1.0, -1.0][i % 2:] * 2) for i in range(2)]
-            ray.get([a.rl_step.remote(tr, ad[:len(tr)], version) for a, (tr, ad) in zip(pools.learner, shards)])
+            ray.get([a.rl_step.remote(tr, ad[:len(tr)], None, version) for a, (tr, ad) in zip(pools.learner, shards)])
             learner = ray.get([a.state_dict.remote() for a in pools.learner])[0]
             before = ray.get(pools.rollout[0].state_dict.remote())
             assert not _equal(learner, before), "the update should have changed the weights"

@@ -13,6 +13,7 @@ from actors.reward_worker import RewardWorker
 from actors.step_data import RewardFailureError, check_reward_failures, rollout_metrics, to_groups
 from models.tiny import write_tiny_checkpoint
 from rollout.trajectory import Trajectory
+from rollout.trajectory_batch import TrajectoryBatch
 from support import SMALL, compose_config
 
 CASES = [("\\frac{3}{4}", "0.75", True), ("2\\sqrt{2}", "\\sqrt{8}", True), ("x^2+2x+1", "(x+1)^2", True),
@@ -23,6 +24,12 @@ def _trajectory(tokenizer, text: str, uid: str, k: int) -> Trajectory:
     ids = tokenizer.encode(text, add_special_tokens=False)
     return Trajectory([1], ids, [0] * len(ids), [0.0] * len(ids), [0.0] * len(ids), 4, "eos", 1,
                       prompt_uid=uid, sample_idx=k)
+
+
+def _score(worker: RewardWorker, trajs: list[Trajectory], rows: list[dict]) -> dict:
+    """The worker's scores of every trajectory, by (uid, sample), as the driver sends them: a batch."""
+    scores = worker.score(TrajectoryBatch.from_trajectories(trajs), list(range(len(trajs))), rows)
+    return {(s.prompt_uid, s.sample_idx): s for s in scores}
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +44,7 @@ def test_unavailable_checker_is_counted_and_stops_the_run(tiny_path, monkeypatch
     trajs = [_trajectory(worker.tokenizer, f"\\boxed{{{a}}}", f"p{i}", k)
              for i, (a, _, _) in enumerate(CASES) for k in range(2)]
     rows = [{"ground_truth_answer": CASES[int(t.prompt_uid[1:])][1]} for t in trajs]
-    healthy = {(s.prompt_uid, s.sample_idx): s for s in worker.score(trajs, rows)}
+    healthy = _score(worker, trajs, rows)
     assert [s.correct for s in healthy.values()] == [c for _, _, c in CASES for _ in range(2)]
     assert all(s.failure is None for s in healthy.values())
 
@@ -45,17 +52,18 @@ def test_unavailable_checker_is_counted_and_stops_the_run(tiny_path, monkeypatch
     monkeypatch.setattr(sys, "executable", "/nonexistent/python")
     # p0 is checked by the string fast path (no checker needed); the rest need the checker.
     trajs[0] = _trajectory(worker.tokenizer, "\\boxed{0.75}", "p0", 0)
-    scores = {(s.prompt_uid, s.sample_idx): s for s in worker.score(trajs, rows)}
+    scores = _score(worker, trajs, rows)
     failed = [s for s in scores.values() if s.failure]
     assert len(failed) == len(trajs) - 1 and {s.failure for s in failed} == {"checker_unavailable"}
     assert all(s.reward == 0.0 and not s.correct for s in failed) and "nonexistent" in failed[0].error
 
-    m = rollout_metrics(trajs, scores, 1.0, 0)
+    metas = TrajectoryBatch.from_trajectories(trajs).metas()
+    m = rollout_metrics(metas, scores, 1.0, 0)
     assert m["reward_failed"] == len(trajs) - 1 and m["reward_failed/checker_unavailable"] == len(trajs) - 1
     assert m["reward_failed_fraction"] == pytest.approx((len(trajs) - 1) / len(trajs))
     assert m["accuracy"] == 1.0 and m["reward_mean"] == 1.0  # over the one real verdict, not 1/10
-    groups = to_groups(trajs, scores)  # failed samples are never trained on
-    assert [(g.prompt_uid, len(g.trajectories)) for g in groups] == [("p0", 1)]
+    groups = to_groups(metas, scores)  # failed samples are never trained on
+    assert [(g.prompt_uid, len(g.samples)) for g in groups] == [("p0", 1)]
 
     with pytest.raises(RewardFailureError, match=r"step 3: no reward verdict for 9 of 10 samples "
                                                  r"\(checker_unavailable: 9\).*max_failed_fraction=0.5"):
@@ -94,12 +102,13 @@ def test_math_checker_in_sync_threaded_and_async_actors(ray_session):
 def test_nan_rewards_are_counted_not_trained_on(tiny_path):
     worker = RewardWorker(0, tiny_path, "tests.actors.broken_reward:nan")
     trajs = [_trajectory(worker.tokenizer, "\\boxed{1}", f"p{i}", k) for i in range(2) for k in range(3)]
-    scores = {(s.prompt_uid, s.sample_idx): s for s in worker.score(trajs, [{}] * len(trajs))}
+    scores = _score(worker, trajs, [{}] * len(trajs))
     assert {s.failure for s in scores.values()} == {"invalid_reward"} and "nan" in scores[("p0", 0)].error
-    m = rollout_metrics(trajs, scores, 1.0, 0)
+    metas = TrajectoryBatch.from_trajectories(trajs).metas()
+    m = rollout_metrics(metas, scores, 1.0, 0)
     assert m["reward_failed/invalid_reward"] == 6 and m["reward_failed_fraction"] == 1.0
     assert all(m[k] != m[k] for k in ("reward_mean", "accuracy"))  # NaN: no figure, the logger drops it
-    assert to_groups(trajs, scores) == []
+    assert to_groups(metas, scores) == []
 
 
 def test_a_run_whose_reward_never_reaches_a_verdict_stops(ray_session, tmp_path):

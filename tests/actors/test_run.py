@@ -1,11 +1,17 @@
 """End to end on the tiny model: a 2-step TraceRL run (2 rollout, 2 reward, 2 learner ranks on
-DeepSpeed ZeRO-2 over gloo), its metrics, TensorBoard files and checkpoint."""
+DeepSpeed ZeRO-2 over gloo), its metrics, TensorBoard files and checkpoint; its RL steps never
+bring a trajectory to the driver."""
 from __future__ import annotations
 
 import json
+from typing import Any
+
+import ray
 
 from actors import driver
 from actors.metrics import read_jsonl
+from rollout.trajectory import Trajectory
+from rollout.trajectory_batch import RowMeta, TrajectoryBatch
 from support import SMALL, compose_config
 
 DS2 = ["cluster.learner.num_workers=2", "cluster.reward.num_workers=2", "engine.backend=deepspeed",
@@ -17,11 +23,31 @@ def run_to_end(cfg) -> list[dict]:
     return read_jsonl(driver.run_to_end(cfg).run_dir / "metrics.jsonl")
 
 
-def test_two_step_tracerl(ray_session, tmp_path):
+def flatten(obj: Any) -> list[Any]:
+    if isinstance(obj, (list, tuple)):
+        return [x for o in obj for x in flatten(o)]
+    if isinstance(obj, dict):
+        return flatten(list(obj.values()))
+    return [obj]
+
+
+def test_two_step_tracerl(ray_session, tmp_path, monkeypatch):
     cfg = compose_config(SMALL + DS2 + [f"trainer.run_dir={tmp_path}", "trainer.steps=2", "trainer.eval_every=2",
                                         "task.reward=tests.actors.digit_reward:reward",
                                         "trainer.plot=true"])
+    received: list[Any] = []  # everything the driver's ray.get returned during the RL steps
+    real_get, real_step = ray.get, driver.rl_step
+
+    def spied_step(run: Any) -> dict[str, float]:
+        with monkeypatch.context() as m:
+            m.setattr(ray, "get", lambda *a, **k: received.append(real_get(*a, **k)) or received[-1])
+            return real_step(run)
+
+    monkeypatch.setattr(driver, "rl_step", spied_step)
     lines = run_to_end(cfg)
+    got = flatten(received)
+    assert sum(isinstance(x, RowMeta) for x in got) == 2 * 16  # the rows' metadata came, and only it
+    assert not [x for x in got if isinstance(x, (Trajectory, TrajectoryBatch))]
     steps = [r for r in lines if "reward_mean" in r]
     assert [r["step"] for r in steps] == [1, 2]
     for r in steps:

@@ -49,12 +49,12 @@ def test_group_advantages_population_std_and_filters():
     assert out.advantages == pytest.approx([1.0, -1.0, -1.0, 1.0], abs=1e-5)  # std = 0.5 (population)
     flat = ScoredGroup("b", [traj(), traj()], [1.0, 1.0], [True, True])
     out = group_advantages([flat], AdvantageConfig())
-    assert out.trajectories == [] and out.dropped == {"zero_advantage": 1}
+    assert out.samples == [] and out.dropped == {"zero_advantage": 1}
     assert "zero_advantage: 1" in out.skip_reason
     kept = group_advantages([flat], AdvantageConfig(drop_zero_advantage=False))
     assert kept.advantages == [0.0, 0.0]
     band = group_advantages([g, flat], AdvantageConfig(acc_low=0.2, acc_high=0.8))
-    assert band.dropped == {"accuracy_band": 1} and len(band.trajectories) == 4
+    assert band.dropped == {"accuracy_band": 1} and len(band.samples) == 4
 
 
 def test_truncated_responses_can_be_forced_to_zero_reward():

@@ -37,7 +37,6 @@ class RolloutWorker:
         self.load_args: dict[str, Any] = dict(dtype=DTYPES[model.dtype], device=self.device, family=model.family,
                                               overrides=model.overrides())
         self.model = load_model(path, **self.load_args).eval()
-        self.compiled: torch.nn.Module | None = None  # rollout.compile: built on first use
         self.weights_version = 0
         self.asleep = False  # colocated: weights released while the learner updates
         self.receivers: dict[str, Receiver] = {"shared_memory": SharedMemoryReceiver(),
@@ -76,7 +75,6 @@ class RolloutWorker:
         export. Every weight is read here, as a first forward would, so its cost shows where it
         is paid: safetensors maps the file and reads lazily."""
         self.model = load_model(path, **self.load_args).eval()
-        self.compiled = None
         with torch.no_grad():
             for p in self.model.parameters():
                 p.sum()
@@ -90,11 +88,7 @@ class RolloutWorker:
             raise RuntimeError(f"rollout-{self.rank} released its weights for the learner's update and has "
                                "not been synced since (sync_weights wakes it)")
         seeds = [row_seed(params.seed, r.uid, r.sample_idx) for r in shard]
-        model = self.model
-        if params.compile:  # shapes vary with the rows in flight: compile once, dynamic
-            self.compiled = self.compiled or torch.compile(self.model, dynamic=True)
-            model = self.compiled
-        trajs = generate(model, [r.prompt_ids for r in shard], params, seeds)
+        trajs = generate(self.model, [r.prompt_ids for r in shard], params, seeds)  # compiles if params ask
         for t, r in zip(trajs, shard):
             t.policy_version, t.prompt_uid, t.sample_idx = self.weights_version, r.uid, r.sample_idx
         return trajs

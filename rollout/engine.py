@@ -16,9 +16,9 @@ Host synchronisation: a pass reads one small status tensor only when the pass co
 dependent (dynamic, entropy_bounded); the planned strategies read it once per block. Finished rows
 leave the device once per block in one batched asynchronous copy.
 
-Fixed shapes (`rollout.cuda_graphs`, rollout/decode_forward.py): every decode pass runs all slots
-and reads the whole cache width, so its shape is the same all call long (finished slots ride along
-with nothing masked; keys past a row's end are masked as always).
+Fixed shapes (compiled passes: `rollout.compile`, `rollout.cuda_graphs`, rollout/decode_forward.py):
+every decode pass runs all slots and reads the whole cache width, so a call has two decode shapes
+(finished slots ride along with nothing masked; keys past a row's end are masked as always).
 """
 
 from __future__ import annotations

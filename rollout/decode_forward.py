@@ -35,6 +35,18 @@ from models.transformer import DiffusionLM
 from .params import SamplingParams
 
 Body = Callable[..., torch.Tensor]  # (model, input_ids, position_ids, mask, cache) -> hidden [N, T, H]
+
+
+# One function per mode: torch.compile keeps its compiled variants per code object and stops
+# compiling past 8 of them, so the two modes must not share one.
+def _hidden_compiled(model: DiffusionLM, *args: object) -> torch.Tensor:
+    return model.hidden_states(*args)
+
+
+def _hidden_graphs(model: DiffusionLM, *args: object) -> torch.Tensor:
+    return model.hidden_states(*args)
+
+
 _compiled: dict[str, Body] = {}
 
 
@@ -43,15 +55,17 @@ def _compile(mode: str) -> Body:
     inputs): a new model after a weight reload reuses the compiled code while its guards hold."""
     if mode not in _compiled:
         # Automatic dynamic shapes: a size becomes symbolic once it changes (a later call with other
-        # slots or cache width: one recompile). dynamic=True makes every size symbolic, and inductor
-        # then fails on the grouped-query reshape (RecursionError in sympy, torch 2.13).
-        _compiled[mode] = torch.compile(DiffusionLM.hidden_states, mode=mode)
+        # slots or cache width: one recompile per pass kind). dynamic=True makes every size symbolic,
+        # and inductor then fails on the grouped-query reshape (torch 2.13 on CPU: LoweringException /
+        # RecursionError in sympy; the worker's former torch.compile(model, dynamic=True) did too).
+        fn = _hidden_graphs if mode == "reduce-overhead" else _hidden_compiled
+        _compiled[mode] = torch.compile(fn, mode=mode)
     return _compiled[mode]
 
 
 @dataclass(frozen=True)
 class DecodeForward:
-    body: Body = DiffusionLM.hidden_states
+    body: Body = DiffusionLM.hidden_states  # eager
     fixed_shapes: bool = False  # every decode pass over all slots and the whole cache width
     graphs: bool = False        # body replays CUDA graphs: static cache addresses, one step per call
 

@@ -7,7 +7,7 @@ slots ride along, masked) and reads the whole cache width, so a generate() call 
 shapes, the first pass of a block (the finished block is rewritten with the new one: 2B queries per
 row) and the others (B queries). Compiled at the trimmed shapes instead, the rows, key length and
 mask change every block: ~9 compiles for a short decode, past torch's recompile limit (8), after
-which it silently runs eager.
+which that code runs eager (one logged warning).
 
 CUDA graphs use torch.compile's mode="reduce-overhead" (CUDA graph trees): a recorded graph is
 replayed when a call's shapes and static addresses match the recording. The KV cache is
@@ -29,6 +29,7 @@ from typing import Callable
 
 import torch
 
+from models.attention import AttnMask
 from models.kv_cache import KVCache
 from models.transformer import DiffusionLM
 
@@ -74,7 +75,7 @@ class DecodeForward:
             for t in (*cache.keys, *cache.values):
                 torch._dynamo.mark_static_address(t)
 
-    def logits(self, model: DiffusionLM, input_ids: torch.Tensor, position_ids: torch.Tensor, mask: object,
+    def logits(self, model: DiffusionLM, input_ids: torch.Tensor, position_ids: torch.Tensor, mask: AttnMask,
                cache: KVCache | None, at: torch.Tensor) -> torch.Tensor:
         """Logits [M, V] at the M flat (row * T + column) query indices `at`."""
         if self.graphs:  # the previous replay's outputs are dead: its memory may be reused

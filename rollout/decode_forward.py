@@ -78,6 +78,9 @@ class DecodeForward:
     def logits(self, model: DiffusionLM, input_ids: torch.Tensor, position_ids: torch.Tensor, mask: AttnMask,
                cache: KVCache | None, at: torch.Tensor) -> torch.Tensor:
         """Logits [M, V] at the M flat (row * T + column) query indices `at`."""
+        if self.fixed_shapes:  # two query lengths per call: keep each static (no generic recompile)
+            for t in (input_ids, position_ids):
+                torch._dynamo.mark_static(t, 1)
         if self.graphs:  # the previous replay's outputs are dead: its memory may be reused
             torch.compiler.cudagraph_mark_step_begin()
         h = self.body(model, input_ids, position_ids, mask, cache)

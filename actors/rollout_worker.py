@@ -48,7 +48,6 @@ class RolloutWorker:
         self.load_args: dict[str, Any] = dict(dtype=DTYPES[model.dtype], device=self.device, family=model.family,
                                               overrides=model.overrides())
         self.model = load_model(path, **self.load_args).eval()
-        self.compiled: torch.nn.Module | None = None  # rollout.compile: built on first use
         self.weights_version = 0
         self.asleep = False  # colocated: weights released while the learner updates
         self.receivers: dict[str, Receiver] = {"shared_memory": SharedMemoryReceiver(),
@@ -87,7 +86,6 @@ class RolloutWorker:
         export. Every weight is read here, as a first forward would, so its cost shows where it
         is paid: safetensors maps the file and reads lazily."""
         self.model = load_model(path, **self.load_args).eval()
-        self.compiled = None
         with torch.no_grad():
             for p in self.model.parameters():
                 p.sum()
@@ -103,11 +101,8 @@ class RolloutWorker:
             raise RuntimeError(f"rollout-{self.rank} released its weights for the learner's update and has "
                                "not been synced since (sync_weights wakes it)")
         seeds = [row_seed(params.seed, r.uid, r.sample_idx) for r in shard]
-        model = self.model
-        if params.compile:  # shapes vary with the rows in flight: compile once, dynamic
-            self.compiled = self.compiled or torch.compile(self.model, dynamic=True)
-            model = self.compiled
-        return shard_result(generate(model, [r.prompt_ids for r in shard], params, seeds), shard, self.weights_version)
+        trajs = generate(self.model, [r.prompt_ids for r in shard], params, seeds)  # compiles if params ask
+        return shard_result(trajs, shard, self.weights_version)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """For tests and debugging: the weights this worker samples with (on CPU)."""

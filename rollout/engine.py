@@ -15,6 +15,10 @@ A new row's prompt blocks but the last are prefilled once; the last is that firs
 Host synchronisation: a pass reads one small status tensor only when the pass count is data
 dependent (dynamic, entropy_bounded); the planned strategies read it once per block. Finished rows
 leave the device once per block in one batched asynchronous copy.
+
+Fixed shapes (compiled passes: `rollout.compile`, `rollout.cuda_graphs`, rollout/decode_forward.py):
+every decode pass runs all slots and reads the whole cache width, so a call has two decode shapes
+(finished slots ride along with nothing masked; keys past a row's end are masked as always).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import torch
 from models.decode_masks import BlockCausal, KeyEnd
 from models.transformer import DiffusionLM
 
+from .decode_forward import DecodeForward
 from .host_link import HostLink
 from .params import SamplingParams
 from .rng import uniforms
@@ -82,9 +87,12 @@ def slots_that_fit(
 
 
 class SlotDecoder:
-    def __init__(self, model: DiffusionLM, params: SamplingParams, capacity: int, slots: int) -> None:
+    def __init__(self, model: DiffusionLM, params: SamplingParams, capacity: int, slots: int,
+                 forward: DecodeForward | None = None) -> None:
         cfg = model.config
         self.model, self.p, self.cfg = model, params, cfg
+        self.forward = forward or DecodeForward()
+        self.fixed, self.slots = self.forward.fixed_shapes, slots
         self.dev = model.embed_tokens.weight.device
         self.link = HostLink(self.dev)
         self.block_causal = cfg.attention == "block_causal"
@@ -95,6 +103,7 @@ class SlotDecoder:
         width = capacity if self.block_causal else capacity + params.max_new_tokens + self.shift
         self.width = width
         self.cache = model.new_kv_cache(slots, width) if params.use_cache else None
+        self.forward.prepare(self.cache)
         z = dict(device=self.dev)
         self.tokens = torch.full((slots, width), cfg.mask_token_id, dtype=torch.long, **z)
         self.steps = torch.zeros((slots, width), dtype=torch.long, **z)
@@ -159,7 +168,7 @@ class SlotDecoder:
             if self.cache is None:  # uncached reference: everything up to the furthest block
                 width = max(live_c0) + B
                 return torch.arange(width, device=self.dev).expand(hi, -1), BlockCausal(B), 0, -1
-            read = max(live_c0) + B
+            read = self.width if self.fixed else max(live_c0) + B
             if not fused:
                 return c0[:, None] + self.ar, KeyEnd((c0 + B,), B), read, 0
             # [finished block | current block]; a row with no finished block repeats its current one.
@@ -167,11 +176,12 @@ class SlotDecoder:
             prev = torch.where(has_prev, c0 - B, c0)
             cols = torch.cat([prev[:, None] + self.ar, c0[:, None] + self.ar], dim=1)
             return cols, KeyEnd((torch.where(has_prev, c0, c0 + B), c0 + B), B), read, B
-        width = max(r.canvas_end for r in rows if r)
+        width = self.width if self.fixed and self.cache is not None else max(r.canvas_end for r in rows if r)
         mask = KeyEnd((end,), width)
         if self.cache is None or fused:
             return torch.arange(width, device=self.dev).expand(hi, -1), mask, width, -1
-        span = max(r.canvas_end - r.c0 + self.shift for r in rows if r)
+        # The longest span a row can need (a row's canvas ends at most max_new_tokens after its block).
+        span = (self.p.max_new_tokens if self.fixed else max(r.canvas_end - r.c0 for r in rows if r)) + self.shift
         return (c0 - self.shift)[:, None] + torch.arange(span, device=self.dev), mask, width, 0
 
     def _pass(self, hi: int, k: int, masked: torch.Tensor, schedule: torch.Tensor, m: int) -> torch.Tensor:
@@ -186,8 +196,8 @@ class SlotDecoder:
         at = r * tq + (c0[r] + s - self.shift if slot0 < 0 else slot0 + s)
         if self.cache is not None:
             self.cache.decode(cols, read)
-        logits = self.model(
-            self.tokens[:hi].gather(1, cols.clamp(max=self.width - 1)), cols, mask, self.cache, logits_at=at
+        logits = self.forward.logits(
+            self.model, self.tokens[:hi].gather(1, cols.clamp(max=self.width - 1)), cols, mask, self.cache, at
         )
         step_now = self.row_steps[:hi] + 1
         cand = sample_candidates(
@@ -300,7 +310,7 @@ class SlotDecoder:
             live = [s for s, r in enumerate(self.rows) if r is not None]
             if not live:
                 break
-            hi = live[-1] + 1
+            hi = self.slots if self.fixed else live[-1] + 1
             c0 = self.c0[:hi]
             masked = (self.tokens[:hi].gather(1, c0[:, None] + self.ar) == self.cfg.mask_token_id) & self.alive[
                 :hi, None

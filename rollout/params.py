@@ -38,7 +38,11 @@ class SamplingParams(BaseModel):
     # KV-cache columns per slot (prompt + response canvas, whole blocks); null = sized from the
     # longest canvas of the prompts of one generate() call.
     cache_tokens: int | None = Field(None, ge=1)
-    compile: bool = False  # torch.compile the rollout model (GPU workers; first call compiles)
+    # torch.compile the decode passes' transformer body (first call compiles; rollout/decode_forward.py).
+    compile: bool = False
+    # CUDA graphs for the decode passes: compiled with mode="reduce-overhead" at fixed shapes (every
+    # pass runs all slots over the whole cache). Without a CUDA device: eager, with a warning.
+    cuda_graphs: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> "SamplingParams":
@@ -49,4 +53,7 @@ class SamplingParams(BaseModel):
             raise ValueError(f"rollout.cache_tokens={self.cache_tokens} cannot hold a canvas of max_new_tokens="
                              f"{self.max_new_tokens} plus a prompt block (block_size={self.block_size}): "
                              f"set it to at least {self.max_new_tokens + self.block_size} or null")
+        if self.cuda_graphs and not self.use_cache:
+            raise ValueError("rollout.cuda_graphs=true needs rollout.use_cache=true: the uncached reference pass "
+                             "changes shape every block, so there is no fixed-shape pass to record")
         return self

@@ -12,6 +12,7 @@ import torch
 
 from models.transformer import DiffusionLM
 
+from .decode_forward import DecodeForward, decode_forward
 from .engine import SlotDecoder, canvas_of, slots_that_fit
 from .params import SamplingParams
 from .trajectory import Trajectory
@@ -51,14 +52,15 @@ def default_seeds(params: SamplingParams, n: int) -> list[int]:
 
 
 def stream(model: DiffusionLM, prompts: list[list[int]], params: SamplingParams, seeds: list[int],
-           stats: dict | None = None) -> Iterator[tuple[int, Trajectory]]:
+           stats: dict | None = None, forward: DecodeForward | None = None) -> Iterator[tuple[int, Trajectory]]:
     """Decode prompts taken in order from a queue; yields (prompt index, trajectory) as rows finish.
-    `stats`, when given, receives the decode's passes and host synchronisations."""
+    `stats`, when given, receives the decode's passes and host synchronisations. `forward` runs the
+    decode passes (default: what params.compile / params.cuda_graphs ask for)."""
     validate_prompts(model, prompts, params)
     block_causal = model.config.attention == "block_causal"
     capacity = params.cache_tokens or max(canvas_of(len(p), params, block_causal)[1] for p in prompts)
     slots = slots_that_fit(model, params, capacity, min(params.max_batch_rows, len(prompts)))
-    decoder = SlotDecoder(model, params, capacity, slots)
+    decoder = SlotDecoder(model, params, capacity, slots, forward or decode_forward(model, params))
     queue: Iterable[tuple[int, list[int], int]] = ((i, p, s) for i, (p, s) in enumerate(zip(prompts, seeds)))
     yield from decoder.run(iter(queue))
     if stats is not None:
@@ -66,12 +68,13 @@ def stream(model: DiffusionLM, prompts: list[list[int]], params: SamplingParams,
 
 
 def generate(model: DiffusionLM, prompts: list[list[int]], params: SamplingParams,
-             seeds: list[int] | None = None, stats: dict | None = None) -> list[Trajectory]:
+             seeds: list[int] | None = None, stats: dict | None = None,
+             forward: DecodeForward | None = None) -> list[Trajectory]:
     """Sample one response per prompt (in prompt order). `seeds` (one 32-bit int per row) fix each
     row's randomness independently of the batch; default: the row index mixed with params.seed."""
     seeds = seeds if seeds is not None else default_seeds(params, len(prompts))
     out: list[Trajectory | None] = [None] * len(prompts)
     with torch.no_grad():
-        for i, traj in stream(model, prompts, params, seeds, stats):
+        for i, traj in stream(model, prompts, params, seeds, stats, forward):
             out[i] = traj
     return [t for t in out if t is not None]

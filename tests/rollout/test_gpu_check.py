@@ -19,5 +19,9 @@ def test_gpu_check_smoke_prints_its_figures():
         # reading the device once per block (K = 4 passes).
         assert static["tokens_per_forward"] == 1.0 and static["host_syncs_per_pass"] == 0.25
         assert dynamic["host_syncs_per_pass"] <= 1.0 and static["tokens_per_s"] > 0
+    # rollout.cuda_graphs on the last shape; a CPU falls back to the eager pass, so tokens are equal.
+    graphs = out["smoke_b"]["dynamic_cuda_graphs"]
+    assert graphs["graphs"] is False and graphs["tokens_equal_dynamic"] is True and graphs["same_token_share"] == 1.0
+    assert "dynamic_cuda_graphs" not in out["smoke_a"]
     if (REPO / "bench/gpu_check_learner.py").exists():
         assert "learner" in out

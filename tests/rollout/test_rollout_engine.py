@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from test_sampler import assert_same
 
 from helpers import STRATEGIES, params, tiny_model
+from rollout.decode_forward import DecodeForward
 from rollout.sampler import generate
 
 SYNC_METHODS = (
@@ -114,7 +115,8 @@ def test_host_syncs_per_pass(strategy):
         assert stats["host_syncs"] <= stats["passes"]
 
 
-def test_no_rows_by_queries_by_keys_mask_is_built():
+@pytest.mark.parametrize("fixed_shapes", [False, True])
+def test_no_rows_by_queries_by_keys_mask_is_built(fixed_shapes):
     masks = []
     sdpa = F.scaled_dot_product_attention
 
@@ -125,7 +127,8 @@ def test_no_rows_by_queries_by_keys_mask_is_built():
     F.scaled_dot_product_attention = spy
     try:
         for family in ("tiny", "llada"):
-            generate(tiny_model(4, family=family), prompts_varied(5), params(max_new_tokens=12, max_batch_rows=3))
+            generate(tiny_model(4, family=family), prompts_varied(5), params(max_new_tokens=12, max_batch_rows=3),
+                     forward=DecodeForward(fixed_shapes=fixed_shapes))
     finally:
         F.scaled_dot_product_attention = sdpa
     assert masks

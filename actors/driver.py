@@ -49,16 +49,16 @@ def run_to_end(cfg: RunConfig) -> Run:
 
 
 def train(run: Run) -> None:
-    t = run.cfg.trainer
+    trainer = run.cfg.trainer
     start = time.perf_counter()
     if run.state.step == 0:
         if run.state.needs_warmup:
             warmup(run)
-        if t.eval_every:
+        if trainer.eval_every:
             evaluate(run)  # the starting point every later evaluation is compared with
     run.state.start_state = run.driver_state()
-    bar = tqdm(total=t.steps, initial=run.state.step, desc="steps", disable=not t.progress)
-    while run.state.step < t.steps:
+    bar = tqdm(total=trainer.steps, initial=run.state.step, desc="steps", disable=not trainer.progress)
+    while run.state.step < trainer.steps:
         try:
             out_of_time = advance(run, start)
         except Exception as err:  # a dead learner rank: recreate the group, restore, replay from there
@@ -75,19 +75,19 @@ def train(run: Run) -> None:
 
 def advance(run: Run, start: float) -> bool:
     """One training step with its logging, evaluation and checkpoint; True when out of time."""
-    t = run.cfg.trainer
+    trainer = run.cfg.trainer
     m = sft_step(run, run.state.step) if run.cfg.mode == "sft" else rl_step(run)
     run.state.step += 1
     run.metrics.log(run.state.step, m)
-    log.info("step %d/%d %s", run.state.step, t.steps, ", ".join(f"{k} {m[k]:.3f}" for k in sorted(m) if k.endswith(
-        ("reward_mean", "accuracy", "_s", "loss"))))
-    out_of_time = t.max_wall_s is not None and time.perf_counter() - start >= t.max_wall_s
+    shown = [k for k in sorted(m) if k.endswith(("reward_mean", "accuracy", "_s", "loss"))]
+    log.info("step %d/%d %s", run.state.step, trainer.steps, ", ".join(f"{k} {m[k]:.3f}" for k in shown))
+    out_of_time = trainer.max_wall_s is not None and time.perf_counter() - start >= trainer.max_wall_s
     if out_of_time:
-        log.info("trainer.max_wall_s=%s reached after %d steps", t.max_wall_s, run.state.step)
-    last = run.state.step == t.steps or out_of_time
-    if t.eval_every and (run.state.step % t.eval_every == 0 or last):
+        log.info("trainer.max_wall_s=%s reached after %d steps", trainer.max_wall_s, run.state.step)
+    last = run.state.step == trainer.steps or out_of_time
+    if trainer.eval_every and (run.state.step % trainer.eval_every == 0 or last):
         evaluate(run)
-    if last or (t.checkpoint_every and run.state.step % t.checkpoint_every == 0):
+    if last or (trainer.checkpoint_every and run.state.step % trainer.checkpoint_every == 0):
         checkpoint(run)
     return out_of_time
 
@@ -189,9 +189,9 @@ def warmup(run: Run) -> None:
 
 def evaluate(run: Run) -> dict[str, float]:
     """avg@k on the held-out rows with the eval sampling params (greedy by default)."""
-    t = run.cfg.trainer
+    trainer = run.cfg.trainer
     sync(run, StepTimer())
-    m, samples, scores = decode_eval(run, run.cfg.eval_params(), t.eval_samples, "eval/", t.progress)
+    m, samples, scores = decode_eval(run, run.cfg.eval_params(), trainer.eval_samples, "eval/", trainer.progress)
     check_reward_failures(scores.values(), run.cfg.reward.max_failed_fraction, f"evaluation at step {run.state.step}")
     run.metrics.log(run.state.step, m)
     log.info("eval at step %d: accuracy %.3f over %d samples", run.state.step, m["eval/accuracy"], len(samples))

@@ -39,11 +39,11 @@ def decode_eval(run: Run, params: SamplingParams, samples: int = 1, prefix: str 
 def write_eval(run: Run) -> dict[str, float]:
     """mode=eval: decode the held-out split with the eval sampling params, write eval.json (the
     figures) and eval_samples.jsonl (every response with its verdict), print the figures."""
-    cfg, t = run.cfg, run.cfg.trainer
+    cfg, trainer = run.cfg, run.cfg.trainer
     params = cfg.eval_params()
-    m, decoded, scores = decode_eval(run, params, t.eval_samples, progress=t.progress)
+    m, decoded, scores = decode_eval(run, params, trainer.eval_samples, progress=trainer.progress)
     summary = {"model": cfg.model.path, "task": cfg.task.name, "prompts": len(run.eval_rows),
-               "samples_per_prompt": t.eval_samples, "strategy": params.strategy,
+               "samples_per_prompt": trainer.eval_samples, "strategy": params.strategy,
                "temperature": params.temperature, "threshold": params.threshold,
                "accuracy": m["accuracy"], "pass_at_k": m["pass_at_k"], "response_len": m["response_len"],
                "tokens_per_forward": m["tokens_per_forward"], "tokens_per_s": m["rollout_tokens_per_s"]}
@@ -56,7 +56,7 @@ def write_eval(run: Run) -> dict[str, float]:
                                 "response": run.tokenizer.decode(tr.response_ids), "reward": s.reward,
                                 "correct": s.correct}) + "\n")
     run.metrics.log(0, {f"eval/{k}": v for k, v in m.items()})
-    k = t.eval_samples
+    k = trainer.eval_samples
     table = Table(title=f"{cfg.task.name}: {len(run.eval_rows)} held-out prompts × {k}, {params.strategy} decoding")
     table.add_column("metric")
     table.add_column("value")

@@ -28,8 +28,8 @@ class LearnerGroupLost(RuntimeError):
 
 def checkpoint(run: Run) -> Path:
     """Save a checkpoint and make it the point a recovery restores."""
-    t = run.cfg.trainer
-    run.state.restore_point = save_checkpoint(run.pools, run.run_dir, run.state.step, run.driver_state(), t.keep_last)
+    run.state.restore_point = save_checkpoint(run.pools, run.run_dir, run.state.step, run.driver_state(),
+                                              run.cfg.trainer.keep_last)
     return run.state.restore_point
 
 

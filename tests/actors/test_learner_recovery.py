@@ -29,15 +29,15 @@ def _run(overrides: list[str], faults: list[Fault] = ()):
 
 
 def test_learner_rank_killed_mid_step_is_replaced_and_the_run_replays(ray_session, tmp_path):
-    common = DS2 + ["trainer.steps=6", "trainer.checkpoint_every=2"]
+    common = DS2 + ["trainer.steps=4", "trainer.checkpoint_every=2"]
     _, full_lines, _ = _run(common + [f"trainer.run_dir={tmp_path / 'full'}"])
     # learner-1 dies while step 3's update is in flight: restored from step 2's checkpoint.
     run, lines, injector = _run(common + [f"trainer.run_dir={tmp_path / 'faulty'}"], [Fault(3, "learner", 1, 0.1)])
     assert injector.fired and run.state.learner_restarts == 1
-    assert [r["step"] for r in lines if "reward_mean" in r] == [1, 2, 3, 4, 5, 6]  # each step logged once
+    assert [r["step"] for r in lines if "reward_mean" in r] == [1, 2, 3, 4]  # each step logged once
     full = comparable(full_lines)
     assert differences(comparable(lines), full) == []  # every figure of every step but timings
-    assert full[3]["reward_mean"] != full[1]["reward_mean"]  # the run really moved
+    assert full[4]["reward_mean"] != full[1]["reward_mean"]  # the run really moved
 
 
 def test_learner_restarts_are_bounded_and_replays_overwrite_logged_steps(ray_session, tmp_path):

@@ -20,6 +20,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Iterator
 
+import numpy as np
 import torch
 
 from rollout.trajectory import Trajectory
@@ -129,89 +130,150 @@ def block_step_groups(seq: Sequence, block_size: int, shrink: int) -> dict[int, 
             for b in range(P // B, (P + L - 1) // B + 1)}
 
 
-def state_copies(seqs: list[Sequence], block_size: int, shrink: int, weights: list[torch.Tensor], packed: bool,
-                 trained: list[torch.Tensor] | None = None) -> list[tuple[Copies, list[int]]]:
-    """For every sequence at once (ops over all their slots, no per-token Python): the noisy copies
-    of its rounds, round after round, and each round's slot count. In round r every block with an
-    r-th shrunk step group gets a copy: the block as it was just before the group's first step,
-    training the group's tokens with `weights` [L]. `trained` [L] bool restricts the groups to
-    those slots' steps (AGRPO's drawn steps)."""
-    n, B = len(seqs), block_size
-    N = torch.tensor([s.ids.shape[0] for s in seqs])
-    P = torch.tensor([s.prompt_len for s in seqs])
-    L = torch.tensor([s.response_len for s in seqs])
-    if n == 0 or int(L.sum()) == 0:
-        return [(_no_copies(), []) for _ in seqs]
-    start = torch.cumsum(N, 0) - N
-    steps = torch.cat([s.steps for s in seqs])
-    traj = torch.repeat_interleave(torch.arange(n), L)
-    local = torch.arange(int(L.sum())) - _at(torch.cumsum(L, 0) - L - P, traj)
-    at = _at(start, traj) + local  # response slots in the concatenated sequences
-    keep = None if trained is None else torch.cat(trained).nonzero().squeeze(1)
+@dataclass
+class Canvases:
+    """Sequences end to end as `Sequence.of` lays them out, each padded to whole blocks so that a
+    `[n_blocks, B]` view makes every block a row. Prompt slots get step -1 (always shown)."""
+    ids: torch.Tensor    # [S] long
+    steps: torch.Tensor  # [S] long
+    start: torch.Tensor  # [n] first slot of each sequence
+    P: torch.Tensor      # [n] prompt length
+    L: torch.Tensor      # [n] response length
+    N: torch.Tensor      # [n] unpadded sequence length
 
-    def kept(x: torch.Tensor) -> torch.Tensor:
-        return x if keep is None else _at(x, keep)
+    @classmethod
+    def of(cls, trajs: list[Trajectory], block_size: int, mask_id: int) -> "Canvases":
+        P = [len(t.prompt_ids) for t in trajs]
+        N = [p + max(t.canvas_len, len(t.response_ids) + len(t.tail_ids)) for p, t in zip(P, trajs)]
+        M = [-(n // -block_size) * block_size for n in N]
+        fill = [m - p - len(t.response_ids) - len(t.tail_ids) for m, p, t in zip(M, P, trajs)]  # canvas + block pad
+        never = [max(t.step_map, default=0) + 1 for t in trajs]  # slots the sampler never reached stay masked
+        chain, rep = itertools.chain.from_iterable, itertools.repeat
+        # np.fromiter reads the Python lists ~8x faster than torch.tensor does.
+        ids = np.fromiter(chain(x for t, f in zip(trajs, fill)
+                                for x in (t.prompt_ids, t.response_ids, t.tail_ids, rep(mask_id, f))), np.int64, sum(M))
+        steps = np.fromiter(chain(x for t, p, f, v in zip(trajs, P, fill, never)
+                                  for x in (rep(-1, p), t.step_map, t.tail_steps, rep(v, f))), np.int64, sum(M))
+        m = torch.tensor(M)
+        return cls(torch.from_numpy(ids), torch.from_numpy(steps), torch.cumsum(m, 0) - m, torch.tensor(P),
+                   torch.tensor([len(t.response_ids) for t in trajs]), torch.tensor(N))
 
-    NB, S = int(N.max()) // B + 1, int(steps.max()) + 2
-    # Shrunk groups: distinct steps of each (sequence, block) in order, merged `shrink` at a time.
-    uniq, inv = torch.unique((kept(traj) * NB + kept(local) // B) * S + _at(steps, kept(at)), return_inverse=True)
-    _, per_block = torch.unique_consecutive(uniq // S, return_counts=True)  # uniq is sorted
-    first_of_block = torch.repeat_interleave(torch.cumsum(per_block, 0) - per_block, per_block)
-    group = (torch.arange(uniq.shape[0]) - first_of_block) // shrink
-    rounds = _at(group, inv)  # per kept response slot
-    firsts = _at(_at(uniq, first_of_block + group * shrink) % S, inv)
-    # One copy per (sequence, round, block), ordered that way.
-    R = int(rounds.max()) + 1
-    pair, pinv = torch.unique((kept(traj) * R + rounds) * NB + kept(local) // B, return_inverse=True)
-    pt, pr, pb = pair // (R * NB), pair // NB % R, pair % NB
-    first = torch.zeros_like(pair).index_copy_(0, pinv, firsts)
-    # Every slot of every copy (a last block may be cut short by the sequence's end).
-    sel = (pb[:, None] * B + torch.arange(B)[None] < _at(N, pt)[:, None]).view(-1).nonzero().squeeze(1)
-    c = sel // B
-    tc, rc = _at(pt, c), _at(pr, c)
-    pos = _at(pb, c) * B + sel % B
-    g = _at(start, tc) + pos
-    round_at = torch.full_like(steps, -1).index_copy_(0, kept(at), rounds)
-    w_at = torch.full(steps.shape, float("nan")).index_copy_(0, kept(at), kept(torch.cat(weights).float()))
-    flat = Copies(pos, rc + 1 if packed else torch.ones_like(c),
-                  (pos < _at(P, tc)) | (_at(steps, g) < _at(first, c)),
-                  torch.where(_at(round_at, g) == rc, _at(w_at, g), float("nan")))
-    sizes = torch.zeros(n * R, dtype=torch.long).index_add_(0, tc * R + rc, torch.ones_like(c)).view(n, R)
-    out, offset = [], 0
-    for sz in sizes.tolist():
-        sz = [k for k in sz if k]  # a sequence's rounds are 0..K-1: no gaps
-        out.append((flat.select(slice(offset, offset + sum(sz))), sz))
-        offset += sum(sz)
+
+def round_rows(trajs: list[Trajectory], indices: list[int], block_size: int, shrink: int, mask_id: int,
+               pack_budget: int | None, weights: list[torch.Tensor] | None = None,
+               trained: list[torch.Tensor] | None = None) -> list[Row]:
+    """`[clean | noisy copies]` rows of rounds for trajectories of one block size, with a few ops over
+    all their blocks at once. In round r every block with an r-th shrunk step group gets a copy: the
+    block as it was just before the group's first step, training the group's tokens (factor
+    `weights` [L], default 1). `trained` [L] bool restricts the groups to those slots' steps
+    (AGRPO's drawn steps). Rows: one per round (pack_budget None), or consecutive rounds after one
+    clean copy (copy id r + 1) while the row stays within pack_budget slots (a round alone may
+    exceed it; batching then names it)."""
+    B, n = block_size, len(trajs)
+    cv = Canvases.of(trajs, B, mask_id)
+    S = cv.ids.shape[0]
+    if n == 0 or int(cv.L.sum()) == 0:
+        return []
+    # Response slots: +1 at each response's start, -1 after its end, summed.
+    edge = torch.zeros(S + 1, dtype=torch.int32)
+    edge.index_add_(0, cv.start + cv.P, torch.ones(n, dtype=torch.int32))
+    edge.index_add_(0, cv.start + cv.P + cv.L, torch.full((n,), -1, dtype=torch.int32))
+    resp = edge.cumsum(0, dtype=torch.int32)[:S].bool()
+    if trained is not None or weights is not None:
+        at = resp.nonzero().squeeze(1)
+    if trained is not None:
+        resp.index_copy_(0, at, torch.cat(trained))
+    # Shrunk groups per block: sort each block's steps (non-trained slots last), rank the distinct ones.
+    big = torch.iinfo(torch.int64).max
+    key, order = torch.where(resp, cv.steps, big).view(-1, B).sort(dim=1)
+    new = torch.ones_like(key, dtype=torch.bool)
+    torch.ne(key[:, 1:], key[:, :-1], out=new[:, 1:])
+    rank = new.cumsum(1)
+    rank -= 1
+    real = key != big
+    group = torch.where(real, rank // shrink, -1)
+    round_of = torch.empty_like(group).scatter_(1, order, group)  # per slot: its round, -1 if not trained
+    G = -(-B // shrink)
+    # The first step of every (block, group); column G collects the rest.
+    col = torch.where(new & real & (rank % shrink == 0), group, G)
+    firsts = torch.full((key.shape[0], G + 1), big).scatter_(1, col, key)[:, :G].contiguous()
+    # One copy per (sequence, round, block), in that order.
+    nb = (cv.N - 1) // B + 1
+    bmax, bstart = int(nb.max()), cv.start // B
+    owner = torch.repeat_interleave(torch.arange(n), nb)
+    has = torch.zeros(n * bmax, G, dtype=torch.bool).index_copy_(
+        0, owner * bmax + torch.arange(key.shape[0]) - _at(bstart, owner), firsts != big)
+    c = has.view(n, bmax, G).transpose(1, 2).contiguous().view(-1).nonzero().squeeze(1)
+    ct, cr, cb = c // (G * bmax), c // bmax % G, c % bmax
+    gb = _at(bstart, ct) + cb  # the copy's block in the canvases
+    clen = (_at(cv.N, ct) - cb * B).clamp_(max=B)  # a last block may be cut short by the sequence's end
+    per_round = torch.zeros(n * G + 1, dtype=torch.long)
+    per_round[1:].index_add_(0, ct * G + cr, clen)
+    slot_end = per_round.cumsum(0)  # noisy slots before (sequence, round)
+    clean = ((cv.P + cv.L - 1) // B) * B  # nothing reads the clean copy of the last response block
+    spans = _pack(per_round[1:].view(n, G).tolist(), clean.tolist(), pack_budget)
+    # Every slot of every copy, [copies, B], compacted to the copies' lengths.
+    tok = _at(cv.ids.view(-1, B), gb)
+    visible = _at(cv.steps.view(-1, B), gb) < _at(firsts.view(-1), gb * G + cr)[:, None]
+    trains = _at(round_of, gb) == cr[:, None]
+    pos = (cb * B)[:, None] + torch.arange(B)
+    copy_id = (cr + 1 if pack_budget is not None else torch.ones_like(cr))[:, None].expand(-1, B)
+    flat = {"ids": torch.where(visible, tok, mask_id), "pos": pos, "copy": copy_id, "block": cb[:, None].expand(-1, B)}
+    full = bool((clen == B).all())
+    keep = None if full else (torch.arange(B) < clen[:, None]).view(-1).nonzero().squeeze(1)
+    flat = {k: v.reshape(-1) if full else _at(v.reshape(-1), keep) for k, v in flat.items()}
+    # Trained tokens: row slot = clean length + offset among the row's noisy slots.
+    ends = slot_end.tolist()
+    row_start = [ends[t * G + a] for t, a, _ in spans]
+    row_end = [ends[t * G + e] for t, _, e in spans]
+    row_of_round = [0] * (n * G)
+    for k, (t, a, e) in enumerate(spans):
+        row_of_round[t * G + a:t * G + e] = [k] * (e - a)
+    copy_row_ = _at(torch.tensor(row_of_round), ct * G + cr)
+    copy_start = torch.cumsum(clen, 0) - clen
+    voff = _at(torch.tensor([int(clean[t]) - s for (t, _, _), s in zip(spans, row_start)]), copy_row_) + copy_start
+    hit = trains.view(-1).nonzero().squeeze(1)
+    hc, hk = hit // B, hit % B
+    g = _at(gb * B, hc) + hk  # canvas slot of each trained token
+    slots = _at(voff, hc) + hk
+    w = torch.ones(hit.shape[0]) if weights is None else _at(
+        torch.zeros(S).index_copy_(0, at, torch.cat(weights).float()), g)
+    per_row = torch.bincount(_at(copy_row_, hc), minlength=len(spans)).tolist()
+    parts = {"value_slots": slots, "targets": _at(cv.ids, g),
+             "token_index": g - _at(_at(cv.start + cv.P, ct), hc), "weights": w}
+    parts = {k: v.split(per_row) for k, v in parts.items()}
+    span = torch.arange(int(clean.max()))
+    out = []
+    for k, ((t, a, _), s0, s1) in enumerate(zip(spans, row_start, row_end)):
+        C, at0 = int(clean[t]), int(cv.start[t])
+        out.append(Row(indices[t], torch.cat([cv.ids[at0:at0 + C], flat["ids"][s0:s1]]),
+                       torch.cat([span[:C], flat["pos"][s0:s1]]),
+                       torch.cat([torch.zeros(C, dtype=torch.long), flat["copy"][s0:s1]]),
+                       torch.cat([span[:C] // B, flat["block"][s0:s1]]),
+                       logit_slots=parts["value_slots"][k], round_index=a, **{f: v[k] for f, v in parts.items()}))
     return out
+
+
+def _pack(sizes: list[list[int]], clean: list[int], budget: int | None) -> list[tuple[int, int, int]]:
+    """(sequence, first round, end round) of every row: rounds of `sizes` slots after a clean copy,
+    packed while the row stays within budget (None: one row per round)."""
+    spans = []
+    for t, (sz, C) in enumerate(zip(sizes, clean)):
+        rounds = sum(1 for k in sz if k)  # a sequence's rounds are 0..R-1: no gaps
+        first, size = 0, C
+        for r in range(rounds):
+            if budget is None or (r > first and size + sz[r] > budget):
+                if r > first:
+                    spans.append((t, first, r))
+                first, size = r, C
+            size += sz[r]
+        if rounds:
+            spans.append((t, first, rounds))
+    return spans
 
 
 def _at(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x.index_select(0, index)  # several times faster than x[index] on CPU
-
-
-def _no_copies() -> Copies:
-    empty = torch.zeros(0, dtype=torch.long)
-    return Copies(empty, empty, empty.bool(), empty.float())
-
-
-def round_rows(seq: Sequence, block_size: int, copies: Copies, sizes: list[int], mask_id: int, traj_index: int,
-               pack_budget: int | None) -> list[Row]:
-    """One row per round (pack_budget None), or consecutive rounds after one clean copy while the
-    row stays within pack_budget slots (a round alone may exceed it; batching then names it).
-    `copies` holds the rounds one after another, `sizes` their slot counts."""
-    clean = ((seq.prompt_len + seq.response_len - 1) // block_size) * block_size
-    rows, first, size = [], 0, clean
-    for r, k in enumerate(sizes):
-        if pack_budget is None or (r > first and size + k > pack_budget):
-            if r > first:
-                rows.append((first, r))
-            first, size = r, clean
-        size += k
-    if sizes:
-        rows.append((first, len(sizes)))
-    ends = [0] + list(itertools.accumulate(sizes))
-    return [copy_row(seq, block_size, copies.select(slice(ends[a], ends[e])), mask_id, traj_index, a)
-            for a, e in rows]
 
 
 def state_row(seq: Sequence, group: list[int], weight: torch.Tensor, mask_id: int, shift: int, traj_index: int,
@@ -253,10 +315,9 @@ def one_thread() -> Iterator[None]:
 
 def _trace_rows(trajs: list[Trajectory], indices: list[int], attention: str, shrink: int, mask_id: int,
                 shift: int, pack_budget: int | None) -> list[Row]:
-    seqs = [Sequence.of(t, mask_id) for t in trajs]
     if attention != "block_causal":
         rows = []
-        for seq, i in zip(seqs, indices):
+        for seq, i in zip((Sequence.of(t, mask_id) for t in trajs), indices):
             ones = torch.ones(seq.ids.shape[0])
             rows += [state_row(seq, g, ones, mask_id, shift, i, r)
                      for r, g in enumerate(shrink_groups(seq.steps[seq.prompt_len:seq.prompt_len + seq.response_len],
@@ -267,8 +328,5 @@ def _trace_rows(trajs: list[Trajectory], indices: list[int], attention: str, shr
         by_block.setdefault(t.block_size, []).append(k)
     rows = []
     for B, ks in by_block.items():
-        group = [seqs[k] for k in ks]
-        copies = state_copies(group, B, shrink, [torch.ones(s.response_len) for s in group], pack_budget is not None)
-        for k, seq, (c, sizes) in zip(ks, group, copies):
-            rows += round_rows(seq, B, c, sizes, mask_id, indices[k], pack_budget)
+        rows += round_rows([trajs[k] for k in ks], [indices[k] for k in ks], B, shrink, mask_id, pack_budget)
     return rows

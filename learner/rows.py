@@ -133,124 +133,113 @@ def block_step_groups(seq: Sequence, block_size: int, shrink: int) -> dict[int, 
 @dataclass
 class Canvases:
     """Sequences end to end as `Sequence.of` lays them out, each padded to whole blocks so that a
-    `[n_blocks, B]` view makes every block a row. Prompt slots get step -1 (always shown)."""
+    `[n_blocks, B]` view makes every block a row. Steps are int32: prompt -1 (always shown), slots
+    the sampler never reached (canvas, block padding) NEVER (never shown)."""
     ids: torch.Tensor    # [S] long
-    steps: torch.Tensor  # [S] long
-    start: torch.Tensor  # [n] first slot of each sequence
-    P: torch.Tensor      # [n] prompt length
-    L: torch.Tensor      # [n] response length
-    N: torch.Tensor      # [n] unpadded sequence length
+    steps: torch.Tensor  # [S] int32
+    start: list[int]     # first slot of each sequence
+    P: list[int]         # prompt lengths
+    L: list[int]         # response lengths
+    N: list[int]         # unpadded sequence lengths
+
+    NEVER = torch.iinfo(torch.int32).max
 
     @classmethod
     def of(cls, trajs: list[Trajectory], block_size: int, mask_id: int) -> "Canvases":
         P = [len(t.prompt_ids) for t in trajs]
-        N = [p + max(t.canvas_len, len(t.response_ids) + len(t.tail_ids)) for p, t in zip(P, trajs)]
+        L = [len(t.response_ids) for t in trajs]
+        N = [p + max(t.canvas_len, n + len(t.tail_ids)) for p, n, t in zip(P, L, trajs)]
         M = [-(n // -block_size) * block_size for n in N]
-        fill = [m - p - len(t.response_ids) - len(t.tail_ids) for m, p, t in zip(M, P, trajs)]  # canvas + block pad
-        never = [max(t.step_map, default=0) + 1 for t in trajs]  # slots the sampler never reached stay masked
+        fill = [m - p - n - len(t.tail_ids) for m, p, n, t in zip(M, P, L, trajs)]  # canvas + block padding
         chain, rep = itertools.chain.from_iterable, itertools.repeat
         # np.fromiter reads the Python lists ~8x faster than torch.tensor does.
         ids = np.fromiter(chain(x for t, f in zip(trajs, fill)
                                 for x in (t.prompt_ids, t.response_ids, t.tail_ids, rep(mask_id, f))), np.int64, sum(M))
-        steps = np.fromiter(chain(x for t, p, f, v in zip(trajs, P, fill, never)
-                                  for x in (rep(-1, p), t.step_map, t.tail_steps, rep(v, f))), np.int64, sum(M))
-        m = torch.tensor(M)
-        return cls(torch.from_numpy(ids), torch.from_numpy(steps), torch.cumsum(m, 0) - m, torch.tensor(P),
-                   torch.tensor([len(t.response_ids) for t in trajs]), torch.tensor(N))
+        steps = np.fromiter(chain(x for t, p, f in zip(trajs, P, fill)
+                                  for x in (rep(-1, p), t.step_map, t.tail_steps, rep(cls.NEVER, f))), np.int32, sum(M))
+        return cls(torch.from_numpy(ids), torch.from_numpy(steps), list(itertools.accumulate([0] + M[:-1])), P, L, N)
 
 
 def round_rows(trajs: list[Trajectory], indices: list[int], block_size: int, shrink: int, mask_id: int,
                pack_budget: int | None, weights: list[torch.Tensor] | None = None,
                trained: list[torch.Tensor] | None = None) -> list[Row]:
-    """`[clean | noisy copies]` rows of rounds for trajectories of one block size, with a few ops over
-    all their blocks at once. In round r every block with an r-th shrunk step group gets a copy: the
-    block as it was just before the group's first step, training the group's tokens (factor
-    `weights` [L], default 1). `trained` [L] bool restricts the groups to those slots' steps
-    (AGRPO's drawn steps). Rows: one per round (pack_budget None), or consecutive rounds after one
-    clean copy (copy id r + 1) while the row stays within pack_budget slots (a round alone may
-    exceed it; batching then names it)."""
+    """`[clean | noisy copies]` rows of rounds for trajectories of one block size. In round r every
+    block with an r-th shrunk step group gets a copy: the block as it was just before the group's
+    first step, training the group's tokens (factor `weights` [L], default 1). `trained` [L] bool
+    restricts the groups to those slots' steps (AGRPO's drawn steps). Rows: one per round
+    (pack_budget None), or consecutive rounds after one clean copy (copy id r + 1) while the row
+    stays within pack_budget slots (a round alone may exceed it; batching then names it).
+
+    The groups come from a few ops over all blocks at once; each row is then a handful of ops on
+    tensors of its own size (small temporaries the allocator reuses: one large temporary per
+    field costs more in page faults than the ops themselves)."""
     B, n = block_size, len(trajs)
     cv = Canvases.of(trajs, B, mask_id)
-    S = cv.ids.shape[0]
-    if n == 0 or int(cv.L.sum()) == 0:
+    if sum(cv.L) == 0:
         return []
+    S, big = cv.ids.shape[0], Canvases.NEVER
     # Response slots: +1 at each response's start, -1 after its end, summed.
     edge = torch.zeros(S + 1, dtype=torch.int32)
-    edge.index_add_(0, cv.start + cv.P, torch.ones(n, dtype=torch.int32))
-    edge.index_add_(0, cv.start + cv.P + cv.L, torch.full((n,), -1, dtype=torch.int32))
+    first_resp = torch.tensor([s + p for s, p in zip(cv.start, cv.P)])
+    edge.index_add_(0, first_resp, torch.ones(n, dtype=torch.int32))
+    edge.index_add_(0, first_resp + torch.tensor(cv.L), torch.full((n,), -1, dtype=torch.int32))
     resp = edge.cumsum(0, dtype=torch.int32)[:S].bool()
     if trained is not None or weights is not None:
         at = resp.nonzero().squeeze(1)
+    w = None if weights is None else torch.zeros(S).index_copy_(0, at, torch.cat(weights).float())
     if trained is not None:
         resp.index_copy_(0, at, torch.cat(trained))
-    # Shrunk groups per block: sort each block's steps (non-trained slots last), rank the distinct ones.
-    big = torch.iinfo(torch.int64).max
+    # Shrunk groups per block: sort each block's steps (untrained slots last), rank the distinct ones.
     key, order = torch.where(resp, cv.steps, big).view(-1, B).sort(dim=1)
     new = torch.ones_like(key, dtype=torch.bool)
     torch.ne(key[:, 1:], key[:, :-1], out=new[:, 1:])
-    rank = new.cumsum(1)
+    rank = new.cumsum(1, dtype=torch.int32)
     rank -= 1
     real = key != big
     group = torch.where(real, rank // shrink, -1)
-    round_of = torch.empty_like(group).scatter_(1, order, group)  # per slot: its round, -1 if not trained
+    round_of = torch.empty_like(group).scatter_(1, order, group)  # per slot: its round, -1 if untrained
     G = -(-B // shrink)
     # The first step of every (block, group); column G collects the rest.
-    col = torch.where(new & real & (rank % shrink == 0), group, G)
-    firsts = torch.full((key.shape[0], G + 1), big).scatter_(1, col, key)[:, :G].contiguous()
-    # One copy per (sequence, round, block), in that order.
-    nb = (cv.N - 1) // B + 1
-    bmax, bstart = int(nb.max()), cv.start // B
-    owner = torch.repeat_interleave(torch.arange(n), nb)
-    has = torch.zeros(n * bmax, G, dtype=torch.bool).index_copy_(
-        0, owner * bmax + torch.arange(key.shape[0]) - _at(bstart, owner), firsts != big)
-    c = has.view(n, bmax, G).transpose(1, 2).contiguous().view(-1).nonzero().squeeze(1)
-    ct, cr, cb = c // (G * bmax), c // bmax % G, c % bmax
-    gb = _at(bstart, ct) + cb  # the copy's block in the canvases
-    clen = (_at(cv.N, ct) - cb * B).clamp_(max=B)  # a last block may be cut short by the sequence's end
-    per_round = torch.zeros(n * G + 1, dtype=torch.long)
-    per_round[1:].index_add_(0, ct * G + cr, clen)
-    slot_end = per_round.cumsum(0)  # noisy slots before (sequence, round)
-    clean = ((cv.P + cv.L - 1) // B) * B  # nothing reads the clean copy of the last response block
-    spans = _pack(per_round[1:].view(n, G).tolist(), clean.tolist(), pack_budget)
-    # Every slot of every copy, [copies, B], compacted to the copies' lengths.
-    tok = _at(cv.ids.view(-1, B), gb)
-    visible = _at(cv.steps.view(-1, B), gb) < _at(firsts.view(-1), gb * G + cr)[:, None]
-    trains = _at(round_of, gb) == cr[:, None]
-    pos = (cb * B)[:, None] + torch.arange(B)
-    copy_id = (cr + 1 if pack_budget is not None else torch.ones_like(cr))[:, None].expand(-1, B)
-    flat = {"ids": torch.where(visible, tok, mask_id), "pos": pos, "copy": copy_id, "block": cb[:, None].expand(-1, B)}
-    full = bool((clen == B).all())
-    keep = None if full else (torch.arange(B) < clen[:, None]).view(-1).nonzero().squeeze(1)
-    flat = {k: v.reshape(-1) if full else _at(v.reshape(-1), keep) for k, v in flat.items()}
-    # Trained tokens: row slot = clean length + offset among the row's noisy slots.
-    ends = slot_end.tolist()
-    row_start = [ends[t * G + a] for t, a, _ in spans]
-    row_end = [ends[t * G + e] for t, _, e in spans]
-    row_of_round = [0] * (n * G)
-    for k, (t, a, e) in enumerate(spans):
-        row_of_round[t * G + a:t * G + e] = [k] * (e - a)
-    copy_row_ = _at(torch.tensor(row_of_round), ct * G + cr)
-    copy_start = torch.cumsum(clen, 0) - clen
-    voff = _at(torch.tensor([int(clean[t]) - s for (t, _, _), s in zip(spans, row_start)]), copy_row_) + copy_start
-    hit = trains.view(-1).nonzero().squeeze(1)
-    hc, hk = hit // B, hit % B
-    g = _at(gb * B, hc) + hk  # canvas slot of each trained token
-    slots = _at(voff, hc) + hk
-    w = torch.ones(hit.shape[0]) if weights is None else _at(
-        torch.zeros(S).index_copy_(0, at, torch.cat(weights).float()), g)
-    per_row = torch.bincount(_at(copy_row_, hc), minlength=len(spans)).tolist()
-    parts = {"value_slots": slots, "targets": _at(cv.ids, g),
-             "token_index": g - _at(_at(cv.start + cv.P, ct), hc), "weights": w}
-    parts = {k: v.split(per_row) for k, v in parts.items()}
-    span = torch.arange(int(clean.max()))
+    col = torch.where(new & real & (rank % shrink == 0), group, G).long()
+    firsts = torch.full((key.shape[0], G + 1), big, dtype=torch.int32).scatter_(1, col, key)[:, :G].contiguous()
+    has = firsts != big  # [blocks, G]: the block has a copy in round r
+    # Slots per (sequence, round); only a sequence's last block may be cut short by its end.
+    blen = torch.full((key.shape[0],), B, dtype=torch.int32)
+    blen[torch.tensor([s + n - 1 for s, n in zip(cv.start, cv.N)]) // B] = torch.tensor([(n - 1) % B + 1 for n in cv.N],
+                                                                                      dtype=torch.int32)
+    owner = torch.repeat_interleave(torch.arange(n), torch.tensor([-(k // -B) for k in cv.N]))
+    sizes = torch.zeros(n, G, dtype=torch.int32).index_add_(0, owner, has * blen[:, None])
+    clean = [((p + k - 1) // B) * B for p, k in zip(cv.P, cv.L)]  # nothing reads the last block's clean copy
+    ids2, steps2, firsts1 = cv.ids.view(-1, B), cv.steps.view(-1, B), firsts.view(-1)
+    span = torch.arange(max(clean) + 1)
+    span_block, in_block = span // B, torch.arange(B)
     out = []
-    for k, ((t, a, _), s0, s1) in enumerate(zip(spans, row_start, row_end)):
-        C, at0 = int(clean[t]), int(cv.start[t])
-        out.append(Row(indices[t], torch.cat([cv.ids[at0:at0 + C], flat["ids"][s0:s1]]),
-                       torch.cat([span[:C], flat["pos"][s0:s1]]),
-                       torch.cat([torch.zeros(C, dtype=torch.long), flat["copy"][s0:s1]]),
-                       torch.cat([span[:C] // B, flat["block"][s0:s1]]),
-                       logit_slots=parts["value_slots"][k], round_index=a, **{f: v[k] for f, v in parts.items()}))
+    for t, a, e in _pack(sizes.tolist(), clean, pack_budget):
+        s0, C, N, P = cv.start[t], clean[t], cv.N[t], cv.P[t]
+        # This row's copies in (round, block) order.
+        rb = has[s0 // B:(s0 + N - 1) // B + 1, a:e].t().nonzero()
+        cr, cb = rb[:, 0] + a, rb[:, 1]
+        gb = cb + s0 // B
+        # The row's fields with whole blocks, written in place: [C] clean slots, then [copies, B].
+        fields = [torch.empty(C + gb.shape[0] * B, dtype=torch.long) for _ in range(4)]
+        ids, pos, copy, block = fields
+        noisy = [f[C:].view(-1, B) for f in fields]
+        ids[:C], pos[:C], copy[:C], block[:C] = cv.ids[s0:s0 + C], span[:C], 0, span_block[:C]
+        torch.index_select(ids2, 0, gb, out=noisy[0])
+        noisy[0].masked_fill_(_at(steps2, gb) >= _at(firsts1, gb * G + cr)[:, None], mask_id)
+        torch.add((cb * B)[:, None], in_block, out=noisy[1])
+        noisy[2][:] = (cr + 1 if pack_budget is not None else torch.ones_like(cr))[:, None]
+        noisy[3][:] = cb[:, None]
+        hit = (_at(round_of, gb) == cr[:, None]).view(-1).nonzero().squeeze(1)
+        g = _at(noisy[1].view(-1), hit)  # position of each trained token
+        slots = hit + C
+        if N % B:  # the sequence's last block is cut short: drop its slots after the end
+            keep = pos < N
+            slots = _at(keep.cumsum(0), slots) - 1
+            fields = [f[keep] for f in fields]
+        out.append(Row(indices[t], *fields, value_slots=slots, logit_slots=slots, targets=_at(cv.ids, g + s0),
+                       token_index=g - P, weights=torch.ones(hit.shape[0]) if w is None else _at(w, g + s0),
+                       round_index=a))
     return out
 
 

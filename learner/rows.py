@@ -205,8 +205,8 @@ def round_rows(trajs: list[Trajectory], indices: list[int], block_size: int, shr
     has = firsts != big  # [blocks, G]: the block has a copy in round r
     # Slots per (sequence, round); only a sequence's last block may be cut short by its end.
     blen = torch.full((key.shape[0],), B, dtype=torch.int32)
-    blen[torch.tensor([s + n - 1 for s, n in zip(cv.start, cv.N)]) // B] = torch.tensor([(n - 1) % B + 1 for n in cv.N],
-                                                                                      dtype=torch.int32)
+    cut = [(s + n) // B for s, n in zip(cv.start, cv.N) if n % B]
+    blen[cut] = torch.tensor([n % B for n in cv.N if n % B], dtype=torch.int32)
     owner = torch.repeat_interleave(torch.arange(n), torch.tensor([-(k // -B) for k in cv.N]))
     sizes = torch.zeros(n, G, dtype=torch.int32).index_add_(0, owner, has * blen[:, None])
     clean = [((p + k - 1) // B) * B for p, k in zip(cv.P, cv.L)]  # nothing reads the last block's clean copy

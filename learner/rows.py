@@ -292,8 +292,8 @@ def trace_rows_batch(trajs: list[Trajectory], indices: list[int], attention: str
 
 @contextlib.contextmanager
 def one_thread() -> Iterator[None]:
-    """Row building is many small tensor ops: intra-op threads only add synchronisation (10× slower
-    measured on a busy 2-core machine)."""
+    """Row building and collation are many small tensor ops: intra-op threads only add
+    synchronisation (10-25× slower measured on a busy 2-core machine)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

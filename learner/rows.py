@@ -10,8 +10,9 @@ block-causal over the sequence itself (mean-field baselines on block models).
 TraceRL: in round r every block trains its r-th shrunk step group; its copy shows the tokens
 committed before that group and masks the rest. Rounds are either one row each (copy id 1), or
 packed after one shared clean copy (copy id r + 1, so the rounds' copies of a block never see each
-other) up to a token budget: (K+1)·L slots instead of 2K·L. Full-attention models: one flat row
-per group. The attention rule itself is models/slot_mask.py.
+other) up to a token budget: (K+1)·L slots instead of 2K·L (`round_rows`, all trajectories of a
+block size at once, for TraceRL and AGRPO). Full-attention models: one flat row per group. The
+attention rule itself is models/slot_mask.py.
 """
 from __future__ import annotations
 
@@ -76,9 +77,6 @@ class Copies:
     copy: torch.Tensor     # [n] copy id ≥ 1
     visible: torch.Tensor  # [n] bool: shows the token, else the mask id
     weight: torch.Tensor   # [n] float32
-
-    def select(self, keep: torch.Tensor | slice) -> "Copies":
-        return Copies(self.pos[keep], self.copy[keep], self.visible[keep], self.weight[keep])
 
     @staticmethod
     def cat(parts: list["Copies"]) -> "Copies":

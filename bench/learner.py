@@ -14,7 +14,7 @@
   each length in a fresh process; `mem_growth_exponent`: slope of log memory against log length
   between the 2nd and 4th length (2k → 8k).
 
-    python bench/learner.py          # full figures (~10 min on 2 busy cores)
+    python bench/learner.py          # full figures (~5 min on 2 lightly loaded cores)
     python bench/learner.py --quick  # smaller sizes, same figures
     python bench/learner.py --parts rows,memory  # a subset
 """

@@ -3,15 +3,18 @@
 - packed TraceRL rows vs one forward per (block, step) state (`packed_over_bruteforce`), with
   `max_abs_logprob_diff_vs_sampler` checking the rows against the sampler's recorded log-probs;
 - `packed_rounds_over_per_round`: learner tokens/s of a PPO forward+backward over the same
-  trajectories, rounds packed on one clean copy vs one row per round (B = 4, K = 4);
+  trajectories, rounds packed on one clean copy vs one row per round (B = 4, K = 4), fastest of
+  --repeats passes of each, taking turns;
 - `row_build_s`: TraceRL rows of 256 responses × 2k tokens, tensor builder vs the Python one of
-  commit add483c (tests/learner/python_rows.py, kept verbatim as the test oracle);
+  commit add483c (tests/learner/python_rows.py, kept verbatim as the test oracle), fastest of
+  --repeats runs of each, taking turns (a full garbage collection, which the Python builder
+  triggers many times, can land in either);
 - `step_peak_mb`: peak resident memory of one policy step (old log-probs, PPO loss, backward,
   AdamW) on one K = 4 trajectory per response length, a narrow model with the 151,936 vocabulary,
   each length in a fresh process; `mem_growth_exponent`: slope of log memory against log length
   between the 2nd and 4th length (2k → 8k).
 
-    python bench/learner.py          # full figures (~10 min on 2 busy cores)
+    python bench/learner.py          # full figures (~5 min on 2 lightly loaded cores)
     python bench/learner.py --quick  # smaller sizes, same figures
     python bench/learner.py --parts rows,memory  # a subset
 """
@@ -31,7 +34,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.common import bench_parser, emit, synthetic  # noqa: E402
+from bench.common import bench_parser, emit, fastest, synthetic  # noqa: E402
 from learner.algo_config import AlgoConfig  # noqa: E402
 from learner.batching import micro_batches  # noqa: E402
 from learner.engine import TrainEngine  # noqa: E402
@@ -104,11 +107,12 @@ def packed_vs_per_round(args) -> dict:
     trajs = synthetic(args.pack_responses, 64, args.pack_len, 4, 1000, seed=2)
     tokens = sum(len(t.response_ids) for t in trajs)
     ppo_pass(model, trajs[:1], None, 16384)  # warm-up
-    per_round_s, _ = ppo_pass(model, trajs, None, 16384)
-    packed_s, _ = ppo_pass(model, trajs, 16384, 16384)
+    best, _ = fastest({"per_round": lambda: ppo_pass(model, trajs, None, 16384),
+                       "packed": lambda: ppo_pass(model, trajs, 16384, 16384)}, args.repeats)
+    per_round_s, packed_s = best["per_round"], best["packed"]
     return {"packed_rounds_over_per_round": round(per_round_s / packed_s, 2),
             "packed_setup": {"responses": len(trajs), "response_len": args.pack_len, "block": 4, "rounds": 4,
-                             "hidden": 128, "layers": 2, "vocab": 1000, "token_budget": 16384,
+                             "hidden": 128, "layers": 2, "vocab": 1000, "token_budget": 16384, "repeats": args.repeats,
                              "tokens_per_s": {"packed": round(tokens / packed_s, 1),
                                               "per_round": round(tokens / per_round_s, 1)}}}
 
@@ -116,18 +120,18 @@ def packed_vs_per_round(args) -> dict:
 def row_build(args) -> dict:
     trajs = synthetic(args.build_responses, 64, args.build_len, 4, 151936, seed=3)
     trace_rows_batch(trajs[:2], [0, 1], "block_causal", 1, 0, 0, 16384)  # warm-up
+    best, out = fastest({"tensor": lambda: trace_rows_batch(trajs, list(range(len(trajs))), "block_causal", 1, 0, 0,
+                                                            16384),
+                         "python": lambda: len([r for i, t in enumerate(trajs)  # rows of lists: GBs, not kept
+                                                for r in python_rows.trace_rows(t, i, "block_causal", 1, 0, 0)])},
+                        args.repeats)
     start = time.perf_counter()
-    new = trace_rows_batch(trajs, list(range(len(trajs))), "block_causal", 1, 0, 0, 16384)
-    new_s = time.perf_counter() - start
-    micro_batches(new, 65536, 0)
-    collate_s = time.perf_counter() - start - new_s
-    start = time.perf_counter()
-    old = [r for i, t in enumerate(trajs) for r in python_rows.trace_rows(t, i, "block_causal", 1, 0, 0)]
-    old_s = time.perf_counter() - start
-    return {"row_build_s": round(new_s, 3), "row_build_s_python_add483c": round(old_s, 2),
-            "row_build_speedup": round(old_s / new_s, 1), "micro_batches_s": round(collate_s, 3),
-            "row_build_setup": {"responses": len(trajs), "response_len": args.build_len,
-                                "rows": {"tensor_packed": len(new), "python_per_round": len(old)}}}
+    micro_batches(out["tensor"], 65536, 0)
+    collate_s = time.perf_counter() - start
+    return {"row_build_s": round(best["tensor"], 3), "row_build_s_python_add483c": round(best["python"], 2),
+            "row_build_speedup": round(best["python"] / best["tensor"], 1), "micro_batches_s": round(collate_s, 3),
+            "row_build_setup": {"responses": len(trajs), "response_len": args.build_len, "repeats": args.repeats,
+                                "rows": {"tensor_packed": len(out["tensor"]), "python_per_round": out["python"]}}}
 
 
 def _rss_kb(field: str) -> int:
@@ -168,7 +172,7 @@ def memory(args) -> dict:
 
 
 def main() -> None:
-    ap = bench_parser()
+    ap = bench_parser(repeats=3, repeats_help="rows, packing: fastest of this many runs of each side, taking turns")
     ap.add_argument("--memory-child", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--mem-hidden", type=int, default=64)
     ap.add_argument("--parts", default="rows,packing,bruteforce,memory", help="comma-separated subset to run")

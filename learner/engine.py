@@ -23,6 +23,7 @@ from models.transformer import DiffusionLM
 from . import distributed
 from .engine_config import EngineConfig
 from .engine_torch import TorchBackend
+from .host_memory import return_large_frees
 
 LossFn = Callable[[Any, Any], tuple[torch.Tensor, dict[str, float]]]
 
@@ -61,6 +62,8 @@ class TrainEngine:
             self._backend: Backend = DeepSpeedBackend(model, cfg)
         else:
             self._backend = TorchBackend(model, cfg)
+        if self.device.type == "cpu":  # activations live in host memory: keep its peak near what is live
+            return_large_frees()
 
     @property
     def module(self) -> nn.Module:

@@ -10,8 +10,9 @@ block-causal over the sequence itself (mean-field baselines on block models).
 TraceRL: in round r every block trains its r-th shrunk step group; its copy shows the tokens
 committed before that group and masks the rest. Rounds are either one row each (copy id 1), or
 packed after one shared clean copy (copy id r + 1, so the rounds' copies of a block never see each
-other) up to a token budget: (K+1)·L slots instead of 2K·L. Full-attention models: one flat row
-per group. The attention rule itself is models/slot_mask.py.
+other) up to a token budget: (K+1)·L slots instead of 2K·L (`round_rows`, all trajectories of a
+block size at once, for TraceRL and AGRPO). Full-attention models: one flat row per group. The
+attention rule itself is models/slot_mask.py.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Iterator
 
+import numpy as np
 import torch
 
 from rollout.trajectory import Trajectory
@@ -76,9 +78,6 @@ class Copies:
     visible: torch.Tensor  # [n] bool: shows the token, else the mask id
     weight: torch.Tensor   # [n] float32
 
-    def select(self, keep: torch.Tensor | slice) -> "Copies":
-        return Copies(self.pos[keep], self.copy[keep], self.visible[keep], self.weight[keep])
-
     @staticmethod
     def cat(parts: list["Copies"]) -> "Copies":
         return Copies(*(torch.cat([getattr(c, f) for c in parts]) for f in ("pos", "copy", "visible", "weight")))
@@ -129,89 +128,139 @@ def block_step_groups(seq: Sequence, block_size: int, shrink: int) -> dict[int, 
             for b in range(P // B, (P + L - 1) // B + 1)}
 
 
-def state_copies(seqs: list[Sequence], block_size: int, shrink: int, weights: list[torch.Tensor], packed: bool,
-                 trained: list[torch.Tensor] | None = None) -> list[tuple[Copies, list[int]]]:
-    """For every sequence at once (ops over all their slots, no per-token Python): the noisy copies
-    of its rounds, round after round, and each round's slot count. In round r every block with an
-    r-th shrunk step group gets a copy: the block as it was just before the group's first step,
-    training the group's tokens with `weights` [L]. `trained` [L] bool restricts the groups to
-    those slots' steps (AGRPO's drawn steps)."""
-    n, B = len(seqs), block_size
-    N = torch.tensor([s.ids.shape[0] for s in seqs])
-    P = torch.tensor([s.prompt_len for s in seqs])
-    L = torch.tensor([s.response_len for s in seqs])
-    if n == 0 or int(L.sum()) == 0:
-        return [(_no_copies(), []) for _ in seqs]
-    start = torch.cumsum(N, 0) - N
-    steps = torch.cat([s.steps for s in seqs])
-    traj = torch.repeat_interleave(torch.arange(n), L)
-    local = torch.arange(int(L.sum())) - _at(torch.cumsum(L, 0) - L - P, traj)
-    at = _at(start, traj) + local  # response slots in the concatenated sequences
-    keep = None if trained is None else torch.cat(trained).nonzero().squeeze(1)
+@dataclass
+class Canvases:
+    """Sequences end to end as `Sequence.of` lays them out, each padded to whole blocks so that a
+    `[n_blocks, B]` view makes every block a row. Steps are int32: prompt -1 (always shown), slots
+    the sampler never reached (canvas, block padding) NEVER (never shown)."""
+    ids: torch.Tensor    # [S] long
+    steps: torch.Tensor  # [S] int32
+    start: list[int]     # first slot of each sequence
+    P: list[int]         # prompt lengths
+    L: list[int]         # response lengths
+    N: list[int]         # unpadded sequence lengths
 
-    def kept(x: torch.Tensor) -> torch.Tensor:
-        return x if keep is None else _at(x, keep)
+    NEVER = torch.iinfo(torch.int32).max
 
-    NB, S = int(N.max()) // B + 1, int(steps.max()) + 2
-    # Shrunk groups: distinct steps of each (sequence, block) in order, merged `shrink` at a time.
-    uniq, inv = torch.unique((kept(traj) * NB + kept(local) // B) * S + _at(steps, kept(at)), return_inverse=True)
-    _, per_block = torch.unique_consecutive(uniq // S, return_counts=True)  # uniq is sorted
-    first_of_block = torch.repeat_interleave(torch.cumsum(per_block, 0) - per_block, per_block)
-    group = (torch.arange(uniq.shape[0]) - first_of_block) // shrink
-    rounds = _at(group, inv)  # per kept response slot
-    firsts = _at(_at(uniq, first_of_block + group * shrink) % S, inv)
-    # One copy per (sequence, round, block), ordered that way.
-    R = int(rounds.max()) + 1
-    pair, pinv = torch.unique((kept(traj) * R + rounds) * NB + kept(local) // B, return_inverse=True)
-    pt, pr, pb = pair // (R * NB), pair // NB % R, pair % NB
-    first = torch.zeros_like(pair).index_copy_(0, pinv, firsts)
-    # Every slot of every copy (a last block may be cut short by the sequence's end).
-    sel = (pb[:, None] * B + torch.arange(B)[None] < _at(N, pt)[:, None]).view(-1).nonzero().squeeze(1)
-    c = sel // B
-    tc, rc = _at(pt, c), _at(pr, c)
-    pos = _at(pb, c) * B + sel % B
-    g = _at(start, tc) + pos
-    round_at = torch.full_like(steps, -1).index_copy_(0, kept(at), rounds)
-    w_at = torch.full(steps.shape, float("nan")).index_copy_(0, kept(at), kept(torch.cat(weights).float()))
-    flat = Copies(pos, rc + 1 if packed else torch.ones_like(c),
-                  (pos < _at(P, tc)) | (_at(steps, g) < _at(first, c)),
-                  torch.where(_at(round_at, g) == rc, _at(w_at, g), float("nan")))
-    sizes = torch.zeros(n * R, dtype=torch.long).index_add_(0, tc * R + rc, torch.ones_like(c)).view(n, R)
-    out, offset = [], 0
-    for sz in sizes.tolist():
-        sz = [k for k in sz if k]  # a sequence's rounds are 0..K-1: no gaps
-        out.append((flat.select(slice(offset, offset + sum(sz))), sz))
-        offset += sum(sz)
+    @classmethod
+    def of(cls, trajs: list[Trajectory], block_size: int, mask_id: int) -> "Canvases":
+        P = [len(t.prompt_ids) for t in trajs]
+        L = [len(t.response_ids) for t in trajs]
+        N = [p + max(t.canvas_len, n + len(t.tail_ids)) for p, n, t in zip(P, L, trajs)]
+        M = [-(n // -block_size) * block_size for n in N]
+        fill = [m - p - n - len(t.tail_ids) for m, p, n, t in zip(M, P, L, trajs)]  # canvas + block padding
+        chain, rep = itertools.chain.from_iterable, itertools.repeat
+        # np.fromiter reads the Python lists ~8x faster than torch.tensor does.
+        ids = np.fromiter(chain(x for t, f in zip(trajs, fill)
+                                for x in (t.prompt_ids, t.response_ids, t.tail_ids, rep(mask_id, f))), np.int64, sum(M))
+        steps = np.fromiter(chain(x for t, p, f in zip(trajs, P, fill)
+                                  for x in (rep(-1, p), t.step_map, t.tail_steps, rep(cls.NEVER, f))), np.int32, sum(M))
+        return cls(torch.from_numpy(ids), torch.from_numpy(steps), list(itertools.accumulate([0] + M[:-1])), P, L, N)
+
+
+def round_rows(trajs: list[Trajectory], indices: list[int], block_size: int, shrink: int, mask_id: int,
+               pack_budget: int | None, weights: list[torch.Tensor] | None = None,
+               trained: list[torch.Tensor] | None = None) -> list[Row]:
+    """`[clean | noisy copies]` rows of rounds for trajectories of one block size. In round r every
+    block with an r-th shrunk step group gets a copy: the block as it was just before the group's
+    first step, training the group's tokens (factor `weights` [L], default 1). `trained` [L] bool
+    restricts the groups to those slots' steps (AGRPO's drawn steps). Rows: one per round
+    (pack_budget None), or consecutive rounds after one clean copy (copy id r + 1) while the row
+    stays within pack_budget slots (a round alone may exceed it; batching then names it).
+
+    The groups come from a few ops over all blocks at once; each row is then a handful of ops on
+    tensors of its own size (small temporaries the allocator reuses: one large temporary per
+    field costs more in page faults than the ops themselves)."""
+    B, n = block_size, len(trajs)
+    cv = Canvases.of(trajs, B, mask_id)
+    if sum(cv.L) == 0:
+        return []
+    S, big = cv.ids.shape[0], Canvases.NEVER
+    # Response slots: +1 at each response's start, -1 after its end, summed.
+    edge = torch.zeros(S + 1, dtype=torch.int32)
+    first_resp = torch.tensor([s + p for s, p in zip(cv.start, cv.P)])
+    edge.index_add_(0, first_resp, torch.ones(n, dtype=torch.int32))
+    edge.index_add_(0, first_resp + torch.tensor(cv.L), torch.full((n,), -1, dtype=torch.int32))
+    resp = edge.cumsum(0, dtype=torch.int32)[:S].bool()
+    if trained is not None or weights is not None:
+        at = resp.nonzero().squeeze(1)
+    w = None if weights is None else torch.zeros(S).index_copy_(0, at, torch.cat(weights).float())
+    if trained is not None:
+        resp.index_copy_(0, at, torch.cat(trained))
+    # Shrunk groups per block: sort each block's steps (untrained slots last), rank the distinct ones.
+    key, order = torch.where(resp, cv.steps, big).view(-1, B).sort(dim=1)
+    new = torch.ones_like(key, dtype=torch.bool)
+    torch.ne(key[:, 1:], key[:, :-1], out=new[:, 1:])
+    rank = new.cumsum(1, dtype=torch.int32)
+    rank -= 1
+    real = key != big
+    group = torch.where(real, rank // shrink, -1)
+    round_of = torch.empty_like(group).scatter_(1, order, group)  # per slot: its round, -1 if untrained
+    G = -(-B // shrink)
+    # The first step of every (block, group); column G collects the rest.
+    col = torch.where(new & real & (rank % shrink == 0), group, G).long()
+    firsts = torch.full((key.shape[0], G + 1), big, dtype=torch.int32).scatter_(1, col, key)[:, :G].contiguous()
+    has = firsts != big  # [blocks, G]: the block has a copy in round r
+    # Slots per (sequence, round); only a sequence's last block may be cut short by its end.
+    blen = torch.full((key.shape[0],), B, dtype=torch.int32)
+    cut = [(s + n) // B for s, n in zip(cv.start, cv.N) if n % B]
+    blen[cut] = torch.tensor([n % B for n in cv.N if n % B], dtype=torch.int32)
+    owner = torch.repeat_interleave(torch.arange(n), torch.tensor([-(k // -B) for k in cv.N]))
+    sizes = torch.zeros(n, G, dtype=torch.int32).index_add_(0, owner, has * blen[:, None])
+    clean = [((p + k - 1) // B) * B for p, k in zip(cv.P, cv.L)]  # nothing reads the last block's clean copy
+    ids2, steps2, firsts1 = cv.ids.view(-1, B), cv.steps.view(-1, B), firsts.view(-1)
+    span = torch.arange(max(clean) + 1)
+    span_block, in_block = span // B, torch.arange(B)
+    out = []
+    for t, a, e in _pack(sizes.tolist(), clean, pack_budget):
+        s0, C, N, P = cv.start[t], clean[t], cv.N[t], cv.P[t]
+        # This row's copies in (round, block) order.
+        rb = has[s0 // B:(s0 + N - 1) // B + 1, a:e].t().nonzero()
+        cr, cb = rb[:, 0] + a, rb[:, 1]
+        gb = cb + s0 // B
+        # The row's fields with whole blocks, written in place: [C] clean slots, then [copies, B].
+        fields = [torch.empty(C + gb.shape[0] * B, dtype=torch.long) for _ in range(4)]
+        ids, pos, copy, block = fields
+        noisy = [f[C:].view(-1, B) for f in fields]
+        ids[:C], pos[:C], copy[:C], block[:C] = cv.ids[s0:s0 + C], span[:C], 0, span_block[:C]
+        torch.index_select(ids2, 0, gb, out=noisy[0])
+        noisy[0].masked_fill_(_at(steps2, gb) >= _at(firsts1, gb * G + cr)[:, None], mask_id)
+        torch.add((cb * B)[:, None], in_block, out=noisy[1])
+        noisy[2][:] = (cr + 1 if pack_budget is not None else torch.ones_like(cr))[:, None]
+        noisy[3][:] = cb[:, None]
+        hit = (_at(round_of, gb) == cr[:, None]).view(-1).nonzero().squeeze(1)
+        g = _at(noisy[1].view(-1), hit)  # position of each trained token
+        slots = hit + C
+        if N % B:  # the sequence's last block is cut short: drop its slots after the end
+            keep = pos < N
+            slots = _at(keep.cumsum(0), slots) - 1
+            fields = [f[keep] for f in fields]
+        out.append(Row(indices[t], *fields, value_slots=slots, logit_slots=slots, targets=_at(cv.ids, g + s0),
+                       token_index=g - P, weights=torch.ones(hit.shape[0]) if w is None else _at(w, g + s0),
+                       round_index=a))
     return out
+
+
+def _pack(sizes: list[list[int]], clean: list[int], budget: int | None) -> list[tuple[int, int, int]]:
+    """(sequence, first round, end round) of every row: rounds of `sizes` slots after a clean copy,
+    packed while the row stays within budget (None: one row per round)."""
+    spans = []
+    for t, (sz, C) in enumerate(zip(sizes, clean)):
+        rounds = sum(1 for k in sz if k)  # a sequence's rounds are 0..R-1: no gaps
+        first, size = 0, C
+        for r in range(rounds):
+            if budget is None or (r > first and size + sz[r] > budget):
+                if r > first:
+                    spans.append((t, first, r))
+                first, size = r, C
+            size += sz[r]
+        if rounds:
+            spans.append((t, first, rounds))
+    return spans
 
 
 def _at(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return x.index_select(0, index)  # several times faster than x[index] on CPU
-
-
-def _no_copies() -> Copies:
-    empty = torch.zeros(0, dtype=torch.long)
-    return Copies(empty, empty, empty.bool(), empty.float())
-
-
-def round_rows(seq: Sequence, block_size: int, copies: Copies, sizes: list[int], mask_id: int, traj_index: int,
-               pack_budget: int | None) -> list[Row]:
-    """One row per round (pack_budget None), or consecutive rounds after one clean copy while the
-    row stays within pack_budget slots (a round alone may exceed it; batching then names it).
-    `copies` holds the rounds one after another, `sizes` their slot counts."""
-    clean = ((seq.prompt_len + seq.response_len - 1) // block_size) * block_size
-    rows, first, size = [], 0, clean
-    for r, k in enumerate(sizes):
-        if pack_budget is None or (r > first and size + k > pack_budget):
-            if r > first:
-                rows.append((first, r))
-            first, size = r, clean
-        size += k
-    if sizes:
-        rows.append((first, len(sizes)))
-    ends = [0] + list(itertools.accumulate(sizes))
-    return [copy_row(seq, block_size, copies.select(slice(ends[a], ends[e])), mask_id, traj_index, a)
-            for a, e in rows]
 
 
 def state_row(seq: Sequence, group: list[int], weight: torch.Tensor, mask_id: int, shift: int, traj_index: int,
@@ -241,8 +290,8 @@ def trace_rows_batch(trajs: list[Trajectory], indices: list[int], attention: str
 
 @contextlib.contextmanager
 def one_thread() -> Iterator[None]:
-    """Row building is many small tensor ops: intra-op threads only add synchronisation (10× slower
-    measured on a busy 2-core machine)."""
+    """Row building and collation are many small tensor ops: intra-op threads only add
+    synchronisation (10-25× slower measured on a busy 2-core machine)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -253,10 +302,9 @@ def one_thread() -> Iterator[None]:
 
 def _trace_rows(trajs: list[Trajectory], indices: list[int], attention: str, shrink: int, mask_id: int,
                 shift: int, pack_budget: int | None) -> list[Row]:
-    seqs = [Sequence.of(t, mask_id) for t in trajs]
     if attention != "block_causal":
         rows = []
-        for seq, i in zip(seqs, indices):
+        for seq, i in zip((Sequence.of(t, mask_id) for t in trajs), indices):
             ones = torch.ones(seq.ids.shape[0])
             rows += [state_row(seq, g, ones, mask_id, shift, i, r)
                      for r, g in enumerate(shrink_groups(seq.steps[seq.prompt_len:seq.prompt_len + seq.response_len],
@@ -267,8 +315,5 @@ def _trace_rows(trajs: list[Trajectory], indices: list[int], attention: str, shr
         by_block.setdefault(t.block_size, []).append(k)
     rows = []
     for B, ks in by_block.items():
-        group = [seqs[k] for k in ks]
-        copies = state_copies(group, B, shrink, [torch.ones(s.response_len) for s in group], pack_budget is not None)
-        for k, seq, (c, sizes) in zip(ks, group, copies):
-            rows += round_rows(seq, B, c, sizes, mask_id, indices[k], pack_budget)
+        rows += round_rows([trajs[k] for k in ks], [indices[k] for k in ks], B, shrink, mask_id, pack_budget)
     return rows

@@ -73,12 +73,31 @@ class SlotMask:
                 out.append(self._chunk(q[:, :, start:end], k, v, start, end, enable_gqa))
         return torch.cat(out, dim=2)
 
+    def keys(self, start: int, end: int) -> torch.Tensor:
+        """The keys some query start..end may attend (ascending), found per key in O(R·T) rather
+        than from the [R, end - start, T] mask: a clean key below the queries' top block (or at a
+        clean query's top block), a noisy key whose (copy, block) a noisy query has, the diagonal."""
+        qc, qb = self.copy[:, start:end], self.block[:, start:end]
+        clean_q, clean_k = qc == 0, self.copy == 0
+        top = qb.max(dim=1, keepdim=True).values
+        top_clean = torch.where(clean_q, qb, -1).max(dim=1, keepdim=True).values
+        see = clean_k & ((self.block < top) | (self.block <= top_clean))
+        span = int(self.block.max()) + 1
+        row = torch.arange(qc.shape[0], device=qc.device)[:, None] * (int(self.copy.max()) + 1)
+        pair = (row + self.copy) * span + self.block  # (row, copy, block) as one id
+        see |= ~clean_k & torch.isin(pair, ((row + qc) * span + qb)[~clean_q])
+        need = (see & self.valid).any(dim=0)
+        need[start:end] = True
+        return need.nonzero().squeeze(1)
+
     def _chunk(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int, end: int,
                enable_gqa: bool) -> torch.Tensor:
-        mask = self.rows(start, end)
-        keys = mask.any(dim=1).any(dim=0).nonzero().squeeze(1)  # block sparsity: only keys someone sees
-        if keys.numel() < mask.shape[2]:
-            mask, k, v = mask[:, :, keys], k.index_select(2, keys), v.index_select(2, keys)
+        keys = self.keys(start, end)  # block sparsity: the mask is built over these keys only
+        qi = torch.arange(start, end, device=keys.device)
+        mask = allowed(self.copy[:, start:end, None], self.block[:, start:end, None], self.copy[:, None, keys],
+                       self.block[:, None, keys], self.valid[:, None, keys], (qi[:, None] == keys[None, :])[None])
+        if keys.numel() < self.copy.shape[1]:
+            k, v = k.index_select(2, keys), v.index_select(2, keys)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], enable_gqa=enable_gqa)
 
     def mask_mod(self) -> Callable:

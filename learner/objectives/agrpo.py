@@ -9,7 +9,7 @@ import torch
 from models.config import ModelConfig
 from rollout.trajectory import Trajectory
 
-from ..rows import Row, Sequence, round_rows, state_copies, state_row
+from ..rows import Row, Sequence, round_rows, state_row
 from .common import Objective, per_trajectory
 
 if TYPE_CHECKING:
@@ -41,9 +41,8 @@ def agrpo_trajectory_rows(t: Trajectory, i: int, algo: AlgoConfig, cfg: ModelCon
                           cfg.mask_token_id, int(cfg.shift_logits), i, r)
                 for r, k in enumerate(drawn.nonzero().squeeze(1).tolist())]
     # Drawn steps of different blocks share a round; steps of the same block need separate rounds.
-    ((copies, sizes),) = state_copies([seq], t.block_size, 1, [weight[where].float()], pack_budget is not None,
-                                      [drawn[where]])
-    return round_rows(seq, t.block_size, copies, sizes, cfg.mask_token_id, i, pack_budget)
+    return round_rows([t], [i], t.block_size, 1, cfg.mask_token_id, pack_budget, [weight[where].float()],
+                      [drawn[where]])
 
 
 def agrpo_rows(trajs: list[Trajectory], algo: AlgoConfig, cfg: ModelConfig, gen: torch.Generator,

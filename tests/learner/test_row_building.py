@@ -4,7 +4,7 @@ laid after one shared clean copy."""
 import pytest
 import torch
 
-from learner.rows import trace_rows, trace_rows_batch
+from learner.rows import round_rows, trace_rows, trace_rows_batch
 from rollout.trajectory import Trajectory
 from tests.learner import python_rows
 
@@ -78,3 +78,36 @@ def test_packed_row_is_the_rounds_noisy_parts_after_one_clean_copy(shrink):
             offset += len(row) - clean
         assert {f: getattr(packed, f).tolist() for f in want} == want
         assert len(packed) == clean + sum(len(r) - clean for r in per_round)
+
+
+def python_drawn_rows(t: Trajectory, i: int, drawn: set[int], weight: dict[int, float]) -> list[python_rows.Row]:
+    """AGRPO's rows from the Python builder's pieces: in round r each block trains the r-th of its
+    drawn steps, weighted per step."""
+    seq, B = python_rows.Sequence.of(t, MASK), t.block_size
+    P, L = seq.prompt_len, seq.response_len
+    groups = {b: python_rows.shrink_groups([seq.steps[p] for p in range(max(b * B, P), min((b + 1) * B, P + L))
+                                            if seq.steps[p] in drawn], 1)
+              for b in range(P // B, (P + L - 1) // B + 1)}
+    rows = [python_rows.copy_row(seq, B, [python_rows.state_copy(seq, B, b, g[r], 0.0)
+                                          for b, g in groups.items() if r < len(g)], MASK, i, r)
+            for r in range(max(len(g) for g in groups.values()))]
+    for row in rows:
+        row.weights = [weight[t.step_map[j]] for j in row.token_index]
+    return rows
+
+
+@pytest.mark.parametrize("block", [2, 4, 8])
+def test_rows_of_drawn_steps_equal_python_rows(block):
+    """round_rows restricted to some steps (AGRPO), with per-token weights, for a batch of sequences."""
+    gen = torch.Generator().manual_seed(20 + block)
+    trajs = [random_trajectory(gen, block, False) for _ in range(15)]
+    drawn, weight, theirs = [], [], []
+    for i, t in enumerate(trajs):
+        steps = sorted(set(t.step_map))
+        keep = {s for s, d in zip(steps, torch.rand(len(steps), generator=gen).tolist()) if d < 0.5} or {steps[-1]}
+        w = dict(zip(steps, torch.rand(len(steps), generator=gen).tolist()))
+        drawn.append(torch.tensor([s in keep for s in t.step_map]))
+        weight.append(torch.tensor([w[s] for s in t.step_map]))
+        theirs += python_drawn_rows(t, i, keep, {s: float(torch.tensor(v)) for s, v in w.items()})
+    ours = round_rows(trajs, list(range(len(trajs))), block, 1, MASK, None, weight, drawn)
+    assert [as_lists(r) for r in ours] == [python_lists(r) for r in theirs]

@@ -64,3 +64,13 @@ def test_chunked_attention_and_gradients_equal_dense_attention(chunk):
         torch.autograd.grad((ours * w).sum(), (q, k, v)), torch.autograd.grad((dense * w).sum(), (q, k, v))
     ):
         assert torch.allclose(a, b, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_keys_of_a_chunk_are_those_some_query_sees(seed):
+    gen = torch.Generator().manual_seed(seed)
+    copy, block, valid = random_rows(gen, 3, 41, 3)
+    spec = SlotMask(copy, block, valid)
+    for start, end in ((0, 41), (0, 7), (5, 19), (30, 41)):
+        want = spec.rows(start, end).any(dim=1).any(dim=0).nonzero().squeeze(1)
+        assert spec.keys(start, end).tolist() == want.tolist()

@@ -49,13 +49,13 @@ class SlotMask:
         return replace(self, copy=self.copy.to(device), block=self.block.to(device),
                        valid=self.valid.to(device), _block_mask=None)
 
-    def rows(self, start: int = 0, end: int | None = None) -> torch.Tensor:
-        """Bool [R, end - start, T]: what queries start..end may attend."""
+    def rows(self, start: int = 0, end: int | None = None, keys: torch.Tensor | None = None) -> torch.Tensor:
+        """Bool [R, end - start, K]: what queries start..end may attend among `keys` (default all T)."""
         end = self.copy.shape[1] if end is None else end
         q = torch.arange(start, end, device=self.copy.device)
-        k = torch.arange(self.copy.shape[1], device=self.copy.device)
-        return allowed(self.copy[:, start:end, None], self.block[:, start:end, None], self.copy[:, None, :],
-                       self.block[:, None, :], self.valid[:, None, :], (q[:, None] == k[None, :])[None])
+        k = torch.arange(self.copy.shape[1], device=self.copy.device) if keys is None else keys
+        return allowed(self.copy[:, start:end, None], self.block[:, start:end, None], self.copy[:, None, k],
+                       self.block[:, None, k], self.valid[:, None, k], (q[:, None] == k[None, :])[None])
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, enable_gqa: bool) -> torch.Tensor:
         if q.shape[2] != self.copy.shape[1] or k.shape[2] != self.copy.shape[1]:
@@ -93,9 +93,7 @@ class SlotMask:
     def _chunk(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int, end: int,
                enable_gqa: bool) -> torch.Tensor:
         keys = self.keys(start, end)  # block sparsity: the mask is built over these keys only
-        qi = torch.arange(start, end, device=keys.device)
-        mask = allowed(self.copy[:, start:end, None], self.block[:, start:end, None], self.copy[:, None, keys],
-                       self.block[:, None, keys], self.valid[:, None, keys], (qi[:, None] == keys[None, :])[None])
+        mask = self.rows(start, end, keys)
         if keys.numel() < self.copy.shape[1]:
             k, v = k.index_select(2, keys), v.index_select(2, keys)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], enable_gqa=enable_gqa)

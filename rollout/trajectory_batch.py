@@ -61,10 +61,6 @@ class Ragged:
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
-    def take(self, rows: Sequence[int]) -> Ragged:
-        parts = [self.row(i) for i in rows]
-        return Ragged(np.concatenate(parts) if parts else self.values[:0].copy(), _offsets(parts))
-
 
 def _offsets(rows: Sequence[Sequence]) -> np.ndarray:
     offsets = np.zeros(len(rows) + 1, dtype=np.int64)
@@ -95,15 +91,8 @@ class TrajectoryBatch:
                           **{k: int(v[i]) for k, v in self.ints.items()},
                           **{k: v[i] for k, v in self.strs.items()})
 
-    def to_trajectories(self, rows: Sequence[int] | None = None) -> list[Trajectory]:
-        return [self.trajectory(i) for i in (range(len(self)) if rows is None else rows)]
-
-    def select(self, rows: Sequence[int]) -> TrajectoryBatch:
-        """A batch of these rows, in this order."""
-        idx = np.asarray(rows, dtype=np.int64)
-        return TrajectoryBatch({k: r.take(rows) for k, r in self.ragged.items()},
-                               {k: v[idx] for k, v in self.ints.items()},
-                               {k: [v[i] for i in rows] for k, v in self.strs.items()})
+    def to_trajectories(self) -> list[Trajectory]:
+        return [self.trajectory(i) for i in range(len(self))]
 
     def metas(self) -> list[RowMeta]:
         p, r = self.ragged["prompt_ids"].lengths(), self.ragged["response_ids"].lengths()

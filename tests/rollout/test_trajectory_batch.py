@@ -1,6 +1,6 @@
 """TrajectoryBatch, the columns a rollout worker returns: every Trajectory field comes back exactly
 (random lengths, empty responses and tails, process rewards, the sampler's own output), rows
-select in any order, RowMeta describes each row, and an id that does not fit is refused."""
+read in any order, RowMeta describes each row, and an id that does not fit is refused."""
 from __future__ import annotations
 
 import dataclasses
@@ -54,8 +54,7 @@ def test_select_metas_and_the_sampler_output():
     batch = TrajectoryBatch.from_trajectories(trajs)
     assert batch.to_trajectories() == trajs  # the sampler's float32 log-probs and entropies are kept exactly
     rows = [5, 0, 7, 5]
-    assert batch.select(rows).to_trajectories() == [trajs[i] for i in rows] == batch.to_trajectories(rows)
-    assert batch.select([]).to_trajectories() == []
+    assert [batch.trajectory(i) for i in rows] == [trajs[i] for i in rows]
     for i, (m, t) in enumerate(zip(batch.metas(), trajs)):
         assert (m.prompt_uid, m.sample_idx, m.row, m.prompt_len, m.response_len, m.num_forwards, m.policy_version,
                 m.finish_reason, m.payload) == (t.prompt_uid, t.sample_idx, i, len(t.prompt_ids), len(t.response_ids),

@@ -41,7 +41,8 @@ class SamplingParams(BaseModel):
     # torch.compile the decode passes' transformer body (first call compiles; rollout/decode_forward.py).
     compile: bool = False
     # CUDA graphs for the decode passes: compiled with mode="reduce-overhead" at fixed shapes (every
-    # pass runs all slots over the whole cache). Without a CUDA device: eager, with a warning.
+    # pass runs all slots over the whole cache). Without a CUDA device: a warning, then the pass
+    # `compile` picks (compiled or eager).
     cuda_graphs: bool = False
 
     @model_validator(mode="after")

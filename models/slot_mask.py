@@ -18,20 +18,17 @@ of the chunk may see, with the chunk recomputed in backward instead of kept.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 
-def allowed(q_copy: torch.Tensor, q_block: torch.Tensor, k_copy: torch.Tensor, k_block: torch.Tensor,
-            k_valid: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
-    """The rule on broadcastable per-query / per-key tensors (also FlexAttention's mask_mod body)."""
-    clean_q, clean_k = q_copy == 0, k_copy == 0
-    see = (clean_k & ((k_block < q_block) | (clean_q & (k_block == q_block)))) | (
-        ~clean_q & (k_copy == q_copy) & (k_block == q_block))
-    return (see & k_valid) | same
+def visible(q_lim: torch.Tensor, q_pair: torch.Tensor, k_lim: torch.Tensor, k_pair: torch.Tensor) -> torch.Tensor:
+    """The rule on broadcastable per-query / per-key codes (`SlotMask.__post_init__`): three
+    elementwise passes over the mask. Padding queries' diagonal comes on top."""
+    return (k_lim < q_lim) | (k_pair == q_pair)
 
 
 _flex: Any = None  # compiled flex_attention, built on first CUDA use
@@ -42,68 +39,102 @@ class SlotMask:
     copy: torch.Tensor   # [R, T] long: 0 = clean, c > 0 = noisy copy c
     block: torch.Tensor  # [R, T] long: absolute block of the slot
     valid: torch.Tensor  # [R, T] bool: False = padding
-    query_chunk: int = 512  # CPU path: queries per chunk (mask memory R·chunk·T bools)
+    query_chunk: int = 256  # CPU path: queries per chunk (mask memory R·chunk·T bools)
     _block_mask: Any = field(default=None, repr=False, compare=False)
+    _keys: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # The rule as two comparisons per (query, key), padding keys excluded on the key side:
+        # - `lim`: a valid clean key at block b is seen by queries whose limit exceeds b (a clean
+        #   query's limit is its block + 1, a noisy query's its block); other keys never qualify;
+        # - `pair`: a noisy slot's (copy, block) as one id ≥ 0, seen by queries of the same pair;
+        #   clean queries (-2) and clean or padding keys (-1) match nothing.
+        # A padding query also sees itself (`rows` sets those few diagonal entries).
+        clean, valid = self.copy == 0, self.valid
+        self.k_lim = torch.where(clean & valid, self.block, torch.iinfo(torch.long).max)
+        self.q_lim = self.block + clean.long()
+        pair = self.copy * (int(self.block.max()) + 1) + self.block
+        self.k_pair = torch.where(~clean & valid, pair, -1)
+        self.q_pair = torch.where(clean, -2, pair)
 
     def to(self, device: torch.device | str) -> "SlotMask":
         return replace(self, copy=self.copy.to(device), block=self.block.to(device),
-                       valid=self.valid.to(device), _block_mask=None)
+                       valid=self.valid.to(device), _block_mask=None, _keys={})
 
     def rows(self, start: int = 0, end: int | None = None, keys: torch.Tensor | None = None) -> torch.Tensor:
-        """Bool [R, end - start, K]: what queries start..end may attend among `keys` (default all T)."""
+        """Bool [R, end - start, K]: what queries start..end may attend among `keys` (default all T;
+        given keys must include start..end, as `keys()` does)."""
         end = self.copy.shape[1] if end is None else end
-        q = torch.arange(start, end, device=self.copy.device)
-        k = torch.arange(self.copy.shape[1], device=self.copy.device) if keys is None else keys
-        return allowed(self.copy[:, start:end, None], self.block[:, start:end, None], self.copy[:, None, k],
-                       self.block[:, None, k], self.valid[:, None, k], (q[:, None] == k[None, :])[None])
+        k = slice(None) if keys is None else keys
+        mask = visible(self.q_lim[:, start:end, None], self.q_pair[:, start:end, None],
+                       self.k_lim[:, None, k], self.k_pair[:, None, k])
+        r, t = (~self.valid[:, start:end]).nonzero(as_tuple=True)
+        t = t + start
+        mask[r, t - start, t if keys is None else torch.searchsorted(keys, t)] = True
+        return mask
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, enable_gqa: bool) -> torch.Tensor:
         if q.shape[2] != self.copy.shape[1] or k.shape[2] != self.copy.shape[1]:
             raise ValueError(f"SlotMask describes {self.copy.shape[1]} slots, got q {q.shape[2]} / k {k.shape[2]}")
         if q.is_cuda:
             return self._flex_attend(q, k, v, enable_gqa)
-        T, out = q.shape[2], []
-        for start in range(0, T, self.query_chunk):
-            end = min(start + self.query_chunk, T)
-            if torch.is_grad_enabled() and T > self.query_chunk:
-                # Keep nothing per chunk (their masks would add up to R·T·T): backward rebuilds them.
-                out.append(checkpoint(self._chunk, q[:, :, start:end], k, v, start, end, enable_gqa,
-                                      use_reentrant=False))
-            else:
-                out.append(self._chunk(q[:, :, start:end], k, v, start, end, enable_gqa))
+        if torch.is_grad_enabled() and len(self.chunks) > 1 and any(x.requires_grad for x in (q, k, v)):
+            return _ChunkedAttention.apply(q, k, v, self, enable_gqa)
+        return self._attend_chunks(q, k, v, enable_gqa)
+
+    def _attend_chunks(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, enable_gqa: bool) -> torch.Tensor:
+        out = []
+        for start, end in self.chunks:
+            _, mask, ks, vs = self._gather(k, v, start, end)
+            out.append(F.scaled_dot_product_attention(q[:, :, start:end], ks, vs, attn_mask=mask,
+                                                      enable_gqa=enable_gqa))
         return torch.cat(out, dim=2)
+
+    @cached_property
+    def chunks(self) -> list[tuple[int, int]]:
+        """Query chunks of at most `query_chunk` slots, cut where the first row's slots change copy
+        (at most every quarter chunk): a chunk inside one noisy copy needs only the clean keys
+        below its blocks and its own slots; one spanning two copies needs both."""
+        T, size = self.copy.shape[1], self.query_chunk
+        cuts = [0]
+        for t in (self.copy[0, 1:] != self.copy[0, :-1]).nonzero().squeeze(1).add(1).tolist():
+            if t - cuts[-1] >= size // 4:
+                cuts.append(t)
+        out = []
+        for a, b in zip(cuts, cuts[1:] + [T]):
+            n = -(-(b - a) // size)  # equal pieces
+            out += [(a + (b - a) * i // n, a + (b - a) * (i + 1) // n) for i in range(n)]
+        return out
 
     def keys(self, start: int, end: int) -> torch.Tensor:
         """The keys some query start..end may attend (ascending), found per key in O(R·T) rather
-        than from the [R, end - start, T] mask: a clean key below the queries' top block (or at a
-        clean query's top block), a noisy key whose (copy, block) a noisy query has, the diagonal."""
-        qc, qb = self.copy[:, start:end], self.block[:, start:end]
-        clean_q, clean_k = qc == 0, self.copy == 0
-        top = qb.max(dim=1, keepdim=True).values
-        top_clean = torch.where(clean_q, qb, -1).max(dim=1, keepdim=True).values
-        see = clean_k & ((self.block < top) | (self.block <= top_clean))
-        span = int(self.block.max()) + 1
-        row = torch.arange(qc.shape[0], device=qc.device)[:, None] * (int(self.copy.max()) + 1)
-        pair = (row + self.copy) * span + self.block  # (row, copy, block) as one id
-        see |= ~clean_k & torch.isin(pair, ((row + qc) * span + qb)[~clean_q])
-        need = (see & self.valid).any(dim=0)
+        than from the [R, end - start, T] mask: a clean key below a query's limit, a noisy key
+        whose pair a query has, the queries' own slots."""
+        q_pair = self.q_pair[:, start:end]
+        see = self.k_lim < self.q_lim[:, start:end].max(dim=1, keepdim=True).values
+        row = torch.arange(q_pair.shape[0], device=q_pair.device)[:, None] * (max(int(self.q_pair.max()), 0) + 1)
+        see |= (self.k_pair >= 0) & torch.isin(self.k_pair + row, (q_pair + row)[q_pair >= 0])
+        need = see.any(dim=0)
         need[start:end] = True
         return need.nonzero().squeeze(1)
 
-    def _chunk(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int, end: int,
-               enable_gqa: bool) -> torch.Tensor:
-        keys = self.keys(start, end)  # block sparsity: the mask is built over these keys only
-        mask = self.rows(start, end, keys)
+    def _gather(self, k: torch.Tensor, v: torch.Tensor, start: int,
+                end: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(keys, mask, k, v) of queries start..end: block sparsity, the mask is built over the keys
+        some query may see, found once per micro-batch (every layer, forward and backward, reuses them)."""
+        keys = self._keys.get((start, end))
+        if keys is None:
+            keys = self._keys[start, end] = self.keys(start, end)
         if keys.numel() < self.copy.shape[1]:
             k, v = k.index_select(2, keys), v.index_select(2, keys)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None], enable_gqa=enable_gqa)
+        return keys, self.rows(start, end, keys)[:, None], k, v
 
     def mask_mod(self) -> Callable:
         """The rule as FlexAttention's mask_mod(batch, head, query, key)."""
-        copy, block, valid = self.copy, self.block, self.valid
+        q_lim, q_pair, k_lim, k_pair = self.q_lim, self.q_pair, self.k_lim, self.k_pair
 
         def mask_mod(b, h, qi, ki):
-            return allowed(copy[b, qi], block[b, qi], copy[b, ki], block[b, ki], valid[b, ki], qi == ki)
+            return visible(q_lim[b, qi], q_pair[b, qi], k_lim[b, ki], k_pair[b, ki]) | (qi == ki)
 
         return mask_mod
 
@@ -116,3 +147,32 @@ class SlotMask:
             R, T = self.copy.shape
             self._block_mask = create_block_mask(self.mask_mod(), R, None, T, T, device=q.device, _compile=True)
         return _flex(q, k, v, block_mask=self._block_mask, enable_gqa=enable_gqa)
+
+
+class _ChunkedAttention(torch.autograd.Function):
+    """`SlotMask` attention over query chunks that keeps nothing per chunk: chunk masks would add
+    up to R·T·T. Backward recomputes each chunk and adds its key/value gradients into one
+    buffer (per-chunk autograd would zero-fill and add a full-length gradient per chunk)."""
+
+    @staticmethod
+    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: SlotMask,
+                enable_gqa: bool) -> torch.Tensor:
+        ctx.spec, ctx.enable_gqa = spec, enable_gqa
+        ctx.save_for_backward(q, k, v)
+        return spec._attend_chunks(q, k, v, enable_gqa)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        q, k, v = ctx.saved_tensors
+        spec = ctx.spec
+        dq, dk, dv = torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(v)
+        for s, e in spec.chunks:
+            keys, mask, kc, vc = spec._gather(k, v, s, e)
+            with torch.enable_grad():
+                qc, kc, vc = (x.detach().requires_grad_() for x in (q[:, :, s:e], kc, vc))
+                out = F.scaled_dot_product_attention(qc, kc, vc, attn_mask=mask, enable_gqa=ctx.enable_gqa)
+                gq, gk, gv = torch.autograd.grad(out, (qc, kc, vc), grad[:, :, s:e])
+            dq[:, :, s:e] = gq
+            dk.index_add_(2, keys, gk)
+            dv.index_add_(2, keys, gv)
+        return dq, dk, dv, None, None

@@ -35,15 +35,23 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class Task:
+    """One remote call in flight: a rollout shard (its PromptRecords, and the reference to the
+    TrajectoryBatch the call returns beside its RowMeta) or a reward chunk (its RowMeta)."""
+    stage: str
+    worker: int
+    items: list
+    batch: Any = None
+
+
+@dataclass
 class RolloutJob:
     """Shards in flight; created by `submit`, finished by `collect`."""
     records: list[PromptRecord]
     rows: dict[str, dict[str, Any]]
     params: SamplingParams
     queue: deque = field(default_factory=deque)  # shards no worker has taken yet
-    # result ref -> (stage, worker, its items: a rollout shard's PromptRecords or a reward chunk's RowMeta)
-    pending: dict[Any, tuple[str, int, list]] = field(default_factory=dict)
-    batches: dict[Any, Any] = field(default_factory=dict)  # a rollout task's RowMeta ref -> its TrajectoryBatch ref
+    pending: dict[Any, Task] = field(default_factory=dict)  # by the ref of the result collect waits for
     reissued: Counter = field(default_factory=Counter)
 
 
@@ -74,8 +82,7 @@ def _take_shard(pools: Pools, job: RolloutJob, w: int) -> None:
 
 def _generate(pools: Pools, job: RolloutJob, w: int, shard: list[PromptRecord]) -> None:
     metas, batch = pools.rollout[w].generate.remote(shard, job.params)
-    job.pending[metas] = ("rollout", w, shard)
-    job.batches[metas] = batch
+    job.pending[metas] = Task("rollout", w, shard, batch)
 
 
 def collect(pools: Pools, job: RolloutJob, version: int, chunk: int,
@@ -88,8 +95,8 @@ def collect(pools: Pools, job: RolloutJob, version: int, chunk: int,
     next_reward = 0
     while job.pending:
         [ref], _ = ray.wait(list(job.pending), num_returns=1)
-        stage, w, items = job.pending.pop(ref)
-        batch = job.batches.pop(ref, None)
+        task = job.pending.pop(ref)
+        stage, w, items = task.stage, task.worker, task.items
         try:
             result = ray.get(ref)
         except RayActorError as err:
@@ -113,7 +120,7 @@ def collect(pools: Pools, job: RolloutJob, version: int, chunk: int,
         bar.update(len(items))
         if stage == "rollout":
             _take_shard(pools, job, w)
-            result = [replace(m, payload=batch) for m in result]
+            result = [replace(m, payload=task.batch) for m in result]
             samples += result
             for part in (result[i:i + chunk] for i in range(0, len(result), chunk)):
                 next_reward = _score(pools, job, part, next_reward)
@@ -130,7 +137,7 @@ def _score(pools: Pools, job: RolloutJob, part: list[RowMeta], worker: int) -> i
     worker index. The batch goes as a top-level reference: Ray hands the worker the batch itself."""
     w = worker % len(pools.reward)
     ref = pools.reward[w].score.remote(part[0].payload, [m.row for m in part], [job.rows[m.prompt_uid] for m in part])
-    job.pending[ref] = ("reward", w, part)
+    job.pending[ref] = Task("reward", w, part)
     return w + 1
 
 

@@ -42,6 +42,12 @@ class KVCache:
         their K/V are stored at `cols` [T] and attention reads the query's own K/V."""
         self._cols, self._slots = cols, slots
 
+    def move(self, slots: torch.Tensor) -> None:
+        """Slots [0, len(slots)) take the K/V of `slots` (ascending, slots[i] >= i)."""
+        n = slots.shape[0]
+        for t in (*self.keys, *self.values):
+            t[:n] = t[slots]
+
     def extend(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store the query's K/V [N, Hkv, T, D] and return the K/V the query attends over."""
         keys, values = self.keys[layer], self.values[layer]

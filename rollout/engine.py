@@ -119,6 +119,7 @@ class SlotDecoder:
         stops = [] if params.ignore_eos else sorted({cfg.eos_token_id, *cfg.stop_token_ids, *params.stop_token_ids})
         self.stop_ids = self.link.to_device(stops, torch.long)
         self.rows: list[_Row | None] = [None] * slots
+        self.drained = False  # the queue is empty: free slots stay free
         self.passes = 0
         self._pending: list[tuple[list[_Row], list[int], list[int], torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
@@ -130,6 +131,7 @@ class SlotDecoder:
         for s in free:
             item = next(queue, None)
             if item is None:
+                self.drained = True
                 break
             new.append((s, *item))
         if not new:
@@ -156,6 +158,20 @@ class SlotDecoder:
             pos = torch.arange(cols, device=self.dev)
             self.cache.prefill(slots, pos)
             self.model.hidden_states(self.tokens[slots, :cols], pos.expand(len(new), -1), BlockCausal(B), self.cache)
+
+    def _compact(self, live: list[int]) -> None:
+        """Move the live rows to slots [0, n): once the queue is empty nothing refills the finished
+        slots below the highest live one, and every pass would compute them. One copy of the live
+        rows' canvases and cache rows (at most log_{4/3}(slots) times a decode)."""
+        n = len(live)
+        src = self.link.to_device(live, torch.long)
+        for t in (self.tokens, self.steps, self.logp, self.ent, self.c0, self.start, self.canvas_end, self.seed,
+                  self.row_steps, self.alive):
+            t[:n] = t[src]
+        self.alive[n:] = False
+        if self.cache is not None:
+            self.cache.move(src)
+        self.rows = [self.rows[s] for s in live] + [None] * (self.slots - n)
 
     # ---- one denoising pass ------------------------------------------------------------------
 
@@ -310,6 +326,9 @@ class SlotDecoder:
             live = [s for s, r in enumerate(self.rows) if r is not None]
             if not live:
                 break
+            if self.drained and not self.fixed and len(live) <= 0.75 * (live[-1] + 1):
+                self._compact(live)
+                live = list(range(len(live)))
             hi = self.slots if self.fixed else live[-1] + 1
             c0 = self.c0[:hi]
             masked = (self.tokens[:hi].gather(1, c0[:, None] + self.ar) == self.cfg.mask_token_id) & self.alive[

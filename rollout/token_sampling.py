@@ -45,19 +45,20 @@ def inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     Searching for the first cumulative mass *above* the target never picks a zero-probability
     token; if rounding runs past the chunk, the chunk's most likely token is taken."""
     m, vocab = probs.shape
-    whole = vocab - vocab % _CHUNK
-    sums = [probs[:, :whole].view(m, whole // _CHUNK, _CHUNK).sum(-1)] if whole else []
+    size = min(_CHUNK, vocab)  # a small vocabulary is one chunk
+    whole = vocab - vocab % size
+    sums = [probs[:, :whole].view(m, whole // size, size).sum(-1)]
     if whole < vocab:
         sums.append(probs[:, whole:].sum(-1, keepdim=True))
     cum = torch.cat(sums, dim=1).double().cumsum(-1)
     target = (u * cum[:, -1]).unsqueeze(-1)
     chunk = torch.searchsorted(cum, target, right=True).clamp_(max=cum.shape[1] - 1)
     before = torch.where(chunk > 0, cum.gather(1, (chunk - 1).clamp(min=0)), torch.zeros_like(target))
-    cols = chunk * _CHUNK + torch.arange(_CHUNK, device=probs.device)
+    cols = chunk * size + torch.arange(size, device=probs.device)
     inside = probs.gather(1, cols.clamp(max=vocab - 1)).masked_fill(cols >= vocab, 0.0)
     local = torch.searchsorted(inside.double().cumsum(-1), target - before, right=True)
-    local = torch.where(local < _CHUNK, local, inside.argmax(-1, keepdim=True))
-    return (chunk * _CHUNK + local).squeeze(-1)
+    local = torch.where(local < size, local, inside.argmax(-1, keepdim=True))
+    return (chunk * size + local).squeeze(-1)
 
 
 def sample_candidates(logits: torch.Tensor, u: torch.Tensor, temperature: float, top_k: int,

@@ -160,3 +160,21 @@ def test_bad_engine_params_are_named(update, message):
 def test_prompts_that_do_not_fit_the_cache_are_named(prompt, message):
     with pytest.raises(ValueError, match=message):
         generate(tiny_model(4), [prompt], params(max_new_tokens=24, cache_tokens=32))
+
+
+def test_finished_slots_stop_riding_along_once_the_queue_is_empty():
+    model = tiny_model(4, sharpen=4.0)
+    prompts, seeds = prompts_varied(7), list(range(20, 27))
+    p = params(strategy="static", max_new_tokens=20, max_batch_rows=7)  # every prompt admitted at once
+    rows_per_pass: list[int] = []
+    hook = model.embed_tokens.register_forward_hook(lambda mod, args, out: rows_per_pass.append(args[0].shape[0]))
+    try:
+        batched = generate(model, prompts, p, seeds)
+    finally:
+        hook.remove()
+    assert_same(batched, [generate(model, [x], p, [s])[0] for x, s in zip(prompts, seeds)])
+    # Blocks each row decoded; the last pass runs exactly the rows that reached the most.
+    blocks = [(len(t.prompt_ids) + len(t.response_ids) + len(t.tail_ids) - len(t.prompt_ids) // 4 * 4) // 4
+              for t in batched]
+    assert len(set(blocks)) > 1
+    assert rows_per_pass[-1] == blocks.count(max(blocks))

@@ -56,7 +56,7 @@ class KVCache:
             values[self._slots[:, None], :, self._cols[None]] = v.transpose(1, 2)
             return k, v
         keys, values = keys[:self._rows], values[:self._rows]
-        index = self._cols[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
-        keys.scatter_(2, index, k)
-        values.scatter_(2, index, v)
+        rows = torch.arange(self._rows, device=k.device)[:, None]
+        keys[rows, :, self._cols] = k.transpose(1, 2)
+        values[rows, :, self._cols] = v.transpose(1, 2)
         return keys[:, :, :self._read], values[:, :, :self._read]

@@ -3,10 +3,11 @@ run without faults.
 
 Each fault kills one named actor of one pool (every pool in `cluster`: rollout, reward, learner,
 and any pool added later) during a chosen step: a rollout worker once its shard of the step is in
-flight, a learner rank once the step's update is in flight, any other (stateless) pool's worker a
-seeded delay after the step's rollout started. Rollout/reward workers are restarted by Ray and
-their work re-issued; a dead learner rank makes the driver recreate the group from the last
-checkpoint and replay. Prints one JSON line: faults injected and survived, prompts lost or
+flight, a learner rank as the step's update is handed out (a delayed kill could land after a short
+update, or be cancelled with the run's end, and the fault would never be met), any other
+(stateless) pool's worker a seeded delay after the step's rollout started. Rollout/reward workers
+are restarted by Ray and their work re-issued; a dead learner rank makes the driver recreate the
+group from the last checkpoint and replay. Prints one JSON line: faults injected and survived, prompts lost or
 double-counted (each step's requested (prompt, sample) pairs against what came back scored, and
 each step logged exactly once), whether every per-step metric equals the fault-free run's, and
 the wall time of both runs.
@@ -50,7 +51,7 @@ class Fault:
     step: int  # 1-based training step during which the actor is killed
     pool: str  # a `cluster` pool: rollout, reward, learner, ...
     index: int  # worker / rank within the pool
-    delay_s: float = 0.0  # after the step's work for that pool was handed out
+    delay_s: float = 0.0  # stateless pools: after the step's rollout was handed out
 
 
 def pool_names(cfg: RunConfig) -> list[str]:
@@ -136,7 +137,7 @@ class Injector:
 
         def learner_shards(*args: Any) -> Any:
             for f in self._due({"learner"}):
-                self._kill_later(f, f.delay_s)  # the update is handed out right after this returns
+                self._kill(f)  # the update is handed out right after this returns
             return real["learner_shards"](*args)
 
         wrappers = dict(advance=advance, submit=submit, collect=collect, learner_shards=learner_shards)

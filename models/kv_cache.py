@@ -17,10 +17,10 @@ class KVCache:
         # Zeros, not empty: a masked key's weight is exactly 0, but 0 * NaN garbage would be NaN.
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
-        self._cols: torch.Tensor | None = None
-        self._slots: torch.Tensor | None = None
-        self._rows = 0
-        self._read = 0
+        # Where the next forward writes ([N, 1] slots, [N or 1, T] columns) and how many columns
+        # it reads (None: attention reads the query's own K/V); set by `decode` / `prefill`.
+        self._slots = self._cols = torch.empty(0, dtype=torch.long)
+        self._read: int | None = None
 
     @property
     def capacity(self) -> int:
@@ -35,12 +35,13 @@ class KVCache:
         cols[i] and attends over its cache columns [0, read)."""
         if read > self.capacity:
             raise ValueError(f"KV cache overflow: reading {read} columns of {self.capacity}")
-        self._cols, self._slots, self._rows, self._read = cols, None, cols.shape[0], read
+        self._slots, self._cols = torch.arange(cols.shape[0], device=cols.device)[:, None], cols
+        self._read = read
 
     def prefill(self, slots: torch.Tensor, cols: torch.Tensor) -> None:
         """The next forward runs rows for `slots` whose queries are their whole visible context:
         their K/V are stored at `cols` [T] and attention reads the query's own K/V."""
-        self._cols, self._slots = cols, slots
+        self._slots, self._cols, self._read = slots[:, None], cols[None], None
 
     def move(self, slots: torch.Tensor) -> None:
         """Slots [0, len(slots)) take the K/V of `slots` (ascending, slots[i] >= i)."""
@@ -51,12 +52,9 @@ class KVCache:
     def extend(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store the query's K/V [N, Hkv, T, D] and return the K/V the query attends over."""
         keys, values = self.keys[layer], self.values[layer]
-        if self._slots is not None:
-            keys[self._slots[:, None], :, self._cols[None]] = k.transpose(1, 2)
-            values[self._slots[:, None], :, self._cols[None]] = v.transpose(1, 2)
+        keys[self._slots, :, self._cols] = k.transpose(1, 2)
+        values[self._slots, :, self._cols] = v.transpose(1, 2)
+        if self._read is None:
             return k, v
-        keys, values = keys[:self._rows], values[:self._rows]
-        rows = torch.arange(self._rows, device=k.device)[:, None]
-        keys[rows, :, self._cols] = k.transpose(1, 2)
-        values[rows, :, self._cols] = v.transpose(1, 2)
-        return keys[:, :, :self._read], values[:, :, :self._read]
+        rows = self._slots.shape[0]
+        return keys[:rows, :, :self._read], values[:rows, :, :self._read]

@@ -225,6 +225,12 @@ class RunConfig(_Strict):
             raise ValueError(f"cluster.colocate=true needs cluster.rollout.num_workers "
                              f"({self.cluster.rollout.num_workers}) == cluster.learner.num_workers "
                              f"({self.cluster.learner.num_workers}): each rollout worker shares a learner's bundle")
+        e = self.engine
+        if self.cluster.colocate and e.backend == "deepspeed" and (e.zero_stage < 2 or e.offload_params):
+            raise ValueError(f"cluster.colocate=true with engine.backend=deepspeed needs engine.zero_stage 2 or 3 "
+                             f"without engine.offload_params (got zero_stage={e.zero_stage}, offload_params="
+                             f"{e.offload_params}): the learner parks its ZeRO-2/3 state in host memory while the "
+                             "rollout worker decodes (DeepSpeed's offload_states)")
         if self.cluster.colocate and self.async_.max_staleness:
             raise ValueError("async.max_staleness=1 overlaps rollout with the update, but cluster.colocate=true "
                              "rollout workers release their weights while the learner updates: pick one")

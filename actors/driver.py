@@ -158,12 +158,13 @@ def sft_step(run: Run, step: int) -> dict[str, float]:
     """One supervised step on reference solutions (rollout workers catch up at the next sync)."""
     cfg, timer = run.cfg, StepTimer()
     pairs = run.next_pairs(cfg.trainer.prompts_per_step if cfg.mode == "sft" else cfg.warmup.prompts_per_step)
+    freed = run.devices.free_for_update(run, timer)
     with timer("update_s"):
         n = len(run.pools.learner)
         stats = ray.get([a.sft_step.remote(pairs[r::n], step) for r, a in enumerate(run.pools.learner)])[0]
     run.state.version += 1
     learner_m = {f"learner/{k}": float(v) for k, v in stats.items()}
-    return {**learner_m, **timer.seconds, "version": float(run.state.version)}
+    return {**learner_m, **freed, **timer.seconds, "version": float(run.state.version)}
 
 
 def warmup(run: Run) -> None:

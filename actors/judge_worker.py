@@ -13,10 +13,13 @@ from rewards.judge_backends import JudgeConfig, make_backend
 from rewards.judging import JudgeRequest, judge_responses
 from rewards.process import ProcessScore
 
+from .device import device_for_actor
+
 
 class JudgeWorker:
     def __init__(self, rank: int, judge: JudgeConfig, tokenizer_path: str, num_gpus: float = 0.0,
                  threads: int = 1) -> None:
+        device_for_actor()  # without an assigned GPU, none is visible to the judge's libraries
         torch.set_num_threads(threads)
         self.rank, self.cfg = rank, judge
         self.tokenizer = load_tokenizer(tokenizer_path)  # the policy's: decodes the responses' ids

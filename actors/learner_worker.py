@@ -6,6 +6,7 @@ explicitly by the driver on the ranks that must run it.
 """
 from __future__ import annotations
 
+import gc
 import os
 from typing import Any
 
@@ -22,8 +23,8 @@ from models.tokenizer import load_tokenizer
 from rollout.trajectory_batch import RowMeta
 
 from .config import RunConfig
+from .device import device_for_actor
 from .payloads import fetch
-from .rollout_worker import device_for_actor
 from .weight_sync import (
     CollectiveGroup,
     CollectiveSender,
@@ -38,9 +39,12 @@ from .weight_sync import (
 
 class LearnerWorker:
     def __init__(self, rank: int, world_size: int, cfg: RunConfig, path: str, tag: str, threads: int = 1) -> None:
+        self.device = device_for_actor()  # first: it may hide GPUs before CUDA initialises
         torch.set_num_threads(threads)
         self.rank, self.world_size, self.cfg, self.path, self.tag = rank, world_size, cfg, path, tag
-        self.device = device_for_actor()
+        self.engine: TrainEngine | None = None
+        self.value_engine: TrainEngine | None = None
+        self.offloaded = False  # colocated: the engines' device state is in host memory
         self.shared_memory = SharedMemorySender(tag)
         self.collective: CollectiveSender | None = None
         # Long-lived: each keeps its buckets across versions (fresh ones would page-fault every sync).
@@ -57,7 +61,7 @@ class LearnerWorker:
     def setup(self, master_addr: str, master_port: int, warmup: bool) -> None:
         """Join the process group and build the engine: for the SFT warm-up (`warmup`, its own
         optimizer and learning rate) or for the run's own algorithm."""
-        init_distributed(self.rank, self.world_size, master_addr, master_port)
+        init_distributed(self.rank, self.world_size, master_addr, master_port, self.device)
         self._build(self.path, warmup)
 
     def start_rl(self, path: str) -> None:
@@ -66,27 +70,54 @@ class LearnerWorker:
         self._build(path, warmup=False)
 
     def _build(self, path: str, warmup: bool) -> None:
+        self._release()  # before loading: the old and new engines must not both hold the device
         m, algo = self.cfg.model, self.cfg.algo
         load = dict(dtype=DTYPES[m.dtype], device=self.device, family=m.family, overrides=m.overrides())
-        model = load_model(path, **load)
+        # Trained weights load in fp32 (the engine's master weights), not via a model.dtype copy.
+        trained = {**load, "dtype": torch.float32}
+        model = load_model(path, **trained)
         self.model_cfg = model.config
         if warmup:
             w = self.cfg.warmup
             self.engine = TrainEngine(model, self.cfg.engine.model_copy(
-                update={"lr": w.lr, "schedule": "constant", "total_steps": None}))
+                update={"lr": w.lr, "schedule": "constant", "total_steps": None}), self.device)
             self.sft_updater = PolicyUpdater(self.engine, w.algo, self.model_cfg, seed=self.cfg.trainer.seed)
-            self.value_engine = None
             return
-        self.engine = TrainEngine(model, self.cfg.engine)
-        self.value_engine = (TrainEngine(ValueModel(load_model(path, **load)), self.cfg.engine)
+        self.engine = TrainEngine(model, self.cfg.engine, self.device)
+        self.value_engine = (TrainEngine(ValueModel(load_model(path, **trained)), self.cfg.engine, self.device)
                              if algo.uses_value else None)
         ref = None
-        if algo.kl_beta > 0 and algo.kl_ref == "frozen":
+        if algo.kl_beta > 0 and algo.kl_ref == "frozen":  # forward only: the checkpoint's dtype will do
             ref = load_model(m.ref_path or path, **load).eval().requires_grad_(False)
         self.updater = PolicyUpdater(self.engine, algo, self.model_cfg, ref_model=ref,
                                      value_engine=self.value_engine, seed=self.cfg.trainer.seed,
                                      pack_rounds=self.cfg.learner.pack_rounds)
         self.sft_updater = self.updater
+
+    def _release(self) -> None:
+        """Drop every reference to the current engines (and free their device memory)."""
+        self.engine = self.value_engine = self.updater = self.sft_updater = None
+        self.offloaded = False
+        gc.collect()  # an engine holds reference cycles (optimizer <-> parameters, DDP hooks)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _engines(self) -> list[TrainEngine]:
+        return [e for e in (self.engine, self.value_engine) if e is not None]
+
+    # ---- colocation (cluster.colocate: a rollout worker shares this rank's GPU) ----------------
+    def offload(self) -> int:
+        """Park the engines' device state in host memory while the rollout worker decodes; returns
+        the bytes moved. The next method that needs the engines brings it back (`_resident`)."""
+        moved = 0 if self.offloaded else sum(e.offload() for e in self._engines())
+        self.offloaded = True
+        return moved
+
+    def _resident(self) -> None:
+        if self.offloaded:
+            for e in self._engines():
+                e.reload()
+            self.offloaded = False
 
     # ---- updates (all ranks, collectively, each with its own shard) ---------------------------
     def rl_step(self, samples: list[RowMeta], advantages: list[float], process_rewards: list[list[float]] | None,
@@ -97,10 +128,12 @@ class LearnerWorker:
         trajectories = fetch(samples)
         for t, rewards in zip(trajectories, process_rewards or []):
             t.process_rewards = rewards
+        self._resident()
         return self.updater.rl_step(trajectories, advantages, step)
 
     def sft_step(self, pairs: list[tuple[list[int], list[int]]], step: int) -> dict[str, float]:
         """An SFT step: the run's objective when algo is SFT, else the warm-up objective."""
+        self._resident()
         return self.sft_updater.sft_step(pairs, step)
 
     # ---- weight sync --------------------------------------------------------------------------
@@ -114,6 +147,7 @@ class LearnerWorker:
         """All ranks call this (a ZeRO-3 gather is collective); rank 0 streams the weights once into
         every requested transport's buckets and returns a handle per transport. A collective
         handle only announces the buckets: `broadcast_weights` sends them."""
+        self._resident()
         tensors = self.engine.full_tensors()
         if self.rank != 0:
             for _ in tensors:  # take part in each tensor's gather; rank 0 alone packs
@@ -131,21 +165,26 @@ class LearnerWorker:
     # ---- checkpoints --------------------------------------------------------------------------
     def save(self, directory: str) -> None:
         """All ranks: engine (+ value engine) state, so optimizer moments survive a resume."""
+        self._resident()
         self.engine.save(os.path.join(directory, "policy"))
         if self.value_engine is not None:
             self.value_engine.save(os.path.join(directory, "value"))
 
     def load(self, directory: str) -> None:
+        self._resident()
         self.engine.load(os.path.join(directory, "policy"))
         if self.value_engine is not None:
             self.value_engine.load(os.path.join(directory, "value"))
 
     def export_hf(self, directory: str) -> None:
-        """All ranks (the gather is collective); rank 0 writes the HF-format policy."""
-        self.engine.export_hf(directory, load_tokenizer(self.path) if self.rank == 0 else None)
+        """All ranks (the gather is collective); rank 0 writes the HF-format policy in model.dtype."""
+        self._resident()
+        self.engine.export_hf(directory, load_tokenizer(self.path) if self.rank == 0 else None,
+                              DTYPES[self.cfg.model.dtype])
 
     def state_dict(self) -> dict[str, Any]:
         """For tests: the full policy weights as rank 0 sees them (all ranks must call)."""
+        self._resident()
         state = self.engine.full_state_dict()
         return {k: v.detach().cpu() for k, v in state.items()} if self.rank == 0 else {}
 

@@ -16,6 +16,7 @@ from rollout.trajectory import Trajectory
 from rollout.trajectory_batch import RowMeta, TrajectoryBatch
 
 from .config import ModelSection
+from .device import device_for_actor
 from .weight_sync import (
     CollectiveGroup,
     CollectiveReceiver,
@@ -36,15 +37,11 @@ def shard_result(trajs: list[Trajectory], shard: list[PromptRecord],
     return batch.metas(), batch
 
 
-def device_for_actor() -> torch.device:
-    return torch.device("cuda") if ray.get_gpu_ids() and torch.cuda.is_available() else torch.device("cpu")
-
-
 class RolloutWorker:
     def __init__(self, rank: int, model: ModelSection, path: str, threads: int = 1) -> None:
+        self.device = device_for_actor()  # first: it may hide GPUs before CUDA initialises
         torch.set_num_threads(threads)
         self.rank = rank
-        self.device = device_for_actor()
         self.load_args: dict[str, Any] = dict(dtype=DTYPES[model.dtype], device=self.device, family=model.family,
                                               overrides=model.overrides())
         self.model = load_model(path, **self.load_args).eval()
@@ -66,6 +63,8 @@ class RolloutWorker:
     def sleep(self) -> int:
         """Colocated with a learner rank: release the weights (and cached device memory) while it
         updates; the sync after the update reallocates and fills them. Returns the bytes freed."""
+        if self.asleep:
+            return 0
         freed = sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
         self.model.to_empty(device="meta")
         if self.device.type == "cuda":

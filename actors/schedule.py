@@ -36,10 +36,12 @@ class StepTimer:
 
 
 def sync(run: Run, timer: StepTimer) -> None:
-    """Bring every rollout worker to the learner's version (no-op when they already hold it)."""
+    """Bring every rollout worker to the learner's version (no-op when they already hold it); the
+    rollout workers decode next, so a colocated learner leaves them the device."""
     if run.state.synced != run.state.version:
         timer.add("sync_s", sync_weights(run.pools, run.state.version))
         run.state.synced = run.state.version
+    run.devices.free_for_rollout(run, timer)
 
 
 class Lockstep:
@@ -79,14 +81,23 @@ class SeparateDevices:
     def free_for_update(self, run: Run, timer: StepTimer) -> dict[str, float]:
         return {}
 
+    def free_for_rollout(self, run: Run, timer: StepTimer) -> None:
+        pass
+
 
 class Colocated(SeparateDevices):
-    """cluster.colocate: each rollout worker shares a learner's device and releases its memory for
-    the update (the sync after the update brings the weights back)."""
+    """cluster.colocate: each rollout worker shares a learner's device. For an update the rollout
+    worker releases its weights (the sync after the update brings them back); for decoding the
+    learner parks its weights, gradients and optimizer state in host memory (its next update
+    brings them back)."""
 
     def free_for_update(self, run: Run, timer: StepTimer) -> dict[str, float]:
         with timer("sleep_s"):
             return {"rollout_freed_mb": sum(ray.get([w.sleep.remote() for w in run.pools.rollout])) / 2**20}
+
+    def free_for_rollout(self, run: Run, timer: StepTimer) -> None:
+        with timer("offload_s"):
+            ray.get([a.offload.remote() for a in run.pools.learner])
 
 
 def schedule_for(cfg: RunConfig) -> Lockstep:

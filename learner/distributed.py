@@ -1,34 +1,62 @@
 """torch.distributed set-up and the few collectives the engine needs.
 
-One process per data-parallel rank; the caller (a learner actor, a test) says who it is. The
-backend follows the device: nccl with CUDA, gloo on CPU.
+One process per data-parallel rank; the caller (a learner actor, a test) says who it is and which
+device it owns. On a GPU the default group is `cpu:gloo,cuda:nccl`: model tensors go through NCCL,
+and the host-side figures every rank exchanges (micro-batch counts, token totals, metrics) go
+through gloo. Those host collectives never rely on the default group serving CPU tensors: when it
+does not (a plain `nccl` group, or the `cuda:gloo` stand-in the tests use for it), a gloo group of
+its own carries them (`host_group`).
 """
 from __future__ import annotations
 
 import os
 import socket
+from typing import Literal
 
 import torch
 import torch.distributed as dist
 
+_host: dist.ProcessGroup | None = None  # CPU-tensor group when the default one serves only CUDA
+
+
+def default_backend(device: torch.device) -> str:
+    return "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
+
 
 def init_distributed(rank: int, world_size: int, master_addr: str, master_port: int,
-                     backend: str | None = None) -> None:
-    """Join the default process group (no-op if this process already has one).
+                     device: torch.device, backend: str | None = None) -> None:
+    """Join the default process group (no-op if this process already has one) for `device`.
 
-    Also exports RANK/WORLD_SIZE/MASTER_* and LOCAL_RANK (kept if set, else 0: a learner actor sees
-    only its own GPU) because DeepSpeed reads them from the environment.
+    Also exports RANK/WORLD_SIZE/MASTER_* and LOCAL_RANK (kept if set, else 0) because DeepSpeed
+    reads them from the environment. `backend` defaults to `default_backend(device)`.
     """
+    global _host
     if dist.is_initialized():
         return
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR=master_addr,
                       MASTER_PORT=str(master_port))
     os.environ.setdefault("LOCAL_RANK", "0")
-    if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-    backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
-    dist.init_process_group(backend, init_method=f"tcp://{master_addr}:{master_port}", rank=rank,
-                            world_size=world_size)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend or default_backend(device), init_method=f"tcp://{master_addr}:{master_port}",
+                            rank=rank, world_size=world_size)
+    # Collective: every rank reaches this line, so every rank creates the same groups.
+    _host = None if serves_cpu(dist.get_backend_config()) else dist.new_group(backend="gloo")
+
+
+def serves_cpu(backend_config: str) -> bool:
+    """Whether a group's backend config ("gloo", "nccl", "cpu:gloo,cuda:nccl", ...) takes CPU tensors."""
+    return any(part.startswith("cpu:") or part == "gloo" for part in backend_config.split(","))
+
+
+def host_group() -> dist.ProcessGroup | None:
+    """The group for CPU tensors (None: the default group serves them)."""
+    return _host
+
+
+def group_for(device: torch.device) -> dist.ProcessGroup | None:
+    """The group that carries tensors of `device` (None = the default group)."""
+    return _host if device.type == "cpu" else None
 
 
 def free_ports(n: int) -> list[int]:
@@ -62,23 +90,26 @@ def world_size() -> int:
 
 def barrier() -> None:
     if world_size() > 1:
-        dist.barrier()
+        dist.barrier(group=_host)
 
 
-def count_range(n: int, device: torch.device) -> tuple[int, int]:
+def all_reduce_host(values: list[float], op: Literal["sum", "max"]) -> list[float]:
+    """Sum or max of each host-side value over all ranks, in one collective on the host group."""
+    if world_size() == 1:
+        return [float(v) for v in values]
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM, group=_host)
+    return t.tolist()
+
+
+def count_range(n: int) -> tuple[int, int]:
     """(min, max) of `n` over all ranks in one collective."""
-    if world_size() == 1:
-        return n, n
-    t = torch.tensor([n, -n], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return -int(t[1]), int(t[0])
+    most, neg_fewest = all_reduce_host([n, -n], "max")
+    return -int(neg_fewest), int(most)
 
 
-def mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
+def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
     """Mean of each value over all ranks; every rank must pass the same keys."""
-    if world_size() == 1:
-        return dict(values)
     names = sorted(values)
-    t = torch.tensor([values[k] for k in names], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return dict(zip(names, (t / world_size()).tolist()))
+    sums = all_reduce_host([values[k] for k in names], "sum")
+    return {k: s / world_size() for k, s in zip(names, sums)}

@@ -42,12 +42,19 @@ class Backend(Protocol):
     def full_shape(self, tensor: torch.Tensor) -> tuple[int, ...]: ...
     def save(self, path: Path, client_state: dict[str, Any]) -> None: ...
     def load(self, path: Path) -> dict[str, Any]: ...
+    def offload(self) -> int: ...
+    def reload(self) -> None: ...
 
 
 class TrainEngine:
-    def __init__(self, model: nn.Module, cfg: EngineConfig) -> None:
-        if cfg.dtype == "bf16" and not torch.cuda.is_available():
-            raise ValueError("engine.dtype=bf16 needs a GPU; use engine.dtype=fp32 on CPU")
+    def __init__(self, model: nn.Module, cfg: EngineConfig, device: torch.device | None = None) -> None:
+        """`device`: where the engine trains (default: where `model` is). The caller owns that choice
+        (a learner actor takes it from Ray's assignment); nothing here asks torch which GPU exists.
+        The weights are kept in fp32 whatever dtype `model` was loaded in: they are the optimizer's
+        master weights (AdamW on bf16 weights rounds small updates away). engine.dtype=bf16 is the
+        compute dtype (autocast), or, under DeepSpeed, its bf16 mode with fp32 master weights."""
+        device = device or next(model.parameters()).device
+        model.to(device=device, dtype=torch.float32)
         if cfg.gradient_checkpointing:  # on every DiffusionLM inside (e.g. a value model's backbone)
             supporting = [m for m in model.modules() if hasattr(m, "gradient_checkpointing")]
             if not supporting:
@@ -59,9 +66,9 @@ class TrainEngine:
         self.global_step = 0  # optimizer steps taken (skipped steps do not count)
         if cfg.backend == "deepspeed":
             from .engine_deepspeed import DeepSpeedBackend  # deepspeed is slow to import: only when used
-            self._backend: Backend = DeepSpeedBackend(model, cfg)
+            self._backend: Backend = DeepSpeedBackend(model, cfg, device)
         else:
-            self._backend = TorchBackend(model, cfg)
+            self._backend = TorchBackend(model, cfg, device)
         if self.device.type == "cpu":  # activations live in host memory: keep its peak near what is live
             return_large_frees()
 
@@ -75,6 +82,12 @@ class TrainEngine:
     def device(self) -> torch.device:
         """Where loss_fn should put its micro-batch tensors."""
         return self._backend.device
+
+    def autocast(self) -> ContextManager[Any]:
+        """The compute precision of every forward of this engine's model, with or without grad:
+        old log-probs must be computed exactly as the training forward computes new ones, or the
+        importance ratio is not 1 on the first pass and on-policy tokens get clipped."""
+        return self._backend.autocast()
 
     def train_step(self, micro_batches: list[Any], loss_fn: LossFn) -> dict[str, float]:
         """One optimizer step over `micro_batches`, accumulating their gradients.
@@ -93,7 +106,7 @@ class TrainEngine:
         {"skipped": 1.0}. Empty on some ranks only: ValueError on all ranks.
         """
         b = self._backend
-        fewest, most = distributed.count_range(len(micro_batches), b.device)
+        fewest, most = distributed.count_range(len(micro_batches))
         if most == 0:
             return {"skipped": 1.0}
         if fewest == 0:
@@ -115,7 +128,20 @@ class TrainEngine:
         lr = b.lr()
         grad_norm = b.step()
         self.global_step += 1
-        return {**distributed.mean_over_ranks(sums, b.device), "grad_norm": grad_norm, "lr": lr}
+        return {**distributed.mean_over_ranks(sums), "grad_norm": grad_norm, "lr": lr}
+
+    def offload(self) -> int:
+        """Move the engine's device state (weights, gradients, optimizer state) to host memory and
+        release the device's cached memory, for a colocated rollout worker; returns the bytes
+        moved. Idempotent. Call `reload` before any other use of the engine."""
+        moved = self._backend.offload()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return moved
+
+    def reload(self) -> None:
+        """Undo `offload` (no-op when nothing is offloaded)."""
+        self._backend.reload()
 
     def full_layout(self) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
         """(name, dtype, full shape) of each full_tensors item, in the same order, without gathering."""
@@ -148,13 +174,15 @@ class TrainEngine:
                 moved += 1
         return moved
 
-    def full_state_dict(self) -> dict[str, torch.Tensor]:
-        """A copy of the full weights on CPU on rank 0; {} on the other ranks. Dtype is the training
-        dtype of the module (bf16 under DeepSpeed bf16)."""
+    def full_state_dict(self, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+        """A copy of the full weights on CPU on rank 0; {} on the other ranks. Floating tensors in
+        `dtype` (cast on the engine's device), default the module's own (fp32; bf16 under DeepSpeed
+        bf16)."""
         out: dict[str, torch.Tensor] = {}
         for name, tensor in self.full_tensors():
             if distributed.rank() == 0:
-                out[name] = tensor.to("cpu", copy=True)
+                cast = dtype if dtype is not None and tensor.is_floating_point() else tensor.dtype
+                out[name] = tensor.to(cast).to("cpu", copy=True)
         return out
 
     def save(self, path: str | Path) -> None:
@@ -165,9 +193,10 @@ class TrainEngine:
     def load(self, path: str | Path) -> None:
         self.global_step = self._backend.load(Path(path))["global_step"]
 
-    def export_hf(self, path: str | Path, tokenizer: Any = None) -> None:
-        """Write the policy (a DiffusionLM) in its HF layout; rank 0 writes."""
-        state = self.full_state_dict()
+    def export_hf(self, path: str | Path, tokenizer: Any = None, dtype: torch.dtype | None = None) -> None:
+        """Write the policy (a DiffusionLM) in its HF layout, floating weights in `dtype` (the
+        checkpoint's own, e.g. bf16, rather than the fp32 master weights); rank 0 writes."""
+        state = self.full_state_dict(dtype)
         if distributed.rank() == 0:
             with torch.device("meta"):  # a weightless shell to carry the gathered tensors
                 shell = DiffusionLM(self.module.config)

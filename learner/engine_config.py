@@ -9,8 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 class EngineConfig(BaseModel):
     """Optimizer, schedule, precision and parallelism of one learner group.
 
-    dtype: "bf16" needs a GPU; TrainEngine raises on CPU instead of silently training in a
-    precision the config did not ask for (docs/design.md: fp32 on CPU).
+    dtype: the compute precision; the weights stay fp32 master weights either way (TrainEngine).
+    "bf16" runs on CPU too (slowly: tests use it to imitate a GPU learner).
     zero_stage / offload_*: DeepSpeed only; with backend="torch" they must stay at their defaults.
     """
     model_config = ConfigDict(extra="forbid")
@@ -39,6 +39,10 @@ class EngineConfig(BaseModel):
             for key, default in (("zero_stage", 0), ("offload_optimizer", False), ("offload_params", False)):
                 if getattr(self, key) != default:
                     raise ValueError(f"engine.{key}={getattr(self, key)!r} needs engine.backend=deepspeed")
+        if self.backend == "deepspeed" and self.dtype == "bf16" and self.zero_stage == 0:
+            raise ValueError("engine.dtype=bf16 with engine.backend=deepspeed needs engine.zero_stage in [1, 2, 3]: "
+                             "DeepSpeed's stage 0 accumulates bf16 gradients in bf16 (use engine.backend=torch "
+                             "for bf16 compute without ZeRO)")
         if self.offload_optimizer and self.zero_stage == 0:
             raise ValueError("engine.offload_optimizer=true needs engine.zero_stage in [1, 2, 3]")
         if self.offload_params and self.zero_stage != 3:

@@ -1,4 +1,4 @@
-"""DeepSpeed engine backend: ZeRO stage 0-3, optional CPU offload, bf16 on GPU, gloo on CPU.
+"""DeepSpeed engine backend: ZeRO stage 0-3, optional CPU offload, bf16 mode, gloo on CPU.
 
 The client optimizer is torch's AdamW (DeepSpeedCPUAdam would need JIT-compiled ops). We own the
 gradient-accumulation boundary: DeepSpeed is configured for one micro-batch per step and told
@@ -37,6 +37,9 @@ def deepspeed_config(cfg: EngineConfig) -> dict[str, Any]:
         "gradient_clipping": cfg.grad_clip,  # explicit: DeepSpeed's default is 1.0, not off
         "zero_optimization": zero,
         "bf16": {"enabled": cfg.dtype == "bf16"},
+        # bf16 mode keeps fp32 master weights; gradients are accumulated over micro-batches in fp32
+        # too (DeepSpeed's default accumulates them in the bf16 model dtype).
+        **({"data_types": {"grad_accum_dtype": "fp32"}} if cfg.dtype == "bf16" else {}),
         "zero_allow_untested_optimizer": True,  # torch AdamW as client optimizer
         "zero_force_ds_cpu_optimizer": False,  # ... also when the optimizer is offloaded
         "steps_per_print": None,
@@ -53,10 +56,15 @@ def _skip_cpu_shm_kernel() -> None:
 
 
 class DeepSpeedBackend:
-    def __init__(self, model: nn.Module, cfg: EngineConfig) -> None:
+    def __init__(self, model: nn.Module, cfg: EngineConfig, device: torch.device) -> None:
+        accelerator = get_accelerator().device_name()
+        if accelerator != device.type:
+            raise ValueError(f"engine.backend=deepspeed: the engine trains on {device} but DeepSpeed's "
+                             f"accelerator is {accelerator!r}; the actor that owns the device must hide the "
+                             "others (CUDA_VISIBLE_DEVICES) before DeepSpeed is imported")
         if not distributed.is_initialized():  # DeepSpeed needs a process group, even of one rank
-            distributed.init_distributed(0, 1, "127.0.0.1", distributed.free_port())
-        if not torch.cuda.is_available():
+            distributed.init_distributed(0, 1, "127.0.0.1", distributed.free_port(), device)
+        if device.type == "cpu":
             _skip_cpu_shm_kernel()
         self.cfg = cfg
         # dist_init_required=False: DeepSpeed reuses our group (gloo on CPU) and never makes its own
@@ -66,7 +74,8 @@ class DeepSpeedBackend:
             lr_scheduler=lambda opt: build_scheduler(opt, cfg), dist_init_required=False)
         self.model = self.engine
         self.module: nn.Module = self.engine.module
-        self.device = torch.device(get_accelerator().current_device_name())
+        self.device = device
+        self.parked = False  # offload_states moved the engine's buffers to the host
 
     def accumulate(self, last: bool) -> ContextManager[Any]:
         # Without this ZeRO-1/2 would treat every backward as a step boundary (1 micro-batch per step).
@@ -90,6 +99,20 @@ class DeepSpeedBackend:
         self.engine.step()
         norm = self.engine.get_global_grad_norm()
         return float(norm if norm is not None else own_norm)
+
+    def offload(self) -> int:
+        """ZeRO-1/2/3 optimizer, master-weight, gradient and parameter buffers to pinned host memory."""
+        if not self.parked:
+            before = torch.cuda.memory_allocated(self.device) if self.device.type == "cuda" else 0
+            self.engine.offload_states()
+            self.parked = True
+            return before - (torch.cuda.memory_allocated(self.device) if self.device.type == "cuda" else 0)
+        return 0
+
+    def reload(self) -> None:
+        if self.parked:
+            self.engine.reload_states()
+            self.parked = False
 
     def gathered(self, tensor: torch.Tensor) -> ContextManager[Any]:
         """Under ZeRO-3, the full tensor on every rank for the duration; otherwise a no-op."""

@@ -11,24 +11,37 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import distributed
 from .engine_config import EngineConfig
+from .offload import HostCopy, offload, reload
 from .optim import build_optimizer, build_scheduler
 
 STATE_FILE = "engine.pt"
 
 
 class TorchBackend:
-    def __init__(self, model: nn.Module, cfg: EngineConfig) -> None:
-        self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() \
-            else torch.device("cpu")
-        self.module = model.to(self.device)
+    def __init__(self, model: nn.Module, cfg: EngineConfig, device: torch.device) -> None:
+        self.device = device
+        self.module = model.to(device)
         self.cfg = cfg
         # DDP broadcasts rank 0's weights here, so all ranks start equal. find_unused_parameters:
         # objectives may leave parts of the model out of the graph (e.g. lm_head for a value head).
         self.model: nn.Module = self.module if distributed.world_size() == 1 else DistributedDataParallel(
-            self.module, device_ids=[self.device] if self.device.type == "cuda" else None,
-            find_unused_parameters=True)
+            self.module, device_ids=[device] if device.type == "cuda" else None,
+            process_group=distributed.group_for(device), find_unused_parameters=True)
         self.optimizer = build_optimizer(self.module, cfg)
         self.scheduler = build_scheduler(self.optimizer, cfg)
+        self.parked: HostCopy | None = None  # the device state while offloaded
+
+    def offload(self) -> int:
+        """Weights, gradients and optimizer state to host memory; returns the bytes moved. (Under
+        DDP its gradient buckets stay on the device: DeepSpeed ZeRO-2/3 offloads its buffers too.)"""
+        if self.parked is None:
+            self.parked = offload(self.module, self.optimizer, self.device)
+        return self.parked.nbytes
+
+    def reload(self) -> None:
+        if self.parked is not None:
+            reload(self.parked, self.device)
+            self.parked = None
 
     def accumulate(self, last: bool) -> ContextManager[Any]:
         """Around one micro-batch's forward+backward: DDP all-reduces only in the last one."""
@@ -37,7 +50,7 @@ class TorchBackend:
         return self.model.no_sync()
 
     def autocast(self) -> ContextManager[Any]:
-        """Around the forward only: bf16 compute with fp32 master weights."""
+        """Around every forward: bf16 compute with fp32 master weights."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.dtype == "bf16")
 
     def backward(self, loss: torch.Tensor) -> None:

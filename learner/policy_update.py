@@ -7,16 +7,17 @@ counts are equalised across ranks with zero-weight batches so collectives always
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from typing import Callable
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from models.config import ModelConfig
 from rollout.trajectory import Trajectory
 
+from . import distributed
 from .algo_config import AlgoConfig
 from .batching import MicroBatch, micro_batches
 from .logprobs import token_logprobs
@@ -26,17 +27,6 @@ from .rows import Row
 from .value import step_ranks, token_rewards, token_targets
 
 
-def _world() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def _all_reduce(values: list[float], op: str) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64)
-    if _world() > 1:
-        dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
-    return t.tolist()
-
-
 def norm_weights(mbs: list[MicroBatch], trajs: list[Trajectory], mode: str) -> None:
     """Attach data['w'] = normalisation × row weight, so Σ over micro-batches is the step loss."""
     real = [mb for mb in mbs if "zero" not in mb.data]
@@ -44,9 +34,9 @@ def norm_weights(mbs: list[MicroBatch], trajs: list[Trajectory], mode: str) -> N
     for mb in real:
         for i in mb.traj_index.tolist():
             per_seq[i] += 1
-    total, n_seqs = _all_reduce([sum(per_seq.values()), len(per_seq)], "sum")
-    (max_len,) = _all_reduce([max((len(trajs[i].response_ids) for i in per_seq), default=0)], "max")
-    world = _world()
+    total, n_seqs = distributed.all_reduce_host([sum(per_seq.values()), len(per_seq)], "sum")
+    (max_len,) = distributed.all_reduce_host([max((len(trajs[i].response_ids) for i in per_seq), default=0)], "max")
+    world = distributed.world_size()
     for mb in mbs:
         if "zero" in mb.data:
             mb.data["w"] = torch.zeros_like(mb.row_weight)
@@ -95,7 +85,7 @@ class PolicyUpdater:
     # ---- batching -------------------------------------------------------------------------
     def _micro_batches(self, rows: list[Row]) -> list[MicroBatch]:
         mbs = micro_batches(rows, self.algo.token_budget, self.cfg.pad_token_id)
-        (most,) = _all_reduce([len(mbs)], "max")
+        (most,) = distributed.all_reduce_host([len(mbs)], "max")
         while len(mbs) < most:  # this rank ran out: a zero-weight batch keeps collectives aligned
             filler = (
                 mbs[-1]
@@ -113,7 +103,9 @@ class PolicyUpdater:
     @torch.no_grad()
     def _forward_logprobs(self, model: nn.Module, mbs: list[MicroBatch]) -> list[torch.Tensor]:
         dev = self._device()  # one micro-batch on the device at a time
-        return [token_logprobs(model, mb.to(dev), self.cfg.mask_token_id, self.algo.temperature)[0].cpu() for mb in mbs]
+        with self.engine.autocast():  # the training forward's precision: ratio = 1 before any update
+            return [token_logprobs(model, mb.to(dev), self.cfg.mask_token_id, self.algo.temperature)[0].cpu()
+                    for mb in mbs]
 
     # ---- RL -------------------------------------------------------------------------------
     def rl_step(self, trajectories: list[Trajectory], advantages: list[float], step: int) -> dict[str, float]:
@@ -149,7 +141,7 @@ class PolicyUpdater:
             metrics |= self._value_update(epochs[0], trajectories, advantages, step)
         for mbs in epochs:
             metrics |= self._train(self.engine, mbs, self._policy_loss)
-        (metrics["rows"],) = _all_reduce(
+        (metrics["rows"],) = distributed.all_reduce_host(
             [sum(mb.input_ids.shape[0] for mb in epochs[0] if "zero" not in mb.data)], "sum"
         )
         return metrics
@@ -169,9 +161,11 @@ class PolicyUpdater:
             clip_frac=(clipped.float() * live).sum(),
             kl=(kl.detach() * live).sum(),
             entropy=(entropy * live).sum(),
+            ratio_mean=(ratio * live).sum(),
             tokens=live.sum(),
         )
-        acc.maximum("ratio_max", (ratio * live).max() if ratio.numel() else ratio.new_zeros(()))
+        acc.maximum("ratio_max", torch.where(live > 0, ratio, -torch.inf))
+        acc.minimum("ratio_min", torch.where(live > 0, ratio, torch.inf))
         return loss
 
     def _value_update(
@@ -179,7 +173,7 @@ class PolicyUpdater:
     ) -> dict[str, float]:
         """Old values → token-wise returns/advantages (replacing Â in data['adv']) → value update."""
         dev, vcfg = self._device(), self.algo.value
-        with torch.no_grad():
+        with torch.no_grad(), self.value_engine.autocast():
             old_values = [self.value_engine.module(mb.to(dev)).cpu() for mb in mbs]
         values: dict[tuple[int, int], float] = {}
         for mb, v in zip(mbs, old_values):
@@ -239,41 +233,52 @@ class PolicyUpdater:
         # One micro-batch on the device at a time; metrics stay there until the step ends (the
         # engine's own float(loss) is the one host sync per micro-batch).
         out = engine.train_step(mbs, lambda module, mb: (loss(module, mb.to(dev), sums), {}))
-        acc = sums.result()
+        local, maxes, mins = sums.result()
         # Global figures on every rank: sums over ranks (every rank ran the same number of
         # micro-batches, so the same keys), per-token means over the global token count.
-        ratio_max = _all_reduce([acc.pop("ratio_max")], "max") if "ratio_max" in acc else []
-        keys = sorted(acc)
-        acc = dict(zip(keys, _all_reduce([acc[k] for k in keys], "sum")))
+        keys = sorted(local)
+        acc = dict(zip(keys, distributed.all_reduce_host([local[k] for k in keys], "sum")))
         tokens = max(acc.pop("tokens", 0.0), 1.0)
         # A loss is Σ w·ℓ with w = world / global count on every rank: the step loss is the rank mean.
-        metrics = {k: v / _world() if k.endswith("loss") else v / tokens for k, v in acc.items()}
-        metrics.update(zip(["ratio_max"], ratio_max))
+        metrics = {k: v / distributed.world_size() if k.endswith("loss") else v / tokens for k, v in acc.items()}
+        extremes = dict(zip(maxes, distributed.all_reduce_host(list(maxes.values()), "max")))
+        extremes.update(zip(mins, (-v for v in distributed.all_reduce_host([-v for v in mins.values()], "max"))))
+        metrics.update((k, v) for k, v in extremes.items() if math.isfinite(v))  # ±inf: no live token anywhere
         metrics.update({k: float(v) for k, v in out.items() if k in ("grad_norm", "lr", "skipped")})
         metrics["trained_tokens"] = tokens
         return metrics
 
 
 class _Sums:
-    """Per-step metric sums kept as device tensors (no host sync per micro-batch)."""
+    """Per-step metric sums, maxima and minima kept as device tensors (no host sync per micro-batch)."""
 
     def __init__(self) -> None:
         self.sums: dict[str, torch.Tensor] = {}
         self.maxes: dict[str, torch.Tensor] = {}
+        self.mins: dict[str, torch.Tensor] = {}
 
     def add(self, **values: torch.Tensor) -> None:
         for k, v in values.items():
             self.sums[k] = self.sums[k] + v.float() if k in self.sums else v.float()
 
-    def maximum(self, key: str, value: torch.Tensor) -> None:
-        self.maxes[key] = torch.maximum(self.maxes[key], value) if key in self.maxes else value.float()
+    def maximum(self, key: str, values: torch.Tensor) -> None:
+        top = values.float().amax() if values.numel() else values.new_full((), -torch.inf, dtype=torch.float32)
+        self.maxes[key] = torch.maximum(self.maxes[key], top) if key in self.maxes else top
 
-    def result(self) -> dict[str, float]:
-        keys = list(self.sums) + list(self.maxes)
-        if not keys:
-            return {}
-        values = torch.stack([*self.sums.values(), *self.maxes.values()]).double().cpu().tolist()
-        return dict(zip(keys, values))
+    def minimum(self, key: str, values: torch.Tensor) -> None:
+        low = values.float().amin() if values.numel() else values.new_full((), torch.inf, dtype=torch.float32)
+        self.mins[key] = torch.minimum(self.mins[key], low) if key in self.mins else low
+
+    def result(self) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+        """(sums, maxima, minima) on the host, in one transfer."""
+        parts = (self.sums, self.maxes, self.mins)
+        tensors = [t for part in parts for t in part.values()]
+        values = torch.stack(tensors).double().cpu().tolist() if tensors else []
+        out, i = [], 0
+        for part in parts:
+            out.append(dict(zip(part, values[i:i + len(part)])))
+            i += len(part)
+        return out[0], out[1], out[2]
 
 
 def _filler_row(cfg: ModelConfig) -> Row:

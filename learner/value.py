@@ -18,7 +18,8 @@ class ValueModel(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.config = backbone.config
-        self.value_head = nn.Linear(backbone.config.hidden_size, 1)
+        like = backbone.embed_tokens.weight  # the head follows the backbone's device and dtype
+        self.value_head = nn.Linear(backbone.config.hidden_size, 1, device=like.device, dtype=like.dtype)
         nn.init.zeros_(self.value_head.weight)
         nn.init.zeros_(self.value_head.bias)
 

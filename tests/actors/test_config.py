@@ -51,6 +51,8 @@ def test_every_group_option_validates(group, option):
     ("trainer.eval_samples=4", "trainer.eval_greedy=false", "avg@k"),
     ("cluster.colocate=true cluster.rollout.num_workers=1 async.max_staleness=1", "async.max_staleness",
      "cluster.colocate"),
+    ("cluster.colocate=true cluster.rollout.num_workers=1 engine.backend=deepspeed engine.zero_stage=1",
+     "engine.zero_stage 2 or 3", "offload_states"),
     ("reward=judge_process", "judge.model", "reward.process='judge'"),
     ("reward.process=tasks.builtin.arith:nope", "reward", "cannot load process reward"),
     ("judge.backend=sglang", "judge.backend", "'transformers' or 'vllm'"),

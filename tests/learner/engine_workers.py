@@ -74,7 +74,7 @@ def two_rank_worker(rank: int, port: int, out: str) -> None:
     """Every multi-rank check in one process pair: DeepSpeed's start-up is the slow part."""
     quiet()
     torch.set_num_threads(1)  # two ranks share the test machine's cores
-    init_distributed(rank, 2, "127.0.0.1", port)
+    init_distributed(rank, 2, "127.0.0.1", port, torch.device("cpu"))
     out_dir, res = Path(out), {}
 
     # ZeRO-2 with the optimizer offloaded; save after step 1, resume a fresh engine at step 2.

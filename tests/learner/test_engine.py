@@ -11,7 +11,17 @@ import torch
 import torch.multiprocessing as mp
 from pydantic import ValidationError
 
-from engine_workers import COLS, ROWS, batch, engine_cfg, full_batch, loss_fn, make_model, two_rank_worker
+from engine_workers import (
+    COLS,
+    ROWS,
+    batch,
+    engine_cfg,
+    full_batch,
+    loss_fn,
+    make_model,
+    rank_micro_batches,
+    two_rank_worker,
+)
 from learner.distributed import free_port
 from learner.engine import TrainEngine
 from learner.engine_config import EngineConfig
@@ -196,6 +206,7 @@ def test_gradient_checkpointing_same_step():
     ({"zero_stage": 2}, "engine.backend=deepspeed"),
     ({"backend": "deepspeed", "offload_params": True, "zero_stage": 2}, "zero_stage=3"),
     ({"backend": "deepspeed", "offload_optimizer": True}, "zero_stage in"),
+    ({"backend": "deepspeed", "dtype": "bf16"}, "accumulates bf16 gradients in bf16"),
     ({"schedule": "cosine", "warmup_steps": 5}, "total_steps"),
     ({"dtype": "fp16"}, "dtype"),
     ({"learning_rate": 1e-5}, "learning_rate"),
@@ -205,7 +216,12 @@ def test_config_errors_name_the_key(bad, key):
         EngineConfig(**bad)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="bf16 is allowed on GPU")
-def test_bf16_on_cpu_is_an_error():
-    with pytest.raises(ValueError, match="bf16 needs a GPU"):
-        TrainEngine(make_model(), EngineConfig(dtype="bf16"))
+
+def test_deepspeed_bf16_keeps_fp32_master_weights_and_accumulates_in_fp32():
+    engine = TrainEngine(make_model(), engine_cfg(backend="deepspeed", zero_stage=2, dtype="bf16"))
+    metrics = engine.train_step(rank_micro_batches(0, 0, split=True), loss_fn)  # two micro-batches
+    zero = engine._backend.engine.optimizer  # DeepSpeed's ZeRO-2 optimizer
+    assert next(engine.module.parameters()).dtype == torch.bfloat16  # DeepSpeed's bf16 module copy
+    assert zero.gradient_accumulation_dtype == torch.float32  # its default would be bf16
+    assert all(g.dtype == torch.float32 for g in zero.single_partition_of_fp32_groups)  # master weights
+    assert torch.isfinite(torch.tensor(metrics["loss"]))

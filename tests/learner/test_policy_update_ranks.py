@@ -1,7 +1,13 @@
 """Two DDP ranks, each updating on half of the trajectories, make the same step as one process on
-all of them: the same weights, and every rank reports the same global metrics (not its own)."""
+all of them: the same weights, and every rank reports the same global metrics (not its own).
+
+Also with a default process group that rejects CPU tensors, as NCCL does on a GPU learner
+(`cuda:gloo`: gloo registered for CUDA tensors only): every host-side collective of the update
+(micro-batch counts, token totals, metrics) and DDP's CPU gradients must find a group that takes
+them, and nothing may send a CPU tensor through the default group."""
 from pathlib import Path
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -28,13 +34,14 @@ def step(rank: int, world: int) -> tuple[dict[str, float], dict[str, torch.Tenso
     return metrics, {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def rank_worker(rank: int, port: int, out: str) -> None:
-    init_distributed(rank, 2, "127.0.0.1", port)
+def rank_worker(rank: int, port: int, out: str, backend: str) -> None:
+    init_distributed(rank, 2, "127.0.0.1", port, torch.device("cpu"), backend)
     torch.save(step(rank, 2), Path(out) / f"rank{rank}.pt")
 
 
-def test_two_ranks_report_the_single_process_step(tmp_path):
-    mp.spawn(rank_worker, args=(free_port(), str(tmp_path)), nprocs=2)
+@pytest.mark.parametrize("backend", ["gloo", "cuda:gloo"])
+def test_two_ranks_report_the_single_process_step(tmp_path, backend):
+    mp.spawn(rank_worker, args=(free_port(), str(tmp_path), backend), nprocs=2)
     (m0, w0), (m1, _) = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     want_m, want_w = step(0, 1)
     assert m0 == m1  # global figures on every rank

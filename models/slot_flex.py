@@ -127,7 +127,9 @@ def ordered(dense: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _padded_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, codes: torch.Tensor,
                       blocks: tuple[torch.Tensor, ...], enable_gqa: bool) -> torch.Tensor:
     """What is compiled. Every size is tied to R and the block count n (T = 128 · n): the compiler
-    can prove T divisible, and the kernel sees two size symbols, not one per tensor dimension."""
+    can prove T divisible, and the kernel sees two size symbols, not one per tensor dimension (torch
+    2.13's CPU flex template renames its split-size symbol by text, so with ten or more size
+    arguments `ks2` also rewrites `ks24` and the C++ does not compile)."""
     R, T, n = q.shape[0], q.shape[2], blocks[1].shape[-1]
     torch._check(T == n * BLOCK)
     for x in (k, v, codes, *blocks):

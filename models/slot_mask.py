@@ -11,15 +11,17 @@ That one rule covers every layout the learner builds: TraceRL rows with one nois
 (copy 1) or all rounds packed after one clean copy (copy r + 1 for round r), SFT block rows,
 block-causal flat rows (all clean) and full-attention rows (all copy 1, block 0).
 
-The [rows, T, T] mask is never built for a whole micro-batch: on CUDA FlexAttention evaluates the
-rule block-sparsely; elsewhere attention runs in query chunks, each over only the keys some query
-of the chunk may see, with the chunk recomputed in backward instead of kept.
+The [rows, T, T] mask is never built for a whole micro-batch. Two kernels evaluate the rule:
+"flex", FlexAttention over a block mask, compiled once per shape class (models/slot_flex.py), and
+"chunked", attention in query chunks, each over only the keys some query of the chunk may see,
+with the chunk recomputed in backward instead of kept. By default CUDA runs flex and other devices
+run chunked; flex on CPU runs only without gradients (torch has no CPU FlexAttention backward).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +33,7 @@ def visible(q_lim: torch.Tensor, q_pair: torch.Tensor, k_lim: torch.Tensor, k_pa
     return (k_lim < q_lim) | (k_pair == q_pair)
 
 
-_flex: Any = None  # compiled flex_attention, built on first CUDA use
+KERNELS = ("flex", "chunked")
 
 
 @dataclass
@@ -39,11 +41,14 @@ class SlotMask:
     copy: torch.Tensor   # [R, T] long: 0 = clean, c > 0 = noisy copy c
     block: torch.Tensor  # [R, T] long: absolute block of the slot
     valid: torch.Tensor  # [R, T] bool: False = padding
-    query_chunk: int = 256  # CPU path: queries per chunk (mask memory R·chunk·T bools)
-    _block_mask: Any = field(default=None, repr=False, compare=False)
+    query_chunk: int = 256  # chunked kernel: queries per chunk (mask memory R·chunk·T bools)
+    kernel: str | None = None  # one of KERNELS; None: flex on CUDA, chunked elsewhere
+    _flex_plan: Any = field(default=None, repr=False, compare=False)
     _keys: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.kernel not in (None, *KERNELS):
+            raise ValueError(f"SlotMask kernel={self.kernel!r}: use one of {KERNELS}, or None to choose by device")
         # The rule as two comparisons per (query, key), padding keys excluded on the key side:
         # - `lim`: a valid clean key at block b is seen by queries whose limit exceeds b (a clean
         #   query's limit is its block + 1, a noisy query's its block); other keys never qualify;
@@ -59,7 +64,7 @@ class SlotMask:
 
     def to(self, device: torch.device | str) -> "SlotMask":
         return replace(self, copy=self.copy.to(device), block=self.block.to(device),
-                       valid=self.valid.to(device), _block_mask=None, _keys={})
+                       valid=self.valid.to(device), _flex_plan=None, _keys={})
 
     def rows(self, start: int = 0, end: int | None = None, keys: torch.Tensor | None = None) -> torch.Tensor:
         """Bool [R, end - start, K]: what queries start..end may attend among `keys` (default all T;
@@ -76,9 +81,10 @@ class SlotMask:
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, enable_gqa: bool) -> torch.Tensor:
         if q.shape[2] != self.copy.shape[1] or k.shape[2] != self.copy.shape[1]:
             raise ValueError(f"SlotMask describes {self.copy.shape[1]} slots, got q {q.shape[2]} / k {k.shape[2]}")
-        if q.is_cuda:
+        grad = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v))
+        if (self.kernel or ("flex" if q.is_cuda else "chunked")) == "flex" and (q.is_cuda or not grad):
             return self._flex_attend(q, k, v, enable_gqa)
-        if torch.is_grad_enabled() and len(self.chunks) > 1 and any(x.requires_grad for x in (q, k, v)):
+        if grad and len(self.chunks) > 1:
             return _ChunkedAttention.apply(q, k, v, self, enable_gqa)
         return self._attend_chunks(q, k, v, enable_gqa)
 
@@ -129,24 +135,11 @@ class SlotMask:
             k, v = k.index_select(2, keys), v.index_select(2, keys)
         return keys, self.rows(start, end, keys)[:, None], k, v
 
-    def mask_mod(self) -> Callable:
-        """The rule as FlexAttention's mask_mod(batch, head, query, key)."""
-        q_lim, q_pair, k_lim, k_pair = self.q_lim, self.q_pair, self.k_lim, self.k_pair
-
-        def mask_mod(b, h, qi, ki):
-            return visible(q_lim[b, qi], q_pair[b, qi], k_lim[b, ki], k_pair[b, ki]) | (qi == ki)
-
-        return mask_mod
-
     def _flex_attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, enable_gqa: bool) -> torch.Tensor:
-        global _flex
-        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
-        if _flex is None:
-            _flex = torch.compile(flex_attention)
-        if self._block_mask is None:  # once per micro-batch, shared by every layer
-            R, T = self.copy.shape
-            self._block_mask = create_block_mask(self.mask_mod(), R, None, T, T, device=q.device, _compile=True)
-        return _flex(q, k, v, block_mask=self._block_mask, enable_gqa=enable_gqa)
+        from . import slot_flex  # imports FlexAttention, which the chunked kernel never needs
+        if self._flex_plan is None:  # once per micro-batch, shared by every layer
+            self._flex_plan = slot_flex.plan(self.q_lim, self.q_pair, self.k_lim, self.k_pair)
+        return slot_flex.attend(self._flex_plan, q, k, v, enable_gqa)
 
 
 class _ChunkedAttention(torch.autograd.Function):

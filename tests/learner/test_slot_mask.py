@@ -76,24 +76,6 @@ def test_keys_of_a_chunk_are_those_some_query_sees(seed):
         assert spec.keys(start, end).tolist() == want.tolist()
 
 
-def test_flex_attention_mask_mod_is_the_same_rule():
-    # The CUDA path's mask_mod, evaluated on the full index grid and through (eager) FlexAttention.
-    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
-    gen = torch.Generator().manual_seed(7)
-    R, H, Hkv, T, D = 3, 4, 2, 40, 16
-    copy, block, valid = random_rows(gen, R, T, 3)
-    spec = SlotMask(copy, block, valid)
-    index = torch.arange(T)
-    grid = spec.mask_mod()(torch.arange(R)[:, None, None], 0, index[None, :, None], index[None, None, :])
-    assert torch.equal(grid, spec.rows())
-    q, k, v = (torch.randn(R, h, T, D, generator=gen) for h in (H, Hkv, Hkv))
-    block_mask = create_block_mask(spec.mask_mod(), R, None, T, T, device="cpu", _compile=False, BLOCK_SIZE=8)
-    with pytest.warns(UserWarning):  # flex_attention without torch.compile warns that it is slow
-        flex = flex_attention(q, k, v, block_mask=block_mask, enable_gqa=True)
-    dense = F.scaled_dot_product_attention(q, k, v, attn_mask=spec.rows()[:, None], enable_gqa=True)
-    assert torch.allclose(flex, dense, atol=1e-5)
-
-
 def test_query_chunks_start_where_the_first_row_changes_copy():
     # clean 300 | copy 1: 200 | copy 2: 200, chunks of at most 128 queries
     copy = torch.cat([torch.zeros(300), torch.ones(200), torch.full((200,), 2)]).long()[None]

@@ -3,6 +3,7 @@ summary line; a section that raises, or is still running at the deadline, prints
 traceback tail and the others go on, so a crash or `timeout` loses at most the section it hit.
 
     timeout 470 python bench/gpu_check.py      # one H100/H200, under 8 minutes
+    python bench/gpu_check.py --sections graphs_exactness,graphs_throughput   # a rerun of some
     python bench/gpu_check.py --smoke          # CPU, tiny shapes (what tests/rollout/test_gpu_check.py runs)
 
 Needs torch; the sections that decode or train also need transformers, safetensors and pydantic,
@@ -12,8 +13,8 @@ Each line: {"section", "status": ok | error | skipped, "seconds", "peak_allocate
 "peak_reserved_gib" (CUDA; peak stats reset per section), and "figures", or "error" +
 "traceback", or "reason"}. Sections, in order (their modules say what each figure means):
 environment, sdpa (bench/gpu_check_env.py); exactness, eager_decode, decode_profile,
-memory_sizing (bench/gpu_check_decode.py); learner (bench/gpu_check_learner.py); process_group, deepspeed
-(bench/gpu_check_dist.py); graphs_exactness, graphs_throughput (bench/gpu_check_graphs.py).
+memory_sizing (bench/gpu_check_decode.py); learner (bench/gpu_check_learner.py); process_group,
+deepspeed (bench/gpu_check_dist.py); graphs_exactness, graphs_throughput (bench/gpu_check_graphs.py).
 The summary lists the sections by status and checks the targets: target-shape (SDAR-4B) eager
 dynamic >= 5,000 tokens/s at batch 128, static exactly 1.0 tokens/forward on every shape, eager vs
 CUDA graphs fp32 greedy tokens identical.
@@ -89,13 +90,30 @@ def _alarm(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+def _memory(setup: Setup) -> dict[str, Any]:
+    """Peak allocated / reserved since the section started, then what it left handed back to the
+    driver (a failed section's tensors held by its traceback, compiled graphs' pools), so the next
+    one starts from the same memory. A CUDA context a section broke fails here too: that is said,
+    not raised, so the other sections still get their lines."""
+    gc.collect()
+    if not setup.cuda:
+        return {}
+    try:
+        peaks = {"peak_allocated_gib": gib(torch.cuda.max_memory_allocated(setup.device)),
+                 "peak_reserved_gib": gib(torch.cuda.max_memory_reserved(setup.device))}
+        torch.cuda.empty_cache()
+        return peaks
+    except RuntimeError as e:
+        return {"memory_error": str(e)[:300]}
+
+
 def run_section(name: str, fn: Section, setup: Setup, seconds_left: float) -> dict[str, Any]:
     line: dict[str, Any] = {"section": name}
-    if setup.cuda:
-        torch.cuda.reset_peak_memory_stats(setup.device)
     start = time.perf_counter()
     try:
         with _alarm(seconds_left):
+            if setup.cuda:
+                torch.cuda.reset_peak_memory_stats(setup.device)
             line.update(status="ok", figures=fn(setup))
     except SectionSkipped as e:
         line.update(status="skipped", reason=str(e))
@@ -103,15 +121,7 @@ def run_section(name: str, fn: Section, setup: Setup, seconds_left: float) -> di
         line.update(status="error", error=f"{type(e).__name__}: {e}"[:2000],
                     traceback=traceback.format_exc()[-TRACEBACK_CHARS:])
     line["seconds"] = round(time.perf_counter() - start, 2)
-    if setup.cuda:
-        line["peak_allocated_gib"] = gib(torch.cuda.max_memory_allocated(setup.device))
-        line["peak_reserved_gib"] = gib(torch.cuda.max_memory_reserved(setup.device))
-    # The next section starts from the same memory: what this one left (a failed one's tensors
-    # held by its traceback, compiled graphs' pools) goes back to the driver.
-    gc.collect()
-    if setup.cuda:
-        torch.cuda.empty_cache()
-    return line
+    return {**line, **_memory(setup)}
 
 
 def _figure(lines: dict[str, dict[str, Any]], section: str, *path: str) -> Any:
@@ -216,9 +226,15 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--prompt", type=int, default=64, help="prompt tokens (a multiple of the block size 4)")
     ap.add_argument("--new", type=int, default=256, help="response tokens per row")
+    ap.add_argument("--sections", default=",".join(name for name, _ in SECTIONS),
+                    help="comma-separated sections to run, in the check's order (default: all)")
     args = ap.parse_args()
     if not args.smoke and not torch.cuda.is_available():
         ap.error("no CUDA device: run with --smoke on a CPU")
+    wanted = set(args.sections.split(","))
+    unknown = wanted - set(dict(SECTIONS))
+    if unknown:
+        ap.error(f"--sections: unknown {sorted(unknown)}; choose from {[name for name, _ in SECTIONS]}")
     # Only the JSON lines go to stdout: whatever else prints there (DeepSpeed's logger, NCCL, C++
     # code) is sent to stderr, so stdout stays one parseable line per section.
     out = os.fdopen(os.dup(sys.stdout.fileno()), "w")
@@ -227,7 +243,8 @@ def main() -> None:
     if args.smoke:  # tiny shapes gain nothing from intra-op threads and lose much on a shared machine
         torch.set_num_threads(1)
     torch.manual_seed(0)
-    run_checks(setup_for(args.smoke, args.batch, args.prompt, args.new), SECTIONS, args.deadline, out)
+    sections = tuple((name, fn) for name, fn in SECTIONS if name in wanted)
+    run_checks(setup_for(args.smoke, args.batch, args.prompt, args.new), sections, args.deadline, out)
 
 
 if __name__ == "__main__":

@@ -18,11 +18,17 @@ of static inputs against its re-record limit). Prefill stays eager: its shapes f
 admitted. Only the hidden states are compiled: the vocabulary projection runs on the masked slots
 alone, whose number changes every pass.
 
+The recorded graphs keep a memory pool of their own that emptying torch's cache cannot return:
+`release_graphs` drops the graphs and the compiled code bound to them (a colocated rollout worker's
+sleep), and the next call compiles (inductor's on-disk cache makes that mostly a lookup) and records
+again.
+
 Without a CUDA device `rollout.cuda_graphs` falls back (with a warning) to the pass `rollout.compile`
 picks, as vLLM's CPU backend forces `enforce_eager`.
 """
 from __future__ import annotations
 
+import gc
 import warnings
 from dataclasses import dataclass
 from typing import Callable
@@ -90,6 +96,20 @@ class DecodeForward:
 def graphs_forward() -> DecodeForward:
     """The CUDA-graph decode pass (on a CPU it runs compiled, without graphs: what the tests check)."""
     return DecodeForward(_compile("reduce-overhead"), fixed_shapes=True, graphs=True)
+
+
+def release_graphs() -> None:
+    """Free what the CUDA-graph decode pass holds on the device: every CUDA graph torch.compile
+    recorded in this thread (torch's cudagraph trees and their memory pool) and the compiled body,
+    whose code replays through those trees (after a reset it would fail, not re-record). Then
+    torch's cache goes back to the device. Harmless without CUDA or before any recording."""
+    from torch._inductor.cudagraph_trees import reset_cudagraph_trees
+
+    reset_cudagraph_trees()
+    torch._C._dynamo.eval_frame.reset_code(_hidden_graphs.__code__)  # its compiled variants only
+    if torch.cuda.is_initialized():
+        gc.collect()  # the dropped code may sit in reference cycles that still hold the graphs' pool
+        torch.cuda.empty_cache()
 
 
 def compiled_forward() -> DecodeForward:

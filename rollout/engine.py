@@ -9,8 +9,9 @@ the block boundary: only those rows are prefilled, nobody else's K/V moves.
 Cache (block-causal): committed blocks never change, so their K/V are exact. A finished block's
 K/V are written by the *first pass of the next block* (query = [finished block | new block], each
 half with its own key end), which saves the extra forward per block the reference engine spends.
-A new row's prompt blocks but the last are prefilled once; the last is that first pass's
-"finished block". Cache (full attention): a Fast-dLLM prefix cache, refreshed at each block start.
+A new row's prompt blocks but the last are prefilled once (rows admitted together in groups that
+fit the prefill workspace, rollout/sizing.py); the last is that first pass's "finished block".
+Cache (full attention): a Fast-dLLM prefix cache, refreshed at each block start.
 
 Host synchronisation: a pass reads one small status tensor only when the pass count is data
 dependent (dynamic, entropy_bounded); the planned strategies read it once per block. Finished rows
@@ -18,7 +19,8 @@ leave the device once per block in one batched asynchronous copy.
 
 Fixed shapes (compiled passes: `rollout.compile`, `rollout.cuda_graphs`, rollout/decode_forward.py):
 every decode pass runs all slots and reads the whole cache width, so a call has two decode shapes
-(finished slots ride along with nothing masked; keys past a row's end are masked as always).
+(finished slots ride along with nothing masked; keys past a row's end are masked as always), and
+the sampler rounds that width up so that calls share it (rollout/sizing.py, `stable_capacity`).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from .decode_forward import DecodeForward
 from .host_link import HostLink
 from .params import SamplingParams
 from .rng import uniforms
+from .sizing import cache_width, prefill_groups
 from .strategies import choose_commits, static_schedule
 from .token_sampling import sample_candidates
 from .trajectory import Trajectory
@@ -63,32 +66,9 @@ def canvas_of(prompt_len: int, params: SamplingParams, block_causal: bool) -> tu
     return prompt_len, prompt_len + params.max_new_tokens
 
 
-def slots_that_fit(
-    model: DiffusionLM, params: SamplingParams, capacity: int, wanted: int, memory_fraction: float = 0.9
-) -> int:
-    """Rows in flight: `wanted`, fewer on a GPU whose free memory (x memory_fraction, like vLLM's
-    gpu_memory_utilization) cannot hold their KV cache plus the sampling work of one pass."""
-    weight = model.embed_tokens.weight
-    if weight.device.type != "cuda":
-        return wanted
-    cfg = model.config
-    width = capacity + (0 if cfg.attention == "block_causal" else params.max_new_tokens + 1)  # see SlotDecoder
-    kv = 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * width * weight.element_size()
-    # Per row per pass: two blocks of queries through the model (~8 hidden-sized activations per
-    # token) and a block of fp32 logits with the softmax's copy.
-    work = params.block_size * (16 * cfg.hidden_size * weight.element_size() + 3 * 4 * cfg.vocab_size)
-    fit = int(torch.cuda.mem_get_info(weight.device)[0] * memory_fraction // (kv + work))
-    if fit < 1:
-        raise ValueError(
-            f"one row's KV cache ({capacity} columns, rollout.cache_tokens={params.cache_tokens}) does "
-            f"not fit the GPU's free memory: lower rollout.max_new_tokens or rollout.cache_tokens"
-        )
-    return min(wanted, fit)
-
-
 class SlotDecoder:
     def __init__(self, model: DiffusionLM, params: SamplingParams, capacity: int, slots: int,
-                 forward: DecodeForward | None = None) -> None:
+                 forward: DecodeForward | None = None, prefill_tokens: int | None = None) -> None:
         cfg = model.config
         self.model, self.p, self.cfg = model, params, cfg
         self.forward = forward or DecodeForward()
@@ -98,10 +78,8 @@ class SlotDecoder:
         self.block_causal = cfg.attention == "block_causal"
         self.shift = int(cfg.shift_logits)
         B = params.block_size
-        # Full attention: a later pass's query runs from the block to the canvas end, padded to the
-        # longest such span; the extra columns keep that padding inside the row's own slot.
-        width = capacity if self.block_causal else capacity + params.max_new_tokens + self.shift
-        self.width = width
+        self.width = width = cache_width(cfg, params, capacity)
+        self.prefill_tokens = prefill_tokens  # rows x columns of one prefill forward (None: unbounded)
         self.cache = model.new_kv_cache(slots, width) if params.use_cache else None
         self.forward.prepare(self.cache)
         z = dict(device=self.dev)
@@ -120,7 +98,7 @@ class SlotDecoder:
         self.stop_ids = self.link.to_device(stops, torch.long)
         self.rows: list[_Row | None] = [None] * slots
         self.drained = False  # the queue is empty: free slots stay free
-        self.passes = 0
+        self.passes = self.prefill_forwards = 0
         self._pending: list[tuple[list[_Row], list[int], list[int], torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     # ---- admission ---------------------------------------------------------------------------
@@ -152,12 +130,16 @@ class SlotDecoder:
         self.c0[slots], self.start[slots], self.canvas_end[slots], self.seed[slots] = meta_d.unbind(1)
         self.row_steps[slots] = 0
         self.alive[slots] = True
-        # Block-causal: prompt blocks before the last whole one never change: prefill them once.
-        cols = max((self.rows[s].c0 - B for s, *_ in new), default=0)
-        if self.cache is not None and self.block_causal and cols > 0:
-            pos = torch.arange(cols, device=self.dev)
-            self.cache.prefill(slots, pos)
-            self.model.hidden_states(self.tokens[slots, :cols], pos.expand(len(new), -1), BlockCausal(B), self.cache)
+        # Block-causal: prompt blocks before the last whole one never change: prefill them once, in
+        # groups of rows that fit the prefill workspace (padded to the group's widest prompt).
+        if self.cache is None or not self.block_causal:
+            return
+        for start, stop, cols in prefill_groups([self.rows[s].c0 - B for s, *_ in new], self.prefill_tokens):
+            pos, group = torch.arange(cols, device=self.dev), slots[start:stop]
+            self.cache.prefill(group, pos)
+            self.model.hidden_states(self.tokens[group, :cols], pos.expand(stop - start, -1), BlockCausal(B),
+                                     self.cache)
+            self.prefill_forwards += 1
 
     def _compact(self, live: list[int]) -> None:
         """Move the live rows to slots [0, n): once the queue is empty nothing refills the finished

@@ -36,8 +36,13 @@ class SamplingParams(BaseModel):
     # the worker's queue at the next block boundary (rollout/engine.py).
     max_batch_rows: int = Field(256, ge=1)
     # KV-cache columns per slot (prompt + response canvas, whole blocks); null = sized from the
-    # longest canvas of the prompts of one generate() call.
+    # longest canvas of the prompts of one generate() call (fixed-shape passes: rounded up to one of
+    # 4 widths per doubling, so shards share widths: rollout/sizing.py).
     cache_tokens: int | None = Field(None, ge=1)
+    # On a GPU: the share of the device's memory that everything on it (this process's weights, KV
+    # cache and workspaces, other processes) may take while decoding, as vLLM's option of that
+    # name; the rows in flight shrink to fit it (rollout/sizing.py).
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
     # torch.compile the decode passes' transformer body (first call compiles; rollout/decode_forward.py).
     compile: bool = False
     # CUDA graphs for the decode passes: compiled with mode="reduce-overhead" at fixed shapes (every

@@ -1,4 +1,4 @@
-"""Block-diffusion sampling entry point (docs/design.md §5): validation, cache sizing, the prompt queue.
+"""Block-diffusion sampling entry point (docs/design.md §5): validation, sizing, the prompt queue.
 
 The decoding itself is rollout/engine.py (continuous batching over a slot KV cache, resident on
 the model's device). Every row's result is a function of its prompt and seed alone: cached and
@@ -13,8 +13,10 @@ import torch
 from models.transformer import DiffusionLM
 
 from .decode_forward import DecodeForward, decode_forward
-from .engine import SlotDecoder, canvas_of, slots_that_fit
+from .device_memory import MemoryReader, read_device_memory
+from .engine import SlotDecoder, canvas_of
 from .params import SamplingParams
+from .sizing import plan_decode, stable_capacity
 from .trajectory import Trajectory
 
 
@@ -52,29 +54,38 @@ def default_seeds(params: SamplingParams, n: int) -> list[int]:
 
 
 def stream(model: DiffusionLM, prompts: list[list[int]], params: SamplingParams, seeds: list[int],
-           stats: dict | None = None, forward: DecodeForward | None = None) -> Iterator[tuple[int, Trajectory]]:
+           stats: dict | None = None, forward: DecodeForward | None = None,
+           memory: MemoryReader = read_device_memory) -> Iterator[tuple[int, Trajectory]]:
     """Decode prompts taken in order from a queue; yields (prompt index, trajectory) as rows finish.
-    `stats`, when given, receives the decode's passes and host synchronisations. `forward` runs the
-    decode passes (default: what params.compile / params.cuda_graphs ask for)."""
+    `stats`, when given, receives the decode's passes, prefill forwards and host synchronisations.
+    `forward` runs the decode passes (default: what params.compile / params.cuda_graphs ask for).
+    `memory` reads the model's device for the sizing (rollout/sizing.py; no reading, as on a CPU: the
+    decode runs min(max_batch_rows, prompts) rows)."""
     validate_prompts(model, prompts, params)
+    forward = forward or decode_forward(model, params)
     block_causal = model.config.attention == "block_causal"
     capacity = params.cache_tokens or max(canvas_of(len(p), params, block_causal)[1] for p in prompts)
-    slots = slots_that_fit(model, params, capacity, min(params.max_batch_rows, len(prompts)))
-    decoder = SlotDecoder(model, params, capacity, slots, forward or decode_forward(model, params))
+    if forward.fixed_shapes and params.cache_tokens is None:  # a width shared by shards: no recompile
+        capacity = stable_capacity(capacity, params, model.config)
+    plan = plan_decode(model, params, capacity, min(params.max_batch_rows, len(prompts)),
+                       memory(model.embed_tokens.weight.device))
+    decoder = SlotDecoder(model, params, capacity, plan.slots, forward, plan.prefill_tokens)
     queue: Iterable[tuple[int, list[int], int]] = ((i, p, s) for i, (p, s) in enumerate(zip(prompts, seeds)))
     yield from decoder.run(iter(queue))
     if stats is not None:
-        stats.update(passes=decoder.passes, host_syncs=decoder.link.syncs, host_reads=decoder.link.host_reads)
+        stats.update(passes=decoder.passes, prefill_forwards=decoder.prefill_forwards,
+                     host_syncs=decoder.link.syncs, host_reads=decoder.link.host_reads)
 
 
 def generate(model: DiffusionLM, prompts: list[list[int]], params: SamplingParams,
              seeds: list[int] | None = None, stats: dict | None = None,
-             forward: DecodeForward | None = None) -> list[Trajectory]:
+             forward: DecodeForward | None = None, memory: MemoryReader = read_device_memory) -> list[Trajectory]:
     """Sample one response per prompt (in prompt order). `seeds` (one 32-bit int per row) fix each
-    row's randomness independently of the batch; default: the row index mixed with params.seed."""
+    row's randomness independently of the batch; default: the row index mixed with params.seed.
+    `stats`, `forward`, `memory`: as for `stream`."""
     seeds = seeds if seeds is not None else default_seeds(params, len(prompts))
     out: list[Trajectory | None] = [None] * len(prompts)
     with torch.no_grad():
-        for i, traj in stream(model, prompts, params, seeds, stats, forward):
+        for i, traj in stream(model, prompts, params, seeds, stats, forward, memory):
             out[i] = traj
     return [t for t in out if t is not None]

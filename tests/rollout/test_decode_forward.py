@@ -6,9 +6,10 @@ import torch
 from pydantic import ValidationError
 from test_rollout_engine import prompts_varied
 from test_sampler import assert_same
+from torch._dynamo.utils import counters
 
 from helpers import STRATEGIES, params, tiny_model
-from rollout.decode_forward import DecodeForward, graphs_forward
+from rollout.decode_forward import DecodeForward, graphs_forward, release_graphs
 from rollout.sampler import generate
 
 
@@ -69,3 +70,35 @@ def test_cuda_graphs_without_cuda_fall_back_to_eager_and_say_so():
 def test_cuda_graphs_without_cache_is_named():
     with pytest.raises(ValidationError, match="rollout.cuda_graphs=true needs rollout.use_cache=true"):
         params(cuda_graphs=True, use_cache=False)
+
+
+def test_compiled_shards_of_other_prompt_lengths_share_one_width_and_compile_once():
+    """rollout.compile with cache_tokens null: a shard with longer prompts (canvas 60 -> 64 columns)
+    reuses the first shard's compiled passes (no recompile) and decodes the eager tokens."""
+    torch._dynamo.reset()
+    counters.clear()
+    model = tiny_model(4, sharpen=4.0)
+    p = params(strategy="dynamic", max_new_tokens=20, max_batch_rows=2)
+    shards = ([[3] * 37, [4, 5] * 3, [6] * 9], [[5] * 44, [2, 7] * 8, [3, 9]])  # canvases 60 and 64
+    for i, prompts in enumerate(shards):
+        assert_same(generate(model, prompts, p.model_copy(update={"compile": True})), generate(model, prompts, p))
+        if i == 0:
+            compiled = counters["stats"]["unique_graphs"]
+    assert counters["stats"]["unique_graphs"] == compiled > 0
+
+
+def test_released_graphs_are_recorded_again_and_decode_the_eager_tokens():
+    """release_graphs drops the CUDA-graph body's compiled code with its graphs: the next call
+    compiles again (an untouched body would replay through the freed graph trees) and decodes
+    what the eager pass decodes."""
+    torch._dynamo.reset()
+    counters.clear()
+    model = tiny_model(4, sharpen=4.0)
+    prompts, seeds = prompts_varied(4), list(range(4))
+    p = params(strategy="dynamic", max_new_tokens=8, max_batch_rows=2)
+    eager = generate(model, prompts, p, seeds)
+    assert_same(generate(model, prompts, p, seeds, forward=graphs_forward()), eager)
+    compiled = counters["stats"]["unique_graphs"]
+    release_graphs()
+    assert_same(generate(model, prompts, p, seeds, forward=graphs_forward()), eager)
+    assert counters["stats"]["unique_graphs"] == 2 * compiled > 0

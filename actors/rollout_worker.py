@@ -8,6 +8,7 @@ import torch
 
 from models.checkpoint import load_model
 from models.config import DTYPES
+from rollout.decode_forward import release_graphs
 from rollout.params import SamplingParams
 from rollout.requests import PromptRecord
 from rollout.rng import row_seed
@@ -67,6 +68,7 @@ class RolloutWorker:
             return 0
         freed = sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
         self.model.to_empty(device="meta")
+        release_graphs()  # a CUDA-graph pool outlives the weights; the next generate re-records
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         self.asleep = True

@@ -12,9 +12,11 @@
   confident, so dynamic commits its floor (n_k) and runs like static.
 - decode_profile: a short dynamic decode of the target shape under torch.profiler: the share of
   its wall time a kernel ran (GPU-busy), kernel launches, top 5 kernels (on a CPU: top 5 ops).
-- memory_sizing: the rows `slots_that_fit` would admit for the target shape before a generate(),
-  after it, and after torch.cuda.empty_cache(), with torch's allocated / reserved / free memory:
-  memory the caching allocator keeps after a decode is not free to the driver.
+- memory_sizing: the decode plan (rollout.sizing.plan_decode: rows in flight, prefill tokens) for
+  the target shape before a generate(), after it, and after torch.cuda.empty_cache(), with torch's
+  allocated / reserved / free memory: memory the caching allocator keeps after a decode is not
+  free to the driver, and the plan must not shrink because of it (rows_equal). Also the decode's
+  measured peak against the plan's estimate (rows x KV row + workspace).
 """
 from __future__ import annotations
 
@@ -29,9 +31,11 @@ from bench.gpu_check_common import BLOCK, STEPS, Setup, gib, max_abs_diff, sharp
 from bench.shapes import random_model, random_prompts
 from models.transformer import DiffusionLM
 from rollout.decode_forward import DecodeForward
-from rollout.engine import canvas_of, slots_that_fit
+from rollout.device_memory import read_device_memory
+from rollout.engine import canvas_of
 from rollout.params import SamplingParams
 from rollout.sampler import generate
+from rollout.sizing import plan_decode, row_costs
 from rollout.trajectory import Trajectory
 
 STRATEGIES = ("static", "dynamic", "entropy_bounded", "random", "sequential")
@@ -198,11 +202,12 @@ def decode_profile(setup: Setup) -> dict[str, Any]:
 
 
 def _memory_probe(model: DiffusionLM, p: SamplingParams, capacity: int, device: torch.device) -> dict[str, Any]:
-    figures: dict[str, Any] = {"rows_that_fit": slots_that_fit(model, p, capacity, ROWS_ASKED)}
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        figures.update(allocated_gib=gib(torch.cuda.memory_allocated(device)),
-                       reserved_gib=gib(torch.cuda.memory_reserved(device)), free_gib=gib(free))
+    reading = read_device_memory(device)
+    plan = plan_decode(model, p, capacity, ROWS_ASKED, reading)
+    figures: dict[str, Any] = {"rows_that_fit": plan.slots, "prefill_tokens": plan.prefill_tokens}
+    if reading is not None:
+        figures.update(allocated_gib=gib(reading.allocated), reserved_gib=gib(reading.reserved),
+                       free_gib=gib(reading.free), available_gib=gib(reading.available))
     return figures
 
 
@@ -213,9 +218,19 @@ def memory_sizing(setup: Setup) -> dict[str, Any]:
     capacity = canvas_of(setup.prompt, p, True)[1]
     out: dict[str, Any] = {"shape": setup.target_shape, "capacity": capacity, "rows_asked": ROWS_ASKED,
                            "before": _memory_probe(model, p, capacity, setup.device)}
+    if setup.cuda:
+        base = torch.cuda.memory_allocated(setup.device)
+        torch.cuda.reset_peak_memory_stats(setup.device)
     generate(model, prompts, p)
     out["after_generate"] = _memory_probe(model, p, capacity, setup.device)
+    out["rows_equal"] = out["before"]["rows_that_fit"] == out["after_generate"]["rows_that_fit"]
     if setup.cuda:
+        costs = row_costs(model, p, capacity)
+        rows = min(setup.batch, len(prompts))
+        estimate = rows * costs.kv_row + max(rows * costs.pass_row, costs.prefill_one())
+        peak = torch.cuda.max_memory_allocated(setup.device) - base
+        out.update(decode_peak_gib=gib(peak), plan_estimate_gib=gib(estimate),
+                   peak_over_estimate=round(peak / estimate, 3))
         torch.cuda.empty_cache()
         out["after_empty_cache"] = _memory_probe(model, p, capacity, setup.device)
     return out

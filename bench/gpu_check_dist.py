@@ -1,5 +1,5 @@
-"""GPU check section 7: a single-rank process group (NCCL on CUDA, gloo on a CPU) and DeepSpeed
-ZeRO-2 / ZeRO-3 train steps (bf16 on CUDA) of a small model through the learner's TrainEngine,
+"""GPU check section 7: a single-rank process group (cpu:gloo,cuda:nccl on CUDA, gloo on a CPU) and DeepSpeed
+ZeRO-2 / ZeRO-3 bf16 train steps of a small model through the learner's TrainEngine,
 with the full-weight gathering weight sync uses (`full_tensors`). Each section makes its own
 process group and destroys it, so the sections after see none."""
 from __future__ import annotations
@@ -25,12 +25,12 @@ SHAPE = dict(hidden_size=256, intermediate_size=512, num_layers=2, num_heads=4, 
 
 
 @contextmanager
-def single_rank_group() -> Iterator[float]:
+def single_rank_group(device: torch.device) -> Iterator[float]:
     """The default process group of one rank (the learner's own set-up); yields its set-up seconds."""
     if dist.is_initialized():
         raise RuntimeError("a process group already exists: the previous section did not destroy its own")
     start = time.perf_counter()
-    distributed.init_distributed(0, 1, "127.0.0.1", distributed.free_port())
+    distributed.init_distributed(0, 1, "127.0.0.1", distributed.free_port(), device)
     try:
         yield time.perf_counter() - start
     finally:
@@ -38,11 +38,16 @@ def single_rank_group() -> Iterator[float]:
 
 
 def process_group(setup: Setup) -> dict[str, Any]:
-    with single_rank_group() as init_s:
+    """The learner's default group for this device: a device tensor through it (NCCL on a GPU) and
+    a host tensor through the group the learner's host-side figures use (gloo)."""
+    with single_rank_group(setup.device) as init_s:
         t = torch.arange(4, dtype=torch.float32, device=setup.device)
         dist.all_reduce(t)
-        return {"backend": dist.get_backend(), "init_s": round(init_s, 3),
-                "all_reduce_ok": t.tolist() == [0.0, 1.0, 2.0, 3.0]}
+        host = torch.arange(4, dtype=torch.float64)
+        dist.all_reduce(host, group=distributed.host_group())
+        return {"backend": dist.get_backend_config(), "init_s": round(init_s, 3),
+                "all_reduce_ok": t.tolist() == [0.0, 1.0, 2.0, 3.0],
+                "host_all_reduce_ok": host.tolist() == [0.0, 1.0, 2.0, 3.0]}
 
 
 def _loss(model: Any, ids: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
@@ -56,8 +61,8 @@ def zero_steps(stage: int, setup: Setup) -> dict[str, Any]:
     torch.manual_seed(0)
     model = DiffusionLM(synthetic_config(VOCAB, **SHAPE))
     start = time.perf_counter()
-    engine = TrainEngine(model, EngineConfig(backend="deepspeed", zero_stage=stage, lr=1e-3,
-                                             dtype="bf16" if setup.cuda else "fp32"))
+    engine = TrainEngine(model, EngineConfig(backend="deepspeed", zero_stage=stage, lr=1e-3, dtype="bf16"),
+                         setup.device)
     out: dict[str, Any] = {"init_s": round(time.perf_counter() - start, 3), "loss": [], "grad_norm": [],
                            "step_s": []}
     ids = torch.randint(0, VOCAB - 2, (ROWS, COLS), generator=torch.Generator().manual_seed(0)).to(engine.device)
@@ -80,7 +85,7 @@ def deepspeed_steps(setup: Setup) -> dict[str, Any]:
     except ImportError as e:
         raise SectionSkipped(f"deepspeed not importable: {e}") from e
     out: dict[str, Any] = {"version": deepspeed.__version__}
-    with single_rank_group():
+    with single_rank_group(setup.device):
         for stage in (2, 3):
             out[f"zero{stage}"] = zero_steps(stage, setup)
     return out

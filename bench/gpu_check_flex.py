@@ -23,6 +23,7 @@ from torch._dynamo.utils import counters
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import emit  # noqa: E402
+from bench.gpu_check_common import SectionSkipped, Setup  # noqa: E402
 from models.slot_mask import SlotMask  # noqa: E402
 
 CALLS = [(3, 700, False, False), (1, 1000, True, False), (4, 513, True, True), (2, 1500, False, True),
@@ -93,6 +94,14 @@ def flex_figures(device: str) -> dict:
     if device.startswith("cuda"):
         figures |= _long_row(device)
     return figures
+
+
+def flex_section(setup: Setup) -> dict:
+    """The GPU check's flex section. On a CPU (--smoke) it is skipped: the compiled CPU forward is
+    tests/learner/test_slot_flex.py's, and a CPU compile costs the smoke run ~30 s."""
+    if not setup.cuda:
+        raise SectionSkipped("no CUDA: the compiled CPU forward is tested by tests/learner/test_slot_flex.py")
+    return flex_figures(str(setup.device))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ import time
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -26,7 +25,6 @@ from learner.algo_config import AlgoConfig  # noqa: E402
 from learner.engine import TrainEngine  # noqa: E402
 from learner.engine_config import EngineConfig  # noqa: E402
 from learner.policy_update import PolicyUpdater  # noqa: E402
-from models.slot_mask import SlotMask  # noqa: E402
 from models.tiny import synthetic_config  # noqa: E402
 from models.transformer import DiffusionLM  # noqa: E402
 
@@ -35,20 +33,6 @@ SDAR_1_7B = dict(vocab_size=151936, hidden_size=2048, intermediate_size=6144, nu
                  num_kv_heads=8, head_dim=128, tie_word_embeddings=True, rope_theta=1_000_000.0)
 TINY = dict(vocab_size=1000, hidden_size=64, intermediate_size=192, num_layers=2, num_heads=2, num_kv_heads=1,
             head_dim=32)
-
-
-def flex_vs_dense(device: str) -> float:
-    """Max |SlotMask attention - dense-mask SDPA| on random copies/blocks: on CUDA this runs the
-    FlexAttention block mask, elsewhere the query-chunked path."""
-    g = torch.Generator().manual_seed(0)
-    R, T = 2, 700
-    copy = torch.randint(0, 3, (R, T), generator=g)
-    block = torch.randint(0, 40, (R, T), generator=g).sort(dim=1).values
-    valid = torch.arange(T)[None] < torch.tensor([[T], [T - 123]])
-    spec = SlotMask(copy, block, valid).to(device)
-    q, k, v = (torch.randn(R, h, T, 64, generator=g).to(device) for h in (8, 2, 2))
-    dense = F.scaled_dot_product_attention(q, k, v, attn_mask=spec.rows()[:, None], enable_gqa=True)
-    return float((spec.attend(q, k, v, enable_gqa=True) - dense).abs().max())
 
 
 class TimedEngine:
@@ -84,22 +68,24 @@ def timed_step(updater: PolicyUpdater, engine: TimedEngine, trajs: list, adv: li
     return {"seconds": round(seconds, 3), "train_step_s": round(engine.train_step_s, 3),
             "rows_and_old_logprobs_s": round(seconds - engine.train_step_s, 3),
             "peak_gib": gib(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None,
-            **{k: metrics[k] for k in ("ratio_max", "clip_frac", "grad_norm", "policy_loss", "entropy")}}
+            **{k: metrics[k] for k in ("ratio_min", "ratio_mean", "ratio_max", "clip_frac", "grad_norm",
+                                       "policy_loss", "entropy")}}
 
 
 def learner_figures(device: str, smoke: bool, responses: int = 4, response_len: int = 4096,
                     gradient_checkpointing: bool = True) -> dict:
     """The first policy step (compiles FlexAttention on CUDA) and a steady one, timed apart; tokens/s
     counts the trained response tokens of the steady step, slots/s every row slot the learner ran
-    forward and backward. With one PPO epoch the old log-probs come from the weights being trained,
-    so ratio_max above 1 and clip_frac above 0 measure how far the training forward's precision is
-    from the old-log-prob pass's."""
+    forward and backward. bf16 compute (autocast over fp32 master weights) on a CPU too. With one
+    PPO epoch the old log-probs come from the weights being trained, so the ratios must be exactly
+    1 and clip_frac 0: anything else means the old-log-prob pass and the training forward differ
+    (precision, kernel, or a nondeterministic kernel)."""
     if device.startswith("cuda") != torch.cuda.is_available():
         raise ValueError(f"device={device!r}: the learner engine runs on CUDA exactly when one is available")
     shape = TINY if smoke else SDAR_1_7B
     length = 64 if smoke else response_len
     block, prompt = 4, 64
-    dtype = "fp32" if smoke else "bf16"
+    dtype = "bf16"
     torch.manual_seed(0)
     cfg = synthetic_config(block_size=block, max_position_embeddings=prompt + length + 2 * block, **shape)
     with torch.device(device):
@@ -115,7 +101,6 @@ def learner_figures(device: str, smoke: bool, responses: int = 4, response_len: 
     tokens = responses * length
     slots = responses * ((prompt + length - 1) // block * block + block * (length + block))  # clean + K copies
     return {
-        "flex_vs_dense_max_abs": flex_vs_dense(device),
         "first_step": first,
         "steady_step": steady,
         "tokens_per_s": round(tokens / steady["seconds"], 1),

@@ -145,12 +145,16 @@ class SlotMask:
 class _ChunkedAttention(torch.autograd.Function):
     """`SlotMask` attention over query chunks that keeps nothing per chunk: chunk masks would add
     up to R·T·T. Backward recomputes each chunk and adds its key/value gradients into one
-    buffer (per-chunk autograd would zero-fill and add a full-length gradient per chunk)."""
+    buffer (per-chunk autograd would zero-fill and add a full-length gradient per chunk). The
+    recomputation runs under the forward's autocast state (backward runs outside autocast, and
+    under bf16 autocast q/k/v may arrive in different dtypes that only autocast reconciles)."""
 
     @staticmethod
     def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: SlotMask,
                 enable_gqa: bool) -> torch.Tensor:
+        device = q.device.type
         ctx.spec, ctx.enable_gqa = spec, enable_gqa
+        ctx.autocast = (device, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
         ctx.save_for_backward(q, k, v)
         return spec._attend_chunks(q, k, v, enable_gqa)
 
@@ -158,14 +162,15 @@ class _ChunkedAttention(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         q, k, v = ctx.saved_tensors
         spec = ctx.spec
+        device, autocast, dtype = ctx.autocast
         dq, dk, dv = torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(v)
         for s, e in spec.chunks:
             keys, mask, kc, vc = spec._gather(k, v, s, e)
-            with torch.enable_grad():
+            with torch.enable_grad(), torch.autocast(device, dtype=dtype, enabled=autocast):
                 qc, kc, vc = (x.detach().requires_grad_() for x in (q[:, :, s:e], kc, vc))
                 out = F.scaled_dot_product_attention(qc, kc, vc, attn_mask=mask, enable_gqa=ctx.enable_gqa)
                 gq, gk, gv = torch.autograd.grad(out, (qc, kc, vc), grad[:, :, s:e])
             dq[:, :, s:e] = gq
-            dk.index_add_(2, keys, gk)
-            dv.index_add_(2, keys, gv)
+            dk.index_add_(2, keys, gk.to(dk.dtype))
+            dv.index_add_(2, keys, gv.to(dv.dtype))
         return dq, dk, dv, None, None

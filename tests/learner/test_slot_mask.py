@@ -66,6 +66,26 @@ def test_chunked_attention_and_gradients_equal_dense_attention(chunk):
         assert torch.allclose(a, b, atol=1e-12)
 
 
+def test_chunked_backward_recomputes_under_the_forwards_autocast():
+    """bf16 autocast over fp32 weights: q/k leave their fp32 RMS norms in fp32 while v comes out of
+    an autocast matmul in bf16; only autocast makes them one dtype, also when backward recomputes."""
+    gen = torch.Generator().manual_seed(0)
+    R, H, T, D = 2, 2, 40, 8
+    copy, block, valid = random_rows(gen, R, T, 3)
+    spec = SlotMask(copy, block.sort(dim=1).values, valid, query_chunk=8)
+    q, k = (torch.randn(R, H, T, D, generator=gen, requires_grad=True) for _ in range(2))
+    v = torch.randn(R, H, T, D, generator=gen).bfloat16().requires_grad_()
+    grads = []
+    for attend in (spec.attend, lambda q, k, v, enable_gqa: F.scaled_dot_product_attention(
+            q, k, v, attn_mask=spec.rows()[:, None], enable_gqa=enable_gqa)):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = attend(q, k, v, enable_gqa=False)
+        grads.append(torch.autograd.grad(out.float().sum(), (q, k, v)))
+    for ours, dense in zip(*grads):
+        assert ours.dtype == dense.dtype
+        torch.testing.assert_close(ours, dense, atol=2e-2, rtol=2e-2)
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_keys_of_a_chunk_are_those_some_query_sees(seed):
     gen = torch.Generator().manual_seed(seed)

@@ -10,11 +10,8 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-import ray
 import torch
 import torch.distributed as dist
-
-from learner.network import use_interface_for_gloo
 
 from .buckets import (
     Layout,
@@ -31,7 +28,8 @@ from .buckets import (
 
 
 class BroadcastGroup:
-    """Every member must construct it concurrently (the store and the group form when all joined)."""
+    """Every member must construct it concurrently (the store and the group form when all joined).
+    A gloo group binds to GLOO_SOCKET_IFNAME's interface (learner.network.use_interface_for_gloo)."""
 
     def __init__(self, master_addr: str, port: int, rank: int, world_size: int, device: torch.device,
                  timeout_s: float = 300.0) -> None:
@@ -42,8 +40,7 @@ class BroadcastGroup:
             options = dist.ProcessGroupNCCL.Options()
             options._timeout = timeout
             self.group: Any = dist.ProcessGroupNCCL(store, rank, world_size, options)
-        else:  # gloo would take the address the hostname resolves to (127.0.1.1 on many hosts)
-            use_interface_for_gloo(ray.util.get_node_ip_address())
+        else:
             self.group = dist.ProcessGroupGloo(store, rank, world_size, timeout)
         self.device, self.rank, self.world_size = concrete(device), rank, world_size
 

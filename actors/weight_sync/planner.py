@@ -33,16 +33,20 @@ def check_transport(name: str, key: str = "weight_sync.transport") -> str:
     return name
 
 
-def why_not(kind: str, learner: Placement, worker: Placement, nccl_gpus: set[str]) -> str | None:
-    """Why `kind` cannot serve `worker` (None: it can). `nccl_gpus`: GPUs already in the NCCL group."""
-    if kind == CUDA_IPC and (learner.gpu is None or worker.gpu != learner.gpu):
-        return "the worker does not share learner rank 0's GPU"
+def why_not(kind: str, learner: Placement, worker: Placement, taken: set[tuple[str, str]]) -> str | None:
+    """Why `kind` cannot serve `worker` (None: it can). `taken`: (transport, GPU) pairs already
+    given to earlier workers."""
+    if kind == CUDA_IPC:
+        if learner.gpu is None or worker.gpu != learner.gpu:
+            return "the worker does not share learner rank 0's GPU"
+        if (CUDA_IPC, worker.gpu) in taken:  # torch counts one reader per export of a CUDA buffer
+            return "another worker already reads learner rank 0's GPU through CUDA IPC (one reader)"
     if kind == NCCL:
         if learner.gpu is None or worker.gpu is None:
             return "NCCL needs learner rank 0 and the worker on GPUs"
         if worker.gpu == learner.gpu:
             return f"the worker shares learner rank 0's GPU (NCCL takes one rank per GPU; {CUDA_IPC} serves it)"
-        if worker.gpu in nccl_gpus:
+        if (NCCL, worker.gpu) in taken:
             return "the worker shares its GPU with another NCCL member (NCCL takes one rank per GPU)"
     if kind == SHARED_MEMORY:
         if worker.node_id != learner.node_id:
@@ -56,17 +60,17 @@ def plan_transports(learner: Placement, workers: list[Placement], forced: str = 
     (an error naming the worker when it cannot serve one)."""
     check_transport(forced)
     plan: list[str] = []
-    nccl_gpus: set[str] = set()
+    taken: set[tuple[str, str]] = set()
     for i, worker in enumerate(workers):
         if forced == AUTO:
-            kind = next(k for k in AUTO_ORDER if why_not(k, learner, worker, nccl_gpus) is None)
+            kind = next(k for k in AUTO_ORDER if why_not(k, learner, worker, taken) is None)
         else:
             kind = forced
-            problem = why_not(kind, learner, worker, nccl_gpus)
+            problem = why_not(kind, learner, worker, taken)
             if problem:
                 raise ValueError(f"weight_sync.transport={kind} cannot serve rollout-{i}: {problem}. "
                                  f"weight_sync.transport={AUTO} picks a transport per worker.")
-        if kind == NCCL:
-            nccl_gpus.add(worker.gpu)
+        if worker.gpu is not None:
+            taken.add((kind, worker.gpu))
         plan.append(kind)
     return plan

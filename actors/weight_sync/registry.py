@@ -7,6 +7,8 @@ from typing import Iterable
 import ray
 import torch
 
+from learner.network import use_interface_for_gloo
+
 from .buckets import Layout, Receiver, Sender, WeightsHandle, gpu_uuid, publish, unpack
 from .collective import BroadcastGroup, GroupReceiver, GroupSender
 from .cuda_ipc import CudaIpcReceiver, CudaIpcSender
@@ -31,6 +33,15 @@ def group_device(kind: str, device: torch.device) -> torch.device:
                      f"{NCCL} needs a GPU)")
 
 
+def join_group(kind: str, master_addr: str, port: int, rank: int, world_size: int,
+               device: torch.device) -> BroadcastGroup:
+    """This actor's membership of the `kind` broadcast group (every member joins concurrently)."""
+    bucket_device = group_device(kind, device)
+    if bucket_device.type == "cpu":  # else gloo takes the address the hostname resolves to (127.0.1.1 on many hosts)
+        use_interface_for_gloo(ray.util.get_node_ip_address())
+    return BroadcastGroup(master_addr, port, rank, world_size, bucket_device)
+
+
 class Senders:
     """Learner rank 0's senders, one per transport, each made at its first use and kept: its buckets
     (and mappings) are reused by every later version (fresh ones would page-fault every sync)."""
@@ -53,8 +64,8 @@ class Senders:
 
     def join(self, kind: str, master_addr: str, port: int, world_size: int) -> None:
         """Host a broadcast group as its rank 0 (its members join concurrently)."""
-        group = BroadcastGroup(master_addr, port, 0, world_size, group_device(kind, self.device))
-        self.senders[kind] = GroupSender(kind, group, self.bucket_bytes)
+        self.senders[kind] = GroupSender(kind, join_group(kind, master_addr, port, 0, world_size, self.device),
+                                         self.bucket_bytes)
 
     def shm_problem(self, layout: Layout) -> str | None:
         return SharedMemorySender(self.tag).problem(layout)
@@ -88,8 +99,7 @@ class Receivers:
                                                CUDA_IPC: CudaIpcReceiver(device, gpu_uuid(device))}
 
     def join(self, kind: str, master_addr: str, port: int, rank: int, world_size: int) -> None:
-        group = BroadcastGroup(master_addr, port, rank, world_size, group_device(kind, self.device))
-        self.receivers[kind] = GroupReceiver(group)
+        self.receivers[kind] = GroupReceiver(join_group(kind, master_addr, port, rank, world_size, self.device))
 
     def load(self, handle: WeightsHandle, model: torch.nn.Module) -> None:
         if handle.kind not in self.receivers:

@@ -36,10 +36,10 @@ def test_gpu_learner_ipc_on_its_gpu_nccl_on_other_gpus_one_nccl_rank_per_gpu():
         Placement("node-b", gpu="GPU-7"),
         Placement("node-a"),  # a CPU worker beside the learner
         Placement("node-c"),
-        Placement("node-a", gpu="GPU-0"),  # every worker on rank 0's GPU reads it through IPC
+        Placement("node-a", gpu="GPU-0"),  # a second worker on rank 0's GPU: IPC takes one reader
     ]
     assert plan_transports(GPU_LEARNER, workers) == [
-        CUDA_IPC, NCCL, NCCL, SHARED_MEMORY, COLLECTIVE, SHARED_MEMORY, COLLECTIVE, CUDA_IPC]
+        CUDA_IPC, NCCL, NCCL, SHARED_MEMORY, COLLECTIVE, SHARED_MEMORY, COLLECTIVE, SHARED_MEMORY]
 
 
 def test_auto_avoids_a_dev_shm_too_small_for_a_version():
@@ -62,9 +62,11 @@ def test_forced_transport_that_cannot_serve_a_worker_names_it_and_why(forced, le
     assert reason in str(err.value)
 
 
-def test_forced_nccl_refuses_a_second_rank_on_one_gpu():
+def test_forced_nccl_refuses_a_second_rank_on_one_gpu_and_cuda_ipc_a_second_reader():
     with pytest.raises(ValueError, match="rollout-1: the worker shares its GPU with another NCCL member"):
         plan_transports(GPU_LEARNER, [Placement("node-b", gpu="GPU-5")] * 2, NCCL)
+    with pytest.raises(ValueError, match="rollout-1: another worker already reads learner rank 0's GPU"):
+        plan_transports(GPU_LEARNER, [Placement("node-a", gpu="GPU-0")] * 2, CUDA_IPC)
 
 
 @pytest.mark.parametrize("forced", [COLLECTIVE, OBJECT_STORE])

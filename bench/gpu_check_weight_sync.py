@@ -5,7 +5,7 @@
 - cuda_ipc: a fresh process on the same GPU opens a 1 GiB device buffer through its CUDA IPC
   handle and copies it (GB/s, best of 3); the copy, exported back, equals the original; then the
   transport itself: CudaIpcSender (fp32 model on the GPU) → CudaIpcReceiver (bf16 model in the
-  child), bit-exact against the sender-side cast.
+  child), bit-exact against the sender-side cast (load_gb_s: its first load, the open included).
 - nccl: the same model through an NCCL broadcast group, GPU 0 → GPU 1 in two processes (GB/s,
   bit-exact); "skipped" with fewer than 2 GPUs.
 
@@ -84,7 +84,7 @@ def _ipc_child(exports: list[dict[str, Any]], handle: Any, conn: Any) -> None:
     start = time.perf_counter()
     CudaIpcReceiver(device, gpu_uuid(device)).load(handle, dst)
     conn.send((time.perf_counter() - start, {k: v.cpu() for k, v in dst.state_dict().items()}))
-    conn.recv()  # keep `copy` alive until the parent compared it
+    conn.recv()  # alive until the parent has read `copy` and the state (torch passes CPU tensors by fd)
 
 
 def cuda_ipc_figures() -> dict[str, Any]:
@@ -98,7 +98,7 @@ def cuda_ipc_figures() -> dict[str, Any]:
     proc = ctx.Process(target=_ipc_child, args=(export_buckets([src_buf]), handle, child))
     proc.start()
     copy_s, back = parent.recv()
-    same_bytes = torch.equal(open_buckets(back, device)[0], src_buf)
+    same_bytes = torch.equal(open_buckets(back, device)[0], src_buf)  # the mapping closes here
     load_s, state = parent.recv()
     want = expected(src)
     parent.send("done")
@@ -127,6 +127,7 @@ def _nccl_member(rank: int, port: int, conn: Any) -> None:
     start = time.perf_counter()
     receiver.load(handle, dst)
     conn.send((time.perf_counter() - start, {k: v.cpu() for k, v in dst.state_dict().items()}))
+    conn.recv()  # alive until the parent has read the state (torch passes CPU tensors by fd)
 
 
 def nccl_figures() -> dict[str, Any]:
@@ -141,6 +142,7 @@ def nccl_figures() -> dict[str, Any]:
     handle, want = p0.recv()
     p1.send(handle)
     seconds, state = p1.recv()
+    p1.send("done")
     for p in procs:
         p.join(timeout=60)
     return {"exact": all(torch.equal(state[k], want[k]) for k in want),

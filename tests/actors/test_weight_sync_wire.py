@@ -10,9 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from actors.weight_sync.buckets import publish, wire_layout
+from actors.weight_sync.buckets import WeightsHandle, publish, wire_layout
 from actors.weight_sync.cuda_ipc import DEVICE_PARAM, REBUILD_PARAMS, CudaIpcReceiver, CudaIpcSender
-from actors.weight_sync.planner import CUDA_IPC, SHARED_MEMORY
+from actors.weight_sync.planner import COLLECTIVE, CUDA_IPC, NCCL, SHARED_MEMORY
+from actors.weight_sync.registry import Receivers, group_device
 from actors.weight_sync.shared_memory import SharedMemoryReceiver, SharedMemorySender, shm_problem
 
 MIB = 1 << 20
@@ -121,3 +122,14 @@ def test_cuda_ipc_round_trip_with_the_cuda_calls_faked():
 def test_cuda_ipc_rewrites_the_device_argument_torch_rebuilds_with():
     """open_buckets swaps in the receiver's GPU index by name: it must still be torch's name."""
     assert DEVICE_PARAM in REBUILD_PARAMS and "storage_handle" in REBUILD_PARAMS
+
+
+def test_group_buckets_live_on_the_host_for_gloo_and_nccl_needs_a_gpu():
+    assert group_device(COLLECTIVE, torch.device("cuda", 3)) == torch.device("cpu")
+    with pytest.raises(ValueError, match="nccl needs a GPU"):
+        group_device(NCCL, torch.device("cpu"))
+
+
+def test_a_worker_outside_a_group_says_so_instead_of_a_key_error():
+    with pytest.raises(RuntimeError, match="has not joined the nccl group"):
+        Receivers(torch.device("cpu")).load(WeightsHandle(NCCL, 1, [], [1]), Net(torch.float32))

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from learner.algo_config import AlgoConfig
 from learner.engine_config import EngineConfig
@@ -15,6 +15,8 @@ from learner.objectives import OBJECTIVES, REFERENCE_SFT
 from rewards.judge_backends import JudgeConfig
 from rewards.process import get_process_fn
 from rollout.params import SamplingParams
+
+from .weight_sync.planner import AUTO, check_transport
 
 # `${sum:a,b}` in conf/ (e.g. engine.total_steps = warm-up + RL steps).
 if not OmegaConf.has_resolver("sum"):
@@ -164,9 +166,16 @@ class RewardSection(_Strict):
 
 
 class WeightSyncSection(_Strict):
-    # auto: shared_memory on learner rank 0's node, collective elsewhere.
-    transport: Literal["auto", "shared_memory", "collective", "object_store"] = "auto"
+    # auto: per rollout worker, the first that fits of cuda_ipc (on learner rank 0's GPU), nccl (both
+    # on GPUs), shared_memory (on rank 0's node, when /dev/shm holds a version), collective (gloo);
+    # a named transport is used for every worker (an error names a worker it cannot serve).
+    transport: str = AUTO
     bucket_mb: int = Field(64, ge=1)
+
+    @field_validator("transport")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        return check_transport(name)
 
 
 class AsyncSection(_Strict):

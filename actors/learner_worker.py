@@ -15,6 +15,7 @@ import torch
 
 from learner.distributed import free_port, init_distributed
 from learner.engine import TrainEngine
+from learner.network import use_interface_for_gloo
 from learner.policy_update import PolicyUpdater
 from learner.value import ValueModel
 from models.checkpoint import load_model
@@ -25,16 +26,9 @@ from rollout.trajectory_batch import RowMeta
 from .config import RunConfig
 from .device import device_for_actor
 from .payloads import fetch
-from .weight_sync import (
-    CollectiveGroup,
-    CollectiveSender,
-    ObjectStoreSender,
-    Sender,
-    SharedMemorySender,
-    WeightsHandle,
-    publish,
-    unpack,
-)
+from .weight_sync.buckets import Layout, WeightsHandle, wire_layout
+from .weight_sync.planner import SHARED_MEMORY, Placement
+from .weight_sync.registry import Senders, local_placement
 
 
 class LearnerWorker:
@@ -45,14 +39,14 @@ class LearnerWorker:
         self.engine: TrainEngine | None = None
         self.value_engine: TrainEngine | None = None
         self.offloaded = False  # colocated: the engines' device state is in host memory
-        self.shared_memory = SharedMemorySender(tag)
-        self.collective: CollectiveSender | None = None
-        # Long-lived: each keeps its buckets across versions (fresh ones would page-fault every sync).
-        self.senders: dict[str, Sender] = {"shared_memory": self.shared_memory,
-                                           "object_store": ObjectStoreSender(cfg.weight_sync.bucket_mb << 20)}
+        self.senders = Senders(tag, cfg.weight_sync.bucket_mb << 20, self.device)  # rank 0 publishes
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()
+
+    def placement(self) -> Placement:
+        """Rank 0: where the weights are published from, and whether a version fits /dev/shm here."""
+        return local_placement(self.device, self.senders.shm_problem(self._wire_layout()))
 
     def address(self) -> tuple[str, int]:
         """Rank 0: where the other ranks find the process group's store."""
@@ -61,6 +55,7 @@ class LearnerWorker:
     def setup(self, master_addr: str, master_port: int, warmup: bool) -> None:
         """Join the process group and build the engine: for the SFT warm-up (`warmup`, its own
         optimizer and learning rate) or for the run's own algorithm."""
+        use_interface_for_gloo(ray.util.get_node_ip_address())  # the group's gloo part, across nodes
         init_distributed(self.rank, self.world_size, master_addr, master_port, self.device)
         self._build(self.path, warmup)
 
@@ -137,30 +132,33 @@ class LearnerWorker:
         return self.sft_updater.sft_step(pairs, step)
 
     # ---- weight sync --------------------------------------------------------------------------
-    def join_collective(self, port: int, world_size: int) -> None:
-        """Rank 0: host the weight-sync group (rollout workers join it concurrently as ranks 1..)."""
-        group = CollectiveGroup(ray.util.get_node_ip_address(), port, 0, world_size)
-        self.collective = CollectiveSender(group, self.cfg.weight_sync.bucket_mb << 20)
-        self.senders["collective"] = self.collective
+    def join_collective(self, kind: str, port: int, world_size: int) -> None:
+        """Rank 0: host the `kind` weight-sync group (rollout workers join it concurrently as ranks 1..)."""
+        self.senders.join(kind, ray.util.get_node_ip_address(), port, world_size)
+
+    def _wire_layout(self) -> Layout:
+        """What the rollout workers hold: floating weights in model.dtype (the learner may train in fp32)."""
+        return wire_layout(self.engine.full_layout(), DTYPES[self.cfg.model.dtype])
 
     def publish_weights(self, version: int, kinds: list[str]) -> dict[str, WeightsHandle]:
         """All ranks call this (a ZeRO-3 gather is collective); rank 0 streams the weights once into
-        every requested transport's buckets and returns a handle per transport. A collective
-        handle only announces the buckets: `broadcast_weights` sends them."""
+        every requested transport's buckets, cast to the rollout dtype on its own device, and returns
+        a handle per transport. A group transport's handle only announces the buckets:
+        `broadcast_weights` sends them."""
         self._resident()
         tensors = self.engine.full_tensors()
         if self.rank != 0:
             for _ in tensors:  # take part in each tensor's gather; rank 0 alone packs
                 pass
             return {}
-        handles = publish(tensors, self.engine.full_layout(), {k: self.senders[k] for k in kinds}, version)
-        if "shared_memory" in handles:  # from now on the buffer is the parameters' memory (CPU, torch)
-            self.engine.share_parameters(unpack([self.shared_memory.buf], handles["shared_memory"].index))
+        handles = self.senders.publish(tensors, self._wire_layout(), kinds, version)
+        if SHARED_MEMORY in handles:  # from now on the buffer is the parameters' memory (CPU, torch, same dtype)
+            self.engine.share_parameters(self.senders.shared_views(handles[SHARED_MEMORY]))
         return handles
 
-    def broadcast_weights(self) -> None:
-        """Rank 0: the collective half of publish_weights, run while the receivers run load_weights."""
-        self.collective.send()
+    def broadcast_weights(self, kinds: list[str]) -> None:
+        """Rank 0: the group half of publish_weights, run while the receivers run load_weights."""
+        self.senders.send(kinds)
 
     # ---- checkpoints --------------------------------------------------------------------------
     def save(self, directory: str) -> None:
@@ -189,4 +187,4 @@ class LearnerWorker:
         return {k: v.detach().cpu() for k, v in state.items()} if self.rank == 0 else {}
 
     def close(self) -> None:
-        self.shared_memory.close()
+        self.senders.close()

@@ -24,7 +24,7 @@ from .learner_worker import LearnerWorker
 from .reward_worker import RewardWorker
 from .rollout_worker import RolloutWorker
 from .sync import choose_transports
-from .weight_sync import WeightsHandle
+from .weight_sync.buckets import WeightsHandle
 
 
 @dataclass
@@ -33,8 +33,8 @@ class Pools:
     rollout: list[ActorHandle]
     reward: list[ActorHandle]
     groups: list[PlacementGroup]
-    transport: list[str] = field(default_factory=list)  # weight-sync transport per rollout worker
-    collective_stale: bool = True  # the collective group must be (re)formed before the next broadcast
+    transport: list[str] = field(default_factory=list)  # weight-sync transport per rollout worker (planner names)
+    collective_stale: bool = True  # the broadcast groups (gloo, NCCL) must be (re)formed before the next one
     handles: dict[str, WeightsHandle] = field(default_factory=dict)  # the last sync's (keeps objects alive)
     weights_version: int = 0  # what the last sync of every rollout worker loaded
     learner_group: PlacementGroup | None = None  # the learners' bundles, reused when the group is recreated
@@ -179,7 +179,7 @@ def replace_learners(pools: Pools, cfg: RunConfig, model_path: str, namespace: s
     ray.get(setup)
     pools.learner = ranks
     pools.transport = choose_transports(pools, cfg.weight_sync.transport)
-    pools.collective_stale = True  # the weight-sync group's host (rank 0) is a new process
+    pools.collective_stale = True  # the weight-sync groups' host (rank 0) is a new process
     pools.handles = {}
 
 

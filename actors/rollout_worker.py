@@ -18,14 +18,9 @@ from rollout.trajectory_batch import RowMeta, TrajectoryBatch
 
 from .config import ModelSection
 from .device import device_for_actor
-from .weight_sync import (
-    CollectiveGroup,
-    CollectiveReceiver,
-    ObjectStoreReceiver,
-    Receiver,
-    SharedMemoryReceiver,
-    WeightsHandle,
-)
+from .weight_sync.buckets import WeightsHandle
+from .weight_sync.planner import Placement
+from .weight_sync.registry import Receivers, local_placement
 
 
 def shard_result(trajs: list[Trajectory], shard: list[PromptRecord],
@@ -48,18 +43,20 @@ class RolloutWorker:
         self.model = load_model(path, **self.load_args).eval()
         self.weights_version = 0
         self.asleep = False  # colocated: weights released while the learner updates
-        self.receivers: dict[str, Receiver] = {"shared_memory": SharedMemoryReceiver(),
-                                               "object_store": ObjectStoreReceiver()}
+        self.receivers = Receivers(self.device)
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()
 
+    def placement(self) -> Placement:
+        return local_placement(self.device)
+
     def version(self) -> int:
         return self.weights_version
 
-    def join_collective(self, master_addr: str, port: int, rank: int, world_size: int) -> None:
-        """Join learner rank 0's weight-sync group (called concurrently with the learner's join)."""
-        self.receivers["collective"] = CollectiveReceiver(CollectiveGroup(master_addr, port, rank, world_size))
+    def join_collective(self, kind: str, master_addr: str, port: int, rank: int, world_size: int) -> None:
+        """Join learner rank 0's `kind` weight-sync group (called concurrently with the learner's join)."""
+        self.receivers.join(kind, master_addr, port, rank, world_size)
 
     def sleep(self) -> int:
         """Colocated with a learner rank: release the weights (and cached device memory) while it
@@ -78,7 +75,7 @@ class RolloutWorker:
         if self.asleep:  # every tensor is overwritten below: fresh uninitialised storage will do
             self.model.to_empty(device=self.device)
             self.asleep = False
-        self.receivers[handle.kind].load(handle, self.model)
+        self.receivers.load(handle, self.model)
         self.weights_version = handle.version
         return handle.version
 

@@ -14,8 +14,8 @@ Each line: {"section", "status": ok | error | skipped, "seconds", "peak_allocate
 "traceback", or "reason"}. Sections, in order (their modules say what each figure means):
 environment, sdpa (bench/gpu_check_env.py); exactness, eager_decode, decode_profile,
 memory_sizing (bench/gpu_check_decode.py); learner (bench/gpu_check_learner.py); flex
-(bench/gpu_check_flex.py); process_group,
-deepspeed (bench/gpu_check_dist.py); graphs_exactness, graphs_throughput (bench/gpu_check_graphs.py).
+(bench/gpu_check_flex.py); process_group, deepspeed (bench/gpu_check_dist.py); weight_sync
+(bench/gpu_check_weight_sync.py); graphs_exactness, graphs_throughput (bench/gpu_check_graphs.py).
 The summary lists the sections by status and checks the targets: target-shape (SDAR-4B) eager
 dynamic >= 5,000 tokens/s at batch 128, static exactly 1.0 tokens/forward on every shape, eager vs
 CUDA graphs fp32 greedy tokens identical.
@@ -70,6 +70,7 @@ SECTIONS: tuple[tuple[str, Section], ...] = (
     ("flex", _lazy("gpu_check_flex", "flex_section")),
     ("process_group", _lazy("gpu_check_dist", "process_group")),
     ("deepspeed", _lazy("gpu_check_dist", "deepspeed_steps")),
+    ("weight_sync", _lazy("gpu_check_weight_sync", "weight_sync_section")),
     ("graphs_exactness", _lazy("gpu_check_graphs", "graphs_exactness")),
     ("graphs_throughput", _lazy("gpu_check_graphs", "graphs_throughput")),
 )

@@ -4,11 +4,12 @@
     python bench/weight_sync.py --quick    # the 0.8M tiny model
 
 Prints ONE JSON line: params, workers, bytes, and seconds per full sync (best of --repeats) for
-shared_memory, collective (gloo), object_store; disk_s = what the reference code does every step:
-the learner actor writes the policy as safetensors (an HF export), then every rollout worker,
-concurrently in its own process, builds a fresh model from it and reads every weight; memcpy_s =
-a warm in-process copy of the same bytes (the floor). Each sync includes rank 0 streaming the
-full weights out of its engine.
+the host transports shared_memory, collective (gloo), object_store (nccl and cuda_ipc need GPUs:
+bench/gpu_check_weight_sync.py); disk_s = what the reference code does every step: the learner
+actor writes the policy as safetensors (an HF export), then every rollout worker, concurrently in
+its own process, builds a fresh model from it and reads every weight; memcpy_s = a warm in-process
+copy of the same bytes (the floor). Each sync includes rank 0 streaming the full weights out of
+its engine.
 """
 from __future__ import annotations
 
@@ -25,10 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from actors.config import ClusterSection, ModelSection, PoolSection, RunConfig, TaskSection, WeightSyncSection  # noqa: E402
 from actors.pools import create_pools  # noqa: E402
 from actors.sync import sync_weights  # noqa: E402
+from actors.weight_sync.planner import COLLECTIVE, OBJECT_STORE, SHARED_MEMORY  # noqa: E402
 from bench.common import REPO, bench_parser, best_of, emit  # noqa: E402
 from models.checkpoint import load_model  # noqa: E402
 from models.tiny import write_tiny_checkpoint  # noqa: E402
 
+HOST_TRANSPORTS = (SHARED_MEMORY, COLLECTIVE, OBJECT_STORE)  # the CPU ones; nccl / cuda_ipc: gpu_check_weight_sync.py
 BIG = dict(hidden_size=768, intermediate_size=2048, num_layers=16, num_heads=12, num_kv_heads=4, head_dim=64)
 
 
@@ -63,7 +66,7 @@ def main() -> None:
             ray.get([a.export_hf.remote(str(tmp / "disk")) for a in pools.learner])
             ray.get([w.load_from_disk.remote(str(tmp / "disk"), version) for w in pools.rollout])
 
-        for kind in ("shared_memory", "collective", "object_store"):
+        for kind in HOST_TRANSPORTS:
             pools.transport = [kind] * args.workers
             sync()  # warm-up: forms the gloo group, first-touch page faults
             result[f"{kind}_s"] = best_of(args.repeats, sync)
@@ -80,7 +83,7 @@ def main() -> None:
         pools.shutdown()
         ray.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
-    keys = ["params", "workers", "bytes", "shared_memory_s", "collective_s", "object_store_s", "disk_s", "memcpy_s"]
+    keys = ["params", "workers", "bytes", *(f"{kind}_s" for kind in HOST_TRANSPORTS), "disk_s", "memcpy_s"]
     emit({k: round(result[k], 4) if isinstance(result[k], float) else result[k] for k in keys})
 
 

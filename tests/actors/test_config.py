@@ -43,7 +43,7 @@ def test_every_group_option_validates(group, option):
     ("cluster.rollout.num_workers=-1", "cluster.rollout.num_workers", "greater than or equal to 1"),
     ("rollout.block_size=8", "rollout.block_size", "model.block_size=4"),
     ("async.max_staleness=2", "async.max_staleness", "0 or 1"),
-    ("weight_sync.transport=nccl", "weight_sync.transport", "shared_memory"),
+    ("weight_sync.transport=nvlink", "weight_sync.transport", "shared_memory, collective, nccl"),
     ("+trainer.stepz=3", "trainer.stepz", "Extra inputs"),
     ("mode=eval", "model.path", "mode=eval"),
     ("algo=sft_semi_ar", "algo.name", "mode='rl'"),

@@ -13,7 +13,9 @@ from torch import nn
 from actors.pools import create_pools
 from actors.run import model_path
 from actors.sync import sync_weights
-from actors.weight_sync import SharedMemoryReceiver, SharedMemorySender, publish
+from actors.weight_sync.buckets import publish
+from actors.weight_sync.planner import COLLECTIVE, OBJECT_STORE, SHARED_MEMORY
+from actors.weight_sync.shared_memory import SharedMemoryReceiver, SharedMemorySender
 from support import SMALL, compose_config
 
 
@@ -39,7 +41,7 @@ def test_shared_memory_keeps_its_mapping_across_versions(tmp_path):
             with torch.no_grad():
                 for p in src.parameters():
                     p.normal_()
-            handle = publish(_stream(src), _layout(src), {"shared_memory": sender}, version)["shared_memory"]
+            handle = publish(_stream(src), _layout(src), {SHARED_MEMORY: sender}, version)[SHARED_MEMORY]
             receiver.load(handle, dst)
             assert _equal(dst.state_dict(), src.state_dict())
             mappings.append(receiver.buf)
@@ -64,7 +66,7 @@ def test_every_transport_is_bit_exact_twice_and_disk(ray_session, tmp_path, engi
         cfg, model_path(cfg, tmp_path), "tasks.builtin.arith:reward", f"test-weight-sync-{len(engine)}"
     )
     pairs = [([23, 18, 24, 30], [24, 30]), ([25, 24, 18, 27, 30], [28, 30])]  # "0+1=1", "2+4=6"
-    kinds = ["shared_memory", "object_store", "collective"]
+    kinds = [SHARED_MEMORY, OBJECT_STORE, COLLECTIVE]
     try:
         for version, kind in enumerate(kinds * 2 + ["disk"], start=1):
             ray.get([a.sft_step.remote(pairs, version) for a in pools.learner])  # a cheap update (mode=sft)

@@ -1,0 +1,83 @@
+"""cuda_ipc: a rollout worker on learner rank 0's GPU (cluster.colocate) reads rank 0's device
+buffer in place through CUDA IPC and copies it into its model: one device-to-device copy, no host
+copy, no communicator (NCCL refuses two ranks on one GPU).
+
+The buffer is long-lived, as in the other transports: its handle stays the same across versions,
+so the receiver's mapping (held from one load to the next) is opened once. It costs the weights'
+size in the rollout dtype on rank 0's GPU.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+import torch
+from torch.multiprocessing.reductions import rebuild_cuda_tensor, reduce_tensor
+
+from .buckets import (
+    Layout,
+    WeightsHandle,
+    check_covers,
+    concrete,
+    load_into,
+    plan_buckets,
+    reuse_buckets,
+    synchronize,
+    unpack,
+)
+from .planner import CUDA_IPC
+
+Export = dict[str, Any]  # rebuild_cuda_tensor's keyword arguments for one buffer: bytes, ints, classes
+REBUILD_PARAMS = tuple(inspect.signature(rebuild_cuda_tensor).parameters)
+DEVICE_PARAM = "storage_device"  # the one argument that differs per process: the GPU's local index
+
+
+def export_buckets(buckets: list[torch.Tensor]) -> list[Export]:
+    """What another process on the same GPU needs to open each bucket (picklable)."""
+    exports = []
+    for bucket in buckets:
+        _, args = reduce_tensor(bucket)
+        exports.append(dict(zip(REBUILD_PARAMS, args)))
+    return exports
+
+
+def open_buckets(exports: list[Export], device: torch.device) -> list[torch.Tensor]:
+    """The exported buckets as tensors of this process on `device` (the exporter's GPU, whatever
+    index this process's CUDA_VISIBLE_DEVICES gives it)."""
+    return [rebuild_cuda_tensor(**{**e, DEVICE_PARAM: concrete(device).index}) for e in exports]
+
+
+class CudaIpcSender:
+    """`gpu`: the UUID of `device`'s GPU (gpu_uuid), stamped on the handle for the receiver to check."""
+
+    def __init__(self, device: torch.device, gpu: str,
+                 export: Callable[[list[torch.Tensor]], list[Export]] = export_buckets) -> None:
+        self.device, self.gpu, self.export = concrete(device), gpu, export
+        self.buckets: list[torch.Tensor] = []
+
+    def prepare(self, layout: Layout, version: int) -> tuple[WeightsHandle, list[torch.Tensor]]:
+        index, sizes = plan_buckets(layout, bucket_bytes=1 << 62)  # one buffer: one handle to open
+        self.buckets = reuse_buckets(self.buckets, sizes, self.device)
+        return WeightsHandle(CUDA_IPC, version, index, sizes, gpu=self.gpu), self.buckets
+
+    def finish(self, handle: WeightsHandle) -> WeightsHandle:
+        synchronize(self.device)  # the packing kernels are done before another process reads
+        handle.ipc = self.export(self.buckets)
+        return handle
+
+
+class CudaIpcReceiver:
+    def __init__(self, device: torch.device, gpu: str | None,
+                 open_: Callable[[list[Export], torch.device], list[torch.Tensor]] = open_buckets) -> None:
+        self.device, self.gpu, self.open = concrete(device), gpu, open_
+        self.buckets: list[torch.Tensor] = []  # the last mapping, held so the next open of it is a cache hit
+
+    def load(self, handle: WeightsHandle, model: torch.nn.Module) -> None:
+        if self.gpu is None or handle.gpu != self.gpu:
+            raise RuntimeError(f"{CUDA_IPC} weights live on GPU {handle.gpu} but this worker runs on GPU "
+                               f"{self.gpu}: only a worker on learner rank 0's GPU can use {CUDA_IPC}")
+        own = model.state_dict()
+        check_covers(own, handle.index)
+        self.buckets = self.open(handle.ipc, self.device)
+        load_into(own, unpack(self.buckets, handle.index))
+        synchronize(self.device)  # the copies read the learner's memory: done before it writes again

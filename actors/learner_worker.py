@@ -104,6 +104,7 @@ class LearnerWorker:
     def offload(self) -> int:
         """Park the engines' device state in host memory while the rollout worker decodes; returns
         the bytes moved. The next method that needs the engines brings it back (`_resident`)."""
+        self.senders.release_device_buffers()
         moved = 0 if self.offloaded else sum(e.offload() for e in self._engines())
         self.offloaded = True
         return moved
@@ -124,11 +125,13 @@ class LearnerWorker:
         for t, rewards in zip(trajectories, process_rewards or []):
             t.process_rewards = rewards
         self._resident()
+        self.senders.release_device_buffers()  # the last sync's, on the GPU the update needs
         return self.updater.rl_step(trajectories, advantages, step)
 
     def sft_step(self, pairs: list[tuple[list[int], list[int]]], step: int) -> dict[str, float]:
         """An SFT step: the run's objective when algo is SFT, else the warm-up objective."""
         self._resident()
+        self.senders.release_device_buffers()
         return self.sft_updater.sft_step(pairs, step)
 
     # ---- weight sync --------------------------------------------------------------------------

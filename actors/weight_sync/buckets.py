@@ -133,6 +133,10 @@ class Sender(Protocol):
     def finish(self, handle: WeightsHandle) -> WeightsHandle:
         """After packing: make the buckets reachable through the handle."""
 
+    def release(self) -> None:
+        """Between syncs: drop buckets that live on a GPU (the engine, or a colocated rollout worker,
+        needs that memory); host buckets stay for the next version."""
+
 
 class Receiver(Protocol):
     def load(self, handle: WeightsHandle, model: torch.nn.Module) -> None: ...

@@ -69,6 +69,10 @@ class GroupSender:
             work.wait()
         synchronize(self.group.device)  # NCCL's wait only orders streams: return when the bytes are out
 
+    def release(self) -> None:
+        if self.group.device.type == "cuda":  # NCCL buckets: the model's size on the learner's GPU
+            self.buckets = []
+
 
 class GroupReceiver:
     def __init__(self, group: BroadcastGroup) -> None:
@@ -87,3 +91,5 @@ class GroupReceiver:
             load_into(own, unpack(self.buckets, metas))
         synchronize(self.group.device)  # the next version's broadcast must not overwrite a bucket being read
         check_covers(own, handle.index)
+        if self.group.device.type == "cuda":  # the GPU's memory is the KV cache's until the next sync
+            self.buckets = []

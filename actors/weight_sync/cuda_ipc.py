@@ -2,9 +2,10 @@
 buffer in place through CUDA IPC and copies it into its model: one device-to-device copy, no host
 copy, no communicator (NCCL refuses two ranks on one GPU).
 
-The buffer is long-lived, as in the other transports: its handle stays the same across versions,
-so the receiver's mapping (held from one load to the next) is opened once. It costs the weights'
-size in the rollout dtype on rank 0's GPU.
+The buffer lives only for a sync: the receiver drops its mapping after copying and the sender its
+buffer before the learner's next use of the GPU (`release`), since between syncs the GPU's memory
+is the rollout worker's KV cache or the learner's update (the weights' size in the rollout dtype:
+~8 GB for a 4B model). Opening a fresh handle per sync costs milliseconds.
 """
 from __future__ import annotations
 
@@ -65,12 +66,16 @@ class CudaIpcSender:
         handle.ipc = self.export(self.buckets)
         return handle
 
+    def release(self) -> None:
+        self.buckets = []
+        if torch.cuda.is_initialized():
+            torch.cuda.ipc_collect()  # blocks the receiver has let go of go back to the allocator
+
 
 class CudaIpcReceiver:
     def __init__(self, device: torch.device, gpu: str | None,
                  open_: Callable[[list[Export], torch.device], list[torch.Tensor]] = open_buckets) -> None:
         self.device, self.gpu, self.open = concrete(device), gpu, open_
-        self.buckets: list[torch.Tensor] = []  # the last mapping, held so the next open of it is a cache hit
 
     def load(self, handle: WeightsHandle, model: torch.nn.Module) -> None:
         if self.gpu is None or handle.gpu != self.gpu:
@@ -78,6 +83,6 @@ class CudaIpcReceiver:
                                f"{self.gpu}: only a worker on learner rank 0's GPU can use {CUDA_IPC}")
         own = model.state_dict()
         check_covers(own, handle.index)
-        self.buckets = self.open(handle.ipc, self.device)
-        load_into(own, unpack(self.buckets, handle.index))
-        synchronize(self.device)  # the copies read the learner's memory: done before it writes again
+        buckets = self.open(handle.ipc, self.device)
+        load_into(own, unpack(buckets, handle.index))
+        synchronize(self.device)  # the copies read the learner's memory: done before it lets it go

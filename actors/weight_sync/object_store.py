@@ -28,6 +28,9 @@ class ObjectStoreSender:
         handle.refs = [ray.put([b.numpy() for b in self.buckets])]  # numpy: stored out-of-band, read zero-copy
         return handle
 
+    def release(self) -> None:
+        pass  # host buckets, reused
+
 
 class ObjectStoreReceiver:
     def load(self, handle: WeightsHandle, model: torch.nn.Module) -> None:

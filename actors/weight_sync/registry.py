@@ -78,6 +78,11 @@ class Senders:
         """The shared-memory buffer's typed views, by name (what TrainEngine.share_parameters takes)."""
         return unpack([self.senders[SHARED_MEMORY].buf], handle.index)
 
+    def release_device_buffers(self) -> None:
+        """Drop every sender's GPU buckets (their receivers have loaded): the engine needs the GPU."""
+        for sender in self.senders.values():
+            sender.release()
+
     def send(self, kinds: list[str]) -> None:
         """The broadcasts of the group transports among `kinds` (their receivers are in `load`)."""
         for kind in kinds:

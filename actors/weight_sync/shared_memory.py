@@ -72,6 +72,9 @@ class SharedMemorySender:
     def finish(self, handle: WeightsHandle) -> WeightsHandle:
         return handle
 
+    def release(self) -> None:
+        pass  # host memory, kept mapped
+
     def close(self) -> None:
         self.buf = None
         self.path.unlink(missing_ok=True)

@@ -91,7 +91,8 @@ def test_the_buffers_own_pages_count_as_room_when_it_is_rewritten(tmp_path):
 
 def test_cuda_ipc_round_trip_with_the_cuda_calls_faked():
     """The sender stamps its GPU and exports after packing; the receiver checks the GPU, opens the
-    exports on its own device and loads every tensor in the wire dtype."""
+    exports on its own device and loads every tensor in the wire dtype. Between syncs neither side
+    holds the buffer (the GPU is the update's or the KV cache's): each version exports a fresh one."""
     exported: dict[int, torch.Tensor] = {}  # what a CUDA IPC handle would name
 
     def export(buckets):
@@ -106,14 +107,18 @@ def test_cuda_ipc_round_trip_with_the_cuda_calls_faked():
 
     src, dst = _fp32_source(), Net(torch.bfloat16)
     sender = CudaIpcSender(torch.device("cpu"), "GPU-0", export=export)
-    for version in (1, 2):  # a second version reuses the first one's buffer
+    receiver = CudaIpcReceiver(torch.device("cpu"), "GPU-0", open_=open_)
+    for version in (1, 2):
         with torch.no_grad():
             src.body[0].weight.add_(1.0)
         handle = publish(_stream(src), wire_layout(_layout(src), torch.bfloat16), {CUDA_IPC: sender}, version)[CUDA_IPC]
-        assert handle.gpu == "GPU-0" and len(handle.ipc) == 1 and len(exported) == 1
-        CudaIpcReceiver(torch.device("cpu"), "GPU-0", open_=open_).load(handle, dst)
+        assert handle.gpu == "GPU-0" and len(handle.ipc) == 1 and len(exported) == version
+        receiver.load(handle, dst)
         expected = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in src.state_dict().items()}
         assert all(torch.equal(dst.state_dict()[k], v) for k, v in expected.items())
+        assert not hasattr(receiver, "buckets")  # no mapping kept past the load
+        sender.release()  # what the learner does before its next use of the GPU
+        assert sender.buckets == []
     assert opened == [torch.device("cpu")] * 2
     with pytest.raises(RuntimeError, match="live on GPU GPU-0 but this worker runs on GPU GPU-1"):
         CudaIpcReceiver(torch.device("cpu"), "GPU-1", open_=open_).load(handle, dst)

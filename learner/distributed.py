@@ -44,6 +44,16 @@ def init_distributed(rank: int, world_size: int, master_addr: str, master_port: 
     _host = None if serves_cpu(dist.get_backend_config()) else dist.new_group(backend="gloo")
 
 
+def close_distributed() -> None:
+    """Leave every process group once all ranks got here. A process that exits with live gloo
+    groups can abort in their threads' destructors ("terminate called without an active exception")."""
+    global _host
+    if dist.is_initialized():
+        barrier()
+        dist.destroy_process_group()
+    _host = None
+
+
 def serves_cpu(backend_config: str) -> bool:
     """Whether a group's backend config ("gloo", "nccl", "cpu:gloo,cuda:nccl", ...) takes CPU tensors."""
     return any(part.startswith("cpu:") or part == "gloo" for part in backend_config.split(","))

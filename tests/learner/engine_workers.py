@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from learner.distributed import init_distributed
+from learner.distributed import close_distributed, init_distributed
 from learner.engine import TrainEngine
 from learner.engine_config import EngineConfig
 from models.tiny import synthetic_config
@@ -105,3 +105,4 @@ def two_rank_worker(rank: int, port: int, out: str) -> None:
     res["zero0"] = run_steps(zero0, rank, split=False)
     res["ddp"] = run_steps(TrainEngine(make_model(), engine_cfg()), rank, split=True)
     torch.save(res, out_dir / f"rank{rank}.pt")
+    close_distributed()

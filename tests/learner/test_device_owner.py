@@ -18,4 +18,4 @@ def test_engine_and_process_group_follow_the_given_device(monkeypatch):
         assert engine.device == cpu and all(p.device == cpu for p in engine.module.parameters())
         assert engine.train_step(full_batch(0), loss_fn)["loss"] > 0
     finally:
-        dist.destroy_process_group()
+        distributed.close_distributed()

@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 
 from helpers import params, prompts_mixed, tiny_model
 from learner.algo_config import AlgoConfig
-from learner.distributed import free_port, init_distributed
+from learner.distributed import close_distributed, free_port, init_distributed
 from learner.engine import TrainEngine
 from learner.engine_config import EngineConfig
 from learner.policy_update import PolicyUpdater
@@ -37,6 +37,7 @@ def step(rank: int, world: int) -> tuple[dict[str, float], dict[str, torch.Tenso
 def rank_worker(rank: int, port: int, out: str, backend: str) -> None:
     init_distributed(rank, 2, "127.0.0.1", port, torch.device("cpu"), backend)
     torch.save(step(rank, 2), Path(out) / f"rank{rank}.pt")
+    close_distributed()
 
 
 @pytest.mark.parametrize("backend", ["gloo", "cuda:gloo"])

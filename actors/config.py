@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from learner.algo_config import AlgoConfig
 from learner.engine_config import EngineConfig
 from learner.objectives import OBJECTIVES, REFERENCE_SFT
+from models.config import Family, family_attention
 from rewards.judge_backends import JudgeConfig
 from rewards.process import get_process_fn
 from rollout.params import SamplingParams
@@ -21,10 +22,6 @@ from .weight_sync.planner import AUTO, check_transport
 # `${sum:a,b}` in conf/ (e.g. engine.total_steps = warm-up + RL steps).
 if not OmegaConf.has_resolver("sum"):
     OmegaConf.register_new_resolver("sum", lambda *xs: sum(xs))
-
-# Families whose sampler/trainer blocks are tied to the block size the model was trained with.
-BLOCK_CAUSAL = ("sdar", "tiny")
-Family = Literal["sdar", "llada", "dream", "tiny"]
 
 
 class _Strict(BaseModel):
@@ -220,11 +217,12 @@ class RunConfig(_Strict):
     @model_validator(mode="after")
     def _check(self) -> RunConfig:
         m, r = self.model, self.rollout
-        if m.family in BLOCK_CAUSAL and r.block_size != m.block_size:
+        block_causal = family_attention(m.family) == "block_causal"
+        if block_causal and r.block_size != m.block_size:
             raise ValueError(f"rollout.block_size={r.block_size} does not fit model {m.name!r}: "
                              f"{m.family} models decode in the blocks they were trained with "
                              f"(model.block_size={m.block_size})")
-        if m.family not in BLOCK_CAUSAL and r.max_new_tokens % r.block_size:
+        if not block_causal and r.max_new_tokens % r.block_size:
             raise ValueError(f"rollout.block_size={r.block_size} must divide rollout.max_new_tokens="
                              f"{r.max_new_tokens} for full-attention model {m.name!r}")
         if m.max_position_embeddings and r.max_new_tokens + r.block_size > m.max_position_embeddings:

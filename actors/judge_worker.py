@@ -31,13 +31,13 @@ class JudgeWorker:
         self.tokenizer = load_tokenizer(tokenizer_path)  # the policy's: decodes the responses' ids
         self.backend = make_backend(judge, num_gpus)
 
-    def score(self, batch: TrajectoryBatch, which: list[int], rows: list[dict[str, Any]],
+    def score(self, batch: TrajectoryBatch, which: list[int], task_rows: list[dict[str, Any]],
               parts: ScoreParts) -> list[ResponseScore]:
         """One answer per row `which[i]` of the batch, in order (all prompts of the call in one
         batched generate)."""
         decode = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
         requests = [JudgeRequest(*batch.key(i), batch.ragged["response_ids"].row(i).tolist(), row)
-                    for i, row in zip(which, rows)]
+                    for i, row in zip(which, task_rows)]
         judged = judge_responses(self.backend, self.cfg.prompts, decode, requests, parts.outcome,
                                  self.chunk_tokens if parts.process else None)
         return [ResponseScore(s.prompt_uid, s.sample_idx, self._outcome(s) if parts.outcome else None,

@@ -26,22 +26,23 @@ class RewardWorker:
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
-    def score(self, batch: TrajectoryBatch, which: list[int], rows: list[dict[str, Any]],
+    def score(self, batch: TrajectoryBatch, which: list[int], task_rows: list[dict[str, Any]],
               parts: ScoreParts) -> list[ResponseScore]:
-        """One answer per row `which[i]` of the batch, in order; rows[i] is its task row. Each rule
-        gets reward.timeout_s per response."""
+        """One answer per row `which[i]` of the batch, in order; task_rows[i] is its task row. Each
+        rule gets reward.timeout_s per response."""
         # Ids are decoded here, never re-tokenized: the learner trains on the ids.
         ids = [batch.ragged["response_ids"].row(i).tolist() for i in which]
         keys = [batch.key(i) for i in which]
-        outcome = self._outcome(ids, keys, rows) if parts.outcome else [None] * len(which)
+        outcome = self._outcome(ids, keys, task_rows) if parts.outcome else [None] * len(which)
         process = (rule_responses(self.process_fn, self.decode, [JudgeRequest(*k, r, row) for k, r, row
-                                                                 in zip(keys, ids, rows)], self.chunk_tokens,
+                                                                 in zip(keys, ids, task_rows)], self.chunk_tokens,
                                   self.concurrency, self.timeout_s)
                    if parts.process else [None] * len(which))
         return [ResponseScore(*k, o, p) for k, o, p in zip(keys, outcome, process)]
 
-    def _outcome(self, ids: list[list[int]], keys: list[tuple[str, int]], rows: list[dict[str, Any]]) -> list[Score]:
-        results = score_batch(self.fn, [self.decode(x) for x in ids], rows, concurrency=self.concurrency,
+    def _outcome(self, ids: list[list[int]], keys: list[tuple[str, int]],
+                 task_rows: list[dict[str, Any]]) -> list[Score]:
+        results = score_batch(self.fn, [self.decode(x) for x in ids], task_rows, concurrency=self.concurrency,
                               timeout=self.timeout_s)
         return [Score(*k, float(r["reward"]), bool(r["correct"]), r["info"].get("failure"),
                       str(r["info"].get("error", ""))[:300]) for k, r in zip(keys, results)]

@@ -92,7 +92,7 @@ class Call:
 class RolloutJob:
     """A rollout in flight: created by `RolloutGroup.submit`, finished by `RolloutGroup.collect`."""
     records: list[PromptRecord]
-    rows: dict[str, dict[str, Any]]  # task rows by prompt uid
+    task_rows: dict[str, dict[str, Any]]  # by prompt uid
     params: SamplingParams
     route: list[Scorer]
     queue: deque = field(default_factory=deque)  # shards no worker has taken yet
@@ -203,13 +203,13 @@ class RolloutGroup:
         return rows, scores
 
     # ---- submit and collect ------------------------------------------------------------------
-    def submit(self, records: list[PromptRecord], rows: dict[str, dict[str, Any]], params: SamplingParams,
+    def submit(self, records: list[PromptRecord], task_rows: dict[str, dict[str, Any]], params: SamplingParams,
                route: list[Scorer]) -> RolloutJob:
         """Queue the records as shards of about 2 x rollout.max_batch_rows (at least one per worker:
         big enough to keep a worker's slots refilled, small enough that workers balance) and give
         each worker its first."""
         shards = max(len(self.workers), math.ceil(len(records) / (2 * params.max_batch_rows)))
-        job = RolloutJob(records, rows, params, route, deque(split(records, shards)))
+        job = RolloutJob(records, task_rows, params, route, deque(split(records, shards)))
         for w in range(len(self.workers)):
             self._take_shard(job, w)
         return job
@@ -266,7 +266,7 @@ class RolloutGroup:
         w = job.turn[scorer.name] % len(scorer.workers)
         job.turn[scorer.name] = w + 1
         ref = scorer.workers[w].score.remote(part[0].payload, [m.row for m in part],
-                                             [job.rows[m.prompt_uid] for m in part], scorer.parts)
+                                             [job.task_rows[m.prompt_uid] for m in part], scorer.parts)
         job.pending[ref] = Call(w, part, scorer)
 
     def _reissue(self, job: RolloutJob, call: Call, why: str) -> None:

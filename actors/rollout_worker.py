@@ -51,9 +51,6 @@ class RolloutWorker:
     def placement(self) -> Placement:
         return local_placement(self.device)
 
-    def version(self) -> int:
-        return self.weights_version
-
     def join_weight_group(self, kind: str, master_addr: str, port: int, rank: int, world_size: int) -> None:
         """Join learner rank 0's `kind` weight-sync group (called concurrently with the learner's join)."""
         self.receivers.join(kind, master_addr, port, rank, world_size)

@@ -37,11 +37,11 @@ class StepBatch:
         return adv
 
 
-def to_groups(samples: list[RowMeta], scores: dict[Key, Score]) -> list[ScoredGroup]:
+def to_groups(rows: list[RowMeta], scores: dict[Key, Score]) -> list[ScoredGroup]:
     """One ScoredGroup per prompt uid, samples ordered by index, groups in first-seen order.
     Samples without a verdict (Score.failure) are left out: their 0.0 is no judgement."""
     by_uid: dict[str, list[RowMeta]] = defaultdict(list)
-    for m in samples:
+    for m in rows:
         if scores[m.key].failure is None:
             by_uid[m.prompt_uid].append(m)
     groups = []
@@ -52,8 +52,8 @@ def to_groups(samples: list[RowMeta], scores: dict[Key, Score]) -> list[ScoredGr
     return groups
 
 
-def correct_only(samples: list[RowMeta], scores: dict[Key, Score]) -> AdvantageResult:
+def correct_only(rows: list[RowMeta], scores: dict[Key, Score]) -> AdvantageResult:
     """sft_trace's batch: the correct rollouts, each with weight 1."""
-    kept = [m for m in samples if scores[m.key].correct]
-    return AdvantageResult(kept, [1.0] * len(kept), {"no_correct_sample": len({m.prompt_uid for m in samples})
+    kept = [m for m in rows if scores[m.key].correct]
+    return AdvantageResult(kept, [1.0] * len(kept), {"no_correct_sample": len({m.prompt_uid for m in rows})
                                                       - len({m.prompt_uid for m in kept})})

@@ -15,15 +15,15 @@ from rollout.trajectory_batch import RowMeta
 from .step_batch import StepBatch
 
 
-def rollout_metrics(samples: list[RowMeta], scores: dict[tuple[str, int], Score], seconds: float,
+def rollout_metrics(rows: list[RowMeta], scores: dict[tuple[str, int], Score], seconds: float,
                     version: int, prefix: str = "") -> dict[str, float]:
     """Reward, accuracy (avg@k), pass@k, lengths, speed and staleness of decoded, scored rows."""
-    lens = np.array([m.response_len for m in samples], dtype=float)
-    judged = [m for m in samples if scores[m.key].failure is None]
+    lens = np.array([m.response_len for m in rows], dtype=float)
+    judged = [m for m in rows if scores[m.key].failure is None]
     # Reward and accuracy are over the samples that got a verdict; failed ones are counted apart.
     rewards = np.array([scores[m.key].reward for m in judged])
     correct = np.array([scores[m.key].correct for m in judged], dtype=float)
-    forwards = sum(m.num_forwards for m in samples)
+    forwards = sum(m.num_forwards for m in rows)
     by_prompt: dict[str, bool] = defaultdict(bool)
     for m, c in zip(judged, correct):
         by_prompt[m.prompt_uid] |= bool(c)
@@ -33,10 +33,10 @@ def rollout_metrics(samples: list[RowMeta], scores: dict[tuple[str, int], Score]
            "accuracy": correct.mean() if judged else nan,
            "pass_at_k": np.mean(list(by_prompt.values())) if judged else nan,
            "response_len": lens.mean(), "tokens_per_forward": lens.sum() / max(forwards, 1),
-           "rollout_tokens_per_s": lens.sum() / max(seconds, 1e-9), "samples": float(len(samples)),
-           "prompts": float(len({m.prompt_uid for m in samples})),
-           "staleness": float(np.mean([version - m.policy_version for m in samples])),
-           **failure_metrics(scores[m.key] for m in samples)}
+           "rollout_tokens_per_s": lens.sum() / max(seconds, 1e-9), "samples": float(len(rows)),
+           "prompts": float(len({m.prompt_uid for m in rows})),
+           "staleness": float(np.mean([version - m.policy_version for m in rows])),
+           **failure_metrics(scores[m.key] for m in rows)}
     return {prefix + k: float(v) for k, v in out.items()}
 
 
@@ -60,11 +60,11 @@ def advantage_metrics(adv: AdvantageResult) -> dict[str, float]:
     return m | ({"skipped": 1.0} if adv.skip_reason else {})
 
 
-def update_metrics(stats: dict[str, Any], samples: list[RowMeta], seconds: float) -> dict[str, float]:
+def update_metrics(stats: dict[str, Any], trained: list[RowMeta], seconds: float) -> dict[str, float]:
     """The learner's figures (rank 0's are global) and its speed."""
-    tokens = sum(m.response_len for m in samples)
+    tokens = sum(m.response_len for m in trained)
     return {**learner_metrics(stats), "learner_tokens_per_s": tokens / max(seconds, 1e-9),
-            "trained_samples": float(len(samples))}
+            "trained_samples": float(len(trained))}
 
 
 def learner_metrics(stats: dict[str, Any]) -> dict[str, float]:

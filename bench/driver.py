@@ -98,7 +98,7 @@ def parity(uid: str, k: int) -> Score:
 
 
 class StubReward:
-    def score(self, batch: TrajectoryBatch, which: list[int], rows: list[dict], parts: ScoreParts) -> list[Any]:
+    def score(self, batch: TrajectoryBatch, which: list[int], task_rows: list[dict], parts: ScoreParts) -> list[Any]:
         return [ResponseScore(*batch.key(i), parity(*batch.key(i))) for i in which]
 
     def score_lists(self, trajs: list[Trajectory], rows: list[dict]) -> list[Score]:

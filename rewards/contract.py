@@ -1,7 +1,8 @@
 """What every scorer is asked and what it answers, whichever scores (docs/design.md §7): a reward
 worker's rules (the outcome reward, a rule process reward) and a judge worker's model alike.
 
-A scorer is asked for some `ScoreParts` of a chunk of responses and answers one `ResponseScore` per
+A scorer is asked for some `ScoreParts` of a chunk of responses — `score(batch, which, task_rows,
+parts)`: the batch's rows `which`, with their task rows — and answers one `ResponseScore` per
 response, in order: the outcome verdict (`Score`) when the outcome was asked for, the per-chunk
 process scores (`ProcessScore`) when the process reward was.
 """

@@ -6,9 +6,9 @@ from actors.judge_worker import JudgeWorker
 
 
 class CrashingJudge(JudgeWorker):
-    def score(self, batch, which, rows, parts):
-        marker = rows[0].get("crash_marker") if rows else None
+    def score(self, batch, which, task_rows, parts):
+        marker = task_rows[0].get("crash_marker") if task_rows else None
         if marker and not os.path.exists(marker):
             open(marker, "w").close()
             os._exit(1)
-        return super().score(batch, which, rows, parts)
+        return super().score(batch, which, task_rows, parts)

@@ -18,7 +18,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests" / "actors")]
 from actors.rollout_group import records_for  # noqa: E402
 from actors.start import start_run  # noqa: E402
 from support import RUNTIME_ENV, SMALL, compose_config  # noqa: E402
-from tests.actors.weights import learner_weights, rollout_weights, same  # noqa: E402
+from tests.actors.weights import learner_weights, rollout_weights, same, weights_version  # noqa: E402
 
 
 def main(run_dir: str) -> None:
@@ -48,7 +48,7 @@ def main(run_dir: str) -> None:
         equal = all(same(rollout_weights(w), learner) for w in rollout.workers)
         print(json.dumps({"learner_nodes": len(set(learner_nodes)), "rollout_nodes": rollout_nodes,
                           "learner_node_ids": learner_nodes, "transport": run.learner.publisher.transports,
-                          "equal": equal, "versions": ray.get([w.version.remote() for w in rollout.workers]),
+                          "equal": equal, "versions": [weights_version(w) for w in rollout.workers],
                           "sync_s": seconds}))
         run.close()
     finally:

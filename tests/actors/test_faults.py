@@ -16,6 +16,7 @@ from actors.start import start_run
 from actors.timer import StepTimer
 from bench.chaos import run_chaos
 from support import SMALL, compose_config
+from tests.actors.weights import weights_version
 
 
 def test_killed_workers_are_restarted_and_work_reissued(ray_session, tmp_path):
@@ -36,7 +37,7 @@ def test_killed_workers_are_restarted_and_work_reissued(ray_session, tmp_path):
         assert sorted((t.prompt_uid, t.sample_idx) for t in trajs) == sorted((r.uid, r.sample_idx) for r in records)
         assert len(scores) == len(records)
         assert {t.policy_version for t in trajs} == {1}  # the restarted worker got the current weights
-        assert ray.get(rollout.workers[0].version.remote()) == 1
+        assert weights_version(rollout.workers[0]) == 1
         # The restarted pools keep working for the next step.
         done, _, _ = rollout.collect(rollout.submit(records, rows, cfg.rollout, rollout.route))
         assert len(done) == len(records) and len({m.payload for m in done}) == 2  # a batch from each worker
@@ -59,7 +60,7 @@ def test_killed_workers_are_restarted_and_work_reissued(ray_session, tmp_path):
 
 def _version(actor) -> int | None:
     try:
-        return ray.get(actor.version.remote())
+        return weights_version(actor)
     except RayActorError:  # dead or restarting (ActorUnavailableError included)
         return None
 

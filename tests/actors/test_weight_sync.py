@@ -16,7 +16,7 @@ from actors.weight_sync.planner import COLLECTIVE, OBJECT_STORE, SHARED_MEMORY
 from actors.weight_sync.publisher import WeightPublisher
 from actors.weight_sync.shared_memory import SharedMemoryHandle, SharedMemoryReceiver, SharedMemorySender
 from support import SMALL, compose_config
-from tests.actors.weights import learner_weights, rollout_weights, same
+from tests.actors.weights import learner_weights, rollout_weights, same, weights_version
 
 
 def _stream(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
@@ -75,7 +75,7 @@ def test_every_transport_is_bit_exact_twice_and_disk(ray_session, tmp_path, engi
                 ray.get([w.load_from_disk.remote(str(tmp_path / "export"), version) for w in workers])
             else:
                 publishers[kind].publish(version)
-            assert ray.get([w.version.remote() for w in workers]) == [version, version]
+            assert [weights_version(w) for w in workers] == [version, version]
             for w in workers:
                 assert same(rollout_weights(w), want), (version, kind)
     finally:

@@ -29,5 +29,14 @@ def rollout_weights(worker: Any) -> dict[str, torch.Tensor]:
     return ray.get(worker.__ray_call__.remote(_sampled_with))
 
 
+def _held(worker: Any) -> int:
+    return worker.weights_version
+
+
+def weights_version(worker: Any) -> int:
+    """The version of the weights a rollout worker holds."""
+    return ray.get(worker.__ray_call__.remote(_held))
+
+
 def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

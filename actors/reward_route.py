@@ -16,7 +16,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rewards.contract import ScoreParts
@@ -93,30 +92,16 @@ def evaluation_route(rewarders: list[Any], chunk: int) -> list[Scorer]:
 
 
 def step_rewards(reward: RewardSection, uses_value: bool, rows: list[RowMeta], scores: dict[Key, Score],
-                 process: dict[Key, ProcessScore]) -> tuple[dict[Key, Score], dict[Key, list[float]], dict[str, float]]:
-    """The scores the advantages are computed from, the per-chunk process scores a value model
-    takes (placed on its tokens by the learner rank; empty without), and the process metrics.
-    Without a value model the process reward joins the outcome: outcome_weight·r + process_weight·Σ
-    chunk scores. Nothing changes without a judge or a process reward."""
-    if not (reward.judged or reward.process):
-        return scores, {}, {}
-    m: dict[str, float] = {}
-    failures = sum(len(process[k].failures) for k in process)
-    if reward.judged.outcome:
-        failures += sum(s.failure is not None for s in scores.values())
-        m["judge/outcome_mean"] = float(np.mean([scores[r.key].reward for r in rows]))
-    chunks: dict[Key, list[float]] = {}
-    if process:
-        every = [x for r in rows for x in process[r.key].scores]
-        m["process/reward_mean"] = float(np.mean(every)) if every else 0.0
-        m["process/chunks_per_response"] = len(every) / max(len(process), 1)
-        if uses_value:  # per-chunk scores for the value model's recursions
-            chunks = {r.key: process[r.key].scores for r in rows}
-        else:  # one reward per response: the weighted sum
-            scores = {k: replace(s, reward=reward.outcome_weight * s.reward + reward.process_weight
-                                 * sum(process[k].scores)) for k, s in scores.items()}
-    m["judge/failures"] = float(failures)
-    return scores, chunks, m
+                 process: dict[Key, ProcessScore]) -> tuple[dict[Key, Score], dict[Key, list[float]]]:
+    """The scores the advantages are computed from, and the per-chunk process scores a value model
+    takes (placed on its tokens by the learner rank; empty without). Without a value model the
+    process reward joins the outcome: outcome_weight·r + process_weight·Σ chunk scores."""
+    if not process:
+        return scores, {}
+    if uses_value:  # per-chunk scores for the value model's recursions
+        return scores, {r.key: process[r.key].scores for r in rows}
+    return {k: replace(s, reward=reward.outcome_weight * s.reward + reward.process_weight * sum(process[k].scores))
+            for k, s in scores.items()}, {}
 
 
 class RewardFailureError(RuntimeError):

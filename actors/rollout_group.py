@@ -47,6 +47,7 @@ from .reward_route import Key, Scorer, check_reward_failures, evaluation_route, 
 from .reward_worker import RewardWorker
 from .rollout_worker import RolloutWorker
 from .step_batch import StepBatch
+from .step_metrics import reward_metrics
 from .timer import StepTimer
 
 log = logging.getLogger(__name__)
@@ -155,7 +156,8 @@ class RolloutGroup:
             rows, scores, process = self.collect(job, progress=self.cfg.trainer.progress)
         self.hooks.rollout_collected(job.records, rows, scores, sum(job.reissued.values()))
         check_reward_failures(scores.values(), self.cfg.reward.max_failed_fraction, f"step {step + 1}")
-        scores, chunks, reward_m = step_rewards(self.cfg.reward, self.cfg.algo.uses_value, rows, scores, process)
+        reward_m = reward_metrics(self.cfg.reward, rows, scores, process)
+        scores, chunks = step_rewards(self.cfg.reward, self.cfg.algo.uses_value, rows, scores, process)
         batch = StepBatch(rows, scores, chunks, reward_m, timer.seconds["rollout_s"], sum(job.reissued.values()))
         self.job = self.job_cursor = None
         if self.cfg.async_.max_staleness and step + 1 < self.cfg.trainer.steps:  # step+1 decodes during update

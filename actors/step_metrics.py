@@ -9,9 +9,11 @@ from typing import Any
 import numpy as np
 
 from learner.advantages import AdvantageResult
+from rewards.process import ProcessScore
 from rewards.result import Score
 from rollout.trajectory_batch import RowMeta
 
+from .reward_route import Key, RewardSection
 from .step_batch import StepBatch
 
 
@@ -47,6 +49,24 @@ def failure_metrics(scores: Iterable[Score]) -> dict[str, float]:
     failed = sum(kinds.values())
     return {"reward_failed": float(failed), "reward_failed_fraction": failed / max(len(scores), 1),
             **{f"reward_failed/{kind}": float(n) for kind, n in sorted(kinds.items())}}
+
+
+def reward_metrics(reward: RewardSection, rows: list[RowMeta], scores: dict[Key, Score],
+                   process: dict[Key, ProcessScore]) -> dict[str, float]:
+    """The process reward's and the judge's figures, from the scorers' answers (none without either)."""
+    if not (reward.judged or reward.process):
+        return {}
+    m: dict[str, float] = {}
+    failures = sum(len(process[k].failures) for k in process)
+    if reward.judged.outcome:
+        failures += sum(s.failure is not None for s in scores.values())
+        m["judge/outcome_mean"] = float(np.mean([scores[r.key].reward for r in rows]))
+    if process:
+        every = [x for r in rows for x in process[r.key].scores]
+        m["process/reward_mean"] = float(np.mean(every)) if every else 0.0
+        m["process/chunks_per_response"] = len(every) / max(len(process), 1)
+    m["judge/failures"] = float(failures)
+    return m
 
 
 def batch_metrics(batch: StepBatch, version: int) -> dict[str, float]:

@@ -12,6 +12,7 @@ from actors.learner_worker import place_process_rewards
 from actors.reward_route import step_rewards
 from actors.reward_worker import RewardWorker
 from actors.step_batch import StepBatch
+from actors.step_metrics import reward_metrics
 from models.tiny import write_tiny_checkpoint
 from models.tokenizer import build_tiny_tokenizer
 from rewards.contract import ScoreParts
@@ -76,8 +77,8 @@ def test_a_hung_rule_process_reward_costs_its_timeout_not_the_step(tiny_path):
 
 def test_default_reward_is_untouched():
     cfg = compose_config([])
-    out, chunks, m = step_rewards(cfg.reward, cfg.algo.uses_value, rows(), scores(), {})
-    assert out == scores() and m == {} and chunks == {}
+    out, chunks = step_rewards(cfg.reward, cfg.algo.uses_value, rows(), scores(), {})
+    assert out == scores() and chunks == {} and reward_metrics(cfg.reward, rows(), scores(), {}) == {}
 
 
 def _process(tiny_path: str) -> dict:
@@ -91,7 +92,9 @@ def _process(tiny_path: str) -> dict:
 def test_value_model_gets_chunk_scores_placed_and_weighted_on_the_learner(tiny_path):
     cfg = compose_config(["algo=tracerl_value", "reward=arith_process", "reward.process_weight=0.5",
                           "reward.outcome_weight=2.0"])
-    out, chunks, m = step_rewards(cfg.reward, cfg.algo.uses_value, rows(), scores(), _process(tiny_path))
+    process = _process(tiny_path)
+    out, chunks = step_rewards(cfg.reward, cfg.algo.uses_value, rows(), scores(), process)
+    m = reward_metrics(cfg.reward, rows(), scores(), process)
     assert out == scores()  # the outcome reward stays the group advantage's input
     assert chunks == {("a", k): CHUNKS[k] for k in (0, 1)}
     assert m["process/reward_mean"] == pytest.approx((1.0 + 1 / 3) / 8) and m["judge/failures"] == 0
@@ -106,7 +109,7 @@ def test_value_model_gets_chunk_scores_placed_and_weighted_on_the_learner(tiny_p
 def test_without_value_model_the_reward_is_the_weighted_sum(tiny_path):
     cfg = compose_config(["algo=tracerl", "reward=arith_process", "reward.process_weight=0.5",
                           "reward.outcome_weight=2.0"])
-    out, chunks, _ = step_rewards(cfg.reward, cfg.algo.uses_value, rows(), scores(), _process(tiny_path))
+    out, chunks = step_rewards(cfg.reward, cfg.algo.uses_value, rows(), scores(), _process(tiny_path))
     assert out[("a", 0)].reward == pytest.approx(2.0 * 1.0 + 0.5 * 1.0)
     assert out[("a", 1)].reward == pytest.approx(2.0 * 0.0 + 0.5 / 3)
     assert out[("a", 1)].correct is False and chunks == {}

@@ -12,7 +12,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from actors.config import ConfigError, RunConfig, validate_config
+from actors.config import ConfigError, RunConfig
+from actors.configure import validate_config
 
 REPO = Path(__file__).resolve().parent
 
@@ -35,7 +36,7 @@ def connect_ray(cfg: RunConfig) -> None:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
         return
     c = cfg.cluster
-    pools = (c.rollout, c.reward, c.learner) + ((c.judge,) if cfg.reward.uses_judge else ())
+    pools = (c.rollout, c.reward, c.learner) + ((c.judge,) if cfg.reward.judged else ())
     needed = sum(p.num_workers * p.cpus_per_worker for p in pools)
     num_cpus = cfg.ray.num_cpus or max(os.cpu_count() or 1, int(needed + 0.999))
     ray.init(num_cpus=num_cpus, include_dashboard=cfg.ray.include_dashboard, dashboard_host="127.0.0.1",

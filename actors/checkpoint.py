@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
-
-from .pools import Pools
+from ray.actor import ActorHandle
 
 DRIVER_STATE = "driver.json"
 _STEP = re.compile(r"^step_(\d+)$")
@@ -42,13 +41,15 @@ def resolve_resume(run_dir: Path, resume: str) -> Path | None:
     return path
 
 
-def save_checkpoint(pools: Pools, run_dir: Path, step: int, driver_state: dict[str, Any], keep_last: int) -> Path:
+def save_checkpoint(ranks: list[ActorHandle], run_dir: Path, step: int, driver_state: dict[str, Any],
+                    keep_last: int) -> Path:
+    """The learner ranks' state (with optimizer moments), an HF export and the driver state."""
     root = checkpoint_root(run_dir)
     final, tmp = root / f"step_{step}", root / f".step_{step}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    ray.get([a.save.remote(str(tmp / "learner")) for a in pools.learner])
-    ray.get([a.export_hf.remote(str(tmp / "hf")) for a in pools.learner])
+    ray.get([a.save.remote(str(tmp / "learner")) for a in ranks])
+    ray.get([a.export_hf.remote(str(tmp / "hf")) for a in ranks])
     (tmp / DRIVER_STATE).write_text(json.dumps(driver_state, indent=2))
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
@@ -57,6 +58,7 @@ def save_checkpoint(pools: Pools, run_dir: Path, step: int, driver_state: dict[s
     return final
 
 
-def load_checkpoint(pools: Pools, path: Path) -> dict[str, Any]:
-    ray.get([a.load.remote(str(path / "learner")) for a in pools.learner])
+def load_checkpoint(ranks: list[ActorHandle], path: Path) -> dict[str, Any]:
+    """Load the learner ranks' state from `path`; its driver state."""
+    ray.get([a.load.remote(str(path / "learner")) for a in ranks])
     return json.loads((path / DRIVER_STATE).read_text())

@@ -1,30 +1,26 @@
-"""The one validated tree for a composed Hydra config (docs/design.md §9). Pure pydantic: launch.py
-validates with it before Ray starts, and the same objects travel to the actors."""
+"""The one validated tree for a composed Hydra config (docs/design.md §9). Pure pydantic; the rules
+of each run mode are actors/modes.py's, and actors/configure.py applies both before Ray starts.
+The same objects travel to the actors."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from learner.algo_config import AlgoConfig
 from learner.engine_config import EngineConfig
-from learner.objectives import OBJECTIVES, REFERENCE_SFT
+from learner.objectives import REFERENCE_SFT
+from models.config import Family, family_attention
 from rewards.judge_backends import JudgeConfig
-from rewards.process import get_process_fn
 from rollout.params import SamplingParams
 
+from .reward_route import RewardSection
 from .weight_sync.planner import AUTO, check_transport
 
 # `${sum:a,b}` in conf/ (e.g. engine.total_steps = warm-up + RL steps).
 if not OmegaConf.has_resolver("sum"):
     OmegaConf.register_new_resolver("sum", lambda *xs: sum(xs))
-
-# Families whose sampler/trainer blocks are tied to the block size the model was trained with.
-BLOCK_CAUSAL = ("sdar", "tiny")
-Family = Literal["sdar", "llada", "dream", "tiny"]
 
 
 class _Strict(BaseModel):
@@ -44,7 +40,7 @@ class ModelSection(_Strict):
     max_position_embeddings: int | None = Field(None, ge=1)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     init_seed: int = 0  # tiny only: seed of the random checkpoint
-    ref_path: str | None = None  # frozen reference model for algo.kl_ref=frozen (default: path)
+    ref_path: str | None = None  # the frozen model of algo.kl_ref=frozen (default: path)
 
     @model_validator(mode="after")
     def _check(self) -> ModelSection:
@@ -110,7 +106,7 @@ class TrainerSection(_Strict):
     # Stop training after this many seconds (then evaluate, checkpoint and report as at the last
     # step); e.g. an SFT control given the same wall time as an RL run.
     max_wall_s: float | None = Field(None, gt=0)
-    # A learner rank (or the value/reference model it holds) that dies: the group is recreated from
+    # A learner rank (or the value/frozen model it holds) that dies: the group is recreated from
     # the latest checkpoint this often per run; once more stops the run (resumable from that checkpoint).
     max_learner_restarts: int = Field(2, ge=0)
 
@@ -135,33 +131,6 @@ class WarmupSection(_Strict):
         if self.algo.objective.supervised_on != "references":
             raise ValueError(f"warmup.algo.name={self.algo.name!r}: allowed values are {REFERENCE_SFT} "
                              "(warm-up trains on reference solutions)")
-        return self
-
-
-class RewardSection(_Strict):
-    """What the RL reward is made of (rewards/process.py): the task's rule or a judge for the
-    outcome, and an optional process reward per chunk of `chunk_tokens` response tokens; and how
-    the run treats verdicts that could not be reached (checker down, timeout, reward function
-    raised or returned NaN): never trained on, counted per step, and above max_failed_fraction of
-    a step's (or an evaluation's) samples they stop the run."""
-    max_failed_fraction: float = Field(0.1, ge=0.0, le=1.0)
-    timeout_s: float | None = Field(60.0, gt=0.0)  # per response; a reward function still running fails
-    outcome: Literal["rule", "judge"] = "rule"
-    process: str | None = None  # null | judge | package.module:function (a rule over prefixes)
-    chunk_tokens: int = Field(8, ge=1)
-    process_weight: float = 1.0
-    outcome_weight: float = 1.0
-    judge_correct_at: float = Field(0.5, ge=0.0, le=1.0)  # an outcome judge's score counted correct
-    judge_batch: int = Field(8, ge=1)  # responses per judge task
-
-    @property
-    def uses_judge(self) -> bool:
-        return self.outcome == "judge" or self.process == "judge"
-
-    @model_validator(mode="after")
-    def _check(self) -> RewardSection:
-        if self.process not in (None, "judge"):
-            get_process_fn(self.process)  # an unknown rule fails now, not at the first step
         return self
 
 
@@ -220,11 +189,12 @@ class RunConfig(_Strict):
     @model_validator(mode="after")
     def _check(self) -> RunConfig:
         m, r = self.model, self.rollout
-        if m.family in BLOCK_CAUSAL and r.block_size != m.block_size:
+        block_causal = family_attention(m.family) == "block_causal"
+        if block_causal and r.block_size != m.block_size:
             raise ValueError(f"rollout.block_size={r.block_size} does not fit model {m.name!r}: "
                              f"{m.family} models decode in the blocks they were trained with "
                              f"(model.block_size={m.block_size})")
-        if m.family not in BLOCK_CAUSAL and r.max_new_tokens % r.block_size:
+        if not block_causal and r.max_new_tokens % r.block_size:
             raise ValueError(f"rollout.block_size={r.block_size} must divide rollout.max_new_tokens="
                              f"{r.max_new_tokens} for full-attention model {m.name!r}")
         if m.max_position_embeddings and r.max_new_tokens + r.block_size > m.max_position_embeddings:
@@ -243,17 +213,10 @@ class RunConfig(_Strict):
         if self.cluster.colocate and self.async_.max_staleness:
             raise ValueError("async.max_staleness=1 overlaps rollout with the update, but cluster.colocate=true "
                              "rollout workers release their weights while the learner updates: pick one")
-        on_references = self.algo.objective.supervised_on == "references"
-        if self.mode != "eval" and on_references != (self.mode == "sft"):
-            on_rollouts = tuple(n for n in OBJECTIVES if n not in REFERENCE_SFT)
-            want = f"one of {REFERENCE_SFT if self.mode == 'sft' else on_rollouts}"
-            raise ValueError(f"algo.name={self.algo.name!r} does not fit mode={self.mode!r}, which needs {want}")
-        if self.mode == "eval" and m.path is None:
-            raise ValueError("model.path: mode=eval decodes a checkpoint, set model.path=/dir/of/the/checkpoint")
         if self.trainer.eval_samples > 1 and self.trainer.eval_greedy and not self.eval_rollout.get("temperature"):
             raise ValueError(f"trainer.eval_samples={self.trainer.eval_samples} with trainer.eval_greedy=true "
                              "decodes k identical samples: set trainer.eval_greedy=false for avg@k / pass@k")
-        if self.reward.uses_judge and not self.judge.model:
+        if self.reward.judged and not self.judge.model:
             raise ValueError(f"judge.model is required with reward.outcome={self.reward.outcome!r} / "
                              f"reward.process={self.reward.process!r}: set judge.model=/dir/of/the/judge")
         self.eval_params()  # bad eval_rollout keys fail now, not at the first evaluation
@@ -270,7 +233,8 @@ class ConfigError(ValueError):
     """A composed config that does not validate; the message names every bad key."""
 
 
-def validate_config(raw: dict[str, Any]) -> RunConfig:
+def validate_tree(raw: dict[str, Any]) -> RunConfig:
+    """The pydantic tree's own checks (actors/configure.validate_config adds the mode's)."""
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as err:
@@ -280,11 +244,3 @@ def validate_config(raw: dict[str, Any]) -> RunConfig:
             got = f" (got {e['input']!r})" if "input" in e and not isinstance(e["input"], dict) else ""
             lines.append(f"  {key}: {e['msg']}{got}")
         raise ConfigError("invalid config:\n" + "\n".join(lines)) from None
-
-
-def compose_config(overrides: list[str]) -> RunConfig:
-    """The validated config `python launch.py *overrides` runs with (for benches and tests)."""
-    conf = Path(__file__).resolve().parents[1] / "conf"
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        raw = compose("config", overrides=overrides)
-    return validate_config(OmegaConf.to_container(raw, resolve=True, throw_on_missing=True))

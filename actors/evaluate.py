@@ -1,5 +1,6 @@
-"""Evaluation on the held-out split: decode and score it on the rollout pool (`decode_eval`, used
-by the driver's periodic evaluation and the end-of-run report), and mode=eval's output (`write_eval`)."""
+"""Evaluation on the held-out split: the driver's periodic evaluation (`evaluate`), the figures of
+held-out decoding with any sampling params (`eval_figures`, also the end-of-run report's), and
+mode=eval's output (`write_eval`)."""
 from __future__ import annotations
 
 import json
@@ -14,26 +15,34 @@ from rollout.params import SamplingParams
 from rollout.trajectory_batch import RowMeta
 
 from .payloads import fetch
+from .reward_route import check_reward_failures
 from .run import Run
-from .stages import collect, submit
-from .step_data import records_for, rollout_metrics
+from .step_metrics import rollout_metrics
+from .timer import StepTimer
 
 log = logging.getLogger(__name__)
 
 
-def decode_eval(run: Run, params: SamplingParams, samples: int = 1, prefix: str = "",
-                progress: bool = False) -> tuple[dict[str, float], list[RowMeta], dict[tuple[str, int], Score]]:
-    """Decode the held-out prompts (`samples` each) with `params` on the rollout pool and score
-    them; metrics, the rows in eval order (their trajectories stay in the object store), and
+def eval_figures(run: Run, params: SamplingParams, samples: int = 1, prefix: str = "", progress: bool = False,
+                 ) -> tuple[dict[str, float], list[RowMeta], dict[tuple[str, int], Score]]:
+    """Decode the held-out prompts (`samples` each) with `params` on the rollout group and score
+    them; metrics, the rows in held-out order (their trajectories stay in the object store), and
     their scores."""
     start = time.perf_counter()
-    records = records_for(list(run.eval_rows), run.eval_prompts, samples)
-    decoded, scores = collect(run.pools, submit(run.pools, records, run.eval_rows, params), run.state.version,
-                              run.cfg.trainer.reward_chunk, progress)
-    order = {uid: i for i, uid in enumerate(run.eval_rows)}
-    decoded.sort(key=lambda m: (order[m.prompt_uid], m.sample_idx))
-    m = rollout_metrics(decoded, scores, time.perf_counter() - start, run.state.version, prefix=prefix)
-    return m, decoded, scores
+    rows, scores = run.rollout.decode_eval(params, samples, progress)
+    version = run.learner.version if run.learner else 0
+    return rollout_metrics(rows, scores, time.perf_counter() - start, version, prefix=prefix), rows, scores
+
+
+def evaluate(run: Run) -> dict[str, float]:
+    """avg@k on the held-out rows with the eval sampling params (greedy by default)."""
+    trainer = run.cfg.trainer
+    run.learner.publish(StepTimer())
+    m, rows, scores = eval_figures(run, run.cfg.eval_params(), trainer.eval_samples, "eval/", trainer.progress)
+    check_reward_failures(scores.values(), run.cfg.reward.max_failed_fraction, f"evaluation at step {run.state.step}")
+    run.metrics.log(run.state.step, m)
+    log.info("eval at step %d: accuracy %.3f over %d samples", run.state.step, m["eval/accuracy"], len(rows))
+    return m
 
 
 def write_eval(run: Run) -> dict[str, float]:
@@ -41,8 +50,9 @@ def write_eval(run: Run) -> dict[str, float]:
     figures) and eval_samples.jsonl (every response with its verdict), print the figures."""
     cfg, trainer = run.cfg, run.cfg.trainer
     params = cfg.eval_params()
-    m, decoded, scores = decode_eval(run, params, trainer.eval_samples, progress=trainer.progress)
-    summary = {"model": cfg.model.path, "task": cfg.task.name, "prompts": len(run.eval_rows),
+    m, decoded, scores = eval_figures(run, params, trainer.eval_samples, progress=trainer.progress)
+    eval_rows = run.rollout.eval_rows
+    summary = {"model": cfg.model.path, "task": cfg.task.name, "prompts": len(eval_rows),
                "samples_per_prompt": trainer.eval_samples, "strategy": params.strategy,
                "temperature": params.temperature, "threshold": params.threshold,
                "accuracy": m["accuracy"], "pass_at_k": m["pass_at_k"], "response_len": m["response_len"],
@@ -52,12 +62,12 @@ def write_eval(run: Run) -> dict[str, float]:
         for tr in fetch(decoded):  # the response text is this mode's output
             s = scores[(tr.prompt_uid, tr.sample_idx)]
             f.write(json.dumps({"uid": tr.prompt_uid, "sample": tr.sample_idx,
-                                "question": run.eval_rows[tr.prompt_uid].get("question"),
+                                "question": eval_rows[tr.prompt_uid].get("question"),
                                 "response": run.tokenizer.decode(tr.response_ids), "reward": s.reward,
                                 "correct": s.correct}) + "\n")
     run.metrics.log(0, {f"eval/{k}": v for k, v in m.items()})
     k = trainer.eval_samples
-    table = Table(title=f"{cfg.task.name}: {len(run.eval_rows)} held-out prompts × {k}, {params.strategy} decoding")
+    table = Table(title=f"{cfg.task.name}: {len(eval_rows)} held-out prompts × {k}, {params.strategy} decoding")
     table.add_column("metric")
     table.add_column("value")
     for name, key in ((f"avg@{k} accuracy", "accuracy"), (f"pass@{k}", "pass_at_k"),

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gc
 import os
-from typing import Any
 
 import ray
 import torch
@@ -21,14 +20,25 @@ from learner.value import ValueModel
 from models.checkpoint import load_model
 from models.config import DTYPES
 from models.tokenizer import load_tokenizer
+from rewards.process import process_vector
+from rollout.trajectory import Trajectory
 from rollout.trajectory_batch import RowMeta
 
 from .config import RunConfig
 from .device import device_for_actor
 from .payloads import fetch
+from .reward_route import RewardSection
 from .weight_sync.buckets import Layout, WeightsHandle, wire_layout
 from .weight_sync.planner import SHARED_MEMORY, Placement
 from .weight_sync.registry import Senders, local_placement
+
+
+def place_process_rewards(t: Trajectory, chunks: list[float], reward: RewardSection) -> list[float]:
+    """Per token of `t`: its chunks' process scores on the decoding steps that completed them
+    (rewards/process.py), × reward.process_weight."""
+    placed = process_vector(t.step_map, len(t.prompt_ids), t.block_size, t.canvas_len > 0, reward.chunk_tokens,
+                            chunks)
+    return [reward.process_weight * x for x in placed]
 
 
 class LearnerWorker:
@@ -116,14 +126,15 @@ class LearnerWorker:
             self.offloaded = False
 
     # ---- updates (all ranks, collectively, each with its own shard) ---------------------------
-    def rl_step(self, samples: list[RowMeta], advantages: list[float], process_rewards: list[list[float]] | None,
+    def rl_step(self, samples: list[RowMeta], advantages: list[float], process_chunks: list[list[float]] | None,
                 step: int) -> dict[str, float]:
         """An update on this rank's rows of the step's rollouts (RL, or SFT on them for an objective
-        supervised on rollouts), fetched here from the object store; `process_rewards` (per row,
-        per token) when a process reward feeds the value model."""
+        supervised on rollouts), fetched here from the object store. `process_chunks` (per row, a
+        score per chunk of reward.chunk_tokens) when a process reward feeds the value model: placed
+        here on the decoding steps that completed each chunk (rewards/process.py)."""
         trajectories = fetch(samples)
-        for t, rewards in zip(trajectories, process_rewards or []):
-            t.process_rewards = rewards
+        for t, chunks in zip(trajectories, process_chunks or []):
+            t.process_rewards = place_process_rewards(t, chunks, self.cfg.reward)
         self._resident()
         self.senders.release_device_buffers()  # the last sync's, on the GPU the update needs
         return self.updater.rl_step(trajectories, advantages, step)
@@ -135,7 +146,7 @@ class LearnerWorker:
         return self.sft_updater.sft_step(pairs, step)
 
     # ---- weight sync --------------------------------------------------------------------------
-    def join_collective(self, kind: str, port: int, world_size: int) -> None:
+    def join_weight_group(self, kind: str, port: int, world_size: int) -> None:
         """Rank 0: host the `kind` weight-sync group (rollout workers join it concurrently as ranks 1..)."""
         self.senders.join(kind, ray.util.get_node_ip_address(), port, world_size)
 
@@ -182,12 +193,6 @@ class LearnerWorker:
         self._resident()
         self.engine.export_hf(directory, load_tokenizer(self.path) if self.rank == 0 else None,
                               DTYPES[self.cfg.model.dtype])
-
-    def state_dict(self) -> dict[str, Any]:
-        """For tests: the full policy weights as rank 0 sees them (all ranks must call)."""
-        self._resident()
-        state = self.engine.full_state_dict()
-        return {k: v.detach().cpu() for k, v in state.items()} if self.rank == 0 else {}
 
     def close(self) -> None:
         self.senders.close()

@@ -31,7 +31,6 @@ GAUGES = {
     "eval/accuracy": "held-out accuracy (avg@k)",
     "process/reward_mean": "mean process reward per chunk (reward.process)",
     "judge/failures": "failed judgements (unparseable verdicts, judge or rule errors)",
-    "judge_s": "seconds spent on judge/process rewards after the rollout",
 }
 
 

@@ -1,4 +1,4 @@
-"""Trajectories stay in the object store (docs/design.md §8): the driver holds references to each
+"""Trajectories stay in the object store (docs/design.md §8): the driver holds object refs to each
 shard's TrajectoryBatch and its rows' RowMeta; whoever needs the tokens (a learner rank, a reward
 worker, the process reward, mode=eval's output) fetches them here, in the process that uses them."""
 from __future__ import annotations

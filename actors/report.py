@@ -9,7 +9,7 @@ from rich.table import Table
 
 from rollout.viewer import render_html
 
-from .evaluate import decode_eval
+from .evaluate import eval_figures
 from .metrics import read_jsonl
 from .payloads import fetch
 from .run import Run
@@ -26,10 +26,10 @@ def write_report(run: Run, wall_s: float) -> dict[str, float]:
     base = run.cfg.eval_params().model_copy(update={"temperature": 0.0})
     static = base.model_copy(update={"strategy": "static", "steps_per_block": base.block_size})
     dynamic = base.model_copy(update={"strategy": "dynamic"})
-    (s_m, s_decoded, _), (d_m, d_decoded, _) = decode_eval(run, static), decode_eval(run, dynamic)
+    (s_m, s_decoded, _), (d_m, d_decoded, _) = eval_figures(run, static), eval_figures(run, dynamic)
     summary = {
         "acc_before": evals[0]["eval/accuracy"], "acc_after": evals[-1]["eval/accuracy"],
-        "wall_s": round(wall_s, 1), "steps": run.state.step, "eval_prompts": len(run.eval_rows),
+        "wall_s": round(wall_s, 1), "steps": run.state.step, "eval_prompts": len(run.rollout.eval_rows),
         "static_acc": s_m["accuracy"], "static_tokens_per_forward": s_m["tokens_per_forward"],
         "dynamic_acc": d_m["accuracy"], "dynamic_tokens_per_forward": d_m["tokens_per_forward"],
         "dynamic_threshold": dynamic.threshold,
@@ -42,7 +42,7 @@ def write_report(run: Run, wall_s: float) -> dict[str, float]:
                        {name: [(t, f"{t.prompt_uid}") for t in trajs]
                         for name, trajs in sections.items()}, decode)
     (run.run_dir / "trajectories.html").write_text(page)
-    table = Table(title=f"held-out {run.cfg.task.name} accuracy ({len(run.eval_rows)} prompts, greedy)")
+    table = Table(title=f"held-out {run.cfg.task.name} accuracy ({len(run.rollout.eval_rows)} prompts, greedy)")
     for col in ("", "accuracy", "tokens / forward"):
         table.add_column(col)
     table.add_row("warm start (before RL)", f"{summary['acc_before']:.3f}", "")

@@ -51,10 +51,7 @@ class RolloutWorker:
     def placement(self) -> Placement:
         return local_placement(self.device)
 
-    def version(self) -> int:
-        return self.weights_version
-
-    def join_collective(self, kind: str, master_addr: str, port: int, rank: int, world_size: int) -> None:
+    def join_weight_group(self, kind: str, master_addr: str, port: int, rank: int, world_size: int) -> None:
         """Join learner rank 0's `kind` weight-sync group (called concurrently with the learner's join)."""
         self.receivers.join(kind, master_addr, port, rank, world_size)
 
@@ -80,7 +77,7 @@ class RolloutWorker:
         return handle.version
 
     def load_from_disk(self, path: str, version: int) -> int:
-        """The reference's way (and a fallback when no transport fits): a fresh model from an HF
+        """Upstream's way (and a fallback when no transport fits): a fresh model from an HF
         export. Every weight is read here, as a first forward would, so its cost shows where it
         is paid: safetensors maps the file and reads lazily."""
         self.model = load_model(path, **self.load_args).eval()
@@ -97,11 +94,7 @@ class RolloutWorker:
         driver fetches, and their trajectories as one batch, which stays in the object store."""
         if self.asleep:
             raise RuntimeError(f"rollout-{self.rank} released its weights for the learner's update and has "
-                               "not been synced since (sync_weights wakes it)")
+                               "not been synced since (its next load_weights wakes it)")
         seeds = [row_seed(params.seed, r.uid, r.sample_idx) for r in shard]
         trajs = generate(self.model, [r.prompt_ids for r in shard], params, seeds)  # compiles if params ask
         return shard_result(trajs, shard, self.weights_version)
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        """For tests and debugging: the weights this worker samples with (on CPU)."""
-        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}

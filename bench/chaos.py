@@ -1,9 +1,10 @@
 """Chaos: a short run of the tiny config with a seeded schedule of killed actors, against the same
 run without faults.
 
-Each fault kills one named actor of one pool (every pool in `cluster`: rollout, reward, learner,
-and any pool added later) during a chosen step: a rollout worker once its shard of the step is in
-flight, a learner rank as the step's update is handed out (a delayed kill could land after a short
+Each fault kills one named actor of one pool (every pool the run has: rollout, reward, learner, the
+judge pool when a reward uses a judge, and any pool added later) during a chosen step, at the run's
+hook points (actors/hooks.py; nothing of the run is patched): a rollout worker once its shard of
+the step is in flight, a learner rank as the step's update is handed out (a delayed kill could land after a short
 update, or be cancelled with the run's end, and the fault would never be met), any other
 (stateless) pool's worker a seeded delay after the step's rollout started. Rollout/reward workers
 are restarted by Ray and their work re-issued; a dead learner rank makes the driver recreate the
@@ -23,8 +24,6 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,11 +33,15 @@ import ray
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo's packages, not bench/learner.py
 
 from actors import driver  # noqa: E402
-from actors import schedule as step_schedule  # noqa: E402
-from actors.config import PoolSection, RunConfig, compose_config  # noqa: E402
+from actors.config import PoolSection, RunConfig  # noqa: E402
+from actors.configure import compose_config  # noqa: E402
+from actors.hooks import RunHooks  # noqa: E402
 from actors.metrics import read_jsonl  # noqa: E402
-from actors.run import namespace_for  # noqa: E402
+from actors.start import namespace_for  # noqa: E402
 from bench.common import REPO, bench_parser, emit  # noqa: E402
+from rewards.result import Score  # noqa: E402
+from rollout.requests import PromptRecord  # noqa: E402
+from rollout.trajectory_batch import RowMeta  # noqa: E402
 
 # Partial credit, so that a random tiny model's groups have advantages and every step updates.
 DENSE_REWARD = "tests.actors.digit_reward:reward"
@@ -58,7 +61,7 @@ def pool_names(cfg: RunConfig) -> list[str]:
     """Every worker pool the run creates (a pool added to `cluster` joins the schedule by itself;
     the judge pool exists only when a reward uses a judge)."""
     return [name for name, section in cfg.cluster if isinstance(section, PoolSection)
-            and (name != "judge" or cfg.reward.uses_judge)]
+            and (section is not cfg.cluster.judge or cfg.reward.judged)]
 
 
 def schedule(cfg: RunConfig, per_pool: int, seed: int) -> list[Fault]:
@@ -76,15 +79,15 @@ def schedule(cfg: RunConfig, per_pool: int, seed: int) -> list[Fault]:
 
 
 @dataclass
-class Injector:
-    """Kills the scheduled actors from inside a run driven in this process, through the driver's
-    own stage functions (wrapped while `installed`), and accounts every step's prompts."""
+class Injector(RunHooks):
+    """Kills the scheduled actors from inside a run driven in this process, at the run's hook points
+    (actors/hooks.py), and accounts every step's prompts."""
     faults: list[Fault]
     namespace: str
     fired: list[Fault] = field(default_factory=list)
     lost: int = 0
     duplicated: int = 0
-    reissued: int = 0  # shards/chunks re-issued after a worker died, over every attempt of every step
+    reissued: int = 0  # calls re-issued after a worker died, over every attempt of every step
     step: int = 0
     timers: list[threading.Timer] = field(default_factory=list)
 
@@ -109,47 +112,30 @@ class Injector:
             return
         ray.kill(actor, no_restart=fault.pool == "learner")  # learners are recreated by the driver
 
-    @contextmanager
-    def installed(self) -> Iterator[None]:
-        homes = {"advance": driver, "submit": step_schedule, "collect": driver, "learner_shards": driver}
-        real = {name: getattr(module, name) for name, module in homes.items()}
+    def step_started(self, step: int) -> None:
+        self.step = step
 
-        def advance(run: Any, start: float) -> bool:
-            self.step = run.state.step + 1
-            return real["advance"](run, start)
+    def rollout_submitted(self) -> None:
+        for f in self._due({"rollout"}):
+            self._kill(f)  # its shard is in flight
+        for f in self._due(None):
+            self._kill_later(f, f.delay_s)
 
-        def submit(pools: Any, records: Any, rows: Any, params: Any) -> Any:
-            job = real["submit"](pools, records, rows, params)
-            for f in self._due({"rollout"}):
-                self._kill(f)  # its shard is in flight
-            for f in self._due(None):
-                self._kill_later(f, f.delay_s)
-            return job
+    def rollout_collected(self, records: list[PromptRecord], rows: list[RowMeta],
+                          scores: dict[tuple[str, int], Score], reissued: int) -> None:
+        want = Counter((r.uid, r.sample_idx) for r in records)
+        got = Counter(m.key for m in rows if m.key in scores)
+        self.lost += sum((want - got).values())
+        self.duplicated += sum((got - want).values())
+        self.reissued += reissued
 
-        def collect(pools: Any, job: Any, *args: Any, **kwargs: Any) -> Any:
-            samples, scores = real["collect"](pools, job, *args, **kwargs)
-            want = Counter((r.uid, r.sample_idx) for r in job.records)
-            got = Counter(m.key for m in samples if m.key in scores)
-            self.lost += sum((want - got).values())
-            self.duplicated += sum((got - want).values())
-            self.reissued += sum(job.reissued.values())
-            return samples, scores
+    def update_starting(self) -> None:
+        for f in self._due({"learner"}):
+            self._kill(f)  # the update is handed out right after this returns
 
-        def learner_shards(*args: Any) -> Any:
-            for f in self._due({"learner"}):
-                self._kill(f)  # the update is handed out right after this returns
-            return real["learner_shards"](*args)
-
-        wrappers = dict(advance=advance, submit=submit, collect=collect, learner_shards=learner_shards)
-        for name, fn in wrappers.items():
-            setattr(homes[name], name, fn)
-        try:
-            yield
-        finally:
-            for name, fn in real.items():
-                setattr(homes[name], name, fn)
-            for timer in self.timers:
-                timer.cancel()
+    def stop(self) -> None:
+        for timer in self.timers:
+            timer.cancel()
 
 
 def comparable(lines: list[dict]) -> dict[int, dict[str, float]]:
@@ -193,11 +179,12 @@ def run_chaos(work: Path, quick: bool = True, seed: int = 0) -> dict[str, Any]:
     injector = Injector(schedule(cfg, 1 if quick else 2, seed), namespace_for(cfg, work / "chaos"))
     start = time.perf_counter()
     error = None
-    with injector.installed():
-        try:
-            run = driver.run_to_end(cfg)
-        except Exception as err:  # reported, not raised: the figures say what was survived
-            error, run = f"{type(err).__name__}: {err}", None
+    try:
+        run = driver.run_to_end(cfg, hooks=injector)
+    except Exception as err:  # reported, not raised: the figures say what was survived
+        error, run = f"{type(err).__name__}: {err}", None
+    finally:
+        injector.stop()
     chaos_s = time.perf_counter() - start
     lines = read_jsonl(work / "chaos" / "metrics.jsonl")
     logged = Counter(r["step"] for r in lines if "reward_mean" in r)
@@ -209,7 +196,7 @@ def run_chaos(work: Path, quick: bool = True, seed: int = 0) -> dict[str, Any]:
             "prompts_double_counted": injector.duplicated + per_step * sum(n - 1 for n in logged.values()),
             "metrics_equal_to_fault_free": error is None and not differences(chaos, clean),
             "metrics_differing": differences(chaos, clean)[:8],
-            "learner_restarts": run.state.learner_restarts if run else None,
+            "learner_restarts": run.learner.restarts if run else None,
             "reissued": injector.reissued,
             "fault_free_s": round(clean_s, 2), "chaos_s": round(chaos_s, 2), "steps": cfg.trainer.steps,
             "schedule": [f"{f.pool}-{f.index}@step{f.step}" for f in injector.faults], "error": error}

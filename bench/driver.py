@@ -9,10 +9,10 @@ report rows, tokens and a checksum of the response ids (equal on both paths, or 
 
 - `lists` (the data path of commit 29d6d27): each shard's `list[Trajectory]` is fetched by the
   driver, pickled again to the reward workers and again, sharded, to the learner ranks.
-- `columns` (this code): `actors.stages.submit/collect`, `actors.step_data.to_groups/
-  learner_shards` and `LearnerWorker.rl_step` as the driver runs them; the rollout stub returns
-  through `actors.rollout_worker.shard_result` (RowMeta + TrajectoryBatch), and the driver only
-  fetches RowMeta.
+- `columns` (this code): `actors.rollout_group.RolloutGroup.submit/collect`,
+  `actors.step_batch.to_groups`, `actors.learner_group.learner_shards` and `LearnerWorker.rl_step`
+  as the driver runs them; the rollout stub returns through `actors.rollout_worker.shard_result`
+  (RowMeta + TrajectoryBatch), and the driver only fetches RowMeta.
 
 Each path runs in its own process (fresh driver, fresh Ray): one warm-up step, then `--repeats`
 measured steps. Figures per path: the seconds the driver process spends (`driver_cpu_s`:
@@ -36,6 +36,7 @@ import sys
 import time
 import tracemalloc
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +44,17 @@ import ray
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from actors.configure import compose_config  # noqa: E402
+from actors.learner_group import learner_shards  # noqa: E402
 from actors.learner_worker import LearnerWorker  # noqa: E402
-from actors.pools import Pools  # noqa: E402
+from actors.rollout_group import Checkpoint, RolloutGroup, records_for, split  # noqa: E402
 from actors.rollout_worker import shard_result  # noqa: E402
-from actors.schedule import StepTimer  # noqa: E402
-from actors.stages import collect, split, submit  # noqa: E402
-from actors.step_data import learner_shards, records_for, to_groups  # noqa: E402
+from actors.step_batch import to_groups  # noqa: E402
+from actors.timer import StepTimer  # noqa: E402
+from actors.weight_sync.registry import CPU, Senders  # noqa: E402
 from bench.common import REPO, bench_parser, emit, synthetic  # noqa: E402
 from learner.advantages import AdvantageConfig, AdvantageResult, ScoredGroup, group_advantages  # noqa: E402
+from rewards.contract import ResponseScore, ScoreParts  # noqa: E402
 from rewards.result import Score  # noqa: E402
 from rollout.params import SamplingParams  # noqa: E402
 from rollout.requests import PromptRecord  # noqa: E402
@@ -94,8 +98,8 @@ def parity(uid: str, k: int) -> Score:
 
 
 class StubReward:
-    def score(self, batch: TrajectoryBatch, which: list[int], rows: list[dict]) -> list[Score]:
-        return [parity(*batch.key(i)) for i in which]
+    def score(self, batch: TrajectoryBatch, which: list[int], task_rows: list[dict], parts: ScoreParts) -> list[Any]:
+        return [ResponseScore(*batch.key(i), parity(*batch.key(i))) for i in which]
 
     def score_lists(self, trajs: list[Trajectory], rows: list[dict]) -> list[Score]:
         return [parity(t.prompt_uid, t.sample_idx) for t in trajs]
@@ -110,20 +114,30 @@ class CountingUpdater:
 class StubLearner(LearnerWorker):
     """The real `rl_step` (fetch the rows, rebuild them) on an updater that only counts."""
 
-    def __init__(self) -> None:  # no model, no process group
-        self.updater = CountingUpdater()
+    def __init__(self) -> None:  # no model, no process group, no weight-sync buffers
+        self.updater, self.offloaded, self.senders = CountingUpdater(), False, Senders("stub", 1, CPU)
 
     def rl_step_lists(self, trajs: list[Trajectory], advantages: list[float], step: int) -> dict[str, int]:
         return self.updater.rl_step(trajs, advantages, step)
 
 
+@dataclass
+class Pools:
+    rollout: list[Any]
+    reward: list[Any]
+    learner: list[Any]
+
+    def __post_init__(self) -> None:  # the columns path's rollout side, over the stub actors
+        self.group = RolloutGroup(compose_config([f"trainer.reward_chunk={CHUNK}"]), self.rollout, self.reward, [],
+                                  Checkpoint(), encode=list)
+
+
 def step_columns(pools: Pools, records: list[PromptRecord], rows: dict, params: SamplingParams,
                  timer: StepTimer) -> list[dict]:
-    """The driver's data path now (actors/driver.py rollout → advantages → update)."""
+    """The driver's data path now (actors/steps.py rollout → advantages → update)."""
+    group = pools.group
     with timer("rollout_s"):
-        samples, scores = collect(pools, submit(pools, records, rows, params), 0, CHUNK)
-        order = {(r.uid, r.sample_idx): i for i, r in enumerate(records)}
-        samples.sort(key=lambda m: order[m.key])
+        samples, scores, _ = group.collect(group.submit(records, rows, params, group.route))
     with timer("advantage_s"):
         adv = group_advantages(to_groups(samples, scores), AdvantageConfig())
     with timer("update_s"):
@@ -201,7 +215,7 @@ def measure(path: str, responses: int, tokens: int, prompt: int, group: int, rep
         actor = lambda cls, *a: ray.remote(cls).options(num_cpus=0).remote(*a)  # noqa: E731
         pools = Pools(learner=[actor(StubLearner) for _ in range(2)],
                       rollout=[actor(StubRollout, prompt, tokens) for _ in range(2)],
-                      reward=[actor(StubReward) for _ in range(2)], groups=[])
+                      reward=[actor(StubReward) for _ in range(2)])
         uids = [f"p{i}" for i in range(responses // group)]
         records = records_for(uids, [[5] * prompt for _ in uids], group)
         rows = {u: {} for u in uids}

@@ -23,10 +23,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from actors.config import ClusterSection, ModelSection, PoolSection, RunConfig, TaskSection, WeightSyncSection  # noqa: E402
-from actors.pools import create_pools  # noqa: E402
-from actors.sync import sync_weights  # noqa: E402
+from actors.configure import compose_config  # noqa: E402
+from actors.start import start_run  # noqa: E402
 from actors.weight_sync.planner import COLLECTIVE, OBJECT_STORE, SHARED_MEMORY  # noqa: E402
+from actors.weight_sync.publisher import WeightPublisher  # noqa: E402
 from bench.common import REPO, bench_parser, best_of, emit  # noqa: E402
 from models.checkpoint import load_model  # noqa: E402
 from models.tiny import write_tiny_checkpoint  # noqa: E402
@@ -43,31 +43,33 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-wsync-"))
     path = write_tiny_checkpoint(tmp / "model", seed=0, **({} if args.quick else BIG))
-    cfg = RunConfig(
-        model=ModelSection(name="bench", family="tiny", path=str(path)), task=TaskSection(name="arith"),
-        cluster=ClusterSection(rollout=PoolSection(num_workers=args.workers), learner=PoolSection(num_workers=1),
-                               reward=PoolSection(num_workers=1)),
-        weight_sync=WeightSyncSection(bucket_mb=args.bucket_mb))
+    cfg = compose_config([f"model.path={path}", f"trainer.run_dir={tmp / 'run'}", "task.train_size=8",
+                          "warmup.steps=0", "trainer.eval_every=0", "trainer.logger=[]", "trainer.progress=false",
+                          f"cluster.rollout.num_workers={args.workers}", "cluster.learner.num_workers=1",
+                          "cluster.reward.num_workers=1", f"weight_sync.bucket_mb={args.bucket_mb}",
+                          "ray.namespace=bench-weight-sync"])
     ray.init(num_cpus=args.workers + 4, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
-    pools = create_pools(cfg, str(path), "math", "bench-weight-sync")
+    run = start_run(cfg)
+    ranks, workers = run.learner.ranks, run.rollout.workers
     result: dict[str, float | int] = {"workers": args.workers}
     try:
         version = 0
 
-        def sync() -> None:
-            nonlocal version
-            version += 1
-            sync_weights(pools, version)
-
         def through_disk() -> None:
             nonlocal version
             version += 1
-            ray.get([a.export_hf.remote(str(tmp / "disk")) for a in pools.learner])
-            ray.get([w.load_from_disk.remote(str(tmp / "disk"), version) for w in pools.rollout])
+            ray.get([a.export_hf.remote(str(tmp / "disk")) for a in ranks])
+            ray.get([w.load_from_disk.remote(str(tmp / "disk"), version) for w in workers])
 
         for kind in HOST_TRANSPORTS:
-            pools.transport = [kind] * args.workers
+            publisher = WeightPublisher(ranks, workers, forced=kind)
+
+            def sync() -> None:
+                nonlocal version
+                version += 1
+                publisher.publish(version)
+
             sync()  # warm-up: forms the gloo group, first-touch page faults
             result[f"{kind}_s"] = best_of(args.repeats, sync)
         through_disk()  # warm-up too: the same treatment as the transports
@@ -80,7 +82,7 @@ def main() -> None:
         dst.copy_(src)
         result["memcpy_s"] = best_of(args.repeats, lambda: dst.copy_(src))
     finally:
-        pools.shutdown()
+        run.close()
         ray.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
     keys = ["params", "workers", "bytes", *(f"{kind}_s" for kind in HOST_TRANSPORTS), "disk_s", "memcpy_s"]

@@ -36,7 +36,8 @@ class AdvantageResult:
     samples: list[Any] = field(default_factory=list)  # the kept groups' samples (as given in ScoredGroup)
     advantages: list[float] = field(default_factory=list)
     dropped: dict[str, int] = field(default_factory=dict)  # reason -> groups dropped
-    # Per sample, per token process rewards for the value model (process_stage.py); None: outcome only.
+    # Per sample, its process reward's chunk scores for the value model (placed on its tokens by the
+    # learner rank, rewards/process.py); None: outcome only.
     process_rewards: list[list[float]] | None = None
 
     @property

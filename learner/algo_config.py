@@ -3,47 +3,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from .advantages import AdvantageConfig
+from .algo_knobs import AlgoKnobs, ValueConfig
 from .objectives import OBJECTIVES, Objective
 
 # The registry's names: a bad algo.name is rejected naming every allowed value.
 AlgoName = Literal[tuple(OBJECTIVES)]  # type: ignore[valid-type]
 
-
-class ValueConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    gamma: float = Field(1.0, ge=0.0, le=1.0)
-    lam: float = Field(1.0, ge=0.0, le=1.0)
-    clip: float = Field(0.2, gt=0.0)  # ε_v of the clipped value loss
-    train_every: int = Field(1, ge=1)  # value update every N RL steps
+__all__ = ["AlgoConfig", "AlgoName", "ValueConfig"]
 
 
-class AlgoConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class AlgoConfig(AlgoKnobs):
     name: AlgoName = "tracerl"
-    shrink: int = Field(1, ge=1)  # s: merge every s consecutive steps of a block
-    eps_low: float = Field(0.2, ge=0.0)
-    eps_high: float = Field(0.2, ge=0.0)
-    kl_beta: float = Field(0.0, ge=0.0)
-    kl_ref: Literal["old", "frozen"] = "old"  # pre-update policy (reference behaviour) or a frozen model
-    norm: Literal["token_mean", "seq_mean", "max_len"] = "token_mean"
-    tis_cap: float | None = Field(None, gt=0.0)  # truncated importance correction toward sampler log-probs
-    ppo_epochs: int = Field(1, ge=1)  # μ: passes over the step's batch
-    temperature: float = Field(1.0, gt=0.0)  # the rollout temperature the log-probs are taken at
-    token_budget: int = Field(16384, ge=16)  # padded tokens per micro-batch
-    # agrpo
-    agrpo_samples: int = Field(4, ge=1)  # M steps drawn per trajectory
-    agrpo_sampling: Literal["uniform", "entropy"] = "uniform"
-    # diffu_grpo (d1)
-    d1_prompt_mask_p: float = Field(0.15, ge=0.0, lt=1.0)
-    # coupled_grpo: t ~ U[lo, hi]
-    coupled_t: tuple[float, float] = (0.2, 0.8)
-    # random_masking and SFT masking: mask ratio ~ U[lo, hi]
-    mask_ratio: tuple[float, float] = (0.1, 1.0)
-    value: ValueConfig = ValueConfig()
-    advantage: AdvantageConfig = AdvantageConfig()
 
     @property
     def objective(self) -> Objective:
@@ -52,11 +22,3 @@ class AlgoConfig(BaseModel):
     @property
     def uses_value(self) -> bool:
         return self.objective.uses_value
-
-    @model_validator(mode="after")
-    def _check(self) -> "AlgoConfig":
-        for key in ("coupled_t", "mask_ratio"):
-            lo, hi = getattr(self, key)
-            if not 0.0 < lo <= hi <= 1.0:
-                raise ValueError(f"algo.{key}={(lo, hi)} must satisfy 0 < lo <= hi <= 1")
-        return self

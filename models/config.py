@@ -21,6 +21,12 @@ FAMILY_TRAITS: dict[str, tuple[Attention, bool, bool, bool]] = {
 }
 
 
+def family_attention(family: str) -> Attention:
+    """How a family attends, in training and sampling (block-causal families decode in the blocks
+    they were trained with)."""
+    return FAMILY_TRAITS[family][0]
+
+
 @dataclass
 class ModelConfig:
     family: Family
@@ -53,7 +59,7 @@ class ModelConfig:
 
     @property
     def attention(self) -> Attention:
-        return FAMILY_TRAITS[self.family][0]
+        return family_attention(self.family)
 
     @property
     def shift_logits(self) -> bool:

@@ -21,6 +21,7 @@ from typing import Any
 
 from .asserts import TestPlan, plan_test
 from .extract import extract_code
+from .limits import RewardLimits
 from .result import RewardResult
 from .sandbox import Event, Limits, RunResult, Sandbox, SandboxUnavailable
 
@@ -98,6 +99,13 @@ class CodeReward:
     def __post_init__(self) -> None:
         if self.score not in ("fraction", "count"):
             raise ValueError(f"score must be 'fraction' or 'count', not {self.score!r}")
+
+    @classmethod
+    def limited(cls, limits: RewardLimits, **options: Any) -> CodeReward:
+        """Bounded by the run's `reward.limits`; explicit options win."""
+        bounds = {"limits": Limits(memory_mb=limits.sandbox_memory_mb), "startup_s": limits.sandbox_startup_s,
+                  "default_time_limit": limits.test_time_limit_s}
+        return cls(**{**bounds, **options})
 
     def __call__(self, response: str, row: dict[str, Any]) -> dict[str, Any]:
         return self.evaluate(response, row).as_dict()

@@ -1,14 +1,16 @@
-"""Score responses with a judge or a rule: what a judge worker (and, for rules, the driver) runs.
+"""Score responses' chunks with a judge (what a judge worker runs) or with a rule (what a reward
+worker runs for a rule process reward).
 
 Every response's judge prompts (its outcome prompt and one per chunk prefix) go to the backend in
 one batched call; verdicts come back per response as a ProcessScore. Ids are chunked, text is only
-decoded to show the judge.
+decoded to show the judge or the rule.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
 
+from .bounded import bounded_map
 from .judge_backends import JudgeBackend
 from .judge_prompts import JudgePromptConfig, Verdict, parse_verdict
 from .process import ProcessFn, ProcessScore, prefixes, rule_scores
@@ -72,10 +74,17 @@ def _generate(backend: JudgeBackend, texts: list[str]) -> list[str | Verdict]:
 
 
 def rule_responses(fn: ProcessFn, decode: Callable[[list[int]], str], requests: list[JudgeRequest],
-                   chunk_tokens: int) -> list[ProcessScore]:
-    """A rule's per-chunk scores for each response."""
-    out = []
-    for r in requests:
-        scores, failures = rule_scores(fn, prefixes(decode, r.response_ids, chunk_tokens), r.row)
-        out.append(ProcessScore(r.prompt_uid, r.sample_idx, scores, failures))
-    return out
+                   chunk_tokens: int, concurrency: int = 4, timeout: float | None = None) -> list[ProcessScore]:
+    """A rule's per-chunk scores for each response, `concurrency` responses at a time; a response
+    whose rule runs past `timeout` seconds scores 0 on every chunk with the reason."""
+    texts = [prefixes(decode, r.response_ids, chunk_tokens) for r in requests]
+
+    def score(i: int) -> ProcessScore:
+        r = requests[i]
+        return ProcessScore(r.prompt_uid, r.sample_idx, *rule_scores(fn, texts[i], r.row))
+
+    def timed_out(i: int) -> ProcessScore:
+        r, n = requests[i], len(texts[i])
+        return ProcessScore(r.prompt_uid, r.sample_idx, [0.0] * n, [f"timeout: the rule ran over {timeout} s"] * n)
+
+    return bounded_map(score, len(requests), concurrency, timeout, timed_out)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .extract import extract_answer, extract_boxed
+from .limits import RewardLimits
 from .result import RewardResult
 from .timeout_pool import TimeoutPool, WorkerCrashed, WorkerUnavailable
 
@@ -61,6 +62,11 @@ class MathReward:
     def __post_init__(self) -> None:
         object.__setattr__(self, "fallbacks", tuple(self.fallbacks))
         extract_answer("", self.fallbacks)  # validates the names now, not at the first call
+
+    @classmethod
+    def limited(cls, limits: RewardLimits, **options: Any) -> MathReward:
+        """Bounded by the run's `reward.limits`; explicit options win."""
+        return cls(**{"timeout": limits.math_timeout_s, **options})
 
     def __call__(self, response: str, row: dict[str, Any]) -> dict[str, Any]:
         return self.score(response, row).as_dict()

@@ -1,45 +1,45 @@
-"""Reward lookup by name and batch scoring.
+"""Reward lookup by name, the one "package.module:function" resolver, and batch scoring.
 
-get_reward("math" | "code" | "package.module:function", **options) -> fn(response, row) -> dict
-with keys reward (float), correct (bool) and info (dict). Options configure the built-ins
-(see MathReward / CodeReward) or are bound as keyword arguments of a custom function.
+get_reward("math" | "code" | "package.module:function", limits, **options) -> fn(response, row)
+-> dict with keys reward (float), correct (bool) and info (dict). `limits` bound the built-ins
+(rewards/limits.py); options configure them (see MathReward / CodeReward) or are bound as keyword
+arguments of a custom function.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
-import math
-import queue
-import threading
-import time
 from typing import Any, Callable
 
+from .bounded import bounded_map
 from .code_reward import CodeReward
+from .limits import RewardLimits
 from .math_reward import MathReward
 from .result import InvalidReward, RewardResult
 
 RewardFn = Callable[[str, dict], dict]
-BUILTIN_REWARDS: dict[str, Callable[..., RewardFn]] = {"math": MathReward, "code": CodeReward}
+BUILTIN_REWARDS = {"math": MathReward, "code": CodeReward}  # each has limited(limits, **options)
 
 
 def load_function(path: str, what: str) -> Callable[..., Any]:
-    """The function at "package.module:function"; a clear error naming `what` otherwise."""
+    """The function at "package.module:function" (tasks, rewards and process rewards all resolve
+    theirs here); a clear error naming `what` otherwise."""
     module_name, _, attr = path.partition(":")
     try:
         fn = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"cannot load {what} {path!r}: {exc}") from exc
+    except (ImportError, AttributeError, ValueError) as exc:  # ValueError: an empty module name
+        raise ValueError(f"cannot load {what} {path!r} ({type(exc).__name__}: {exc})") from exc
     if not callable(fn):
         raise ValueError(f"{what} {path!r} is not callable")
     return fn
 
 
-def get_reward(name: str | RewardFn, **options: Any) -> RewardFn:
+def get_reward(name: str | RewardFn, limits: RewardLimits | None = None, **options: Any) -> RewardFn:
     if callable(name):
         fn = name
-    elif name in BUILTIN_REWARDS:
-        return BUILTIN_REWARDS[name](**options)  # unknown options fail here, not at the first call
+    elif name in BUILTIN_REWARDS:  # unknown options fail here, not at the first call
+        return BUILTIN_REWARDS[name].limited(limits or RewardLimits(), **options)
     elif ":" in name:
         fn = load_function(name, "reward")
     else:
@@ -67,42 +67,12 @@ def score_batch(
     **options: Any,
 ) -> list[dict]:
     """Score responses[i] against rows[i], `concurrency` at a time, results in input order.
-    Threads suffice: the built-ins spend their time in sandbox or checker processes.
 
-    timeout: seconds one item may take; an item still running then is a "timeout" failure and
-    its thread is abandoned (a Python thread cannot be killed), so a hung reward function
-    costs its timeout and one idle thread, never the batch."""
+    timeout: seconds one item may take; an item still running then is a "timeout" failure
+    (rewards/bounded.py), so a hung reward function costs its timeout, never the batch."""
     if len(responses) != len(rows):
         raise ValueError(f"{len(responses)} responses but {len(rows)} rows")
-    if concurrency < 1:
-        raise ValueError("concurrency must be >= 1")
-    if timeout is not None and not timeout > 0:
-        raise ValueError(f"timeout must be > 0 or None, got {timeout}")
     fn = get_reward(name_or_fn, **options)
-    results: list[dict | None] = [None] * len(rows)
-    finished: queue.SimpleQueue[tuple[int, dict]] = queue.SimpleQueue()
-    running: dict[int, float] = {}  # item -> deadline (monotonic)
-    todo = iter(range(len(rows)))
-
-    def work(i: int) -> None:
-        finished.put((i, _score_one(fn, responses[i], rows[i])))
-
-    while True:
-        while len(running) < concurrency and (i := next(todo, None)) is not None:
-            running[i] = time.monotonic() + timeout if timeout else math.inf
-            threading.Thread(target=work, args=(i,), name=f"reward-{i}", daemon=True).start()
-        if not running:
-            return results  # type: ignore[return-value]
-        wait = min(running.values()) - time.monotonic()
-        try:
-            i, result = finished.get(timeout=None if wait == math.inf else max(wait, 0.0))
-        except queue.Empty:
-            now = time.monotonic()
-            for i in [i for i, deadline in running.items() if deadline <= now]:
-                del running[i]
-                results[i] = RewardResult.unavailable(
-                    "timeout", error=f"reward function ran over {timeout} s"
-                ).as_dict()
-            continue
-        if running.pop(i, None) is not None:  # else: it had timed out already, its late answer is dropped
-            results[i] = result
+    return bounded_map(lambda i: _score_one(fn, responses[i], rows[i]), len(rows), concurrency, timeout,
+                       lambda i: RewardResult.unavailable("timeout", error=f"reward function ran over {timeout} s")
+                       .as_dict())

@@ -9,7 +9,6 @@ themselves, e.g. reward workers."""
 from __future__ import annotations
 
 import functools
-import importlib
 import random
 from dataclasses import dataclass
 from typing import Callable, Protocol
@@ -62,22 +61,15 @@ class Task:
 
 
 def resolve_reward(path: str) -> RewardFn:
-    """A dotted "module:function" is imported here; a name ("math", "code") comes from
-    rewards.get_reward, imported lazily so built-in tasks work without the reward stack."""
-    module, _, attr = path.partition(":")
-    try:
-        if attr:
-            fn = getattr(importlib.import_module(module), attr)
-        else:
-            from rewards import get_reward
+    """The reward `path` names ("math", "code" or "package.module:function"), resolved by
+    rewards.get_reward (imported here, so loading rows never needs the reward stack)."""
+    from rewards.registry import get_reward
 
-            fn = get_reward(path)
-    except (ImportError, AttributeError, ValueError) as exc:
-        raise ValueError(f"task.reward={path!r} cannot be loaded ({type(exc).__name__}: {exc}); "
-                         "use math, code or package.module:function") from exc
-    if not callable(fn):
-        raise ValueError(f"task.reward={path!r} is not callable")
-    return fn
+    try:
+        return get_reward(path)
+    except ValueError as exc:
+        raise ValueError(f"task.reward={path!r} cannot be loaded: {exc}; use math, code or "
+                         "package.module:function") from exc
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ receiver copies the handle's bytes once, straight into its model.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Protocol
+from dataclasses import dataclass
+from typing import ClassVar, Iterable, Protocol
 
 import torch
 
@@ -27,17 +27,18 @@ class TensorMeta:
     nbytes: int
 
 
+class Receiver(Protocol):
+    def load(self, handle: WeightsHandle, model: torch.nn.Module) -> None: ...
+
+
 @dataclass
 class WeightsHandle:
-    """What crosses from the learner to the driver to each rollout worker (never the tensors)."""
-    kind: str  # a transport name (planner.TRANSPORTS)
+    """What crosses from learner rank 0 to the driver to each rollout worker (never the tensors).
+    Each transport's subclass adds where its bytes are and names the receiver that reads them."""
+    receiver: ClassVar[type[Receiver]]
     version: int
     index: list[TensorMeta]
     bucket_sizes: list[int]
-    shm_path: str | None = None  # shared_memory
-    refs: list[Any] = field(default_factory=list)  # object_store: [ObjectRef of the bucket list]
-    ipc: list[dict[str, Any]] = field(default_factory=list)  # cuda_ipc: per bucket, its CUDA IPC export
-    gpu: str | None = None  # cuda_ipc: UUID of the GPU the buckets live on
 
 
 def wire_layout(layout: Layout, dtype: torch.dtype) -> Layout:
@@ -136,10 +137,6 @@ class Sender(Protocol):
     def release(self) -> None:
         """Between syncs: drop buckets that live on a GPU (the engine, or a colocated rollout worker,
         needs that memory); host buckets stay for the next version."""
-
-
-class Receiver(Protocol):
-    def load(self, handle: WeightsHandle, model: torch.nn.Module) -> None: ...
 
 
 def publish(tensors: Iterable[tuple[str, torch.Tensor]], layout: Layout, senders: dict[str, Sender],

@@ -10,7 +10,8 @@ is the rollout worker's KV cache or the learner's update (the weights' size in t
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
 
 import torch
 from torch.multiprocessing.reductions import rebuild_cuda_tensor, reduce_tensor
@@ -48,6 +49,29 @@ def open_buckets(exports: list[Export], device: torch.device) -> list[torch.Tens
     return [rebuild_cuda_tensor(**{**e, DEVICE_PARAM: concrete(device).index}) for e in exports]
 
 
+class CudaIpcReceiver:
+    def __init__(self, device: torch.device, gpu: str | None,
+                 open_: Callable[[list[Export], torch.device], list[torch.Tensor]] = open_buckets) -> None:
+        self.device, self.gpu, self.open = concrete(device), gpu, open_
+
+    def load(self, handle: CudaIpcHandle, model: torch.nn.Module) -> None:
+        if self.gpu is None or handle.gpu != self.gpu:
+            raise RuntimeError(f"{CUDA_IPC} weights live on GPU {handle.gpu} but this worker runs on GPU "
+                               f"{self.gpu}: only a worker on learner rank 0's GPU can use {CUDA_IPC}")
+        own = model.state_dict()
+        check_covers(own, handle.index)
+        buckets = self.open(handle.exports, self.device)
+        load_into(own, unpack(buckets, handle.index))
+        synchronize(self.device)  # the copies read the learner's memory: done before it lets it go
+
+
+@dataclass
+class CudaIpcHandle(WeightsHandle):
+    receiver: ClassVar[type[CudaIpcReceiver]] = CudaIpcReceiver
+    exports: list[Export] = field(default_factory=list)  # per bucket, its CUDA IPC export
+    gpu: str | None = None  # UUID of the GPU the buckets live on
+
+
 class CudaIpcSender:
     """`gpu`: the UUID of `device`'s GPU (gpu_uuid), stamped on the handle for the receiver to check."""
 
@@ -56,33 +80,17 @@ class CudaIpcSender:
         self.device, self.gpu, self.export = concrete(device), gpu, export
         self.buckets: list[torch.Tensor] = []
 
-    def prepare(self, layout: Layout, version: int) -> tuple[WeightsHandle, list[torch.Tensor]]:
+    def prepare(self, layout: Layout, version: int) -> tuple[CudaIpcHandle, list[torch.Tensor]]:
         index, sizes = plan_buckets(layout, bucket_bytes=1 << 62)  # one buffer: one handle to open
         self.buckets = reuse_buckets(self.buckets, sizes, self.device)
-        return WeightsHandle(CUDA_IPC, version, index, sizes, gpu=self.gpu), self.buckets
+        return CudaIpcHandle(version, index, sizes, gpu=self.gpu), self.buckets
 
-    def finish(self, handle: WeightsHandle) -> WeightsHandle:
+    def finish(self, handle: CudaIpcHandle) -> CudaIpcHandle:
         synchronize(self.device)  # the packing kernels are done before another process reads
-        handle.ipc = self.export(self.buckets)
+        handle.exports = self.export(self.buckets)
         return handle
 
     def release(self) -> None:
         self.buckets = []
         if torch.cuda.is_initialized():
             torch.cuda.ipc_collect()  # blocks the receiver has let go of go back to the allocator
-
-
-class CudaIpcReceiver:
-    def __init__(self, device: torch.device, gpu: str | None,
-                 open_: Callable[[list[Export], torch.device], list[torch.Tensor]] = open_buckets) -> None:
-        self.device, self.gpu, self.open = concrete(device), gpu, open_
-
-    def load(self, handle: WeightsHandle, model: torch.nn.Module) -> None:
-        if self.gpu is None or handle.gpu != self.gpu:
-            raise RuntimeError(f"{CUDA_IPC} weights live on GPU {handle.gpu} but this worker runs on GPU "
-                               f"{self.gpu}: only a worker on learner rank 0's GPU can use {CUDA_IPC}")
-        own = model.state_dict()
-        check_covers(own, handle.index)
-        buckets = self.open(handle.ipc, self.device)
-        load_into(own, unpack(buckets, handle.index))
-        synchronize(self.device)  # the copies read the learner's memory: done before it lets it go

@@ -3,37 +3,20 @@ Works anywhere Ray does: the fallback for a restarted member of a broadcast grou
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 import ray
 import torch
 
 from .buckets import Layout, WeightsHandle, check_covers, load_into, plan_buckets, reuse_buckets, unpack
-from .planner import OBJECT_STORE
 
 CPU = torch.device("cpu")
 
 
-class ObjectStoreSender:
-    def __init__(self, bucket_bytes: int) -> None:
-        self.bucket_bytes = bucket_bytes
-        self.buckets: list[torch.Tensor] = []  # reused: ray.put copies them into the object store
-
-    def prepare(self, layout: Layout, version: int) -> tuple[WeightsHandle, list[torch.Tensor]]:
-        index, sizes = plan_buckets(layout, self.bucket_bytes)
-        self.buckets = reuse_buckets(self.buckets, sizes, CPU)
-        return WeightsHandle(OBJECT_STORE, version, index, sizes), self.buckets
-
-    def finish(self, handle: WeightsHandle) -> WeightsHandle:
-        handle.refs = [ray.put([b.numpy() for b in self.buckets])]  # numpy: stored out-of-band, read zero-copy
-        return handle
-
-    def release(self) -> None:
-        pass  # host buckets, reused
-
-
 class ObjectStoreReceiver:
-    def load(self, handle: WeightsHandle, model: torch.nn.Module) -> None:
+    def load(self, handle: ObjectStoreHandle, model: torch.nn.Module) -> None:
         own = model.state_dict()
         check_covers(own, handle.index)
         arrays = ray.get(handle.refs[0])
@@ -41,3 +24,27 @@ class ObjectStoreReceiver:
             warnings.simplefilter("ignore", UserWarning)
             buckets = [torch.from_numpy(np.asarray(a)) for a in arrays]
         load_into(own, unpack(buckets, handle.index))
+
+
+@dataclass
+class ObjectStoreHandle(WeightsHandle):
+    receiver: ClassVar[type[ObjectStoreReceiver]] = ObjectStoreReceiver
+    refs: list[Any] = field(default_factory=list)  # [the ObjectRef of the bucket list]
+
+
+class ObjectStoreSender:
+    def __init__(self, bucket_bytes: int) -> None:
+        self.bucket_bytes = bucket_bytes
+        self.buckets: list[torch.Tensor] = []  # reused: ray.put copies them into the object store
+
+    def prepare(self, layout: Layout, version: int) -> tuple[ObjectStoreHandle, list[torch.Tensor]]:
+        index, sizes = plan_buckets(layout, self.bucket_bytes)
+        self.buckets = reuse_buckets(self.buckets, sizes, CPU)
+        return ObjectStoreHandle(version, index, sizes), self.buckets
+
+    def finish(self, handle: ObjectStoreHandle) -> ObjectStoreHandle:
+        handle.refs = [ray.put([b.numpy() for b in self.buckets])]  # numpy: stored out-of-band, read zero-copy
+        return handle
+
+    def release(self) -> None:
+        pass  # host buckets, reused

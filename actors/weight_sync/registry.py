@@ -1,5 +1,7 @@
 """Each transport's sender and receiver, built from what an actor knows (its device, the run's tag,
-the bucket size), plus the placement facts an actor reports to the planner."""
+the bucket size), plus the placement facts an actor reports to the planner. Learner rank 0 makes a
+sender per transport name it is asked to publish to; a rollout worker reads a handle with the
+receiver the handle names (and a group transport's only once it joined the group)."""
 from __future__ import annotations
 
 from typing import Iterable
@@ -59,7 +61,7 @@ class Senders:
             elif kind == CUDA_IPC:
                 self.senders[kind] = CudaIpcSender(self.device, gpu_uuid(self.device))
             else:
-                raise RuntimeError(f"learner rank 0 has not joined the {kind} group (actors.sync.form_groups)")
+                raise RuntimeError(f"learner rank 0 has not joined the {kind} group (collective.WeightGroup.form)")
         return self.senders[kind]
 
     def join(self, kind: str, master_addr: str, port: int, world_size: int) -> None:
@@ -95,18 +97,21 @@ class Senders:
 
 
 class Receivers:
-    """A rollout worker's receivers: the group ones once it joined the group."""
+    """A rollout worker's receivers, by the receiver class a handle names: the host and IPC ones
+    from the start, a group's once the worker joined it."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
-        self.receivers: dict[str, Receiver] = {SHARED_MEMORY: SharedMemoryReceiver(),
-                                               OBJECT_STORE: ObjectStoreReceiver(),
-                                               CUDA_IPC: CudaIpcReceiver(device, gpu_uuid(device))}
+        self.receivers: dict[type, Receiver] = {SharedMemoryReceiver: SharedMemoryReceiver(),
+                                                ObjectStoreReceiver: ObjectStoreReceiver(),
+                                                CudaIpcReceiver: CudaIpcReceiver(device, gpu_uuid(device))}
 
     def join(self, kind: str, master_addr: str, port: int, rank: int, world_size: int) -> None:
-        self.receivers[kind] = GroupReceiver(join_group(kind, master_addr, port, rank, world_size, self.device))
+        self.receivers[GroupReceiver] = GroupReceiver(join_group(kind, master_addr, port, rank, world_size,
+                                                                 self.device))
 
     def load(self, handle: WeightsHandle, model: torch.nn.Module) -> None:
-        if handle.kind not in self.receivers:
-            raise RuntimeError(f"this rollout worker has not joined the {handle.kind} group (actors.sync.form_groups)")
-        self.receivers[handle.kind].load(handle, model)
+        if handle.receiver not in self.receivers:  # only a group's receiver needs joining first
+            raise RuntimeError(f"this rollout worker has not joined the {handle.transport} group "
+                               "(collective.WeightGroup.form)")
+        self.receivers[handle.receiver].load(handle, model)

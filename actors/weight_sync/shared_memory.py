@@ -11,13 +11,14 @@ import mmap
 import os
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, ClassVar
 
 import torch
 
 from .buckets import Layout, TensorMeta, WeightsHandle, check_covers, load_into, plan_buckets, unpack
-from .planner import COLLECTIVE, OBJECT_STORE, SHARED_MEMORY
+from .planner import COLLECTIVE, OBJECT_STORE
 
 StatVfs = Callable[[str], os.statvfs_result]
 
@@ -47,39 +48,6 @@ def _one_buffer(layout: Layout) -> tuple[list[TensorMeta], int]:
     return index, max(sizes[0], 1)
 
 
-class SharedMemorySender:
-    """One /dev/shm file per run, rewritten in place for every version through one long-lived
-    mapping. Safe because the driver never publishes while a load is in flight."""
-
-    def __init__(self, tag: str, statvfs: StatVfs = os.statvfs) -> None:
-        self.path = shm_dir() / f"dllm-weights-{tag}"
-        self.statvfs = statvfs
-        self.buf: torch.Tensor | None = None  # kept mapped: re-mapping costs a page fault per 4 KiB
-
-    def problem(self, layout: Layout) -> str | None:
-        """Why a version in this (wire) layout would not fit the node's /dev/shm (None: it fits)."""
-        return shm_problem(self.path, _one_buffer(layout)[1], self.statvfs)
-
-    def prepare(self, layout: Layout, version: int) -> tuple[WeightsHandle, list[torch.Tensor]]:
-        index, size = _one_buffer(layout)
-        if self.buf is None or self.buf.numel() != size:
-            problem = shm_problem(self.path, size, self.statvfs)
-            if problem:
-                raise RuntimeError(problem)
-            self.buf = torch.from_file(str(self.path), shared=True, size=size, dtype=torch.uint8)
-        return WeightsHandle(SHARED_MEMORY, version, index, [size], shm_path=str(self.path)), [self.buf]
-
-    def finish(self, handle: WeightsHandle) -> WeightsHandle:
-        return handle
-
-    def release(self) -> None:
-        pass  # host memory, kept mapped
-
-    def close(self) -> None:
-        self.buf = None
-        self.path.unlink(missing_ok=True)
-
-
 class SharedMemoryReceiver:
     """Maps the sender's file shared and read-only (no private copy of it) and keeps the mapping
     across versions: the sender rewrites the same pages, so later loads take no page faults."""
@@ -99,8 +67,47 @@ class SharedMemoryReceiver:
             self.key = key
         return self.buf
 
-    def load(self, handle: WeightsHandle, model: torch.nn.Module) -> None:
+    def load(self, handle: SharedMemoryHandle, model: torch.nn.Module) -> None:
         own = model.state_dict()
         check_covers(own, handle.index)
-        buf = self._mapped(handle.shm_path, max(handle.bucket_sizes[0], 1))
+        buf = self._mapped(handle.path, max(handle.bucket_sizes[0], 1))
         load_into(own, unpack([buf], handle.index))
+
+
+@dataclass
+class SharedMemoryHandle(WeightsHandle):
+    receiver: ClassVar[type[SharedMemoryReceiver]] = SharedMemoryReceiver
+    path: str = ""  # the /dev/shm file holding the one bucket
+
+
+class SharedMemorySender:
+    """One /dev/shm file per run, rewritten in place for every version through one long-lived
+    mapping. Safe because the driver never publishes while a load is in flight."""
+
+    def __init__(self, tag: str, statvfs: StatVfs = os.statvfs) -> None:
+        self.path = shm_dir() / f"dllm-weights-{tag}"
+        self.statvfs = statvfs
+        self.buf: torch.Tensor | None = None  # kept mapped: re-mapping costs a page fault per 4 KiB
+
+    def problem(self, layout: Layout) -> str | None:
+        """Why a version in this (wire) layout would not fit the node's /dev/shm (None: it fits)."""
+        return shm_problem(self.path, _one_buffer(layout)[1], self.statvfs)
+
+    def prepare(self, layout: Layout, version: int) -> tuple[SharedMemoryHandle, list[torch.Tensor]]:
+        index, size = _one_buffer(layout)
+        if self.buf is None or self.buf.numel() != size:
+            problem = shm_problem(self.path, size, self.statvfs)
+            if problem:
+                raise RuntimeError(problem)
+            self.buf = torch.from_file(str(self.path), shared=True, size=size, dtype=torch.uint8)
+        return SharedMemoryHandle(version, index, [size], path=str(self.path)), [self.buf]
+
+    def finish(self, handle: SharedMemoryHandle) -> SharedMemoryHandle:
+        return handle
+
+    def release(self) -> None:
+        pass  # host memory, kept mapped
+
+    def close(self) -> None:
+        self.buf = None
+        self.path.unlink(missing_ok=True)

@@ -20,8 +20,6 @@ OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
     tracerl.OBJECTIVE, tracerl_value.OBJECTIVE, agrpo.OBJECTIVE, diffu_grpo.OBJECTIVE, coupled_grpo.OBJECTIVE,
     random_masking.OBJECTIVE, sft_semi_ar.OBJECTIVE, sft_random_masking.OBJECTIVE, sft_trace.OBJECTIVE)}
 
-RL_ALGOS = tuple(n for n, o in OBJECTIVES.items() if o.supervised_on is None)  # advantages from rollouts
 REFERENCE_SFT = tuple(n for n, o in OBJECTIVES.items() if o.supervised_on == "references")
-SFT_ALGOS = tuple(n for n, o in OBJECTIVES.items() if o.supervised_on is not None)
 
-__all__ = ["OBJECTIVES", "Objective", "REFERENCE_SFT", "RL_ALGOS", "SFT_ALGOS", "sft_trajectory"]
+__all__ = ["OBJECTIVES", "Objective", "REFERENCE_SFT", "sft_trajectory"]

@@ -2,21 +2,17 @@
 systematic sampling from q (uniform or ∝ entropy), each weighted 1/(M q(t)); drawn once per step."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
 from models.config import ModelConfig
 from rollout.trajectory import Trajectory
 
+from ..algo_knobs import AlgoKnobs
 from ..rows import Row, Sequence, round_rows, state_row
 from .common import Objective, per_trajectory
 
-if TYPE_CHECKING:
-    from ..algo_config import AlgoConfig
 
-
-def agrpo_trajectory_rows(t: Trajectory, i: int, algo: AlgoConfig, cfg: ModelConfig, gen: torch.Generator,
+def agrpo_trajectory_rows(t: Trajectory, i: int, algo: AlgoKnobs, cfg: ModelConfig, gen: torch.Generator,
                           pack_budget: int | None = None) -> list[Row]:
     """M steps per trajectory by systematic (stratified) sampling from q (uniform or ∝ entropy);
     weight 1/(M q(t)) makes Σ over drawn steps an unbiased estimate of the sum over all steps."""
@@ -45,7 +41,7 @@ def agrpo_trajectory_rows(t: Trajectory, i: int, algo: AlgoConfig, cfg: ModelCon
                       [drawn[where]])
 
 
-def agrpo_rows(trajs: list[Trajectory], algo: AlgoConfig, cfg: ModelConfig, gen: torch.Generator,
+def agrpo_rows(trajs: list[Trajectory], algo: AlgoKnobs, cfg: ModelConfig, gen: torch.Generator,
                pack_budget: int | None = None) -> list[Row]:
     return per_trajectory(trajs, cfg, lambda t, seq, i: agrpo_trajectory_rows(t, i, algo, cfg, gen, pack_budget))
 

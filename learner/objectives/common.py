@@ -7,21 +7,19 @@ Row weights carry the objective's own per-token factor (AGRPO's importance weigh
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Literal
+from typing import Callable, Literal
 
 import torch
 
 from models.config import ModelConfig
 from rollout.trajectory import Trajectory
 
+from ..algo_knobs import AlgoKnobs
 from ..rows import Row, Sequence, flat_row
-
-if TYPE_CHECKING:  # (algo_config imports the registry to validate algo.name)
-    from ..algo_config import AlgoConfig
 
 NAN = float("nan")
 # trajectories, algo, model config, mask generator, pack budget (None: one row per round) → rows
-RowBuilder = Callable[[list[Trajectory], "AlgoConfig", ModelConfig, torch.Generator, "int | None"], list[Row]]
+RowBuilder = Callable[[list[Trajectory], AlgoKnobs, ModelConfig, torch.Generator, "int | None"], list[Row]]
 
 
 @dataclass(frozen=True)

@@ -2,21 +2,17 @@
 weighted 1/t and 1/(1-t); fresh masks per pass."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
 from models.config import ModelConfig
 from rollout.trajectory import Trajectory
 
+from ..algo_knobs import AlgoKnobs
 from ..rows import Row, Sequence
 from .common import Objective, bernoulli, masked_row, per_trajectory, uniform
 
-if TYPE_CHECKING:
-    from ..algo_config import AlgoConfig
 
-
-def coupled_grpo_rows(trajs: list[Trajectory], algo: AlgoConfig, cfg: ModelConfig, gen: torch.Generator,
+def coupled_grpo_rows(trajs: list[Trajectory], algo: AlgoKnobs, cfg: ModelConfig, gen: torch.Generator,
                       pack_budget: int | None = None) -> list[Row]:
     def pair(t: Trajectory, seq: Sequence, i: int) -> list[Row]:
         ratio = uniform(gen, *algo.coupled_t)

@@ -1,21 +1,17 @@
 """diffu-GRPO (d1): the completion fully masked, each prompt token masked with p; fresh masks per pass."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
 from models.config import ModelConfig
 from rollout.trajectory import Trajectory
 
+from ..algo_knobs import AlgoKnobs
 from ..rows import Row
 from .common import Objective, bernoulli, masked_row, per_trajectory
 
-if TYPE_CHECKING:
-    from ..algo_config import AlgoConfig
 
-
-def diffu_grpo_rows(trajs: list[Trajectory], algo: AlgoConfig, cfg: ModelConfig, gen: torch.Generator,
+def diffu_grpo_rows(trajs: list[Trajectory], algo: AlgoKnobs, cfg: ModelConfig, gen: torch.Generator,
                     pack_budget: int | None = None) -> list[Row]:
     return per_trajectory(trajs, cfg, lambda t, seq, i: [masked_row(
         seq, torch.ones(seq.response_len, dtype=torch.bool), 1.0, cfg, t.block_size, i,

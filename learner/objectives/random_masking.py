@@ -2,21 +2,17 @@
 weight 1; fresh masks per pass."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
 from models.config import ModelConfig
 from rollout.trajectory import Trajectory
 
+from ..algo_knobs import AlgoKnobs
 from ..rows import Row
 from .common import Objective, bernoulli, masked_row, per_trajectory, uniform
 
-if TYPE_CHECKING:
-    from ..algo_config import AlgoConfig
 
-
-def random_masking_rows(trajs: list[Trajectory], algo: AlgoConfig, cfg: ModelConfig, gen: torch.Generator,
+def random_masking_rows(trajs: list[Trajectory], algo: AlgoKnobs, cfg: ModelConfig, gen: torch.Generator,
                         pack_budget: int | None = None) -> list[Row]:
     return per_trajectory(trajs, cfg, lambda t, seq, i: [masked_row(
         seq, bernoulli(gen, seq.response_len, uniform(gen, *algo.mask_ratio), True), 1.0, cfg, t.block_size, i)])

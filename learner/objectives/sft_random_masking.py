@@ -1,21 +1,17 @@
 """SFT on reference solutions, MDM style: a mask ratio ~ U[mask_ratio] per pair, weight 1/ratio."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
 from models.config import ModelConfig
 from rollout.trajectory import Trajectory
 
+from ..algo_knobs import AlgoKnobs
 from ..rows import Row, Sequence
 from .common import Objective, bernoulli, masked_row, per_trajectory, uniform
 
-if TYPE_CHECKING:
-    from ..algo_config import AlgoConfig
 
-
-def sft_random_masking_rows(trajs: list[Trajectory], algo: AlgoConfig, cfg: ModelConfig, gen: torch.Generator,
+def sft_random_masking_rows(trajs: list[Trajectory], algo: AlgoKnobs, cfg: ModelConfig, gen: torch.Generator,
                             pack_budget: int | None = None) -> list[Row]:
     def row(t: Trajectory, seq: Sequence, i: int) -> list[Row]:
         ratio = uniform(gen, *algo.mask_ratio)

@@ -2,21 +2,17 @@
 ratio ~ U[mask_ratio] per block, weight 1/ratio."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
 from models.config import ModelConfig
 from rollout.trajectory import Trajectory
 
+from ..algo_knobs import AlgoKnobs
 from ..rows import Copies, Row, Sequence, copy_row
 from .common import NAN, Objective, bernoulli, per_trajectory, uniform
 
-if TYPE_CHECKING:
-    from ..algo_config import AlgoConfig
 
-
-def sft_semi_ar_rows(trajs: list[Trajectory], algo: AlgoConfig, cfg: ModelConfig, gen: torch.Generator,
+def sft_semi_ar_rows(trajs: list[Trajectory], algo: AlgoKnobs, cfg: ModelConfig, gen: torch.Generator,
                      pack_budget: int | None = None) -> list[Row]:
     def row(t: Trajectory, seq: Sequence, i: int) -> list[Row]:
         P, L, N, B = seq.prompt_len, seq.response_len, len(seq.ids), t.block_size

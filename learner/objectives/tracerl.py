@@ -2,21 +2,17 @@
 decoded it from (rounds of s merged steps per block); the same rows every pass."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
 from models.config import ModelConfig
 from rollout.trajectory import Trajectory
 
+from ..algo_knobs import AlgoKnobs
 from ..rows import Row, trace_rows_batch
 from .common import Objective
 
-if TYPE_CHECKING:
-    from ..algo_config import AlgoConfig
 
-
-def trace_rows(trajs: list[Trajectory], algo: AlgoConfig, cfg: ModelConfig, gen: torch.Generator,
+def trace_rows(trajs: list[Trajectory], algo: AlgoKnobs, cfg: ModelConfig, gen: torch.Generator,
                pack_budget: int | None = None) -> list[Row]:
     """Every non-empty trajectory's rounds in one set of tensor ops (no random draws)."""
     kept = [i for i, t in enumerate(trajs) if t.response_ids]

@@ -23,3 +23,12 @@ def flaky(response: str, row: dict) -> dict:
         return {"reward": float("nan"), "correct": False}
     hit = any(c.isdigit() for c in response)
     return {"reward": float(hit), "correct": hit}
+
+
+def hanging_process(prefixes: list[str], row: dict) -> list[float]:
+    """A rule process reward that hangs on rows marked `mode: hang`, else scores every chunk 1."""
+    import time
+
+    if row.get("mode") == "hang":
+        time.sleep(600)
+    return [1.0] * len(prefixes)

@@ -1,4 +1,4 @@
-"""A JudgeWorker whose process dies inside its first task (the first call whose rows name a marker
+"""A JudgeWorker whose process dies inside its first call (the first call whose rows name a marker
 file that does not exist yet), so a judge worker is killed mid-step deterministically."""
 import os
 
@@ -6,9 +6,9 @@ from actors.judge_worker import JudgeWorker
 
 
 class CrashingJudge(JudgeWorker):
-    def score(self, requests, outcome, chunk_tokens):
-        marker = requests[0].row.get("crash_marker") if requests else None
+    def score(self, batch, which, task_rows, parts):
+        marker = task_rows[0].get("crash_marker") if task_rows else None
         if marker and not os.path.exists(marker):
             open(marker, "w").close()
             os._exit(1)
-        return super().score(requests, outcome, chunk_tokens)
+        return super().score(batch, which, task_rows, parts)

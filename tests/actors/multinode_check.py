@@ -10,18 +10,15 @@ import tempfile
 from pathlib import Path
 
 import ray
-import torch
 from ray.cluster_utils import Cluster
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO), str(REPO / "tests" / "actors")]
 
-from actors.pools import create_pools  # noqa: E402
-from actors.run import model_path  # noqa: E402
-from actors.stages import collect, submit  # noqa: E402
-from actors.step_data import records_for  # noqa: E402
-from actors.sync import sync_weights  # noqa: E402
+from actors.rollout_group import records_for  # noqa: E402
+from actors.start import start_run  # noqa: E402
 from support import RUNTIME_ENV, SMALL, compose_config  # noqa: E402
+from tests.actors.weights import learner_weights, rollout_weights, same, weights_version  # noqa: E402
 
 
 def main(run_dir: str) -> None:
@@ -35,23 +32,25 @@ def main(run_dir: str) -> None:
         cfg = compose_config(SMALL + [
             f"trainer.run_dir={run_dir}", "cluster.learner.num_workers=2", "cluster.learner.strategy=STRICT_SPREAD",
             "+cluster.learner.resources={learner_node: 1}", "+cluster.rollout.resources={rollout_node: 1}",
-            "engine.lr=1e-2"])
-        pools = create_pools(cfg, model_path(cfg, Path(run_dir)), "tests.actors.digit_reward:reward", "test-mn")
-        learner_nodes = ray.get([a.node_id.remote() for a in pools.learner])
-        rollout_nodes = ray.get([w.node_id.remote() for w in pools.rollout])
+            "engine.lr=1e-2", "trainer.logger=[]", "task.reward=tests.actors.digit_reward:reward",
+            "ray.namespace=test-mn"])
+        run = start_run(cfg)
+        ranks, rollout = run.learner.ranks, run.rollout
+        learner_nodes = ray.get([a.node_id.remote() for a in ranks])
+        rollout_nodes = ray.get([w.node_id.remote() for w in rollout.workers])
         records = records_for(["a", "b"], [[23, 18, 24, 30], [25, 24, 18, 27, 30]], 2)
         rows = {"a": {}, "b": {}}
-        trajs, _ = collect(pools, submit(pools, records, rows, cfg.rollout), 0, chunk=4)
+        trajs, _, _ = rollout.collect(rollout.submit(records, rows, cfg.rollout, rollout.route))
         shards = [(trajs[i::2], [1.0, -1.0] * 2) for i in range(2)]
-        ray.get([a.rl_step.remote(tr, ad[:len(tr)], None, 0) for a, (tr, ad) in zip(pools.learner, shards)])
-        seconds = sync_weights(pools, 1)
-        learner = ray.get([a.state_dict.remote() for a in pools.learner])[0]
-        equal = all(all(torch.equal(v, learner[k]) for k, v in ray.get(w.state_dict.remote()).items())
-                    for w in pools.rollout)
+        ray.get([a.rl_step.remote(tr, ad[:len(tr)], None, 0) for a, (tr, ad) in zip(ranks, shards)])
+        seconds = run.learner.publisher.publish(1)
+        learner = learner_weights(ranks)
+        equal = all(same(rollout_weights(w), learner) for w in rollout.workers)
         print(json.dumps({"learner_nodes": len(set(learner_nodes)), "rollout_nodes": rollout_nodes,
-                          "learner_node_ids": learner_nodes, "transport": pools.transport, "equal": equal,
-                          "versions": ray.get([w.version.remote() for w in pools.rollout]), "sync_s": seconds}))
-        pools.shutdown()
+                          "learner_node_ids": learner_nodes, "transport": run.learner.publisher.transports,
+                          "equal": equal, "versions": [weights_version(w) for w in rollout.workers],
+                          "sync_s": seconds}))
+        run.close()
     finally:
         ray.shutdown()
         cluster.shutdown()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from actors.config import compose_config  # noqa: F401  (re-exported for the tests)
+from actors.configure import compose_config  # noqa: F401  (re-exported for the tests)
 
 REPO = Path(__file__).resolve().parents[2]
 RUNTIME_ENV = {"env_vars": {"PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false"}}

@@ -56,6 +56,7 @@ def test_every_group_option_validates(group, option):
     ("reward=judge_process", "judge.model", "reward.process='judge'"),
     ("reward.process=tasks.builtin.arith:nope", "reward", "cannot load process reward"),
     ("judge.backend=sglang", "judge.backend", "'transformers' or 'vllm'"),
+    ("reward.limits.math_timeout_s=0", "reward.limits.math_timeout_s", "greater than 0"),
 ])
 def test_bad_config_names_the_key(override, key, hint):
     with pytest.raises(ConfigError) as err:

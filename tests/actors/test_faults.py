@@ -11,54 +11,56 @@ import ray
 from ray.exceptions import RayActorError
 
 from actors.payloads import fetch
-from actors.pools import create_pools
-from actors.run import model_path
-from actors.stages import collect, submit
-from actors.step_data import records_for
-from actors.sync import sync_weights
+from actors.rollout_group import records_for
+from actors.start import start_run
+from actors.timer import StepTimer
 from bench.chaos import run_chaos
 from support import SMALL, compose_config
+from tests.actors.weights import weights_version
 
 
 def test_killed_workers_are_restarted_and_work_reissued(ray_session, tmp_path):
-    cfg = compose_config(SMALL + [f"trainer.run_dir={tmp_path}", "cluster.reward.num_workers=2"])
-    pools = create_pools(cfg, model_path(cfg, tmp_path), "tests.actors.crash_reward:reward", "test-faults")
+    cfg = compose_config(SMALL + [f"trainer.run_dir={tmp_path}", "cluster.reward.num_workers=2", "trainer.logger=[]",
+                                  "task.reward=tests.actors.crash_reward:reward"])
+    run = start_run(cfg)
+    rollout = run.rollout
     try:
-        sync_weights(pools, 1)
+        run.learner.version = 1  # the weights the workers get are published as version 1
+        run.learner.publish(StepTimer())
         uids = [f"p{i}" for i in range(6)]
         records = records_for(uids, [[23 + i, 18, 24, 30] for i in range(6)], 3)
         rows = {u: {"crash_marker": str(tmp_path / "crashed")} for u in uids}
-        job = submit(pools, records, rows, cfg.rollout)
-        ray.kill(pools.rollout[0], no_restart=False)  # its shard is in flight
-        trajs, scores = collect(pools, job, version=1, chunk=4)
+        job = rollout.submit(records, rows, cfg.rollout, rollout.route)
+        ray.kill(rollout.workers[0], no_restart=False)  # its shard is in flight
+        trajs, scores, _ = rollout.collect(job)
         assert job.reissued["rollout"] == 1 and job.reissued["reward"] >= 1
         assert sorted((t.prompt_uid, t.sample_idx) for t in trajs) == sorted((r.uid, r.sample_idx) for r in records)
         assert len(scores) == len(records)
         assert {t.policy_version for t in trajs} == {1}  # the restarted worker got the current weights
-        assert ray.get(pools.rollout[0].version.remote()) == 1
+        assert weights_version(rollout.workers[0]) == 1
         # The restarted pools keep working for the next step.
-        done, _ = collect(pools, submit(pools, records, rows, cfg.rollout), version=1, chunk=4)
+        done, _, _ = rollout.collect(rollout.submit(records, rows, cfg.rollout, rollout.route))
         assert len(done) == len(records) and len({m.payload for m in done}) == 2  # a batch from each worker
         # A worker restarted while idle holds its initial weights: its shard is re-synced and re-issued.
-        ray.kill(pools.rollout[1], no_restart=False)
+        ray.kill(rollout.workers[1], no_restart=False)
         deadline = time.monotonic() + 120
-        while _version(pools.rollout[1]) != 0:  # the kill lands asynchronously; then Ray restarts it
+        while _version(rollout.workers[1]) != 0:  # the kill lands asynchronously; then Ray restarts it
             assert time.monotonic() < deadline
             time.sleep(0.2)
         # The batch the dead worker returned is the driver's (a return value): still there to read.
         fetched = fetch(done)
         assert [(t.prompt_uid, t.sample_idx, len(t.response_ids)) for t in fetched] == [
             (m.prompt_uid, m.sample_idx, m.response_len) for m in done]
-        job = submit(pools, records, rows, cfg.rollout)
-        trajs, _ = collect(pools, job, version=1, chunk=4)
+        job = rollout.submit(records, rows, cfg.rollout, rollout.route)
+        trajs, _, _ = rollout.collect(job)
         assert job.reissued["rollout"] == 1 and {t.policy_version for t in trajs} == {1}
     finally:
-        pools.shutdown()
+        run.close()
 
 
 def _version(actor) -> int | None:
     try:
-        return ray.get(actor.version.remote())
+        return weights_version(actor)
     except RayActorError:  # dead or restarting (ActorUnavailableError included)
         return None
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from actors import driver
+from actors.learner_group import LearnerGroupLost
 from actors.metrics import read_jsonl
-from actors.recovery import LearnerGroupLost
-from actors.run import namespace_for
+from actors.start import namespace_for
 from bench.chaos import Fault, Injector, comparable, differences
 from support import SMALL, compose_config
 
@@ -23,8 +23,10 @@ BASE = SMALL + ["task.reward=tests.actors.digit_reward:reward", "engine.lr=1e-2"
 def _run(overrides: list[str], faults: list[Fault] = ()):
     cfg = compose_config(BASE + overrides)
     injector = Injector(list(faults), namespace_for(cfg, Path(cfg.trainer.run_dir)))
-    with injector.installed():
-        run = driver.run_to_end(cfg)
+    try:
+        run = driver.run_to_end(cfg, hooks=injector)
+    finally:
+        injector.stop()
     return run, read_jsonl(run.run_dir / "metrics.jsonl"), injector
 
 
@@ -33,7 +35,7 @@ def test_learner_rank_killed_mid_step_is_replaced_and_the_run_replays(ray_sessio
     _, full_lines, _ = _run(common + [f"trainer.run_dir={tmp_path / 'full'}"])
     # learner-1 dies while step 3's update is in flight: restored from step 2's checkpoint.
     run, lines, injector = _run(common + [f"trainer.run_dir={tmp_path / 'faulty'}"], [Fault(3, "learner", 1, 0.1)])
-    assert injector.fired and run.state.learner_restarts == 1
+    assert injector.fired and run.learner.restarts == 1
     assert [r["step"] for r in lines if "reward_mean" in r] == [1, 2, 3, 4]  # each step logged once
     full = comparable(full_lines)
     assert differences(comparable(lines), full) == []  # every figure of every step but timings

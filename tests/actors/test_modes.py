@@ -24,13 +24,13 @@ def test_sft_mode_then_eval_mode_with_k_samples(ray_session, tmp_path):
                                   f"trainer.eval_samples={k}", "trainer.eval_greedy=false",
                                   f"trainer.eval_prompts={prompts}"])
     run = driver.run_to_end(cfg)
-    assert run.pools.learner == [] and run.state.version == 0
+    assert run.learner is None and run.places.learner is None  # no learner ranks, no bundles for them
     summary = json.loads((eval_dir / "eval.json").read_text())
     samples = read_jsonl(eval_dir / "eval_samples.jsonl")
     assert len(samples) == k * prompts and summary["samples_per_prompt"] == k
     # every verdict is the task's own reward on the decoded text, and the figures follow from them
     reward = get_task(cfg.task.name, **cfg.task.params).reward
-    rows = dict(run.eval_rows)
+    rows = dict(run.rollout.eval_rows)
     by_uid: dict[str, list[bool]] = defaultdict(list)
     for s in samples:
         assert reward(s["response"], rows[s["uid"]])["correct"] == s["correct"]

@@ -4,6 +4,7 @@ the learner's bundle, releasing its weights during each update): placement must 
 single number."""
 from __future__ import annotations
 
+from actors.run import prompt_cursor
 from support import SMALL, compose_config
 from test_run import run_to_end
 
@@ -31,3 +32,9 @@ def test_resume_reproduces_uninterrupted_run(ray_session, tmp_path):
         for key, value in full[step].items():
             assert abs(resumed[step][key] - value) <= 1e-6 * max(1.0, abs(value)), (step, key)
     assert full[3]["reward_mean"] != full[1]["reward_mean"]  # the run really moved
+
+
+def test_checkpoints_written_before_the_prompt_stream_key_was_renamed_still_resume():
+    cursor = {"epoch": 1, "position": 5}
+    assert prompt_cursor({"step": 2, "version": 2, "sampler": cursor}) == cursor
+    assert prompt_cursor({"step": 2, "version": 2, "prompt_stream": cursor}) == cursor

@@ -9,9 +9,13 @@ import pytest
 import ray
 
 from actors import driver
+from actors.reward_route import RewardFailureError, check_reward_failures
 from actors.reward_worker import RewardWorker
-from actors.step_data import RewardFailureError, check_reward_failures, rollout_metrics, to_groups
+from actors.step_batch import to_groups
+from actors.step_metrics import rollout_metrics
 from models.tiny import write_tiny_checkpoint
+from rewards.contract import ScoreParts
+from rewards.limits import RewardLimits
 from rollout.trajectory import Trajectory
 from rollout.trajectory_batch import TrajectoryBatch
 from support import SMALL, compose_config
@@ -28,8 +32,9 @@ def _trajectory(tokenizer, text: str, uid: str, k: int) -> Trajectory:
 
 def _score(worker: RewardWorker, trajs: list[Trajectory], rows: list[dict]) -> dict:
     """The worker's scores of every trajectory, by (uid, sample), as the driver sends them: a batch."""
-    scores = worker.score(TrajectoryBatch.from_trajectories(trajs), list(range(len(trajs))), rows)
-    return {(s.prompt_uid, s.sample_idx): s for s in scores}
+    answers = worker.score(TrajectoryBatch.from_trajectories(trajs), list(range(len(trajs))), rows,
+                           ScoreParts(outcome=True))
+    return {a.key: a.outcome for a in answers}
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +75,18 @@ def test_unavailable_checker_is_counted_and_stops_the_run(tiny_path, monkeypatch
         check_reward_failures(scores.values(), 0.5, "step 3")
     check_reward_failures(scores.values(), 0.9, "step 3")  # 0.9 of the samples: at the threshold, not past it
     check_reward_failures(healthy.values(), 0.0, "step 3")
+
+
+def test_the_built_in_rewards_take_their_limits_from_the_config(tiny_path):
+    cfg = compose_config(["reward.limits.math_timeout_s=0.5", "reward.limits.sandbox_memory_mb=256",
+                          "reward.limits.sandbox_startup_s=2", "reward.limits.test_time_limit_s=3"])
+    math = RewardWorker(0, tiny_path, "math", limits=cfg.reward.limits).fn
+    code = RewardWorker(0, tiny_path, "code", limits=cfg.reward.limits).fn
+    assert math.timeout == 0.5
+    assert (code.limits.memory_mb, code.startup_s, code.default_time_limit) == (256, 2.0, 3.0)
+    defaults = RewardLimits()  # the constants these replaced
+    assert (defaults.math_timeout_s, defaults.sandbox_memory_mb, defaults.sandbox_startup_s,
+            defaults.test_time_limit_s) == (5.0, 1024, 5.0, 1.0)
 
 
 def test_math_checker_in_sync_threaded_and_async_actors(ray_session):

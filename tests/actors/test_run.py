@@ -1,6 +1,7 @@
-"""End to end on the tiny model: a 2-step TraceRL run (2 rollout, 2 reward, 2 learner ranks on
-DeepSpeed ZeRO-2 over gloo), its metrics, TensorBoard files and checkpoint; its RL steps never
-bring a trajectory to the driver."""
+"""End to end on the tiny model: a 2-step TraceRL run with the value model and the arith rule process
+reward (2 rollout, 2 reward, 2 learner ranks on DeepSpeed ZeRO-2 over gloo), its metrics,
+TensorBoard files and checkpoint; its RL steps never bring a trajectory to the driver, process
+rewards included (they are scored in the reward workers and placed on tokens by the learner ranks)."""
 from __future__ import annotations
 
 import json
@@ -8,6 +9,7 @@ from typing import Any
 
 import ray
 
+import actors.modes
 from actors import driver
 from actors.metrics import read_jsonl
 from rollout.trajectory import Trajectory
@@ -33,17 +35,17 @@ def flatten(obj: Any) -> list[Any]:
 
 def test_two_step_tracerl(ray_session, tmp_path, monkeypatch):
     cfg = compose_config(SMALL + DS2 + [f"trainer.run_dir={tmp_path}", "trainer.steps=2", "trainer.eval_every=2",
-                                        "task.reward=tests.actors.digit_reward:reward",
-                                        "trainer.plot=true"])
+                                        "task.reward=tests.actors.digit_reward:reward", "algo=tracerl_value",
+                                        "reward=arith_process", "trainer.plot=true"])
     received: list[Any] = []  # everything the driver's ray.get returned during the RL steps
-    real_get, real_step = ray.get, driver.rl_step
+    real_get, real_step = ray.get, actors.modes.rl_step
 
     def spied_step(run: Any) -> dict[str, float]:
         with monkeypatch.context() as m:
             m.setattr(ray, "get", lambda *a, **k: received.append(real_get(*a, **k)) or received[-1])
             return real_step(run)
 
-    monkeypatch.setattr(driver, "rl_step", spied_step)
+    monkeypatch.setattr(actors.modes, "rl_step", spied_step)
     lines = run_to_end(cfg)
     got = flatten(received)
     assert sum(isinstance(x, RowMeta) for x in got) == 2 * 16  # the rows' metadata came, and only it
@@ -54,6 +56,7 @@ def test_two_step_tracerl(ray_session, tmp_path, monkeypatch):
         assert r["prompts"] == 4 and r["samples"] == 16 and r["reissued"] == 0
         assert r["rollout_s"] > 0 and r["tokens_per_forward"] > 0 and r["staleness"] == 0
         assert "skipped" not in r and r["update_s"] > 0 and r["learner_tokens_per_s"] > 0
+        assert r["process/chunks_per_response"] >= 1 and r["judge/failures"] == 0 and "learner/value_loss" in r
     assert [r["version"] for r in steps] == [1, 2] and steps[1]["sync_s"] > 0
     assert any("eval/accuracy" in r for r in lines)
     assert list(tmp_path.glob("tensorboard/events.out.tfevents.*"))

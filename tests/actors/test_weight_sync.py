@@ -1,7 +1,7 @@
 """Weight sync from the engine's streamed tensors: bit-exact on every transport, again on a second
 sync that reuses the mapping/buckets after the weights changed, with ZeRO-3 ranks all gathering
-and with plain-torch parameters moved into the shared buffer; and the disk fallback (an HF export loaded into a
-fresh model)."""
+and with plain-torch parameters moved into the shared buffer; and the disk fallback (an HF export
+loaded into a fresh model)."""
 
 from __future__ import annotations
 
@@ -10,17 +10,13 @@ import ray
 import torch
 from torch import nn
 
-from actors.pools import create_pools
-from actors.run import model_path
-from actors.sync import sync_weights
+from actors.start import start_run
 from actors.weight_sync.buckets import publish
 from actors.weight_sync.planner import COLLECTIVE, OBJECT_STORE, SHARED_MEMORY
-from actors.weight_sync.shared_memory import SharedMemoryReceiver, SharedMemorySender
+from actors.weight_sync.publisher import WeightPublisher
+from actors.weight_sync.shared_memory import SharedMemoryHandle, SharedMemoryReceiver, SharedMemorySender
 from support import SMALL, compose_config
-
-
-def _equal(a: dict, b: dict) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+from tests.actors.weights import learner_weights, rollout_weights, same, weights_version
 
 
 def _stream(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
@@ -42,8 +38,9 @@ def test_shared_memory_keeps_its_mapping_across_versions(tmp_path):
                 for p in src.parameters():
                     p.normal_()
             handle = publish(_stream(src), _layout(src), {SHARED_MEMORY: sender}, version)[SHARED_MEMORY]
+            assert isinstance(handle, SharedMemoryHandle) and handle.receiver is SharedMemoryReceiver
             receiver.load(handle, dst)
-            assert _equal(dst.state_dict(), src.state_dict())
+            assert same(dst.state_dict(), src.state_dict())
             mappings.append(receiver.buf)
         assert mappings[0] is mappings[1]  # the second version reused the first one's mapping
     finally:
@@ -60,26 +57,26 @@ def test_shared_memory_keeps_its_mapping_across_versions(tmp_path):
 )
 def test_every_transport_is_bit_exact_twice_and_disk(ray_session, tmp_path, engine):
     cfg = compose_config(
-        SMALL + engine + [f"trainer.run_dir={tmp_path}", "mode=sft", "engine.lr=1e-2", "weight_sync.bucket_mb=1"]
+        SMALL + engine + [f"trainer.run_dir={tmp_path}", "mode=sft", "engine.lr=1e-2", "weight_sync.bucket_mb=1",
+                          "trainer.logger=[]", "task.reward=tasks.builtin.arith:reward"]
     )  # several buckets on the tiny model
-    pools = create_pools(
-        cfg, model_path(cfg, tmp_path), "tasks.builtin.arith:reward", f"test-weight-sync-{len(engine)}"
-    )
+    run = start_run(cfg)
+    ranks, workers = run.learner.ranks, run.rollout.workers
     pairs = [([23, 18, 24, 30], [24, 30]), ([25, 24, 18, 27, 30], [28, 30])]  # "0+1=1", "2+4=6"
-    kinds = [SHARED_MEMORY, OBJECT_STORE, COLLECTIVE]
+    publishers = {kind: WeightPublisher(ranks, workers, forced=kind) for kind in (SHARED_MEMORY, OBJECT_STORE,
+                                                                                    COLLECTIVE)}
     try:
-        for version, kind in enumerate(kinds * 2 + ["disk"], start=1):
-            ray.get([a.sft_step.remote(pairs, version) for a in pools.learner])  # a cheap update (mode=sft)
-            learner = ray.get([a.state_dict.remote() for a in pools.learner])[0]
-            assert not _equal(learner, ray.get(pools.rollout[0].state_dict.remote())), "weights should change"
+        for version, kind in enumerate(list(publishers) * 2 + ["disk"], start=1):
+            ray.get([a.sft_step.remote(pairs, version) for a in ranks])  # a cheap update (mode=sft)
+            want = learner_weights(ranks)
+            assert not same(want, rollout_weights(workers[0])), "weights should change"
             if kind == "disk":
-                ray.get([a.export_hf.remote(str(tmp_path / "export")) for a in pools.learner])
-                ray.get([w.load_from_disk.remote(str(tmp_path / "export"), version) for w in pools.rollout])
+                ray.get([a.export_hf.remote(str(tmp_path / "export")) for a in ranks])
+                ray.get([w.load_from_disk.remote(str(tmp_path / "export"), version) for w in workers])
             else:
-                pools.transport = [kind] * 2
-                sync_weights(pools, version)
-            assert ray.get([w.version.remote() for w in pools.rollout]) == [version, version]
-            for w in pools.rollout:
-                assert _equal(ray.get(w.state_dict.remote()), learner), (version, kind)
+                publishers[kind].publish(version)
+            assert [weights_version(w) for w in workers] == [version, version]
+            for w in workers:
+                assert same(rollout_weights(w), want), (version, kind)
     finally:
-        pools.shutdown()
+        run.close()

@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from actors.weight_sync.buckets import WeightsHandle, publish, wire_layout
+from actors.weight_sync.buckets import publish, wire_layout
+from actors.weight_sync.collective import GroupHandle
 from actors.weight_sync.cuda_ipc import DEVICE_PARAM, REBUILD_PARAMS, CudaIpcReceiver, CudaIpcSender
 from actors.weight_sync.planner import COLLECTIVE, CUDA_IPC, NCCL, SHARED_MEMORY
 from actors.weight_sync.registry import Receivers, group_device
@@ -112,7 +113,7 @@ def test_cuda_ipc_round_trip_with_the_cuda_calls_faked():
         with torch.no_grad():
             src.body[0].weight.add_(1.0)
         handle = publish(_stream(src), wire_layout(_layout(src), torch.bfloat16), {CUDA_IPC: sender}, version)[CUDA_IPC]
-        assert handle.gpu == "GPU-0" and len(handle.ipc) == 1 and len(exported) == version
+        assert handle.gpu == "GPU-0" and len(handle.exports) == 1 and len(exported) == version
         receiver.load(handle, dst)
         expected = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in src.state_dict().items()}
         assert all(torch.equal(dst.state_dict()[k], v) for k, v in expected.items())
@@ -137,4 +138,4 @@ def test_group_buckets_live_on_the_host_for_gloo_and_nccl_needs_a_gpu():
 
 def test_a_worker_outside_a_group_says_so_instead_of_a_key_error():
     with pytest.raises(RuntimeError, match="has not joined the nccl group"):
-        Receivers(torch.device("cpu")).load(WeightsHandle(NCCL, 1, [], [1]), Net(torch.float32))
+        Receivers(torch.device("cpu")).load(GroupHandle(1, [], [1], transport=NCCL), Net(torch.float32))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.masks import column_mask
+from dense_masks import column_mask
 from rollout.trajectory import Trajectory
 from tests.learner.python_rows import Sequence, block_step_groups
 

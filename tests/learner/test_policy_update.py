@@ -9,11 +9,14 @@ from learner.batching import micro_batches
 from learner.engine import TrainEngine
 from learner.engine_config import EngineConfig
 from learner.logprobs import token_logprobs
-from learner.objectives import RL_ALGOS, SFT_ALGOS
+from learner.objectives import OBJECTIVES
 from learner.policy_update import PolicyUpdater
 from learner.rows import trace_rows
 from learner.value import ValueModel
 from rollout.sampler import generate
+
+RL_ALGOS = [n for n, o in OBJECTIVES.items() if o.supervised_on is None]  # advantages from rollouts
+SFT_ALGOS = [n for n, o in OBJECTIVES.items() if o.supervised_on is not None]
 
 
 def sequence_logprobs(model, trajs) -> torch.Tensor:

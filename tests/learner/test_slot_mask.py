@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.masks import column_mask
+from dense_masks import column_mask
 from models.slot_mask import SlotMask
 from tests.learner.python_rows import row_mask
 

@@ -1,8 +1,8 @@
 """Block-causal attention (SDAR/tiny): a position sees its own block and earlier ones, never later ones."""
 import torch
 
+from dense_masks import column_mask
 from models import load_model, write_tiny_checkpoint
-from models.masks import column_mask
 
 BLOCK, BLOCKS = 4, 4
 

@@ -12,8 +12,8 @@ import torch
 from safetensors.torch import save_file
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
+from dense_masks import column_mask
 from models import load_model, save_model
-from models.masks import column_mask
 
 VOCAB, SEQ, TOL = 96, 11, 1e-4
 SHAPE = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,

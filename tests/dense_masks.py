@@ -1,4 +1,5 @@
-"""Boolean attention masks (True = may attend) shared by the sampler and the learner."""
+"""Dense boolean attention masks (True = may attend) over canvas columns: the tests' reference for
+the structured masks the sampler and the learner use (models/decode_masks.py, models/slot_mask.py)."""
 from __future__ import annotations
 
 import torch

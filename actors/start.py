@@ -1,0 +1,119 @@
+"""Everything a run needs before its first step (docs/design.md §8.2): the run directory, the model
+and the task, every prompt screened, the two groups of actors, the metrics logger, and a resume."""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Callable
+
+from models.checkpoint import load_config
+from models.tiny import write_tiny_checkpoint
+from models.tokenizer import load_tokenizer
+from tasks.prompts import encode_prompt
+from tasks.registry import Task, get_task, resolve_reward
+from tasks.schemas import Row
+from tasks.screen import PromptLimits, ScreenedRows, screen_prompts
+
+from .checkpoint import resolve_resume
+from .config import RunConfig
+from .hooks import RunHooks
+from .learner_group import LearnerGroup
+from .metrics import MetricsLogger
+from .modes import Mode, mode_for
+from .placement import reserve
+from .rollout_group import Checkpoint, RolloutGroup
+from .run import LoopState, Run
+
+log = logging.getLogger(__name__)
+
+
+def start_run(cfg: RunConfig, hooks: RunHooks | None = None) -> Run:
+    mode, run_dir, hooks = mode_for(cfg), prepare_run_dir(cfg), hooks or RunHooks()
+    task = get_task(cfg.task.name, **cfg.task.params)
+    reward = cfg.task.reward or task.reward_path
+    resolve_reward(reward)  # a bad name fails here, not in every reward worker
+    warm_dir, resume = mode.warm_dir(cfg), resolve_resume(run_dir, cfg.trainer.resume)
+    path, needs_warmup = starting_weights(model_path(cfg, run_dir), warm_dir, resume)
+    tokenizer, namespace = load_tokenizer(path), namespace_for(cfg, run_dir)
+    encode = functools.partial(encode_prompt, tokenizer=tokenizer, template=cfg.task.template or task.template,
+                               kind=task.kind)
+    train, evals = screen_run_rows(cfg, mode, task, path, encode)  # every prompt the run uses, checked now
+    prompts, supervised = mode.streams(cfg, train.rows, needs_warmup)
+    places = reserve(cfg, namespace, mode.learners, judges=bool(cfg.reward.judged) and mode.learners)
+    learner = LearnerGroup(cfg, namespace, places.learner, path, needs_warmup, hooks) if mode.learners else None
+    rollout = RolloutGroup.start(cfg, path, reward, namespace, places, learner or Checkpoint(), encode, prompts,
+                                 evals, hooks)
+    if learner is not None:
+        learner.connect(rollout)
+    metrics = MetricsLogger(run_dir, cfg.trainer.logger, namespace, cfg.model_dump(mode="json", by_alias=True))
+    run = Run(cfg, run_dir, task, tokenizer, metrics, rollout, learner, places, prompts, supervised, warm_dir,
+              hooks, LoopState(needs_warmup=needs_warmup))
+    begin(run, resume, skipped=len(task.skipped_rows) + len(train.skipped) + len(evals.skipped))
+    return run
+
+
+def starting_weights(path: str, warm_dir: Path | None, resume: Path | None) -> tuple[str, bool]:
+    """What the actors load (the cached warm start when there is one, else `path`) and whether the
+    learners start with the warm-up (no cache yet, and not resuming)."""
+    if warm_dir is not None and (warm_dir / "config.json").is_file():
+        log.info("using the cached warm start %s", warm_dir)
+        return str(warm_dir), False
+    return path, warm_dir is not None and resume is None
+
+
+def begin(run: Run, resume: Path | None, skipped: int) -> None:
+    """A fresh start counts the rows it skipped; a resume loads the checkpoint (the rollout workers
+    hold the base weights until the first step syncs them)."""
+    if resume is None:
+        if skipped:
+            run.metrics.log(0, {"data/skipped_rows": float(skipped)})
+        return
+    run.restore(run.learner.resume(resume))
+    log.info("resumed from %s at step %d", resume, run.state.step)
+
+
+def prepare_run_dir(cfg: RunConfig) -> Path:
+    """trainer.run_dir with the run's config in it; a fresh start (resume=auto with no checkpoint)
+    forgets the metrics an earlier run logged there."""
+    run_dir = Path(cfg.trainer.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(cfg.model_dump(mode="json", by_alias=True), indent=2))
+    if cfg.trainer.resume == "auto" and resolve_resume(run_dir, "auto") is None:
+        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    return run_dir
+
+
+def model_path(cfg: RunConfig, run_dir: Path) -> str:
+    if cfg.model.path is not None:
+        return cfg.model.path
+    path = run_dir / "tiny_model"
+    if not (path / "config.json").is_file():
+        write_tiny_checkpoint(path, seed=cfg.model.init_seed)
+    return str(path)
+
+
+def namespace_for(cfg: RunConfig, run_dir: Path) -> str:
+    """A per-run Ray namespace: actor names repeat across runs, namespaces keep them apart."""
+    if cfg.ray.namespace:
+        return cfg.ray.namespace
+    digest = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:8]
+    return f"dllm-{re.sub(r'[^A-Za-z0-9_-]', '_', run_dir.name)}-{digest}"
+
+
+def screen_run_rows(cfg: RunConfig, mode: Mode, task: Task, path: str,
+                    encode: Callable[[Row], list[int]]) -> tuple[ScreenedRows, ScreenedRows]:
+    """The training rows and the held-out rows the run evaluates on (none without evaluation), screened."""
+    model = load_config(path, family=cfg.model.family, overrides=cfg.model.overrides())
+    r = cfg.rollout
+    limits = PromptLimits(model.mask_token_id, model.max_position_embeddings - r.max_new_tokens - r.block_size)
+    on_error = cfg.task.params.get("on_error", "raise")
+    eval_rows = task.eval_rows(cfg.trainer.eval_prompts, cfg.task.split_seed) if mode.evaluates(cfg) else []
+    return (
+        screen_prompts(mode.train_rows(task, cfg), encode, limits, on_error, "train"),
+        screen_prompts(eval_rows, encode, limits, on_error, "eval"),
+    )
+

@@ -1,0 +1,60 @@
+"""Weight sync as the driver runs it for one learner group (docs/design.md §8.3): the transport of
+each rollout worker, chosen once when the group starts (planner.py); each broadcast group's life
+(collective.WeightGroup); publishing a version and loading it into the rollout workers; and the
+version every rollout worker holds — the run's one such counter."""
+from __future__ import annotations
+
+import time
+
+import ray
+from ray.actor import ActorHandle
+from ray.exceptions import RayActorError
+
+from ..liveness import wait_restarted
+from .buckets import WeightsHandle
+from .collective import WeightGroup
+from .planner import GROUP_TRANSPORTS, OBJECT_STORE, plan_transports
+
+
+class WeightPublisher:
+    def __init__(self, ranks: list[ActorHandle], workers: list[ActorHandle], forced: str) -> None:
+        self.ranks, self.workers = ranks, workers
+        learner = ray.get(ranks[0].placement.remote())
+        self.transports = plan_transports(learner, ray.get([w.placement.remote() for w in workers]), forced)
+        self.groups = {kind: WeightGroup(kind, [i for i, k in enumerate(self.transports) if k == kind])
+                       for kind in GROUP_TRANSPORTS if kind in self.transports}
+        self.held = 0  # the version every rollout worker holds (-1: unknown, a sync is due)
+        self.handles: dict[str, WeightsHandle] = {}  # the last sync's: they keep its objects alive
+
+    def publish(self, version: int, workers: list[int] | None = None) -> float:
+        """Publish the learner's weights as `version` and load them into `workers` (default: all);
+        wall seconds. Every learner rank takes part (a ZeRO-3 gather is collective)."""
+        start = time.perf_counter()
+        if workers is None:
+            workers = list(range(len(self.workers)))
+            self.held = version
+        kinds = sorted({self.transports[i] for i in workers})
+        groups = [self.groups[k] for k in kinds if k in self.groups]
+        for group in groups:
+            group.check_complete(workers)
+            group.form(self.ranks[0], self.workers)
+        self.handles = ray.get([a.publish_weights.remote(version, kinds) for a in self.ranks])[0]
+        loads = {i: self.workers[i].load_weights.remote(self.handles[self.transports[i]]) for i in workers}
+        if groups:
+            ray.get(self.ranks[0].broadcast_weights.remote([g.transport for g in groups]))
+        for i, ref in loads.items():
+            try:
+                ray.get(ref)
+            except RayActorError:  # died since its last task: Ray restarts it, it gets the weights afresh
+                wait_restarted(self.workers[i])
+                self.resync(i)
+        return time.perf_counter() - start
+
+    def resync(self, worker: int) -> float:
+        """A worker Ray restarted lost its weights and any group membership: a group member leaves
+        its group and reads the object store for the rest of the learner group's life."""
+        kind = self.transports[worker]
+        if kind in self.groups:
+            self.groups[kind].leave(worker)
+            self.transports[worker] = OBJECT_STORE
+        return self.publish(self.held, [worker])

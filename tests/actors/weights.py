@@ -1,0 +1,42 @@
+"""What the tests compare weight syncs with: the weights a learner group or a rollout worker holds,
+read inside the actor (`__ray_call__` runs a function on the actor's instance). Imported as
+`tests.actors.weights`, so the actors can import it too."""
+from __future__ import annotations
+
+from typing import Any
+
+import ray
+import torch
+
+
+def _full_policy(rank: Any) -> dict[str, torch.Tensor]:
+    rank._resident()
+    state = rank.engine.full_state_dict()  # collective: every rank gathers
+    return {k: v.detach().cpu() for k, v in state.items()} if rank.rank == 0 else {}
+
+
+def _sampled_with(worker: Any) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in worker.model.state_dict().items()}
+
+
+def learner_weights(ranks: list[Any]) -> dict[str, torch.Tensor]:
+    """The full policy as learner rank 0 sees it (every rank takes part in the gather)."""
+    return ray.get([a.__ray_call__.remote(_full_policy) for a in ranks])[0]
+
+
+def rollout_weights(worker: Any) -> dict[str, torch.Tensor]:
+    """The weights a rollout worker samples with."""
+    return ray.get(worker.__ray_call__.remote(_sampled_with))
+
+
+def _held(worker: Any) -> int:
+    return worker.weights_version
+
+
+def weights_version(worker: Any) -> int:
+    """The version of the weights a rollout worker holds."""
+    return ray.get(worker.__ray_call__.remote(_held))
+
+
+def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

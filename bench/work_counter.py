@@ -3,8 +3,10 @@
 `WorkCounter` adds up the FLOPs and the bytes a model's linear layers and attention calls must move
 (each weight once per call, the keys and values attention reads): FLOPs / seconds against the
 machine's matmul rate, bytes / seconds against its bandwidth (bench/common.py). Attention FLOPs
-are what the kernel computes, 4 · rows · heads · queries · keys · head_dim: keys a mask hides
-included, since a dense kernel computes them too.
+are 4 · heads · head_dim per (query, key) pair: by default every pair of the call (what a dense
+kernel computes, keys a mask hides included); `pairs` may count only the visible ones. A forward
+with gradients counts three times (its backward computes the gradients of the inputs and of the
+weights, each as costly as the forward); calls made inside backward (recomputation) do not count.
 
 `PhaseClock` times named phases of a run by wrapping the functions that do them; each phase gets
 its exclusive time (a nested wrapped call's time goes to its own phase), and what no wrapper
@@ -24,25 +26,37 @@ from torch import nn
 
 import models.transformer as transformer
 
+Pairs = Callable[[Any, torch.Tensor, torch.Tensor], int]  # (mask, q, k) -> (query, key) pairs computed
+
+
+def all_pairs(mask: Any, q: torch.Tensor, k: torch.Tensor) -> int:
+    return q.shape[0] * q.shape[2] * k.shape[2]
+
+
+def _factor() -> int:
+    """How often a call's FLOPs count: 0 inside backward, 3 with gradients, else 1."""
+    if torch._C._current_graph_task_id() != -1:
+        return 0
+    return 3 if torch.is_grad_enabled() else 1
+
 
 class WorkCounter:
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
+    def __init__(self, model: nn.Module, pairs: Pairs = all_pairs) -> None:
+        self.model, self.pairs = model, pairs
         self.flops = 0.0
         self.bytes = 0.0
         self._stack = ExitStack()
 
     def _linear(self, module: nn.Linear, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         rows = inputs[0].numel() // module.in_features
-        self.flops += 2 * rows * module.in_features * module.out_features
+        self.flops += 2 * rows * module.in_features * module.out_features * _factor()
         self.bytes += sum(p.numel() * p.element_size() for p in module.parameters(recurse=False))
 
     def _attend(self, fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-        def counted(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-            n, h, tq, d = q.shape
-            self.flops += 4 * n * h * tq * k.shape[2] * d
+        def counted(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Any, **kwargs: Any) -> torch.Tensor:
+            self.flops += 4 * q.shape[1] * q.shape[3] * self.pairs(mask, q, k) * _factor()
             self.bytes += (k.numel() + v.numel()) * k.element_size()
-            return fn(q, k, v, *args, **kwargs)
+            return fn(q, k, v, mask, **kwargs)
 
         return counted
 
@@ -73,19 +87,20 @@ def patched(owner: Any, name: str, wrap: Callable[[Callable], Callable]) -> Iter
 
 
 class PhaseClock:
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.clock = clock  # time.thread_time: CPU seconds, steadier than wall time on a loaded machine
         self.seconds: dict[str, float] = defaultdict(float)
         self._inner: list[float] = []  # per open call: time spent in nested wrapped calls
 
     def wrap(self, phase: str) -> Callable[[Callable], Callable]:
         def wrapper(fn: Callable) -> Callable:
             def timed(*args: Any, **kwargs: Any) -> Any:
-                start = time.perf_counter()
+                start = self.clock()
                 self._inner.append(0.0)
                 try:
                     return fn(*args, **kwargs)
                 finally:
-                    total, inner = time.perf_counter() - start, self._inner.pop()
+                    total, inner = self.clock() - start, self._inner.pop()
                     self.seconds[phase] += total - inner
                     if self._inner:
                         self._inner[-1] += total

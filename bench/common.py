@@ -69,9 +69,13 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, n: int = 2048, repeats
     return 2 * n**3 / best_of(repeats, once)
 
 
-def read_bandwidth(device: torch.device, nbytes: int, repeats: int = 5) -> float:
-    """Bytes/s of the fastest of `repeats` reads (a sum) of an fp32 buffer of `nbytes`: sized as what
-    a decode pass streams (its weights), so it sees the cache levels the pass sees."""
+MEMORY_PROBE_BYTES = 1 << 30  # well past the last-level cache of the machines this runs on (300 MiB here)
+
+
+def read_bandwidth(device: torch.device, nbytes: int = MEMORY_PROBE_BYTES, repeats: int = 5) -> float:
+    """Bytes/s of the fastest of `repeats` reads (a sum) of an fp32 buffer of `nbytes`. The default
+    is the memory's rate (STREAM's rule: a buffer far larger than the caches); a buffer the size of
+    what a pass streams shows what the caches give that working set."""
     x = torch.ones(max(nbytes // 4, 1 << 20), device=device)
     x.sum()
 

@@ -31,7 +31,8 @@ contention --threads 1 is far steadier than 2).
 Engine figures (added to the same JSON line):
 - host_syncs_per_pass: blocking device→host reads per denoising pass of the cached run (HostLink).
 - The machine's limits, measured in the same run: matmul_gflops_per_s (a 2048³ matmul in the
-  model's dtype) and read_gbytes_per_s (a read of a buffer as large as the weights a pass streams);
+  model's dtype), read_gbytes_per_s (a read of a 1 GiB buffer: the memory's rate) and
+  weights_sized_read_gbytes_per_s (a buffer as large as the weights a pass streams: the caches' rate);
   roofline_cached: the cached run's GFLOP/s and GB/s, their shares of those limits, and a breakdown
   of its time by phase (bench/sampler_roofline.py).
 - `--batches 1,8,32 --strategies static,dynamic`: the same figures per configuration (key
@@ -298,6 +299,7 @@ def main() -> None:
     out: dict[str, Any] = {"tokens_per_s_cached": round(tokens / t_cached, 1),
                            "matmul_gflops_per_s": round(lim["matmul_flops_per_s"] / 1e9, 1),
                            "read_gbytes_per_s": round(lim["read_bytes_per_s"] / 1e9, 2),
+                           "weights_sized_read_gbytes_per_s": round(lim["weights_sized_read_bytes_per_s"] / 1e9, 2),
                            "roofline_cached": roofline(decode_work(model, prompts, params), t_cached, tokens, lim)}
     if not args.no_reference:
         t_uncached, t_hf = seconds["uncached"], seconds["hf_ar"]

@@ -36,12 +36,14 @@ from rollout.stopping import StopRule
 
 
 def limits(model: DiffusionLM, quick: bool) -> dict[str, float]:
-    """The machine's matmul rate (the model's dtype) and the read bandwidth of a buffer as large as
-    the weights one pass streams (every parameter but the embedding table, which is only gathered)."""
+    """The machine's matmul rate (the model's dtype), its memory read bandwidth, and the read rate of
+    a buffer as large as the weights one pass streams (every parameter but the embedding table,
+    which is only gathered): what the caches give when that working set stays in them."""
     p = model.embed_tokens.weight
     weights = sum(x.numel() * x.element_size() for x in model.parameters()) - p.numel() * p.element_size()
     return {"matmul_flops_per_s": matmul_rate(p.device, p.dtype, 1024 if quick else 2048),
-            "read_bytes_per_s": read_bandwidth(p.device, weights)}
+            "read_bytes_per_s": read_bandwidth(p.device),
+            "weights_sized_read_bytes_per_s": read_bandwidth(p.device, weights)}
 
 
 def _phases(model: DiffusionLM) -> dict[str, list[tuple[Any, str]]]:
@@ -69,6 +71,7 @@ def roofline(work: dict[str, Any], seconds: float, tokens: int, lim: dict[str, f
             "gbytes_per_s": round(bytes_s / 1e9, 2), "bandwidth_share": round(bytes_s / lim["read_bytes_per_s"], 3),
             "mflop_per_token": round(work["flops"] / tokens / 1e6, 1),
             "bandwidth_bound_tokens_per_s": round(tokens * lim["read_bytes_per_s"] / work["bytes"], 1),
+            "weights_sized_bandwidth_share": round(bytes_s / lim["weights_sized_read_bytes_per_s"], 3),
             "phases": work["phases"]}
 
 

@@ -1,5 +1,6 @@
 """What the bench scripts share: the flags they have in common, the best-of-N timer, the one JSON
-line each prints, and synthetic decoding traces.
+line each prints, synthetic decoding traces, and the machine's own limits (matmul rate, memory
+bandwidth) that the sampler and learner figures are compared with.
 
 A script run as `python bench/x.py` has bench/ first on sys.path, where learner.py and rewards.py
 would shadow the packages, so each script puts the repository first (one line) before importing
@@ -48,6 +49,41 @@ def fastest(fns: dict[str, Callable[[], Any]], repeats: int) -> tuple[dict[str, 
 def best_of(repeats: int, fn: Callable[[], Any]) -> float:
     """Seconds of the fastest of `repeats` calls of fn."""
     return fastest({"fn": fn}, repeats)[0]["fn"]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_rate(device: torch.device, dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of the fastest of `repeats` [n, n] @ [n, n] matmuls: the rate a compute-bound pass can
+    reach on this device (the roofline's flat part)."""
+    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+    a @ b
+
+    def once() -> None:
+        a @ b
+        _sync(device)
+
+    return 2 * n**3 / best_of(repeats, once)
+
+
+MEMORY_PROBE_BYTES = 1 << 30  # well past the last-level cache of the machines this runs on (300 MiB here)
+
+
+def read_bandwidth(device: torch.device, nbytes: int = MEMORY_PROBE_BYTES, repeats: int = 5) -> float:
+    """Bytes/s of the fastest of `repeats` reads (a sum) of an fp32 buffer of `nbytes`. The default
+    is the memory's rate (STREAM's rule: a buffer far larger than the caches); a buffer the size of
+    what a pass streams shows what the caches give that working set."""
+    x = torch.ones(max(nbytes // 4, 1 << 20), device=device)
+    x.sum()
+
+    def once() -> None:
+        x.sum()
+        _sync(device)
+
+    return x.numel() * 4 / best_of(repeats, once)
 
 
 def emit(figures: dict[str, Any]) -> None:

@@ -32,10 +32,10 @@ from bench.shapes import random_model, random_prompts
 from models.transformer import DiffusionLM
 from rollout.decode_forward import DecodeForward
 from rollout.device_memory import read_device_memory
-from rollout.engine import canvas_of
 from rollout.params import SamplingParams
 from rollout.sampler import generate
 from rollout.sizing import plan_decode, row_costs
+from rollout.slot_table import canvas_of
 from rollout.trajectory import Trajectory
 
 STRATEGIES = ("static", "dynamic", "entropy_bounded", "random", "sequential")

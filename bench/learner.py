@@ -9,6 +9,11 @@
   commit add483c (tests/learner/python_rows.py, kept verbatim as the test oracle), fastest of
   --repeats runs of each, taking turns (a full garbage collection, which the Python builder
   triggers many times, can land in either);
+- `policy_step_matmul_share`: one TraceRL policy step (old log-probs, PPO forward + backward, AdamW)
+  on 1k-token responses of the sampler bench's 29.4M-parameter shape (B = K = 4, rounds packed),
+  FLOPs per second (bench/work_counter.py: linear layers, attention over the pairs the slot mask
+  lets through, forward with gradients counted three times) over the matmul rate measured in the
+  same run (bench/common.py), fastest of --repeats steps;
 - `step_peak_mb`: peak resident memory of one policy step (old log-probs, PPO loss, backward,
   AdamW) on one K = 4 trajectory per response length, a narrow model with the 151,936 vocabulary,
   each length in a fresh process; `mem_growth_exponent`: slope of log memory against log length
@@ -17,6 +22,7 @@
     python bench/learner.py          # full figures (~5 min on 2 lightly loaded cores)
     python bench/learner.py --quick  # smaller sizes, same figures
     python bench/learner.py --parts rows,memory  # a subset
+    python bench/learner.py --parts roofline
 """
 from __future__ import annotations
 
@@ -34,7 +40,8 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.common import bench_parser, emit, fastest, synthetic  # noqa: E402
+from bench.common import bench_parser, best_of, emit, fastest, matmul_rate, synthetic  # noqa: E402
+from bench.work_counter import WorkCounter, all_pairs  # noqa: E402
 from learner.algo_config import AlgoConfig  # noqa: E402
 from learner.batching import micro_batches  # noqa: E402
 from learner.engine import TrainEngine  # noqa: E402
@@ -44,6 +51,7 @@ from learner.losses import ppo_clip  # noqa: E402
 from learner.policy_update import PolicyUpdater  # noqa: E402
 from learner.rows import trace_rows, trace_rows_batch  # noqa: E402
 from models.config import ModelConfig  # noqa: E402
+from models.slot_mask import SlotMask  # noqa: E402
 from models.tiny import synthetic_config  # noqa: E402
 from models.transformer import DiffusionLM  # noqa: E402
 from rollout.params import SamplingParams  # noqa: E402
@@ -134,6 +142,34 @@ def row_build(args) -> dict:
                                 "rows": {"tensor_packed": len(out["tensor"]), "python_per_round": out["python"]}}}
 
 
+def visible_pairs(mask: object, q: torch.Tensor, k: torch.Tensor) -> int:
+    """(query, key) pairs a slot mask lets through (what attention must compute); others: all."""
+    return int(mask.rows().sum()) if isinstance(mask, SlotMask) else all_pairs(mask, q, k)
+
+
+def policy_roofline(args) -> dict:
+    torch.manual_seed(0)
+    K, prompt, length, vocab = 4, 128, args.roof_len, 4096
+    cfg = synthetic_config(vocab, hidden_size=512, intermediate_size=1536, num_layers=8, num_heads=8, num_kv_heads=4,
+                           head_dim=64, block_size=4, max_position_embeddings=prompt + length + 8)
+    updater = PolicyUpdater(TrainEngine(DiffusionLM(cfg), EngineConfig(lr=1e-4)),
+                            AlgoConfig(name="tracerl", token_budget=prompt + (K + 1) * (length + 4)), cfg)
+    trajs = synthetic(args.roof_responses, prompt, length, 4, vocab, seed=6)
+    adv = torch.linspace(-1, 1, len(trajs)).tolist()
+    updater.rl_step(synthetic(1, prompt, 64, 4, vocab, seed=7), [1.0], 0)  # warm-up: optimizer state exists
+    seconds = best_of(args.repeats, lambda: updater.rl_step(trajs, adv, 1))
+    with WorkCounter(updater.engine.module, visible_pairs) as work:
+        updater.rl_step(trajs, adv, 2)
+    rate = matmul_rate(torch.device("cpu"), torch.float32)
+    params = sum(p.numel() for p in updater.engine.module.parameters())
+    return {"policy_step_matmul_share": round(work.flops / seconds / rate, 3),
+            "policy_step_gflops_per_s": round(work.flops / seconds / 1e9, 1),
+            "policy_step_setup": {"responses": len(trajs), "response_len": length, "prompt": prompt, "block": 4,
+                                  "rounds": K, "params_m": round(params / 1e6, 1),
+                                  "tflop": round(work.flops / 1e12, 3), "seconds": round(seconds, 2),
+                                  "matmul_gflops_per_s": round(rate / 1e9, 1), "repeats": args.repeats}}
+
+
 def _rss_kb(field: str) -> int:
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith(field))
@@ -175,20 +211,21 @@ def main() -> None:
     ap = bench_parser(repeats=3, repeats_help="rows, packing: fastest of this many runs of each side, taking turns")
     ap.add_argument("--memory-child", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--mem-hidden", type=int, default=64)
-    ap.add_argument("--parts", default="rows,packing,bruteforce,memory", help="comma-separated subset to run")
+    ap.add_argument("--parts", default="rows,packing,bruteforce,memory,roofline", help="comma-separated subset to run")
     args = ap.parse_args()
     torch.set_num_threads(2)
     if args.memory_child:
         emit(memory_child(args.memory_child, args.mem_hidden))
         return
     full = dict(responses=8, new=256, hidden=256, layers=4, pack_responses=4, pack_len=1024, build_responses=256,
-                build_len=2048, mem_lengths=[1024, 2048, 4096, 8192])
+                build_len=2048, mem_lengths=[1024, 2048, 4096, 8192], roof_len=1024, roof_responses=2)
     quick = dict(responses=4, new=64, hidden=128, layers=2, pack_responses=2, pack_len=512, build_responses=32,
-                 build_len=2048, mem_lengths=[256, 512, 1024, 2048])
+                 build_len=2048, mem_lengths=[256, 512, 1024, 2048], roof_len=256, roof_responses=1)
     for k, v in (quick if args.quick else full).items():
         setattr(args, k, v)
     figures = {"quick": args.quick}
-    parts = {"rows": row_build, "packing": packed_vs_per_round, "bruteforce": vs_bruteforce, "memory": memory}
+    parts = {"rows": row_build, "packing": packed_vs_per_round, "bruteforce": vs_bruteforce, "memory": memory,
+             "roofline": policy_roofline}
     for name in args.parts.split(","):
         figures |= parts[name](args)
     figures["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

@@ -30,10 +30,16 @@ contention --threads 1 is far steadier than 2).
 
 Engine figures (added to the same JSON line):
 - host_syncs_per_pass: blocking device→host reads per denoising pass of the cached run (HostLink).
-- `--batches 64,256`: tokens/s of the cached engine at those batch sizes; with `--baseline DIR`
-  (a checkout of an older commit, e.g. `git worktree add /tmp/old add483c`) the older engine runs
-  the same model and prompts in a subprocess, taking turns with ours `--repeats` times (best of
-  each kept), and over_baseline_batch_N = our tokens/s ÷ its.
+- The machine's limits, measured in the same run: matmul_gflops_per_s (a 2048³ matmul in the
+  model's dtype), read_gbytes_per_s (a read of a 1 GiB buffer: the memory's rate) and
+  weights_sized_read_gbytes_per_s (a buffer as large as the weights a pass streams: the caches' rate);
+  roofline_cached: the cached run's GFLOP/s and GB/s, their shares of those limits, and a breakdown
+  of its time by phase (bench/sampler_roofline.py).
+- `--batches 1,8,32 --strategies static,dynamic`: the same figures per configuration (key
+  `static_b32`, ...); with `--baseline DIR` (repeatable; a checkout of another commit, e.g.
+  `git archive f3e6162 | tar -x -C /tmp/f3e6162`) that engine runs the same model and prompts in a
+  subprocess, taking turns with ours `--repeats` times (best of each kept): `over DIR` = our
+  tokens/s ÷ its.
 - `--heavy`: a heavy-tailed workload (EOS at random lengths: stop ids are a slice of the vocabulary
   sized so that a fifth of the rows reach max_new_tokens) decoded with continuous batching and
   with static batches of the same `--max-batch-rows` (each until its longest row ends), both
@@ -47,16 +53,14 @@ Engine figures (added to the same JSON line):
 
     python bench/sampler.py --no-reference --vocab 151936 --hidden 256 --layers 4 --prompt 32 --new 16 \
         --batch 64 --batches 64,256 --baseline /tmp/old --heavy --threads 1
+    python bench/sampler.py --no-reference --vocab 4096 --top-k 1 --threshold 0.9 --batches 1,8,32 \
+        --strategies static,dynamic --baseline /tmp/f3e6162 --repeats 3   # the issue-22 table
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable, get_args
 
@@ -66,6 +70,7 @@ import yaml
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import REPO, bench_parser, emit, fastest  # noqa: E402
+from bench.sampler_roofline import decode_work, limits, roofline, sweep  # noqa: E402
 from bench.shapes import SHAPES, random_model, random_prompts  # noqa: E402
 from models.checkpoint import load_model  # noqa: E402
 from models.tiny import synthetic_config  # noqa: E402
@@ -159,53 +164,6 @@ def hf_generate(hf, prompts: list[list[int]], new: int, pad_id: int) -> None:
     )
 
 
-# Runs in a checkout of an older commit (its own modules): same model, prompts and timing rule.
-_BASELINE = """
-import json, sys, time, torch
-from bench.sampler import build, random_prompts
-from rollout.params import SamplingParams
-from rollout.sampler import generate
-a = json.loads(sys.argv[1])
-torch.set_num_threads(a["threads"])
-model = build(a["hidden"], a["layers"], a["vocab"], a["block"])
-params = SamplingParams(block_size=a["block"], steps_per_block=a["steps"], strategy=a["strategy"],
-                        max_new_tokens=a["new"], ignore_eos=True)
-generate(model, [[1] * 8] * 2, params.model_copy(update={"max_new_tokens": 8}))
-out = {}
-for b in a["batches"]:
-    prompts = random_prompts(model.config, b, a["prompt"])
-    start = time.perf_counter()
-    trajs = generate(model, prompts, params)
-    out[b] = sum(len(t.response_ids) for t in trajs) / (time.perf_counter() - start)
-print(json.dumps(out))
-"""
-
-
-def baseline_tokens_per_s(root: Path, args: argparse.Namespace, batches: list[int], new: int) -> dict[int, float]:
-    spec = dict(
-        threads=args.threads,
-        hidden=args.hidden,
-        layers=args.layers,
-        vocab=args.vocab,
-        block=args.block or 4,
-        steps=args.steps,
-        strategy=args.strategy,
-        new=new,
-        prompt=args.prompt,
-        batches=batches,
-    )
-    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": str(args.threads)}
-    done = subprocess.run(
-        [sys.executable, "-c", _BASELINE, json.dumps(spec)],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return {int(k): v for k, v in json.loads(done.stdout.strip().splitlines()[-1]).items()}
-
-
 def heavy_tailed(
     model: DiffusionLM, params: SamplingParams, rows: int, batch_rows: int, prompt: int, repeats: int
 ) -> dict[str, Any]:
@@ -273,8 +231,11 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=8)
     ap.add_argument("--vocab", type=int, default=32000)
     ap.add_argument("--no-reference", action="store_true", help="skip the uncached and transformers runs")
-    ap.add_argument("--batches", default="", help="comma-separated batch sizes for tokens/s of the engine")
-    ap.add_argument("--baseline", type=Path, help="checkout of an older commit to run at --batches")
+    ap.add_argument("--top-k", type=int, default=0, help="top-k filter of the sampling distribution (0 = off)")
+    ap.add_argument("--batches", default="", help="comma-separated batch sizes: per-configuration figures")
+    ap.add_argument("--strategies", default="static", help="--batches: comma-separated strategies")
+    ap.add_argument("--baseline", type=Path, action="append", default=[],
+                    help="checkout of another commit to run at --batches (repeatable)")
     ap.add_argument("--heavy", action="store_true", help="continuous vs static batching, heavy-tailed lengths")
     ap.add_argument("--heavy-rows", type=int, default=64)
     ap.add_argument("--max-batch-rows", type=int, default=16, help="--heavy: rows in flight")
@@ -313,6 +274,7 @@ def main() -> None:
         max_new_tokens=new,
         ignore_eos=not args.model,
         temperature=0.0 if args.model else 1.0,
+        top_k=args.top_k,
         **update,
     )
     uncached_params = params.model_copy(update={"use_cache": False})
@@ -333,7 +295,12 @@ def main() -> None:
     cached = outs["cached"]
     tokens = sum(len(t.response_ids) for t in cached)
     t_cached = seconds["cached"]
-    out: dict[str, Any] = {"tokens_per_s_cached": round(tokens / t_cached, 1)}
+    lim = limits(model, args.quick)
+    out: dict[str, Any] = {"tokens_per_s_cached": round(tokens / t_cached, 1),
+                           "matmul_gflops_per_s": round(lim["matmul_flops_per_s"] / 1e9, 1),
+                           "read_gbytes_per_s": round(lim["read_bytes_per_s"] / 1e9, 2),
+                           "weights_sized_read_gbytes_per_s": round(lim["weights_sized_read_bytes_per_s"] / 1e9, 2),
+                           "roofline_cached": roofline(decode_work(model, prompts, params), t_cached, tokens, lim)}
     if not args.no_reference:
         t_uncached, t_hf = seconds["uncached"], seconds["hf_ar"]
         out.update(
@@ -371,25 +338,9 @@ def main() -> None:
             "seconds": {k: round(v, 3) for k, v in seconds.items()},
         }
     )
-    batches = [int(b) for b in args.batches.split(",") if b]
-    ours: dict[int, float] = {b: 0.0 for b in batches}
-    theirs: dict[int, float] = {b: 0.0 for b in batches}
-    for _ in range(args.repeats if batches else 0):  # turns, so load that comes and goes hits both alike
-        for b in batches:
-            rows = random_prompts(cfg, b, args.prompt)
-            start = time.perf_counter()
-            trajs = generate(model, rows, params)
-            ours[b] = max(ours[b], sum(len(t.response_ids) for t in trajs) / (time.perf_counter() - start))
-        if args.baseline:
-            for b, v in baseline_tokens_per_s(args.baseline, args, batches, new).items():
-                theirs[b] = max(theirs[b], v)
-    for b in batches:
-        out[f"tokens_per_s_batch_{b}"] = round(ours[b], 1)
-        if args.baseline:
-            out[f"tokens_per_s_batch_{b}_baseline"] = round(theirs[b], 1)
-            out[f"over_baseline_batch_{b}"] = round(ours[b] / theirs[b], 2)
-    if args.baseline:
-        out["baseline"] = str(args.baseline)
+    if args.batches:
+        out["configs"] = sweep(model, params, args, lim)
+        out["baselines"] = [str(b) for b in args.baseline]
     if args.heavy:
         out.update(heavy_tailed(model, params, args.heavy_rows, args.max_batch_rows, args.prompt, args.repeats))
     emit(out)

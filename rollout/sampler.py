@@ -6,7 +6,7 @@ uncached decoding, any `max_batch_rows` and any order of the queue give the same
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 import torch
 
@@ -14,9 +14,10 @@ from models.transformer import DiffusionLM
 
 from .decode_forward import DecodeForward, decode_forward
 from .device_memory import MemoryReader, read_device_memory
-from .engine import SlotDecoder, canvas_of
+from .engine import SlotDecoder
 from .params import SamplingParams
 from .sizing import plan_decode, stable_capacity
+from .slot_table import PromptItem, canvas_of
 from .trajectory import Trajectory
 
 
@@ -70,10 +71,9 @@ def stream(model: DiffusionLM, prompts: list[list[int]], params: SamplingParams,
     plan = plan_decode(model, params, capacity, min(params.max_batch_rows, len(prompts)),
                        memory(model.embed_tokens.weight.device))
     decoder = SlotDecoder(model, params, capacity, plan.slots, forward, plan.prefill_tokens)
-    queue: Iterable[tuple[int, list[int], int]] = ((i, p, s) for i, (p, s) in enumerate(zip(prompts, seeds)))
-    yield from decoder.run(iter(queue))
+    yield from decoder.run(PromptItem(i, p, s) for i, (p, s) in enumerate(zip(prompts, seeds)))
     if stats is not None:
-        stats.update(passes=decoder.passes, prefill_forwards=decoder.prefill_forwards,
+        stats.update(passes=decoder.runner.passes, prefill_forwards=decoder.runner.prefill_forwards,
                      host_syncs=decoder.link.syncs, host_reads=decoder.link.host_reads)
 
 

@@ -48,7 +48,8 @@ def test_row_costs_hold_exactly_a_slot_of_the_decoder(family):
     the wider cache of SlotDecoder); no reading, no sizing."""
     model, p = tiny_model(4, family=family), params(max_new_tokens=12)
     decoder = SlotDecoder(model, p, 36, 1)
-    held = [*decoder.cache.keys, *decoder.cache.values, decoder.tokens, decoder.steps, decoder.logp, decoder.ent]
+    table = decoder.table
+    held = [*table.cache.keys, *table.cache.values, table.tokens, table.steps, table.logp, table.ent]
     assert row_costs(model, p, 36).kv_row == sum(t.numel() * t.element_size() for t in held)
     assert decoder.width == cache_width(model.config, p, 36)
     assert plan_decode(model, p, 36, 7, None) == DecodePlan(7, None)

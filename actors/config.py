@@ -40,7 +40,7 @@ class ModelSection(_Strict):
     max_position_embeddings: int | None = Field(None, ge=1)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     init_seed: int = 0  # tiny only: seed of the random checkpoint
-    ref_path: str | None = None  # the frozen model of algo.kl_ref=frozen (default: path)
+    ref_path: str | None = None  # frozen reference (algo.kl_ref=frozen, the ref_kl metric); default: RL's start
 
     @model_validator(mode="after")
     def _check(self) -> ModelSection:

@@ -92,7 +92,7 @@ class LearnerWorker:
         self.value_engine = (TrainEngine(ValueModel(load_model(path, **trained)), self.cfg.engine, self.device)
                              if algo.uses_value else None)
         ref = None
-        if algo.kl_beta > 0 and algo.kl_ref == "frozen":  # forward only: the checkpoint's dtype will do
+        if algo.needs_frozen_ref:  # the start of RL (KL term, ref_kl); forward only: the checkpoint's dtype will do
             ref = load_model(m.ref_path or path, **load).eval().requires_grad_(False)
         self.updater = PolicyUpdater(self.engine, algo, self.model_cfg, ref_model=ref,
                                      value_engine=self.value_engine, seed=self.cfg.trainer.seed,

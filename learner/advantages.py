@@ -39,6 +39,7 @@ class AdvantageResult:
     # Per sample, its process reward's chunk scores for the value model (placed on its tokens by the
     # learner rank, rewards/process.py); None: outcome only.
     process_rewards: list[list[float]] | None = None
+    metrics: dict[str, float] = field(default_factory=dict)  # advantage_metrics of the batch
 
     @property
     def skip_reason(self) -> str | None:
@@ -67,4 +68,23 @@ def group_advantages(groups: list[ScoredGroup], cfg: AdvantageConfig) -> Advanta
             continue
         out.samples += g.samples
         out.advantages += adv.tolist()
+    out.metrics = advantage_metrics(groups, out)
+    return out
+
+
+def advantage_metrics(groups: list[ScoredGroup], result: AdvantageResult) -> dict[str, float]:
+    """What an RL user watches in a step's batch: the share of prompt groups that teach nothing
+    (every sample right, or every one wrong: zero advantage), the share kept for training, and the
+    mean / std / mean |Â| of the kept samples' advantages (group-normalised: mean ≈ 0, std ≈ 1
+    while the kept groups are mixed)."""
+    n = max(len(groups), 1)
+    all_right = sum(all(g.correct) for g in groups if g.correct)
+    all_wrong = sum(not any(g.correct) for g in groups if g.correct)
+    adv = torch.tensor(result.advantages, dtype=torch.float64)
+    out = {"groups/all_correct_share": all_right / n, "groups/all_wrong_share": all_wrong / n,
+           "groups/zero_advantage_share": result.dropped.get("zero_advantage", 0) / n,
+           "groups/kept_share": 1.0 - sum(result.dropped.values()) / n if groups else 0.0}
+    if result.advantages:
+        out |= {"advantage/mean": float(adv.mean()), "advantage/std": float(adv.std(unbiased=False)),
+                "advantage/abs_mean": float(adv.abs().mean())}
     return out

@@ -9,10 +9,10 @@ how steadily: over seeds, the mean and std of the gain and of the late decline.
 Every run is the default `python launch.py` job (tiny model, built-in `arith`, static decoding,
 32 prompts x 8 responses per step) started from the same cached warm start (the one the default run
 uses, made first if missing), for --steps RL steps with trainer.seed = each seed. Held-out accuracy
-is greedy on the same --eval-prompts questions for every run (task.split_seed is fixed), before and
-after, and every --eval-every steps in between. `continued_sft` spends TraceRL's mean wall time on more SFT from the same warm start, on the
-same rows the warm start learned from (mode=sft, trainer.max_wall_s). The final TraceRL models are also
-decoded with dynamic decoding.
+is greedy on the same --eval-prompts questions for every run (task.split_seed is fixed), before,
+every --eval-every steps and after. `continued_sft` spends TraceRL's mean wall time on more SFT from
+the same warm start, on the same rows the warm start learned from (mode=sft, trainer.max_wall_s). The
+final TraceRL models are also decoded with dynamic decoding.
 
 `tracerl_value_process` adds the arith rule-based process reward (reward=arith_process) to
 `tracerl_value`; `tracerl_process` (on request) adds it to TraceRL as a summed reward.

@@ -60,6 +60,6 @@ def test_format_solutions_have_the_answer_form_but_miss_the_target():
     for r, v in zip(rows, verdicts):
         value, used = evaluate(extract_boxed(r["solution"]))
         assert sorted(used) == sorted(r["nums"])  # well formed: every given number once
-        assert v["correct"] or v["info"]["failure"] == "wrong_value"
+        assert v["correct"] or v["info"]["reason"] == "wrong_value"
     with pytest.raises(ValueError, match="solution='hint'"):
         sample_countdown(rng, solution="hint")

@@ -106,7 +106,7 @@ class LearnerGroup:
         with timer("update_s"):
             shards = learner_shards(adv, len(self.ranks))
             self.hooks.update_starting()
-            stats = ray.get([a.rl_step.remote(s.samples, s.advantages, s.process_rewards, step)
+            stats = ray.get([a.rl_step.remote(s.samples, s.advantages, s.process_rewards, step, adv.filtered)
                              for a, s in zip(self.ranks, shards)])[0]
         self.version += 1
         return {**freed, **update_metrics(stats, adv.samples, timer.seconds["update_s"])}

@@ -18,6 +18,7 @@ from models.config import ModelConfig
 from rollout.trajectory import Trajectory
 
 from . import distributed
+from .advantages import Filtered
 from .algo_config import AlgoConfig
 from .batching import MicroBatch, micro_batches
 from .logprobs import token_logprobs
@@ -27,14 +28,17 @@ from .rows import Row
 from .value import step_ranks, token_rewards, token_targets
 
 
-def norm_weights(mbs: list[MicroBatch], trajs: list[Trajectory], mode: str) -> None:
-    """Attach data['w'] = normalisation × row weight, so Σ over micro-batches is the step loss."""
+def norm_weights(mbs: list[MicroBatch], trajs: list[Trajectory], mode: str, filtered: Filtered = Filtered()) -> None:
+    """Attach data['w'] = normalisation × row weight, so Σ over micro-batches is the step loss.
+    `filtered`: the step's responses (and their tokens) left out of training that still count in
+    the denominators (the same figures on every rank)."""
     real = [mb for mb in mbs if "zero" not in mb.data]
     per_seq: dict[int, int] = defaultdict(int)
     for mb in real:
         for i in mb.traj_index.tolist():
             per_seq[i] += 1
     total, n_seqs = distributed.all_reduce_host([sum(per_seq.values()), len(per_seq)], "sum")
+    total, n_seqs = total + filtered.tokens, n_seqs + filtered.responses
     (max_len,) = distributed.all_reduce_host([max((len(trajs[i].response_ids) for i in per_seq), default=0)], "max")
     world = distributed.world_size()
     for mb in mbs:
@@ -108,9 +112,12 @@ class PolicyUpdater:
                     for mb in mbs]
 
     # ---- RL -------------------------------------------------------------------------------
-    def rl_step(self, trajectories: list[Trajectory], advantages: list[float], step: int) -> dict[str, float]:
+    def rl_step(self, trajectories: list[Trajectory], advantages: list[float], step: int,
+                filtered: Filtered = Filtered()) -> dict[str, float]:
         """One update on this rank's shard of the step's rollouts: the RL objective with these
-        advantages, or, for an objective supervised on rollouts, SFT on them (advantages unused)."""
+        advantages, or, for an objective supervised on rollouts, SFT on them (advantages unused).
+        `filtered`: the step's samples the advantage filters dropped (counted in the loss
+        normalisation when algo.norm_over = "sampled")."""
         algo, objective = self.algo, self.algo.objective
         if objective.supervised_on == "rollouts":
             return self.sft_on(trajectories, step)
@@ -125,7 +132,7 @@ class PolicyUpdater:
         epochs = [rows() for _ in range(algo.ppo_epochs)] if objective.redraws_masks else [rows()] * algo.ppo_epochs
         # Old (and frozen-reference) log-probs of every pass are taken before any update.
         for mbs in {id(m): m for m in epochs}.values():
-            norm_weights(mbs, trajectories, algo.norm)
+            norm_weights(mbs, trajectories, algo.norm, filtered if algo.norm_over == "sampled" else Filtered())
             olds = self._forward_logprobs(self.engine.module, mbs)
             frozen = self._forward_logprobs(self.ref_model, mbs) if self.ref_model is not None else olds
             for mb, old, ref in zip(mbs, olds, frozen):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from helpers import params, prompts_mixed, tiny_model
-from learner.advantages import AdvantageConfig, ScoredGroup, group_advantages
+from learner.advantages import AdvantageConfig, Filtered, ScoredGroup, group_advantages
 from learner.algo_config import AlgoConfig
 from learner.batching import micro_batches
 from learner.engine import TrainEngine
@@ -22,7 +22,7 @@ from rollout.sampler import generate
 
 
 def group(uid: str, rewards: list[float]) -> ScoredGroup:
-    samples = [SimpleNamespace(finish_reason="eos", uid=uid, k=k) for k in range(len(rewards))]
+    samples = [SimpleNamespace(finish_reason="eos", response_len=3, uid=uid, k=k) for k in range(len(rewards))]
     return ScoredGroup(uid, samples, rewards, [r == 1.0 for r in rewards])
 
 
@@ -32,6 +32,7 @@ def test_group_shares_and_advantage_statistics():
     m = group_advantages(groups, AdvantageConfig()).metrics
     assert m["groups/all_correct_share"] == 0.25 and m["groups/all_wrong_share"] == 0.25
     assert m["groups/zero_advantage_share"] == 0.5 and m["groups/kept_share"] == 0.5
+    assert group_advantages(groups, AdvantageConfig()).filtered == Filtered(responses=8, tokens=24)
     # half: ±1 (std 0.5); one: (1 - 0.25) / sqrt(3)/4 = +sqrt(3), the others -1/sqrt(3)
     kept = [1, -1, 1, -1, math.sqrt(3)] + [-1 / math.sqrt(3)] * 3
     mean = sum(kept) / 8

@@ -14,6 +14,8 @@ import ray
 from ray.actor import ActorHandle
 
 DRIVER_STATE = "driver.json"
+BEST = "best"  # checkpoints/best/: the HF export of the best held-out evaluation (never pruned)
+BEST_STATE = "best.json"
 _STEP = re.compile(r"^step_(\d+)$")
 
 
@@ -55,6 +57,20 @@ def save_checkpoint(ranks: list[ActorHandle], run_dir: Path, step: int, driver_s
     tmp.rename(final)
     for _, old in complete_checkpoints(run_dir)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def save_best(ranks: list[ActorHandle], run_dir: Path, step: int, accuracy: float) -> Path:
+    """Export the current policy as checkpoints/best/hf with best.json ({step, accuracy}), replacing
+    the previous best (written to a temporary name, then renamed: a crash keeps the old one)."""
+    root = checkpoint_root(run_dir)
+    final, tmp = root / BEST, root / f".{BEST}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    ray.get([a.export_hf.remote(str(tmp / "hf")) for a in ranks])
+    (tmp / BEST_STATE).write_text(json.dumps({"step": step, "accuracy": accuracy}, indent=2))
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
     return final
 
 

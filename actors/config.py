@@ -40,7 +40,7 @@ class ModelSection(_Strict):
     max_position_embeddings: int | None = Field(None, ge=1)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     init_seed: int = 0  # tiny only: seed of the random checkpoint
-    ref_path: str | None = None  # the frozen model of algo.kl_ref=frozen (default: path)
+    ref_path: str | None = None  # frozen reference (algo.kl_ref=frozen, the ref_kl metric); default: RL's start
 
     @model_validator(mode="after")
     def _check(self) -> ModelSection:
@@ -96,6 +96,9 @@ class TrainerSection(_Strict):
     eval_greedy: bool = True
     checkpoint_every: int = Field(0, ge=0)  # 0 = only at the end
     keep_last: int = Field(2, ge=1)
+    # The best held-out evaluation's policy as checkpoints/best/hf (never pruned by keep_last);
+    # summary.json reports acc_best and its step next to acc_after.
+    keep_best: bool = True
     seed: int = 0
     run_dir: str = "runs/default"
     resume: str = "auto"  # auto | never | /path/to/checkpoints/step_N

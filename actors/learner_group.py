@@ -24,7 +24,7 @@ from ray.util.placement_group import PlacementGroup
 
 from learner.advantages import AdvantageResult
 
-from .checkpoint import DRIVER_STATE, load_checkpoint, save_checkpoint
+from .checkpoint import DRIVER_STATE, load_checkpoint, save_best, save_checkpoint
 from .config import RunConfig
 from .hooks import RunHooks
 from .learner_worker import LearnerWorker
@@ -106,7 +106,7 @@ class LearnerGroup:
         with timer("update_s"):
             shards = learner_shards(adv, len(self.ranks))
             self.hooks.update_starting()
-            stats = ray.get([a.rl_step.remote(s.samples, s.advantages, s.process_rewards, step)
+            stats = ray.get([a.rl_step.remote(s.samples, s.advantages, s.process_rewards, step, adv.filtered)
                              for a, s in zip(self.ranks, shards)])[0]
         self.version += 1
         return {**freed, **update_metrics(stats, adv.samples, timer.seconds["update_s"])}
@@ -144,6 +144,10 @@ class LearnerGroup:
         """Save a checkpoint and make it the point a recovery restores."""
         self.restore_point = save_checkpoint(self.ranks, run_dir, step, driver_state, self.cfg.trainer.keep_last)
         return self.restore_point
+
+    def save_best(self, run_dir: Path, step: int, accuracy: float) -> Path:
+        """Export the policy as the run's best (checkpoints/best/hf; keep_last never prunes it)."""
+        return save_best(self.ranks, run_dir, step, accuracy)
 
     def resume(self, path: Path) -> dict[str, Any]:
         """Load a checkpoint into the ranks; its driver state."""

@@ -12,6 +12,7 @@ import os
 import ray
 import torch
 
+from learner.advantages import Filtered
 from learner.distributed import free_port, init_distributed
 from learner.engine import TrainEngine
 from learner.network import use_interface_for_gloo
@@ -92,7 +93,7 @@ class LearnerWorker:
         self.value_engine = (TrainEngine(ValueModel(load_model(path, **trained)), self.cfg.engine, self.device)
                              if algo.uses_value else None)
         ref = None
-        if algo.kl_beta > 0 and algo.kl_ref == "frozen":  # forward only: the checkpoint's dtype will do
+        if algo.needs_frozen_ref:  # the start of RL (KL term, ref_kl); forward only: the checkpoint's dtype will do
             ref = load_model(m.ref_path or path, **load).eval().requires_grad_(False)
         self.updater = PolicyUpdater(self.engine, algo, self.model_cfg, ref_model=ref,
                                      value_engine=self.value_engine, seed=self.cfg.trainer.seed,
@@ -127,7 +128,7 @@ class LearnerWorker:
 
     # ---- updates (all ranks, collectively, each with its own shard) ---------------------------
     def rl_step(self, samples: list[RowMeta], advantages: list[float], process_chunks: list[list[float]] | None,
-                step: int) -> dict[str, float]:
+                step: int, filtered: Filtered = Filtered()) -> dict[str, float]:
         """An update on this rank's rows of the step's rollouts (RL, or SFT on them for an objective
         supervised on rollouts), fetched here from the object store. `process_chunks` (per row, a
         score per chunk of reward.chunk_tokens) when a process reward feeds the value model: placed
@@ -137,7 +138,7 @@ class LearnerWorker:
             t.process_rewards = place_process_rewards(t, chunks, self.cfg.reward)
         self._resident()
         self.senders.release_device_buffers()  # the last sync's, on the GPU the update needs
-        return self.updater.rl_step(trajectories, advantages, step)
+        return self.updater.rl_step(trajectories, advantages, step, filtered)
 
     def sft_step(self, pairs: list[tuple[list[int], list[int]]], step: int) -> dict[str, float]:
         """An SFT step: the run's objective when algo is SFT, else the warm-up objective."""

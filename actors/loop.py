@@ -24,7 +24,7 @@ def train(run: Run, step: Step) -> None:
         if run.state.needs_warmup:
             warm_up(run)
         if trainer.eval_every:
-            evaluate(run)  # the starting point every later evaluation is compared with
+            evaluate_and_keep(run)  # the starting point every later evaluation is compared with
     run.state.start_state = run.driver_state()
     bar = tqdm(total=trainer.steps, initial=run.state.step, desc="steps", disable=not trainer.progress)
     while run.state.step < trainer.steps:
@@ -45,6 +45,15 @@ def train(run: Run, step: Step) -> None:
     write_report(run, time.perf_counter() - start)
 
 
+def evaluate_and_keep(run: Run) -> None:
+    """Evaluate on the held-out split; with trainer.keep_best, export the policy when it beats the
+    best evaluation so far (the first of equal bests stays)."""
+    accuracy, best = evaluate(run)["eval/accuracy"], run.state.best
+    if run.cfg.trainer.keep_best and (best is None or accuracy > best["accuracy"]):
+        run.state.best = {"step": run.state.step, "accuracy": accuracy}
+        run.learner.save_best(run.run_dir, run.state.step, accuracy)
+
+
 def advance(run: Run, step: Step, start: float) -> bool:
     """One training step with its logging, evaluation and checkpoint; True when out of time."""
     trainer = run.cfg.trainer
@@ -58,7 +67,7 @@ def advance(run: Run, step: Step, start: float) -> bool:
         log.info("trainer.max_wall_s=%s reached after %d steps", trainer.max_wall_s, run.state.step)
     last = run.state.step == trainer.steps or out_of_time
     if trainer.eval_every and (run.state.step % trainer.eval_every == 0 or last):
-        evaluate(run)
+        evaluate_and_keep(run)
     if last or (trainer.checkpoint_every and run.state.step % trainer.checkpoint_every == 0):
         run.learner.checkpoint(run.run_dir, run.state.step, run.driver_state())
     return out_of_time

@@ -27,8 +27,10 @@ def write_report(run: Run, wall_s: float) -> dict[str, float]:
     static = base.model_copy(update={"strategy": "static", "steps_per_block": base.block_size})
     dynamic = base.model_copy(update={"strategy": "dynamic"})
     (s_m, s_decoded, _), (d_m, d_decoded, _) = eval_figures(run, static), eval_figures(run, dynamic)
+    best = max(evals, key=lambda m: m["eval/accuracy"])  # the first of equal bests, as keep_best keeps
     summary = {
         "acc_before": evals[0]["eval/accuracy"], "acc_after": evals[-1]["eval/accuracy"],
+        "acc_best": best["eval/accuracy"], "best_step": int(best["step"]),
         "wall_s": round(wall_s, 1), "steps": run.state.step, "eval_prompts": len(run.rollout.eval_rows),
         "static_acc": s_m["accuracy"], "static_tokens_per_forward": s_m["tokens_per_forward"],
         "dynamic_acc": d_m["accuracy"], "dynamic_tokens_per_forward": d_m["tokens_per_forward"],
@@ -47,6 +49,7 @@ def write_report(run: Run, wall_s: float) -> dict[str, float]:
         table.add_column(col)
     table.add_row("warm start (before RL)", f"{summary['acc_before']:.3f}", "")
     table.add_row(f"after {run.state.step} steps", f"{summary['acc_after']:.3f}", "")
+    table.add_row(f"best (step {summary['best_step']})", f"{summary['acc_best']:.3f}", "")
     table.add_row("  static decoding", f"{s_m['accuracy']:.3f}", f"{s_m['tokens_per_forward']:.2f}")
     table.add_row(f"  dynamic decoding (τ={dynamic.threshold})", f"{d_m['accuracy']:.3f}",
                   f"{d_m['tokens_per_forward']:.2f}")

@@ -27,6 +27,7 @@ class LoopState:
     step: int = 0
     needs_warmup: bool = False  # no cached warm start yet: the learners start in the warm-up phase
     start_state: dict[str, Any] | None = None  # driver state when training began (restored if no checkpoint yet)
+    best: dict[str, float] | None = None  # {"step", "accuracy"} of the best held-out evaluation so far
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class Run:
             "step": self.state.step,
             "version": self.learner.version,
             PROMPT_STREAM: self.rollout.cursor() or self.prompts.state_dict(),
+            "best": self.state.best,
             "config": self.cfg.model_dump(mode="json", by_alias=True),
         }
 
@@ -73,6 +75,7 @@ class Run:
         """Go back to a saved driver state (the learners hold its weights): data cursor, version,
         no rollout in flight, rollout workers to be re-synced, later metrics forgotten."""
         self.state.step, self.learner.version = state["step"], state["version"]
+        self.state.best = state.get("best")  # checkpoints from before keep_best have none
         self.learner.forget_weights()
         self.rollout.forget()
         self.prompts.load_state_dict(prompt_cursor(state))

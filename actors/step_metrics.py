@@ -76,7 +76,7 @@ def batch_metrics(batch: StepBatch, version: int) -> dict[str, float]:
 
 
 def advantage_metrics(adv: AdvantageResult) -> dict[str, float]:
-    m = {f"dropped_groups/{k}": float(v) for k, v in adv.dropped.items()}
+    m = {f"dropped_groups/{k}": float(v) for k, v in adv.dropped.items()} | adv.metrics
     return m | ({"skipped": 1.0} if adv.skip_reason else {})
 
 

@@ -1,22 +1,26 @@
-"""Which RL objective teaches the tiny model most, from one SFT warm start, at equal RL steps.
+"""Which RL objective teaches the tiny model most, from one SFT warm start, at equal RL steps, and
+how steadily: over seeds, the mean and std of the gain and of the late decline.
 
     python bench/learning.py            # 6 algorithms, tracerl_value_process, the continued-SFT control, 3 seeds
+    python bench/learning.py --algos tracerl tracerl_value --steps 100 --no-sft   # the value model's claim
     python bench/learning.py --algos tracerl_value tracerl_value_process --no-sft   # the process-reward pair
     python bench/learning.py --quick    # 1 seed, a few steps, a smaller held-out set
 
 Every run is the default `python launch.py` job (tiny model, built-in `arith`, static decoding,
 32 prompts x 8 responses per step) started from the same cached warm start (the one the default run
 uses, made first if missing), for --steps RL steps with trainer.seed = each seed. Held-out accuracy
-is greedy on the same --eval-prompts questions for every run (task.split_seed is fixed), before and
-after. `continued_sft` spends TraceRL's mean wall time on more SFT from the same warm start, on the
-same rows the warm start learned from (mode=sft, trainer.max_wall_s). The final TraceRL models are also
-decoded with dynamic decoding.
+is greedy on the same --eval-prompts questions for every run (task.split_seed is fixed), before,
+every --eval-every steps and after. `continued_sft` spends TraceRL's mean wall time on more SFT from
+the same warm start, on the same rows the warm start learned from (mode=sft, trainer.max_wall_s). The
+final TraceRL models are also decoded with dynamic decoding.
 
 `tracerl_value_process` adds the arith rule-based process reward (reward=arith_process) to
 `tracerl_value`; `tracerl_process` (on request) adds it to TraceRL as a summed reward.
 
-Prints ONE JSON line: per objective {acc_before, acc_after, gain, seconds, step_s, judge_s} (means
-over seeds; step_s = mean RL step, the sum of its stage times) plus the per-seed values,
+Prints ONE JSON line: per objective {acc_before, acc_after, gain, gain_std, acc_best, decline,
+decline_std, seconds, step_s, judge_s} (means over seeds, std = population std over seeds; decline =
+best held-out accuracy of the run minus its last; step_s = mean RL step, the sum of its stage times)
+plus the per-seed values and held-out curves,
 <row>_overhead = judge_s / (step_s - judge_s) for the process rows, and dynamic_tokens_per_forward /
 static_minus_dynamic_acc of the final TraceRL
 models (means over seeds). Run directories are left under --out.
@@ -81,11 +85,17 @@ def warm_start() -> Path:
 
 
 def summary_of(overrides: list[str]) -> dict[str, float]:
-    """The run's summary.json plus its mean RL step time (sum of the stage times) and judge_s."""
+    """The run's summary.json plus its held-out curve, best and last accuracy, and its mean RL
+    step time (sum of the stage times) and judge_s."""
     with contextlib.redirect_stdout(sys.stderr):  # each run's table: stdout carries only the JSON line
         run = run_to_end(compose_config(overrides))
     out = json.loads((run.run_dir / "summary.json").read_text())
-    steps = [r for r in read_jsonl(run.run_dir / "metrics.jsonl") if "rollout_s" in r]
+    rows = read_jsonl(run.run_dir / "metrics.jsonl")
+    curve = {int(r["step"]): r["eval/accuracy"] for r in rows if "eval/accuracy" in r}
+    out["curve"] = [[step, round(acc, 4)] for step, acc in sorted(curve.items())]
+    if curve:
+        out["best"], out["decline"] = max(curve.values()), max(curve.values()) - curve[max(curve)]
+    steps = [r for r in rows if "rollout_s" in r]
     if steps:
         out["step_s"] = statistics.fmean(sum(r.get(k, 0.0) for k in STAGES) for r in steps)
         out["judge_s"] = statistics.fmean(r.get("judge_s", 0.0) for r in steps)
@@ -94,14 +104,21 @@ def summary_of(overrides: list[str]) -> dict[str, float]:
 
 def mean_over_seeds(runs: list[dict[str, float]]) -> dict[str, object]:
     mean = lambda key: round(statistics.fmean(r[key] for r in runs), 4)  # noqa: E731
+    std = lambda values: round(statistics.pstdev(values), 4)  # noqa: E731
+    gains = [r["acc_after"] - r["acc_before"] for r in runs]
     out = {
         "acc_before": mean("acc_before"),
         "acc_after": mean("acc_after"),
-        "gain": round(mean("acc_after") - mean("acc_before"), 4),
+        "gain": round(statistics.fmean(gains), 4),
+        "gain_std": std(gains),
         "seconds": mean("wall_s"),
         "steps": mean("steps"),
         "acc_after_per_seed": [r["acc_after"] for r in runs],
     }
+    if all("decline" in r for r in runs):
+        declines = [r["decline"] for r in runs]
+        out |= {"acc_best": mean("best"), "decline": mean("decline"), "decline_std": std(declines),
+                "decline_max": round(max(declines), 4), "curves": [r["curve"] for r in runs]}
     if all("step_s" in r for r in runs):
         out |= {"step_s": mean("step_s"), "judge_s": mean("judge_s")}
     return out
@@ -111,13 +128,15 @@ def main() -> None:
     ap = bench_parser(__doc__, quick="1 seed, 4 steps, 64 held-out prompts")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--eval-prompts", type=int, default=256)
+    ap.add_argument("--eval-prompts", type=int, default=1024)
+    ap.add_argument("--eval-every", type=int, default=None, help="default: a quarter of --steps")
     ap.add_argument("--algos", nargs="+", default=list(DEFAULT_ROWS), choices=list(ROWS))
     ap.add_argument("--no-sft", action="store_true", help="skip the continued-SFT control")
     ap.add_argument("--out", default="runs/bench_learning")
     args = ap.parse_args()
     if args.quick:
         args.steps, args.seeds, args.eval_prompts = 4, [0], 64
+    eval_every = args.eval_every or max(args.steps // 4, 1)
 
     default = compose_config(QUIET)
     sft_rows = default.warmup.train_size or default.task.train_size  # the warm start's SFT data
@@ -134,7 +153,7 @@ def main() -> None:
                     + [
                         f"trainer.seed={seed}",
                         f"trainer.steps={args.steps}",
-                        f"trainer.eval_every={args.steps}",
+                        f"trainer.eval_every={eval_every}",
                         f"trainer.run_dir={args.out}/{algo}_seed{seed}",
                     ]
                 )
@@ -164,6 +183,7 @@ def main() -> None:
         "steps": args.steps,
         "seeds": args.seeds,
         "eval_prompts": args.eval_prompts,
+        "eval_every": eval_every,
         "warm_start": str(warm),
     }
     result |= {name: mean_over_seeds(rs) for name, rs in runs.items() if rs}

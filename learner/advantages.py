@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class Sample(Protocol):
     """What advantages need of a response besides its reward: a Trajectory, or the driver's RowMeta."""
     finish_reason: str
+    response_len: int
 
 
 @dataclass
@@ -31,6 +32,14 @@ class AdvantageConfig(BaseModel):
     truncated_reward_zero: bool = False  # responses cut at max_new_tokens score 0
 
 
+@dataclass(frozen=True)
+class Filtered:
+    """The step's samples the filters left out of training (groups that teach nothing), counted
+    in the loss normalisation when algo.norm_over = "sampled": the same counts on every rank."""
+    responses: int = 0
+    tokens: int = 0  # their response tokens
+
+
 @dataclass
 class AdvantageResult:
     samples: list[Any] = field(default_factory=list)  # the kept groups' samples (as given in ScoredGroup)
@@ -39,6 +48,8 @@ class AdvantageResult:
     # Per sample, its process reward's chunk scores for the value model (placed on its tokens by the
     # learner rank, rewards/process.py); None: outcome only.
     process_rewards: list[list[float]] | None = None
+    metrics: dict[str, float] = field(default_factory=dict)  # advantage_metrics of the batch
+    filtered: Filtered = Filtered()
 
     @property
     def skip_reason(self) -> str | None:
@@ -57,14 +68,34 @@ def group_advantages(groups: list[ScoredGroup], cfg: AdvantageConfig) -> Advanta
             truncated = torch.tensor([t.finish_reason == "length" for t in g.samples])
             rewards = rewards.masked_fill(truncated, 0.0)
         acc = sum(g.correct) / max(len(g.correct), 1)
-        if not cfg.acc_low <= acc <= cfg.acc_high:
-            out.dropped["accuracy_band"] = out.dropped.get("accuracy_band", 0) + 1
-            continue
         std = rewards.std(unbiased=False)
         adv = torch.zeros_like(rewards) if std == 0 else (rewards - rewards.mean()) / (std + 1e-6)
-        if cfg.drop_zero_advantage and not adv.any():
-            out.dropped["zero_advantage"] = out.dropped.get("zero_advantage", 0) + 1
+        reason = ("accuracy_band" if not cfg.acc_low <= acc <= cfg.acc_high
+                  else "zero_advantage" if cfg.drop_zero_advantage and not adv.any() else None)
+        if reason:
+            out.dropped[reason] = out.dropped.get(reason, 0) + 1
+            out.filtered = Filtered(out.filtered.responses + len(g.samples),
+                                    out.filtered.tokens + sum(s.response_len for s in g.samples))
             continue
         out.samples += g.samples
         out.advantages += adv.tolist()
+    out.metrics = advantage_metrics(groups, out)
+    return out
+
+
+def advantage_metrics(groups: list[ScoredGroup], result: AdvantageResult) -> dict[str, float]:
+    """What an RL user watches in a step's batch: the share of prompt groups that teach nothing
+    (every sample right, or every one wrong: zero advantage), the share kept for training, and the
+    mean / std / mean |Â| of the kept samples' advantages (group-normalised: mean ≈ 0, std ≈ 1
+    while the kept groups are mixed)."""
+    n = max(len(groups), 1)
+    all_right = sum(all(g.correct) for g in groups if g.correct)
+    all_wrong = sum(not any(g.correct) for g in groups if g.correct)
+    adv = torch.tensor(result.advantages, dtype=torch.float64)
+    out = {"groups/all_correct_share": all_right / n, "groups/all_wrong_share": all_wrong / n,
+           "groups/zero_advantage_share": result.dropped.get("zero_advantage", 0) / n,
+           "groups/kept_share": 1.0 - sum(result.dropped.values()) / n if groups else 0.0}
+    if result.advantages:
+        out |= {"advantage/mean": float(adv.mean()), "advantage/std": float(adv.std(unbiased=False)),
+                "advantage/abs_mean": float(adv.abs().mean())}
     return out

@@ -22,3 +22,9 @@ class AlgoConfig(AlgoKnobs):
     @property
     def uses_value(self) -> bool:
         return self.objective.uses_value
+
+    @property
+    def needs_frozen_ref(self) -> bool:
+        """Whether the learner holds a frozen reference model (for the KL term or the ref_kl metric)."""
+        on_rollouts = self.objective.supervised_on is None
+        return (self.kl_beta > 0 and self.kl_ref == "frozen") or (self.log_ref_kl and on_rollouts)

@@ -27,7 +27,15 @@ class AlgoKnobs(BaseModel):
     kl_beta: float = Field(0.0, ge=0.0)
     kl_ref: Literal["old", "frozen"] = "old"  # pre-update policy (the published recipe) or a frozen model
     norm: Literal["token_mean", "seq_mean", "max_len"] = "token_mean"
+    # Whose count the normalisation divides by: "sampled", every response the step sampled,
+    # the groups the advantage filters dropped included (they teach nothing, but as the policy
+    # improves they are most of the batch, and dividing by the few kept tokens would give each of
+    # them ever more weight: full-size, ever noisier updates); "kept", only the trained ones.
+    norm_over: Literal["sampled", "kept"] = "sampled"
     tis_cap: float | None = Field(None, gt=0.0)  # truncated importance correction toward sampler log-probs
+    # Log ref_kl, KL(π_θ ‖ π_ref) to the frozen start of RL (model.ref_path, default the warm start):
+    # how far training has moved the policy. Costs a forward of a second model copy per step.
+    log_ref_kl: bool = True
     ppo_epochs: int = Field(1, ge=1)  # μ: passes over the step's batch
     temperature: float = Field(1.0, gt=0.0)  # the rollout temperature the log-probs are taken at
     token_budget: int = Field(16384, ge=16)  # padded tokens per micro-batch

@@ -47,9 +47,9 @@ class EngineConfig(BaseModel):
             raise ValueError("engine.offload_optimizer=true needs engine.zero_stage in [1, 2, 3]")
         if self.offload_params and self.zero_stage != 3:
             raise ValueError("engine.offload_params=true needs engine.zero_stage=3")
-        if self.schedule == "cosine" and (self.total_steps is None or self.total_steps <= self.warmup_steps):
-            raise ValueError(f"engine.schedule=cosine needs engine.total_steps > engine.warmup_steps "
-                             f"(got total_steps={self.total_steps}, warmup_steps={self.warmup_steps})")
+        if self.schedule == "cosine" and self.total_steps is None:
+            raise ValueError("engine.schedule=cosine needs engine.total_steps (the step at which lr reaches "
+                             "min_lr_ratio * lr; conf/config.yaml sets it to trainer.steps)")
         if not all(0.0 <= b < 1.0 for b in self.betas):
             raise ValueError(f"engine.betas={self.betas}: each must be in [0, 1)")
         return self

@@ -15,14 +15,16 @@ def lr_factor(step: int, cfg: EngineConfig) -> float:
 
     Warm-up is linear and never 0: the k-th step (k = step + 1) of warm-up uses k / warmup_steps,
     so the first update already moves the weights. Cosine then decays from 1 at k = warmup_steps
-    to min_lr_ratio at k = total_steps and stays there.
+    to min_lr_ratio at k = total_steps and stays there; its warm-up ends before the last step
+    (a run shorter than warmup_steps still decays).
     """
     k = step + 1
-    if k < cfg.warmup_steps:
-        return k / cfg.warmup_steps
+    warm = min(cfg.warmup_steps, cfg.total_steps - 1) if cfg.schedule == "cosine" else cfg.warmup_steps
+    if k < warm:
+        return k / warm
     if cfg.schedule == "constant":
         return 1.0
-    progress = min(1.0, (k - cfg.warmup_steps) / (cfg.total_steps - cfg.warmup_steps))
+    progress = min(1.0, (k - warm) / (cfg.total_steps - warm))
     return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 

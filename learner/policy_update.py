@@ -18,6 +18,7 @@ from models.config import ModelConfig
 from rollout.trajectory import Trajectory
 
 from . import distributed
+from .advantages import Filtered
 from .algo_config import AlgoConfig
 from .batching import MicroBatch, micro_batches
 from .logprobs import token_logprobs
@@ -27,14 +28,17 @@ from .rows import Row
 from .value import step_ranks, token_rewards, token_targets
 
 
-def norm_weights(mbs: list[MicroBatch], trajs: list[Trajectory], mode: str) -> None:
-    """Attach data['w'] = normalisation × row weight, so Σ over micro-batches is the step loss."""
+def norm_weights(mbs: list[MicroBatch], trajs: list[Trajectory], mode: str, filtered: Filtered = Filtered()) -> None:
+    """Attach data['w'] = normalisation × row weight, so Σ over micro-batches is the step loss.
+    `filtered`: the step's responses (and their tokens) left out of training that still count in
+    the denominators (the same figures on every rank)."""
     real = [mb for mb in mbs if "zero" not in mb.data]
     per_seq: dict[int, int] = defaultdict(int)
     for mb in real:
         for i in mb.traj_index.tolist():
             per_seq[i] += 1
     total, n_seqs = distributed.all_reduce_host([sum(per_seq.values()), len(per_seq)], "sum")
+    total, n_seqs = total + filtered.tokens, n_seqs + filtered.responses
     (max_len,) = distributed.all_reduce_host([max((len(trajs[i].response_ids) for i in per_seq), default=0)], "max")
     world = distributed.world_size()
     for mb in mbs:
@@ -108,9 +112,12 @@ class PolicyUpdater:
                     for mb in mbs]
 
     # ---- RL -------------------------------------------------------------------------------
-    def rl_step(self, trajectories: list[Trajectory], advantages: list[float], step: int) -> dict[str, float]:
+    def rl_step(self, trajectories: list[Trajectory], advantages: list[float], step: int,
+                filtered: Filtered = Filtered()) -> dict[str, float]:
         """One update on this rank's shard of the step's rollouts: the RL objective with these
-        advantages, or, for an objective supervised on rollouts, SFT on them (advantages unused)."""
+        advantages, or, for an objective supervised on rollouts, SFT on them (advantages unused).
+        `filtered`: the step's samples the advantage filters dropped (counted in the loss
+        normalisation when algo.norm_over = "sampled")."""
         algo, objective = self.algo, self.algo.objective
         if objective.supervised_on == "rollouts":
             return self.sft_on(trajectories, step)
@@ -123,16 +130,17 @@ class PolicyUpdater:
 
         # Masking baselines draw fresh masks per pass (d1's μ iterations); the others reuse one set.
         epochs = [rows() for _ in range(algo.ppo_epochs)] if objective.redraws_masks else [rows()] * algo.ppo_epochs
-        # Old (and reference) log-probs of every pass are taken before any update.
+        # Old (and frozen-reference) log-probs of every pass are taken before any update.
         for mbs in {id(m): m for m in epochs}.values():
-            norm_weights(mbs, trajectories, algo.norm)
+            norm_weights(mbs, trajectories, algo.norm, filtered if algo.norm_over == "sampled" else Filtered())
             olds = self._forward_logprobs(self.engine.module, mbs)
-            refs = self._forward_logprobs(self.ref_model, mbs) if algo.kl_beta > 0 and algo.kl_ref == "frozen" else olds
-            for mb, old, ref in zip(mbs, olds, refs):
+            frozen = self._forward_logprobs(self.ref_model, mbs) if self.ref_model is not None else olds
+            for mb, old, ref in zip(mbs, olds, frozen):
                 real = "zero" not in mb.data
                 mb.data |= {
                     "old_logp": old,
-                    "ref_logp": ref,
+                    "ref_logp": ref if algo.kl_ref == "frozen" else old,  # what the KL term pulls toward
+                    "frozen_logp": ref,  # the ref_kl metric's reference
                     "sampler_logp": _gather(mb, [t.logprobs for t in trajectories]) if real else old,
                     "adv": _gather(mb, advantages) if real else torch.zeros_like(old),
                 }
@@ -156,6 +164,8 @@ class PolicyUpdater:
         loss = ((per_token + algo.kl_beta * kl) * d["w"]).sum()
         live = (d["w"] != 0).float()  # zero-weight filler tokens must not show up in the metrics either
         ratio = (logp.detach() - d["old_logp"]).exp()
+        if self.ref_model is not None:  # KL(π_θ ‖ π_ref) to the frozen start, k3 estimate per token
+            acc.add(ref_kl=(k3_kl(logp.detach(), d["frozen_logp"]) * live).sum())
         acc.add(
             policy_loss=loss.detach(),
             clip_frac=(clipped.float() * live).sum(),
@@ -194,9 +204,10 @@ class PolicyUpdater:
                 mb.data["adv"] = _gather(mb, [adv.get(i, []) for i in range(len(trajs))])
             else:
                 mb.data["returns"] = torch.zeros_like(v)
+        metrics = {"value_explained_var": explained_variance([mb for mb in mbs if "zero" not in mb.data])}
         if step % vcfg.train_every:
-            return {}
-        return {f"value_{k}": x for k, x in self._train(self.value_engine, mbs, self._value_loss).items()}
+            return metrics
+        return metrics | {f"value_{k}": x for k, x in self._train(self.value_engine, mbs, self._value_loss).items()}
 
     def _value_loss(self, module: nn.Module, mb: MicroBatch, acc: "_Sums") -> torch.Tensor:
         d = mb.data
@@ -247,6 +258,22 @@ class PolicyUpdater:
         metrics.update({k: float(v) for k, v in out.items() if k in ("grad_norm", "lr", "skipped")})
         metrics["trained_tokens"] = tokens
         return metrics
+
+
+def explained_variance(mbs: list[MicroBatch]) -> float:
+    """1 - Var(R - V) / Var(R) over every rank's trained tokens, with V the values before this
+    step's value update and R their returns: 1 = the value model predicts the returns, 0 = no
+    better than their mean, < 0 = worse. 0 when the returns do not vary."""
+    sums = [0.0] * 5  # n, ΣR, ΣR², Σ(R-V), Σ(R-V)²
+    for mb in mbs:
+        R, err = mb.data["returns"].double(), (mb.data["returns"] - mb.data["old_values"]).double()
+        for i, x in enumerate((torch.ones_like(R), R, R * R, err, err * err)):
+            sums[i] += float(x.sum())
+    n, r, r2, e, e2 = distributed.all_reduce_host(sums, "sum")
+    if n == 0:
+        return 0.0
+    var_r, var_e = r2 / n - (r / n) ** 2, e2 / n - (e / n) ** 2
+    return 1.0 - var_e / var_r if var_r > 1e-12 else 0.0
 
 
 class _Sums:

@@ -37,6 +37,10 @@ class Trajectory:
     sample_idx: int = 0
 
     @property
+    def response_len(self) -> int:
+        return len(self.response_ids)
+
+    @property
     def tokens_per_forward(self) -> float:
         return len(self.response_ids) / max(self.num_forwards, 1)
 

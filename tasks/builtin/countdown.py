@@ -104,14 +104,30 @@ def _random_expression(rng: random.Random, nums: list[int], max_value: int
     return terms[0]
 
 
+def _off_target(rng: random.Random, nums: list[int], target: int, max_value: int) -> str | None:
+    """A random expression of all `nums` whose value is not `target`, or None after 20 draws."""
+    for _ in range(20):
+        found = _random_expression(rng, nums, max_value)
+        if found is not None and found[0] != target:
+            return found[1]
+    return None
+
+
 def sample_countdown(rng: random.Random, min_nums: int = 3, max_nums: int = 4,
-                     max_num: int = 20, max_target: int = 100) -> Row:
+                     max_num: int = 20, max_target: int = 100, solution: str = "target") -> Row:
     """Numbers drawn from 1..max_num; the target is the value of a random expression using all
-    of them, so every problem has a solution."""
+    of them, so every problem has a solution.
+
+    solution: "target", the row's `solution` is that expression; "format", a random expression of
+    the same numbers whose value is not the target (when 20 draws find one): SFT on it teaches the
+    answer's form (a boxed expression over the given numbers) but never how to reach the target,
+    which only RL with the checker can then teach."""
     if not 2 <= min_nums <= max_nums:
         raise ValueError(f"need 2 <= min_nums <= max_nums, got {min_nums}, {max_nums}")
     if max_num < 1 or max_target < 1:
         raise ValueError(f"need max_num >= 1 and max_target >= 1, got {max_num}, {max_target}")
+    if solution not in ("target", "format"):
+        raise ValueError(f"solution={solution!r}: use 'target' or 'format'")
     for _ in range(10_000):
         nums = [rng.randint(1, max_num) for _ in range(rng.randint(min_nums, max_nums))]
         found = _random_expression(rng, nums, max_target)
@@ -119,6 +135,8 @@ def sample_countdown(rng: random.Random, min_nums: int = 3, max_nums: int = 4,
             target, expression = found
             question = (f"Using the numbers {', '.join(map(str, nums))}, each at most once, "
                         f"and + - * /, write an expression equal to {target}.")
+            if solution == "format":
+                expression = _off_target(rng, nums, target, max_num**max_nums) or expression
             return {"question": question, "nums": nums, "target": target,
                     "solution": f"\\boxed{{{expression}}}"}
     raise ValueError(f"no countdown problem with targets <= {max_target} found; raise max_target")

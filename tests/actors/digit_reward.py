@@ -11,3 +11,10 @@ def any_digit(response: str, row: dict) -> dict:
     """Correct when the response holds a digit: a random tiny model gets some right and some wrong."""
     hit = any(c.isdigit() for c in response)
     return {"reward": float(hit), "correct": hit, "info": {}}
+
+
+def away_from_digits(response: str, row: dict) -> dict:
+    """Rewards digit-free responses but counts responses with a digit as correct: training moves the
+    policy away from what the held-out accuracy counts, so that accuracy peaks early (keep_best)."""
+    hit = any(c.isdigit() for c in response)
+    return {"reward": float(not hit), "correct": hit, "info": {}}

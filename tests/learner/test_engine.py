@@ -146,6 +146,8 @@ def test_lr_schedule_values():
     assert [lr_factor(s, warm) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
     cos = EngineConfig(lr=1.0, warmup_steps=2, schedule="cosine", total_steps=6, min_lr_ratio=0.1)
     assert [lr_factor(s, cos) for s in (0, 1, 3, 5, 9)] == pytest.approx([0.5, 1.0, 0.55, 0.1, 0.1])
+    short = EngineConfig(lr=1.0, warmup_steps=5, schedule="cosine", total_steps=3, min_lr_ratio=0.1)
+    assert [lr_factor(s, short) for s in range(3)] == pytest.approx([0.5, 1.0, 0.1])  # warm-up ends first
 
     engine = TrainEngine(make_model(), engine_cfg(lr=1e-2, warmup_steps=3))
     lrs = [engine.train_step(full_batch(s), loss_fn)["lr"] for s in range(4)]

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from learner.advantages import AdvantageConfig, ScoredGroup, group_advantages
+from learner.advantages import AdvantageConfig, Filtered, ScoredGroup, group_advantages
 from learner.losses import clipped_value_loss, k3_kl, ppo_clip, truncated_is_weight
 from learner.value import outcome_rewards, token_targets
 from rollout.trajectory import Trajectory
@@ -50,6 +50,7 @@ def test_group_advantages_population_std_and_filters():
     flat = ScoredGroup("b", [traj(), traj()], [1.0, 1.0], [True, True])
     out = group_advantages([flat], AdvantageConfig())
     assert out.samples == [] and out.dropped == {"zero_advantage": 1}
+    assert out.filtered == Filtered(responses=2, tokens=2)  # counted in the loss normalisation
     assert "zero_advantage: 1" in out.skip_reason
     kept = group_advantages([flat], AdvantageConfig(drop_zero_advantage=False))
     assert kept.advantages == [0.0, 0.0]
@@ -103,9 +104,11 @@ def test_gamma_lambda_one_gives_advantage_minus_value():
 
 
 @pytest.mark.parametrize("mode", ["token_mean", "seq_mean", "max_len"])
-def test_normalisation_weights_by_hand(mode):
+@pytest.mark.parametrize("filtered", [Filtered(), Filtered(responses=2, tokens=6)])
+def test_normalisation_weights_by_hand(mode, filtered):
     """Two responses of 3 and 1 tokens, split over two micro-batches; the step loss Σ w·ℓ must equal
-    the hand-computed normalisation whatever the split."""
+    the hand-computed normalisation whatever the split. With `filtered` (2 more sampled responses of
+    6 tokens, left out of training), the denominators count them: 10 tokens, 4 responses."""
     from learner.batching import micro_batches
     from learner.policy_update import norm_weights
     from learner.rows import trace_rows
@@ -115,9 +118,10 @@ def test_normalisation_weights_by_hand(mode):
     rows = trace_rows(t3, 0, "block_causal", 1, 11) + trace_rows(t1, 1, "block_causal", 1, 11)
     mbs = micro_batches(rows, 12, 0)  # a small budget: several micro-batches
     assert len(mbs) > 1
-    norm_weights(mbs, [t3, t1], mode)
+    norm_weights(mbs, [t3, t1], mode, filtered)
     w = {(int(i), int(j)): float(x) for mb in mbs for i, j, x in zip(mb.traj_index, mb.token_index, mb.data["w"])}
-    expected = {"token_mean": {k: 1 / 4 for k in w},
-                "seq_mean": {k: 1 / (2 * (3 if k[0] == 0 else 1)) for k in w},
-                "max_len": {k: 1 / (2 * 3) for k in w}}[mode]
+    tokens, seqs = 4 + filtered.tokens, 2 + filtered.responses
+    expected = {"token_mean": {k: 1 / tokens for k in w},
+                "seq_mean": {k: 1 / (seqs * (3 if k[0] == 0 else 1)) for k in w},
+                "max_len": {k: 1 / (seqs * 3) for k in w}}[mode]
     assert w == pytest.approx(expected)

@@ -61,6 +61,7 @@ def test_every_rl_objective_takes_a_finite_step(name):
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
     if name == "tracerl_value":  # V starts at 0, returns are ±Â: loss ½·mean(Â²) over tokens
         assert metrics["value_loss"] > 0 and "value_grad_norm" in metrics
+        assert metrics["value_explained_var"] == 0.0  # V = 0 explains none of the returns' variance
 
 
 @pytest.mark.parametrize("name", SFT_ALGOS)

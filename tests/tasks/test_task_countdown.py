@@ -1,7 +1,10 @@
 """Countdown generator and its reward: number bookkeeping and exact, eval-free evaluation."""
+import random
+
 import pytest
 
-from tasks.builtin.countdown import evaluate, generate_countdown, reward
+from rewards.extract import extract_boxed
+from tasks.builtin.countdown import evaluate, generate_countdown, reward, sample_countdown
 
 ROW = {"question": "...", "nums": [3, 5, 7, 5], "target": 22}
 
@@ -44,3 +47,19 @@ def test_generator_is_seeded_and_solvable():
         assert str(row["target"]) in row["question"]
         assert reward(row["solution"], row)["correct"], row
     assert any("*" in r["solution"] or "/" in r["solution"] for r in rows)
+
+
+def test_format_solutions_have_the_answer_form_but_miss_the_target():
+    """solution=format: a boxed expression of exactly the given numbers whose value is (almost)
+    never the target, so SFT on it teaches the form and not the answer. Almost: numbers such as
+    1, 1 combine into one value only (1+1; no step may give 0 or multiply/divide by 1)."""
+    rng = random.Random(0)
+    rows = [sample_countdown(rng, 2, 3, 9, 50, solution="format") for _ in range(500)]
+    verdicts = [reward(r["solution"], r) for r in rows]
+    assert sum(v["correct"] for v in verdicts) <= 10  # 2%; the target expressions: 100%
+    for r, v in zip(rows, verdicts):
+        value, used = evaluate(extract_boxed(r["solution"]))
+        assert sorted(used) == sorted(r["nums"])  # well formed: every given number once
+        assert v["correct"] or v["info"]["reason"] == "wrong_value"
+    with pytest.raises(ValueError, match="solution='hint'"):
+        sample_countdown(rng, solution="hint")

@@ -18,10 +18,11 @@ final TraceRL models are also decoded with dynamic decoding.
 `tracerl_value`; `tracerl_process` (on request) adds it to TraceRL as a summed reward.
 
 Prints ONE JSON line: per objective {acc_before, acc_after, gain, gain_std, acc_best, decline,
-decline_std, seconds, step_s, judge_s} (means over seeds, std = population std over seeds; decline =
+decline_std, seconds, step_s} (means over seeds, std = population std over seeds; decline =
 best held-out accuracy of the run minus its last; step_s = mean RL step, the sum of its stage times)
 plus the per-seed values and held-out curves,
-<row>_overhead = judge_s / (step_s - judge_s) for the process rows, and dynamic_tokens_per_forward /
+<row>_overhead = step_s of the process row / step_s of its row without the process reward - 1 (the
+rule scores every chunk prefix in the reward workers, inside rollout_s), and dynamic_tokens_per_forward /
 static_minus_dynamic_acc of the final TraceRL
 models (means over seeds). Run directories are left under --out.
 """
@@ -64,7 +65,7 @@ DEFAULT_ROWS = (
     "coupled_grpo",
     "random_masking",
 )
-STAGES = ("rollout_s", "judge_s", "advantage_s", "update_s", "sync_s")
+STAGES = ("rollout_s", "advantage_s", "update_s", "sync_s")
 QUIET = [
     "trainer.progress=false",
     "trainer.plot=false",
@@ -86,7 +87,7 @@ def warm_start() -> Path:
 
 def summary_of(overrides: list[str]) -> dict[str, float]:
     """The run's summary.json plus its held-out curve, best and last accuracy, and its mean RL
-    step time (sum of the stage times) and judge_s."""
+    step time (sum of the stage times)."""
     with contextlib.redirect_stdout(sys.stderr):  # each run's table: stdout carries only the JSON line
         run = run_to_end(compose_config(overrides))
     out = json.loads((run.run_dir / "summary.json").read_text())
@@ -98,7 +99,6 @@ def summary_of(overrides: list[str]) -> dict[str, float]:
     steps = [r for r in rows if "rollout_s" in r]
     if steps:
         out["step_s"] = statistics.fmean(sum(r.get(k, 0.0) for k in STAGES) for r in steps)
-        out["judge_s"] = statistics.fmean(r.get("judge_s", 0.0) for r in steps)
     return out
 
 
@@ -120,7 +120,7 @@ def mean_over_seeds(runs: list[dict[str, float]]) -> dict[str, object]:
         out |= {"acc_best": mean("best"), "decline": mean("decline"), "decline_std": std(declines),
                 "decline_max": round(max(declines), 4), "curves": [r["curve"] for r in runs]}
     if all("step_s" in r for r in runs):
-        out |= {"step_s": mean("step_s"), "judge_s": mean("judge_s")}
+        out["step_s"] = mean("step_s")
     return out
 
 
@@ -187,11 +187,10 @@ def main() -> None:
         "warm_start": str(warm),
     }
     result |= {name: mean_over_seeds(rs) for name, rs in runs.items() if rs}
-    # The rule process reward's own cost, measured inside each process run: judge_s / (step_s - judge_s).
-    for name in ("tracerl_process", "tracerl_value_process"):
-        if name in result and result[name].get("step_s"):
-            r = result[name]
-            result[f"{name}_overhead"] = round(r["judge_s"] / (r["step_s"] - r["judge_s"]), 4)
+    # The rule process reward's cost: its row's step time over the same objective's without it.
+    for name, pair in (("tracerl_process", "tracerl"), ("tracerl_value_process", "tracerl_value")):
+        if result.get(name, {}).get("step_s") and result.get(pair, {}).get("step_s"):
+            result[f"{name}_overhead"] = round(result[name]["step_s"] / result[pair]["step_s"] - 1, 4)
     if "tracerl" in runs:
         final = runs["tracerl"]
         result["dynamic_tokens_per_forward"] = round(

@@ -30,7 +30,7 @@ class EngineConfig(BaseModel):
 
     schedule: Literal["constant", "cosine"] = "constant"
     warmup_steps: int = Field(0, ge=0)
-    total_steps: int | None = Field(None, gt=0, description="cosine: step at which lr = min_lr_ratio * lr")
+    total_steps: int | None = Field(None, ge=0, description="cosine: step at which lr = min_lr_ratio * lr")
     min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
 
     @model_validator(mode="after")

@@ -19,21 +19,26 @@ class Candidates:
     entropy: torch.Tensor     # [M] entropy of the sampling distribution
 
 
-def filter_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
-    """The sampling distribution's logits (float32). temperature 0 keeps the raw logits."""
-    logits = logits.float()
+_EXCLUDED = torch.finfo(torch.float32).min  # an excluded token's logit: probability exactly 0, and
+# p * logit stays 0 in the entropy (not 0 * -inf = NaN)
+
+
+def filter_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: float,
+                  banned_id: int) -> torch.Tensor:
+    """The sampling distribution's float32 logits, computed in place (temperature 0 keeps the raw
+    logits); excluded tokens (`banned_id` among them) get `_EXCLUDED`."""
     if temperature > 0 and temperature != 1.0:
-        logits = logits / temperature
+        logits.div_(temperature)
+    logits[:, banned_id] = _EXCLUDED  # after the division, which would take it to -inf
     if top_k and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
+        logits.masked_fill_(logits < kth, _EXCLUDED)
     if top_p < 1.0:
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
         probs = sorted_logits.softmax(-1)
         # Drop a token once the mass before it already reaches top_p (the top token always stays).
         drop_sorted = (probs.cumsum(-1) - probs) >= top_p
-        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
-        logits = logits.masked_fill(drop, float("-inf"))
+        logits.masked_fill_(torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted), _EXCLUDED)
     return logits
 
 
@@ -66,11 +71,7 @@ def sample_candidates(logits: torch.Tensor, u: torch.Tensor, temperature: float,
     """logits [M, V] (overwritten when already float32), u [M] float64 uniforms. `banned_id`
     (the mask token) is never sampled. Three passes over the vocabulary: softmax, the chunk masses
     of the inverse CDF, and sum(p * logit) for the entropy (plus a plain sum)."""
-    logits = logits.float()
-    logits[:, banned_id] = float("-inf")
-    # Excluded tokens get the lowest finite logit instead of -inf: their probability stays exactly
-    # 0, and p * logit below stays 0 instead of 0 * -inf = NaN.
-    logits = filter_logits(logits, temperature, top_k, top_p).clamp_(min=torch.finfo(torch.float32).min)
+    logits = filter_logits(logits.float(), temperature, top_k, top_p, banned_id)
     probs = torch.softmax(logits, dim=-1)
     tokens = probs.max(-1).indices if temperature == 0 else inverse_cdf(probs, u)
     p_tok = probs.gather(-1, tokens[:, None]).squeeze(-1)

@@ -41,5 +41,5 @@ def test_warm_start_rebuild_frees_the_old_engine_before_loading(tmp_path, monkey
 
     monkeypatch.setattr(learner_worker, "load_model", load_model)
     worker.start_rl(path)
-    assert alive_at_load == [False]
+    assert alive_at_load == [False, False]  # the policy, then the frozen start of RL (the ref_kl metric)
     assert all(p.dtype == torch.float32 for p in worker.engine.module.parameters())

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,18 +45,26 @@ def resolve_resume(run_dir: Path, resume: str) -> Path | None:
     return path
 
 
+@contextmanager
+def _written_whole(final: Path) -> Iterator[Path]:
+    """A fresh temporary sibling of `final` to fill; it replaces `final` only once the block ends
+    without an error, so a crash mid-write keeps whatever `final` held."""
+    tmp = final.with_name(f".{final.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    yield tmp
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+
+
 def save_checkpoint(ranks: list[ActorHandle], run_dir: Path, step: int, driver_state: dict[str, Any],
                     keep_last: int) -> Path:
     """The learner ranks' state (with optimizer moments), an HF export and the driver state."""
-    root = checkpoint_root(run_dir)
-    final, tmp = root / f"step_{step}", root / f".step_{step}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    ray.get([a.save.remote(str(tmp / "learner")) for a in ranks])
-    ray.get([a.export_hf.remote(str(tmp / "hf")) for a in ranks])
-    (tmp / DRIVER_STATE).write_text(json.dumps(driver_state, indent=2))
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    final = checkpoint_root(run_dir) / f"step_{step}"
+    with _written_whole(final) as tmp:
+        ray.get([a.save.remote(str(tmp / "learner")) for a in ranks])
+        ray.get([a.export_hf.remote(str(tmp / "hf")) for a in ranks])
+        (tmp / DRIVER_STATE).write_text(json.dumps(driver_state, indent=2))
     for _, old in complete_checkpoints(run_dir)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -63,14 +73,10 @@ def save_checkpoint(ranks: list[ActorHandle], run_dir: Path, step: int, driver_s
 def save_best(ranks: list[ActorHandle], run_dir: Path, step: int, accuracy: float) -> Path:
     """Export the current policy as checkpoints/best/hf with best.json ({step, accuracy}), replacing
     the previous best (written to a temporary name, then renamed: a crash keeps the old one)."""
-    root = checkpoint_root(run_dir)
-    final, tmp = root / BEST, root / f".{BEST}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    ray.get([a.export_hf.remote(str(tmp / "hf")) for a in ranks])
-    (tmp / BEST_STATE).write_text(json.dumps({"step": step, "accuracy": accuracy}, indent=2))
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    final = checkpoint_root(run_dir) / BEST
+    with _written_whole(final) as tmp:
+        ray.get([a.export_hf.remote(str(tmp / "hf")) for a in ranks])
+        (tmp / BEST_STATE).write_text(json.dumps({"step": step, "accuracy": accuracy}, indent=2))
     return final
 
 

@@ -75,7 +75,9 @@ def batch_metrics(batch: StepBatch, version: int) -> dict[str, float]:
             "reissued": float(batch.reissued)}
 
 
-def advantage_metrics(adv: AdvantageResult) -> dict[str, float]:
+def advantage_step_metrics(adv: AdvantageResult) -> dict[str, float]:
+    """The advantage phase's figures: groups dropped per reason, the batch's group shares and
+    advantage statistics (learner.advantages.advantage_metrics), whether the update was skipped."""
     m = {f"dropped_groups/{k}": float(v) for k, v in adv.dropped.items()} | adv.metrics
     return m | ({"skipped": 1.0} if adv.skip_reason else {})
 

@@ -7,7 +7,7 @@ import logging
 from tqdm import tqdm
 
 from .run import Run
-from .step_metrics import advantage_metrics, batch_metrics, step_end_metrics
+from .step_metrics import advantage_step_metrics, batch_metrics, step_end_metrics
 from .timer import StepTimer
 
 log = logging.getLogger(__name__)
@@ -20,7 +20,7 @@ def rl_step(run: Run) -> dict[str, float]:
     m = batch_metrics(batch, run.learner.version)
     with timer("advantage_s"):
         adv = batch.advantages(run.cfg.algo, run.cfg.reward)
-    m |= advantage_metrics(adv) | run.learner.train(adv, run.state.step, timer)
+    m |= advantage_step_metrics(adv) | run.learner.train(adv, run.state.step, timer)
     run.rollout.after_update(timer)
     return m | step_end_metrics(timer.seconds, run.learner.version)
 

@@ -49,6 +49,7 @@ class LearnerWorker:
         self.rank, self.world_size, self.cfg, self.path, self.tag = rank, world_size, cfg, path, tag
         self.engine: TrainEngine | None = None
         self.value_engine: TrainEngine | None = None
+        self.updater: PolicyUpdater | None = None
         self.offloaded = False  # colocated: the engines' device state is in host memory
         self.senders = Senders(tag, cfg.weight_sync.bucket_mb << 20, self.device)  # rank 0 publishes
 
@@ -116,7 +117,9 @@ class LearnerWorker:
         """Park the engines' device state in host memory while the rollout worker decodes; returns
         the bytes moved. The next method that needs the engines brings it back (`_resident`)."""
         self.senders.release_device_buffers()
-        moved = 0 if self.offloaded else sum(e.offload() for e in self._engines())
+        if self.offloaded:
+            return 0
+        moved = sum(e.offload() for e in self._engines()) + self._move_frozen(torch.device("cpu"))
         self.offloaded = True
         return moved
 
@@ -124,7 +127,17 @@ class LearnerWorker:
         if self.offloaded:
             for e in self._engines():
                 e.reload()
+            self._move_frozen(self.device)
             self.offloaded = False
+
+    def _move_frozen(self, device: torch.device) -> int:
+        """Move the frozen start of RL (algo.log_ref_kl, kl_ref=frozen) to `device`; bytes moved. It has
+        no optimizer or gradients, so a plain move is its whole offload."""
+        frozen = self.updater.ref_model if self.updater is not None else None
+        if frozen is None or next(frozen.parameters()).device == device:
+            return 0
+        frozen.to(device)
+        return sum(p.nbytes for p in frozen.parameters())
 
     # ---- updates (all ranks, collectively, each with its own shard) ---------------------------
     def rl_step(self, samples: list[RowMeta], advantages: list[float], process_chunks: list[list[float]] | None,

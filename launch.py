@@ -28,27 +28,38 @@ def worker_env() -> dict[str, str]:
 
 
 def connect_ray(cfg: RunConfig) -> None:
+    """Join the cluster (its token checked first) or start a local one; then say how to get in."""
     import ray
+
+    from actors.ray_auth import access_help, check_cluster_token
 
     runtime_env = {"env_vars": worker_env()}
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     if address:  # an existing cluster; inside `ray job submit` RAY_ADDRESS points at it
+        check_cluster_token(address)
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
         return
     c = cfg.cluster
     pools = (c.rollout, c.reward, c.learner) + ((c.judge,) if cfg.reward.judged else ())
     needed = sum(p.num_workers * p.cpus_per_worker for p in pools)
     num_cpus = cfg.ray.num_cpus or max(os.cpu_count() or 1, int(needed + 0.999))
-    ray.init(num_cpus=num_cpus, include_dashboard=cfg.ray.include_dashboard, dashboard_host="127.0.0.1",
-             runtime_env=runtime_env)
+    context = ray.init(num_cpus=num_cpus, include_dashboard=cfg.ray.include_dashboard, dashboard_host="127.0.0.1",
+                       runtime_env=runtime_env)
+    if context.dashboard_url:
+        print(access_help(context.dashboard_url), flush=True)
 
 
 def run(cfg: RunConfig) -> None:
     import ray
 
     from actors.driver import run_to_end
+    from actors.ray_auth import ClusterAuthError
 
-    connect_ray(cfg)
+    try:
+        connect_ray(cfg)
+    except ClusterAuthError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     try:
         run_to_end(cfg)
     finally:

@@ -1,5 +1,5 @@
-"""`ray job submit -- python launch.py ...` against a head node this test starts (own temp dir,
-free ports, its own process group) and stops again."""
+"""`ray job submit -- python launch.py ...` against a head node this module starts (own temp dir,
+free ports, its own process group, token authentication on with a token of its own) and stops again."""
 from __future__ import annotations
 
 import json
@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 
 import pytest
 
@@ -25,11 +26,14 @@ PORT_FLAGS = ("--port", "--dashboard-port", "--dashboard-agent-listen-port", "--
               "--node-manager-port", "--object-manager-port")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def head_node():
     temp = tempfile.mkdtemp(prefix="ray-js-")
     ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS))))
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # a throwaway local head: no token to manage
+    token = os.path.join(temp, "auth_token")  # not ~/.ray/auth_token: other clusters of this user keep theirs
+    with open(token, "w") as f:
+        f.write(uuid.uuid4().hex)
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": token}
     args = [*RAY_CLI, "start", "--head", "--num-cpus=8", f"--temp-dir={temp}", "--include-dashboard=true",
             "--dashboard-host=127.0.0.1", "--disable-usage-stats", *(f"{k}={v}" for k, v in ports.items())]
     # A session of its own: every daemon `ray start` spawns shares this process group, so the test
@@ -39,8 +43,8 @@ def head_node():
     try:
         assert starter.returncode == 0, starter.stderr[-2000:]
         dashboard = f"http://127.0.0.1:{ports['--dashboard-port']}"
-        _wait_http(dashboard + "/api/version")
-        yield dashboard, env, ports["--metrics-export-port"]
+        _wait_http(dashboard + "/api/version", headers={"Authorization": "Bearer " + open(token).read()})
+        yield dashboard, env, ports
     finally:
         if pgid is not None:
             for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -65,11 +69,11 @@ def _pgid_of(temp: str) -> int | None:
     return None
 
 
-def _wait_http(url: str, timeout_s: float = 60.0) -> None:
+def _wait_http(url: str, headers: dict[str, str], timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            urllib.request.urlopen(url, timeout=2).read()
+            urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=2).read()
             return
         except OSError:
             if time.monotonic() > deadline:
@@ -80,7 +84,7 @@ def _wait_http(url: str, timeout_s: float = 60.0) -> None:
 def test_job_submit_runs_launch(head_node, tmp_path):
     """Also the async path (max_staleness=1: step 2 trains on step-1-policy samples) and the
     Prometheus endpoint carrying the driver's gauges."""
-    dashboard, env, metrics_port = head_node
+    dashboard, env, ports = head_node
     run_dir = tmp_path / "run"
     entry = [sys.executable, str(REPO / "launch.py"), f"trainer.run_dir={run_dir}", "trainer.steps=2",
              "trainer.eval_every=0", "async.max_staleness=1", "task.reward=tests.actors.digit_reward:reward",
@@ -97,5 +101,39 @@ def test_job_submit_runs_launch(head_node, tmp_path):
     assert [r["staleness"] for r in lines[2:]] == [0.0, 1.0]
     assert (run_dir / "checkpoints" / "step_2" / "driver.json").is_file()
     assert list(run_dir.glob("tensorboard/events.out.tfevents.*"))
-    exported = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+    exported = urllib.request.urlopen(f"http://127.0.0.1:{ports['--metrics-export-port']}/metrics",
+                                      timeout=10).read().decode()
     assert "dllm_reward_mean" in exported and "dllm_sync_s" in exported
+
+
+def _without_token(env: dict[str, str], **extra: str) -> dict[str, str]:
+    return {**{k: v for k, v in env.items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")}, **extra}
+
+
+@pytest.mark.parametrize("client, says", [
+    ({}, "Missing authentication token"),  # RAY_AUTH_MODE unset: the CLI sends no token
+    ({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "not-the-token"}, "Invalid authentication token"),
+])
+def test_submit_without_the_token_is_refused(head_node, client, says):
+    dashboard, env, _ = head_node
+    out = subprocess.run([*RAY_CLI, "job", "submit", f"--address={dashboard}", "--", "true"],
+                         env=_without_token(env, **client), capture_output=True, text=True, timeout=120)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0 and says in text, text[-2000:]
+    assert "RAY_AUTH_TOKEN_PATH" in text and "ray get-auth-token" in text  # Ray's own message names the fix
+
+
+@pytest.mark.parametrize("client, says", [
+    ({}, "sends no token (RAY_AUTH_MODE is unset). Set RAY_AUTH_MODE=token"),
+    ({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "not-the-token"},
+     "refused the token from the RAY_AUTH_TOKEN variable: it is not this cluster's token"),
+])
+def test_launch_names_the_token_fix(head_node, client, says, tmp_path):
+    """launch.py joining the cluster without its token stops at once with the fix (ray.init alone
+    retries for 20 s and then reports only that it could not connect)."""
+    _, env, ports = head_node
+    out = subprocess.run([sys.executable, str(REPO / "launch.py"), f"ray.address=127.0.0.1:{ports['--port']}",
+                          f"trainer.run_dir={tmp_path}"], env=_without_token(env, **client), capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2 and says in out.stderr, (out.stdout + out.stderr)[-2000:]
+    assert not list(tmp_path.iterdir())  # nothing started

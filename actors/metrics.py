@@ -1,10 +1,9 @@
-"""Where step metrics go: Ray gauges (dashboard / Prometheus), TensorBoard, metrics.jsonl,
-optional W&B / MLflow, and a reward/accuracy curve PNG at the end."""
+"""Where step metrics go: Ray metrics (dashboard / Prometheus; the Grafana dashboard
+monitoring/grafana/dllm_rl.json plots them), TensorBoard, metrics.jsonl, the W&B / MLflow trackers
+(actors/trackers.py), and a reward/accuracy curve PNG at the end."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import logging
 import math
 import re
 from pathlib import Path
@@ -12,9 +11,10 @@ from typing import Any
 
 from ray.util.metrics import Counter, Gauge
 
-log = logging.getLogger(__name__)
+from .trackers import open_trackers
 
-# Step metrics mirrored as Ray gauges (name in the step dict -> gauge description).
+# Step metrics mirrored as Ray gauges (name in the step dict -> gauge description); Ray exports
+# each as ray_dllm_<name> with "/" as "_" (pool/rollout/size -> ray_dllm_pool_rollout_size).
 GAUGES = {
     "reward_mean": "mean reward of the step's responses",
     "accuracy": "fraction of correct responses",
@@ -22,8 +22,11 @@ GAUGES = {
     "tokens_per_forward": "sampler tokens committed per forward pass",
     "rollout_tokens_per_s": "generated tokens per second (rollout stage wall time)",
     "learner_tokens_per_s": "response tokens trained per second (update stage wall time)",
+    "rollout_s": "rollout stage seconds (decoding and rewards)",
+    "update_s": "learner update seconds",
     "sync_s": "weight sync seconds",
     "staleness": "mean policy-version gap between sampling and training",
+    "reward_failed": "samples of the step without a verdict",
     "learner/kl": "KL estimate of the update",
     "learner/clip_frac": "fraction of clipped tokens",
     "learner/entropy": "mean entropy of the trained tokens",
@@ -31,7 +34,11 @@ GAUGES = {
     "eval/accuracy": "held-out accuracy (avg@k)",
     "process/reward_mean": "mean process reward per chunk (reward.process)",
     "judge/failures": "failed judgements (unparseable verdicts, judge or rule errors)",
+    **{f"pool/{pool}/{what}": f"{pool} workers {'alive' if what == 'size' else 'configured'}"
+       for pool in ("rollout", "reward", "judge") for what in ("size", "target")},
+    "pool/restarts": "worker restarts so far",
 }
+FAILED_KIND = "reward_failed/"  # step keys reward_failed/<kind>: the failures counter's `kind` tag
 
 
 def _metric_name(key: str) -> str:
@@ -39,7 +46,8 @@ def _metric_name(key: str) -> str:
 
 
 class MetricsLogger:
-    def __init__(self, run_dir: Path, loggers: list[str], run_name: str, config: dict[str, Any]) -> None:
+    def __init__(self, run_dir: Path, loggers: list[str], run_name: str, config: dict[str, Any],
+                 resuming: bool = False) -> None:
         self.run_dir = run_dir
         self.jsonl = (run_dir / "metrics.jsonl").open("a")
         tags = ("run",)
@@ -48,20 +56,15 @@ class MetricsLogger:
         self.steps = Counter("dllm_steps", description="RL steps finished", tag_keys=tags)
         self.reissued = Counter("dllm_reissued", description="rollout/reward work re-issued after a fault",
                                 tag_keys=tags)
-        self.tb = self.wandb = self.mlflow = None
+        self.sync_bytes = Counter("dllm_sync_bytes", description="weight bytes delivered to rollout workers",
+                                  tag_keys=tags)
+        self.failures = Counter("dllm_reward_failures", description="samples without a verdict, by kind",
+                                tag_keys=("run", "kind"))
+        self.tb = None
         if "tensorboard" in loggers:
             from torch.utils.tensorboard import SummaryWriter
             self.tb = SummaryWriter(str(run_dir / "tensorboard"))
-        if "wandb" in loggers and importlib.util.find_spec("wandb"):
-            import wandb
-            self.wandb = wandb.init(project="dllm-rl", name=run_name, dir=str(run_dir), config=config)
-        if "mlflow" in loggers and importlib.util.find_spec("mlflow"):
-            import mlflow
-            mlflow.start_run(run_name=run_name)
-            self.mlflow = mlflow
-        for name in set(loggers) - {"tensorboard"}:
-            if getattr(self, name) is None:
-                log.warning("trainer.logger includes %s but it is not installed; skipping it", name)
+        self.trackers = open_trackers(loggers, run_dir, run_name, config, resuming)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         clean = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
@@ -70,18 +73,20 @@ class MetricsLogger:
         for key, value in clean.items():
             if key in self.gauges:
                 self.gauges[key].set(value, tags=self.tags)
+            if key.startswith(FAILED_KIND) and value > 0:
+                self.failures.inc(value, tags={**self.tags, "kind": key[len(FAILED_KIND):]})
             if self.tb is not None:
                 self.tb.add_scalar(key, value, step)
-        if "reissued" in clean and clean["reissued"] > 0:
+        if clean.get("reissued", 0) > 0:
             self.reissued.inc(clean["reissued"], tags=self.tags)
+        if clean.get("sync_bytes", 0) > 0:
+            self.sync_bytes.inc(clean["sync_bytes"], tags=self.tags)
         if "reward_mean" in clean:  # a training step (eval lines carry eval/ keys only)
             self.steps.inc(1.0, tags=self.tags)
         if self.tb is not None:
             self.tb.flush()
-        if self.wandb is not None:
-            self.wandb.log(clean, step=step)
-        if self.mlflow is not None:
-            self.mlflow.log_metrics(clean, step=step)
+        for tracker in self.trackers:
+            tracker.log(step, clean)
 
     def rewind(self, step: int) -> None:
         """Forget what was logged after `step` (a resumed or recovered run logs those steps again):
@@ -98,10 +103,8 @@ class MetricsLogger:
         self.jsonl.close()
         if self.tb is not None:
             self.tb.close()
-        if self.wandb is not None:
-            self.wandb.finish()
-        if self.mlflow is not None:
-            self.mlflow.end_run()
+        for tracker in self.trackers:
+            tracker.close()
         if plot:
             plot_curves(self.run_dir / "metrics.jsonl", self.run_dir / "curves.png")
 

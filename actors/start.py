@@ -49,7 +49,8 @@ def start_run(cfg: RunConfig, hooks: RunHooks | None = None) -> Run:
                                  evals, hooks)
     if learner is not None:
         learner.connect(rollout)
-    metrics = MetricsLogger(run_dir, cfg.trainer.logger, namespace, cfg.model_dump(mode="json", by_alias=True))
+    metrics = MetricsLogger(run_dir, cfg.trainer.logger, namespace, cfg.model_dump(mode="json", by_alias=True),
+                            resuming=resume is not None)
     run = Run(cfg, run_dir, task, tokenizer, metrics, rollout, learner, places, prompts, supervised, warm_dir,
               hooks, LoopState(needs_warmup=needs_warmup))
     begin(run, resume, skipped=len(task.skipped_rows) + len(train.skipped) + len(evals.skipped))

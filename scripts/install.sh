@@ -8,4 +8,4 @@ TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
 python -m pip install -q "$TORCH_SPEC"
 python -m pip install -q setuptools wheel
 DS_BUILD_OPS=0 python -m pip install -q --no-build-isolation "deepspeed>=0.19"
-python -m pip install -q -e '.[test]'
+python -m pip install -q -e '.[test,loggers]'

@@ -92,6 +92,9 @@ class LearnerGroup:
     def resync(self, worker: int) -> None:
         self.publisher.resync(worker)
 
+    def take_sent_bytes(self) -> int:
+        return self.publisher.take_sent_bytes()
+
     def forget_weights(self) -> None:
         """The rollout workers' weights are unknown (a restore): the next publish syncs them all."""
         self.publisher.held = -1

@@ -125,6 +125,7 @@ class RolloutGroup:
         self.route = training_route(cfg.reward, rewarders, judges, cfg.trainer.reward_chunk)
         self.job: RolloutJob | None = None  # async: the next step's rollout, already in flight
         self.job_cursor: dict[str, Any] | None = None  # the prompt stream before `job`'s prompts were drawn
+        self.restarts = 0  # calls lost with their worker (Ray restarted it) so far
 
     @classmethod
     def start(cls, cfg: RunConfig, path: str, reward: str, namespace: str, places: Placements, weights: Weights,
@@ -274,6 +275,7 @@ class RolloutGroup:
     def _reissue(self, job: RolloutJob, call: Call, why: str) -> None:
         pool = call.scorer.name if call.scorer else "rollout"
         job.reissued[pool] += 1
+        self.restarts += 1
         log.warning("%s-%d lost its call (%s); re-issuing its %d items", pool, call.worker, why, len(call.items))
         if call.scorer is not None:
             self._score(job, call.scorer, call.items)
@@ -283,6 +285,15 @@ class RolloutGroup:
         self._generate(job, call.worker, call.items)
 
     # ---- devices and life ----------------------------------------------------------------------
+    def pool_metrics(self) -> dict[str, float]:
+        """pool/<pool>/size (workers held) and /target (configured; a pool not started: 0), pool/restarts."""
+        c = self.cfg.cluster
+        pools = {"rollout": (self.workers, c.rollout), "reward": (self.rewarders, c.reward),
+                 "judge": (self.judges, c.judge)}
+        m = {f"pool/{name}/size": float(len(held)) for name, (held, _) in pools.items()}
+        m |= {f"pool/{name}/target": float(p.num_workers if held else 0) for name, (held, p) in pools.items()}
+        return m | {"pool/restarts": float(self.restarts)}
+
     def sleep(self) -> int:
         """Colocated: every rollout worker releases its weights for the learner's update; bytes freed."""
         return sum(ray.get([w.sleep.remote() for w in self.workers]))

@@ -22,7 +22,8 @@ def rl_step(run: Run) -> dict[str, float]:
         adv = batch.advantages(run.cfg.algo, run.cfg.reward)
     m |= advantage_step_metrics(adv) | run.learner.train(adv, run.state.step, timer)
     run.rollout.after_update(timer)
-    return m | step_end_metrics(timer.seconds, run.learner.version)
+    return (m | step_end_metrics(timer.seconds, run.learner.version)
+            | {"sync_bytes": float(run.learner.take_sent_bytes())} | run.rollout.pool_metrics())
 
 
 def sft_step(run: Run) -> dict[str, float]:

@@ -45,8 +45,9 @@ from rollout.trajectory_batch import RowMeta  # noqa: E402
 
 # Partial credit, so that a random tiny model's groups have advantages and every step updates.
 DENSE_REWARD = "tests.actors.digit_reward:reward"
-# Figures that differ between equal runs: timings, and the fault handling itself.
-NOT_COMPARED = ("_s", "tokens_per_s", "reissued")
+# Figures that differ between equal runs: timings, and the fault handling itself (re-issued work,
+# restarts, the weight bytes a re-sync sends again).
+NOT_COMPARED = ("_s", "tokens_per_s", "reissued", "restarts", "sync_bytes")
 
 
 @dataclass(frozen=True)

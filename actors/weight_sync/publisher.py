@@ -25,6 +25,7 @@ class WeightPublisher:
                        for kind in GROUP_TRANSPORTS if kind in self.transports}
         self.held = 0  # the version every rollout worker holds (-1: unknown, a sync is due)
         self.handles: dict[str, WeightsHandle] = {}  # the last sync's: they keep its objects alive
+        self.sent_bytes = 0  # weight bytes delivered to rollout workers since the last take_sent_bytes()
 
     def publish(self, version: int, workers: list[int] | None = None) -> float:
         """Publish the learner's weights as `version` and load them into `workers` (default: all);
@@ -40,6 +41,7 @@ class WeightPublisher:
             group.form(self.ranks[0], self.workers)
         self.handles = ray.get([a.publish_weights.remote(version, kinds) for a in self.ranks])[0]
         loads = {i: self.workers[i].load_weights.remote(self.handles[self.transports[i]]) for i in workers}
+        self.sent_bytes += sum(sum(self.handles[self.transports[i]].bucket_sizes) for i in workers)
         if groups:
             ray.get(self.ranks[0].broadcast_weights.remote([g.transport for g in groups]))
         for i, ref in loads.items():
@@ -49,6 +51,11 @@ class WeightPublisher:
                 wait_restarted(self.workers[i])
                 self.resync(i)
         return time.perf_counter() - start
+
+    def take_sent_bytes(self) -> int:
+        """Weight bytes delivered since the last call (a step's `sync_bytes`, evaluation syncs included)."""
+        sent, self.sent_bytes = self.sent_bytes, 0
+        return sent
 
     def resync(self, worker: int) -> float:
         """A worker Ray restarted lost its weights and any group membership: a group member leaves

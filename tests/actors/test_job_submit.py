@@ -3,7 +3,9 @@ free ports, its own process group, token authentication on with a token of its o
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -44,7 +46,7 @@ def head_node():
         assert starter.returncode == 0, starter.stderr[-2000:]
         dashboard = f"http://127.0.0.1:{ports['--dashboard-port']}"
         _wait_http(dashboard + "/api/version", headers={"Authorization": "Bearer " + open(token).read()})
-        yield dashboard, env, ports
+        yield dashboard, env, ports, temp
     finally:
         if pgid is not None:
             for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -81,29 +83,107 @@ def _wait_http(url: str, headers: dict[str, str], timeout_s: float = 60.0) -> No
             time.sleep(0.5)
 
 
-def test_job_submit_runs_launch(head_node, tmp_path):
-    """Also the async path (max_staleness=1: step 2 trains on step-1-policy samples) and the
-    Prometheus endpoint carrying the driver's gauges."""
-    dashboard, env, ports = head_node
-    run_dir = tmp_path / "run"
-    entry = [sys.executable, str(REPO / "launch.py"), f"trainer.run_dir={run_dir}", "trainer.steps=2",
-             "trainer.eval_every=0", "async.max_staleness=1", "task.reward=tests.actors.digit_reward:reward",
-             "warmup.steps=2", "warmup.prompts_per_step=8", f"warmup.cache_dir={tmp_path}/warm",
+GRAFANA = REPO / "monitoring" / "grafana" / "dllm_rl.json"
+FRACTIONS = {"ray_dllm_reward_mean", "ray_dllm_accuracy", "ray_dllm_eval_accuracy", "ray_dllm_staleness"}
+ZERO_OK = {"ray_dllm_sync_s", "ray_dllm_reward_failed", "ray_dllm_pool_restarts", "ray_dllm_staleness",
+           "ray_dllm_accuracy", "ray_dllm_eval_accuracy"} | {f"ray_dllm_pool_judge_{k}" for k in ("size", "target")}
+
+
+@pytest.fixture(scope="module")
+def job(head_node, tmp_path_factory):
+    """One short job through `ray job submit` (async, an evaluation, a reward that fails for some
+    responses); while it runs, Ray's metrics endpoint is scraped every second and, where the binary
+    is installed, a real Prometheus watches the cluster (scripts/prometheus_check.py)."""
+    dashboard, env, ports, temp = head_node
+    tmp = tmp_path_factory.mktemp("job")
+    run_dir = tmp / "run"
+    entry = [sys.executable, str(REPO / "launch.py"), f"trainer.run_dir={run_dir}", "trainer.steps=3",
+             "trainer.eval_every=3", "trainer.eval_prompts=8", "async.max_staleness=1",
+             "task.reward=tests.actors.digit_reward:reward_or_error", "reward.max_failed_fraction=0.5",
+             "warmup.steps=2", "warmup.prompts_per_step=8", f"warmup.cache_dir={tmp}/warm",
              "engine.warmup_steps=0", "trainer.prompts_per_step=4", "trainer.responses_per_prompt=2",
              "rollout.max_new_tokens=8", "trainer.progress=false"]
     runtime_env = json.dumps({"env_vars": {"PYTHONPATH": str(REPO)}})
-    out = subprocess.run([*RAY_CLI, "job", "submit", f"--address={dashboard}", f"--runtime-env-json={runtime_env}",
-                          "--", *entry], env=env, capture_output=True, text=True, timeout=400)
-    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
-    assert "succeeded" in out.stdout.lower()
+    prometheus = None
+    if shutil.which("prometheus"):
+        prometheus = subprocess.Popen([sys.executable, str(REPO / "scripts" / "prometheus_check.py"), "--sd-file",
+                                       os.path.join(temp, "prom_metrics_service_discovery.json"), "--timeout", "300"],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    submit = subprocess.Popen([*RAY_CLI, "job", "submit", f"--address={dashboard}",
+                               f"--runtime-env-json={runtime_env}", "--", *entry],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    scraped: dict[str, list[tuple[dict[str, str], float]]] = {}
+    while submit.poll() is None:  # gauges of a finished driver age out of the endpoint: read them live
+        _scrape(f"http://127.0.0.1:{ports['--metrics-export-port']}/metrics", scraped)
+        time.sleep(1.0)
+    output = submit.stdout.read()
+    checked = None
+    if prometheus:
+        try:  # the run's gauges stay on the endpoint for ~20 s after the driver ends
+            checked = prometheus.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            prometheus.terminate()
+            checked = prometheus.communicate()
+    return {"rc": submit.returncode, "output": output, "run_dir": run_dir, "scraped": scraped,
+            "prometheus": (prometheus.returncode, *checked) if prometheus else None}
+
+
+def _scrape(url: str, into: dict[str, list[tuple[dict[str, str], float]]]) -> None:
+    """Every ray_dllm_* sample of one scrape, parsed as Prometheus parses the text format."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        text = urllib.request.urlopen(url, timeout=5).read().decode()
+    except OSError:
+        return
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.startswith("ray_dllm_"):
+                into.setdefault(sample.name, []).append((sample.labels, sample.value))
+
+
+def test_job_submit_runs_launch(job):
+    """Also the async path: steps 2 and 3 train on samples of the policy one version older."""
+    assert job["rc"] == 0 and "succeeded" in job["output"].lower(), job["output"][-3000:]
+    run_dir = job["run_dir"]
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in lines] == [-1, 0, 1, 2]  # two warm-up SFT steps, then RL
-    assert [r["staleness"] for r in lines[2:]] == [0.0, 1.0]
-    assert (run_dir / "checkpoints" / "step_2" / "driver.json").is_file()
+    assert [r["step"] for r in lines if any(k.startswith("warmup/") for k in r)] == [-1, 0]  # warm-up SFT
+    steps = [r for r in lines if "reward_mean" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3] and [r["staleness"] for r in steps] == [0.0, 1.0, 1.0]
+    assert steps[1]["sync_bytes"] > 0  # step 3's rollout was submitted with the step-1 policy
+    assert any(r.get("reward_failed/reward_error", 0) > 0 for r in steps)  # what the failure panel shows
+    assert (run_dir / "checkpoints" / "step_3" / "driver.json").is_file()
     assert list(run_dir.glob("tensorboard/events.out.tfevents.*"))
-    exported = urllib.request.urlopen(f"http://127.0.0.1:{ports['--metrics-export-port']}/metrics",
-                                      timeout=10).read().decode()
-    assert "dllm_reward_mean" in exported and "dllm_sync_s" in exported
+
+
+def test_every_grafana_metric_is_exported_with_a_plausible_value(job):
+    """The dashboard's PromQL names (read from the JSON, so the two cannot drift) against what Ray's
+    endpoint served during the run."""
+    exprs = [t["expr"] for p in json.loads(GRAFANA.read_text())["panels"] for t in p["targets"]]
+    used = {name for e in exprs for name in re.findall(r"\bray_dllm_\w+", e)}
+    assert len(used) >= 20 and not used - set(job["scraped"]), sorted(used - set(job["scraped"]))
+    for name in used:
+        values = [v for _, v in job["scraped"][name]]
+        assert all(math.isfinite(v) and v >= 0 for v in values), (name, values)
+        assert name in ZERO_OK or max(values) > 0, (name, values)
+        assert name not in FRACTIONS or max(values) <= 1, (name, values)
+    for pool in ("rollout", "reward"):  # alive = configured (2 rollout workers, 1 reward worker)
+        assert {v for _, v in job["scraped"][f"ray_dllm_pool_{pool}_size"]} == \
+            {v for _, v in job["scraped"][f"ray_dllm_pool_{pool}_target"]} == {2.0 if pool == "rollout" else 1.0}
+    kinds = {labels["kind"] for labels, _ in job["scraped"]["ray_dllm_reward_failures_total"]}
+    assert kinds == {"reward_error"}
+
+
+def test_a_real_prometheus_scrapes_the_run(job):
+    """scripts/prometheus_check.py: Debian's Prometheus on monitoring/prometheus.yml, fed Ray's
+    service-discovery file, answers a query for the run's reward over its HTTP API."""
+    if job["prometheus"] is None:
+        pytest.skip("no prometheus binary (apt-get install prometheus)")
+    rc, out, err = job["prometheus"]
+    assert rc == 0, err[-3000:]
+    found = json.loads(out)
+    assert found["metric"] == "ray_dllm_reward_mean" and found["targets_up"]
+    assert all(0 <= s["value"] <= 1 and s["labels"]["run"].startswith("dllm-run-") for s in found["samples"])
 
 
 def _without_token(env: dict[str, str], **extra: str) -> dict[str, str]:
@@ -115,7 +195,7 @@ def _without_token(env: dict[str, str], **extra: str) -> dict[str, str]:
     ({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "not-the-token"}, "Invalid authentication token"),
 ])
 def test_submit_without_the_token_is_refused(head_node, client, says):
-    dashboard, env, _ = head_node
+    dashboard, env, _, _ = head_node
     out = subprocess.run([*RAY_CLI, "job", "submit", f"--address={dashboard}", "--", "true"],
                          env=_without_token(env, **client), capture_output=True, text=True, timeout=120)
     text = out.stdout + out.stderr
@@ -131,7 +211,7 @@ def test_submit_without_the_token_is_refused(head_node, client, says):
 def test_launch_names_the_token_fix(head_node, client, says, tmp_path):
     """launch.py joining the cluster without its token stops at once with the fix (ray.init alone
     retries for 20 s and then reports only that it could not connect)."""
-    _, env, ports = head_node
+    _, env, ports, _ = head_node
     out = subprocess.run([sys.executable, str(REPO / "launch.py"), f"ray.address=127.0.0.1:{ports['--port']}",
                           f"trainer.run_dir={tmp_path}"], env=_without_token(env, **client), capture_output=True,
                          text=True, timeout=120)

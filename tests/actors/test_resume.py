@@ -8,7 +8,8 @@ from actors.run import prompt_cursor
 from support import SMALL, compose_config
 from test_run import run_to_end
 
-TIMING = ("_s", "tokens_per_s", "rollout_freed_mb")  # timings, and what only colocation logs
+# Timings, what only colocation logs, and the bytes of the extra sync a resume makes.
+TIMING = ("_s", "tokens_per_s", "rollout_freed_mb", "sync_bytes")
 
 
 def _comparable(lines: list[dict]) -> dict[int, dict]:

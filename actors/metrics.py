@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,10 @@ GAUGES = {
     "pool/restarts": "worker restarts so far",
 }
 FAILED_KIND = "reward_failed/"  # step keys reward_failed/<kind>: the failures counter's `kind` tag
+# Ray exports a gauge only in the export interval after it was set and drops it from the endpoint
+# ~20 s later, so a step longer than that would leave holes in every panel: the logger sets each
+# gauge's last value again this often, for as long as the run lives.
+REFRESH_S = 5.0
 
 
 def _metric_name(key: str) -> str:
@@ -60,6 +65,9 @@ class MetricsLogger:
                                   tag_keys=tags)
         self.failures = Counter("dllm_reward_failures", description="samples without a verdict, by kind",
                                 tag_keys=("run", "kind"))
+        self.last: dict[str, float] = {}  # each gauge's last value, set again by the refresher
+        self.stopped = threading.Event()
+        threading.Thread(target=self._refresh, name="gauge-refresh", daemon=True).start()
         self.tb = None
         if "tensorboard" in loggers:
             from torch.utils.tensorboard import SummaryWriter
@@ -73,6 +81,7 @@ class MetricsLogger:
         for key, value in clean.items():
             if key in self.gauges:
                 self.gauges[key].set(value, tags=self.tags)
+                self.last[key] = value
             if key.startswith(FAILED_KIND) and value > 0:
                 self.failures.inc(value, tags={**self.tags, "kind": key[len(FAILED_KIND):]})
             if self.tb is not None:
@@ -88,6 +97,11 @@ class MetricsLogger:
         for tracker in self.trackers:
             tracker.log(step, clean)
 
+    def _refresh(self) -> None:
+        while not self.stopped.wait(REFRESH_S):
+            for key, value in list(self.last.items()):
+                self.gauges[key].set(value, tags=self.tags)
+
     def rewind(self, step: int) -> None:
         """Forget what was logged after `step` (a resumed or recovered run logs those steps again):
         metrics.jsonl drops those lines, TensorBoard purges those events."""
@@ -100,6 +114,7 @@ class MetricsLogger:
             self.tb = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=step + 1)
 
     def close(self, plot: bool) -> None:
+        self.stopped.set()
         self.jsonl.close()
         if self.tb is not None:
             self.tb.close()

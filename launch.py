@@ -43,8 +43,10 @@ def connect_ray(cfg: RunConfig) -> None:
     pools = (c.rollout, c.reward, c.learner) + ((c.judge,) if cfg.reward.judged else ())
     needed = sum(p.num_workers * p.cpus_per_worker for p in pools)
     num_cpus = cfg.ray.num_cpus or max(os.cpu_count() or 1, int(needed + 0.999))
-    context = ray.init(num_cpus=num_cpus, include_dashboard=cfg.ray.include_dashboard, dashboard_host="127.0.0.1",
-                       runtime_env=runtime_env)
+    # address="local": a new cluster even where another `ray start` head runs on this machine (a bare
+    # ray.init() would join that one instead).
+    context = ray.init(address="local", num_cpus=num_cpus, include_dashboard=cfg.ray.include_dashboard,
+                       dashboard_host="127.0.0.1", runtime_env=runtime_env)
     if context.dashboard_url:
         print(access_help(context.dashboard_url), flush=True)
 

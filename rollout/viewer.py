@@ -16,9 +16,16 @@ def step_colour(step: int, last: int) -> str:
     return f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}"
 
 
+def _token_text(text: str) -> str:
+    """The token as shown: whitespace (and an empty decode) made visible, the rest escaped."""
+    if not text.strip():
+        return "".join("&#8629;" if c == "\n" else "&#9251;" for c in text) or "&#9251;"
+    return html.escape(text)
+
+
 def _trajectory_html(t: Trajectory, decode: Callable[[list[int]], str], note: str) -> str:
     spans = "".join(
-        f'<span class="tok s{s}" title="step {s}">{html.escape(decode([tok])) or "&#9251;"}<sub>{s}</sub></span>'
+        f'<span class="tok s{s}" title="step {s}">{_token_text(decode([tok]))}<sub>{s}</sub></span>'
         for tok, s in zip(t.response_ids, t.step_map))
     stats = (f"{len(t.response_ids)} tokens, {t.num_forwards} forwards, "
              f"{t.tokens_per_forward:.2f} tokens/forward, finish: {t.finish_reason}")

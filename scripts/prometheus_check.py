@@ -44,7 +44,8 @@ def main() -> int:
     p.add_argument("--metric", default="ray_dllm_reward_mean")
     p.add_argument("--prometheus", default="prometheus", help="the Prometheus binary")
     p.add_argument("--scrape-interval", default="1s")
-    p.add_argument("--timeout", type=float, default=60.0)
+    p.add_argument("--timeout", type=float, default=600.0,
+                   help="seconds to wait (a run exports its first figures after the warm-up)")
     p.add_argument("--keep", action="store_true", help="leave Prometheus running after the check")
     args = p.parse_args()
     binary = shutil.which(args.prometheus)

@@ -1,12 +1,13 @@
 """trainer.logger's W&B and MLflow trackers, for real and without Ray: a run logged through
 MetricsLogger, resumed after a rewind, is read back through each tracker's own files and must hold
 the same step metrics as metrics.jsonl, in one tracker run; a missing package stops launch.py
-before Ray starts, with the install command."""
+before Ray starts, with the install command. Also MetricsLogger's gauge refresher."""
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -115,3 +116,28 @@ def test_launch_stops_before_ray_without_the_package(tmp_path):
     assert out.returncode == 2, out.stdout + out.stderr
     assert "package 'wandb' is not installed: pip install -e '.[loggers]'" in out.stderr
     assert "Ray dashboard" not in out.stdout and not (tmp_path / "run").exists()
+
+
+def test_gauges_are_set_again_until_the_logger_closes(tmp_path, monkeypatch):
+    """Ray drops a gauge ~20 s after its last set: the logger keeps re-setting the last value."""
+    import actors.metrics
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.values: list[float] = []
+
+        def set(self, value: float, tags: dict[str, str]) -> None:
+            self.values.append(value)
+
+    monkeypatch.setattr(actors.metrics, "REFRESH_S", 0.02)
+    m = MetricsLogger(tmp_path, [], "dllm-test", {})
+    m.gauges["reward_mean"] = gauge = Recorder()
+    m.log(1, {"reward_mean": 0.25, "sync_s": 0.5})
+    deadline = time.monotonic() + 10
+    while len(gauge.values) < 4 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    m.close(plot=False)
+    time.sleep(0.1)
+    count = len(gauge.values)
+    time.sleep(0.1)
+    assert count >= 4 and set(gauge.values) == {0.25} and len(gauge.values) == count  # none after close

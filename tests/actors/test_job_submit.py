@@ -113,8 +113,14 @@ def job(head_node, tmp_path_factory):
                                f"--runtime-env-json={runtime_env}", "--", *entry],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     scraped: dict[str, list[tuple[dict[str, str], float]]] = {}
+    actors = None
     while submit.poll() is None:  # gauges of a finished driver age out of the endpoint: read them live
         _scrape(f"http://127.0.0.1:{ports['--metrics-export-port']}/metrics", scraped)
+        if actors is None and "ray_dllm_reward_mean" in scraped:  # RL steps run: every pool is up
+            listed = subprocess.run([*RAY_CLI, "list", "actors", f"--address={dashboard}", "--format=json"],
+                                    env=env, capture_output=True, text=True, timeout=60)
+            actors = (sorted(a["name"] for a in json.loads(listed.stdout) if not a["name"].startswith("_ray"))
+                      if listed.returncode == 0 else listed.stderr)  # (the job's supervisor actor left out)
         time.sleep(1.0)
     output = submit.stdout.read()
     checked = None
@@ -124,7 +130,7 @@ def job(head_node, tmp_path_factory):
         except subprocess.TimeoutExpired:
             prometheus.terminate()
             checked = prometheus.communicate()
-    return {"rc": submit.returncode, "output": output, "run_dir": run_dir, "scraped": scraped,
+    return {"rc": submit.returncode, "output": output, "run_dir": run_dir, "scraped": scraped, "actors": actors,
             "prometheus": (prometheus.returncode, *checked) if prometheus else None}
 
 
@@ -153,6 +159,8 @@ def test_job_submit_runs_launch(job):
     assert steps[1]["sync_bytes"] > 0  # step 3's rollout was submitted with the step-1 policy
     assert any(r.get("reward_failed/reward_error", 0) > 0 for r in steps)  # what the failure panel shows
     assert (run_dir / "checkpoints" / "step_3" / "driver.json").is_file()
+    # `ray list actors` with RAY_AUTH_MODE=token and the token, as the README says, names the pools.
+    assert job["actors"] == ["learner-0", "reward-0", "rollout-0", "rollout-1"]
     assert list(run_dir.glob("tensorboard/events.out.tfevents.*"))
 
 

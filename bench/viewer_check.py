@@ -60,7 +60,10 @@ class Page:
                 return message["result"]
 
     def js(self, expression: str) -> Any:
+        """The JSON string `expression` evaluates to, decoded."""
         result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        if "value" not in result["result"]:
+            raise RuntimeError(f"{expression[:60]}...: {result.get('exceptionDetails', result['result'])}")
         return json.loads(result["result"]["value"])
 
     def click(self, selector: str) -> None:
@@ -99,7 +102,9 @@ def open_page(html: Path, browser: str) -> Iterator[Page]:
                     raise RuntimeError(f"{browser} did not open its DevTools port") from None
                 time.sleep(0.3)
         page = Page(url)
-        while page.js("JSON.stringify(document.readyState)") != "complete":
+        while not page_loaded(page, html.resolve().as_uri()):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{browser} did not load {html}")
             time.sleep(0.1)
         yield page
         page.ws.close()
@@ -107,6 +112,14 @@ def open_page(html: Path, browser: str) -> Iterator[Page]:
         proc.terminate()
         proc.wait(timeout=30)
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def page_loaded(page: Page, url: str) -> bool:
+    """Our file is the tab's loaded document (it may still show about:blank, or be navigating)."""
+    try:
+        return page.js("JSON.stringify([location.href, document.readyState])") == [url, "complete"]
+    except RuntimeError:  # the context went away mid-navigation
+        return False
 
 
 def check_tokens(found: dict[str, Any]) -> list[str]:

@@ -80,7 +80,8 @@ def test_wandb_offline_records_the_jsonl_metrics_in_one_run(tmp_path, monkeypatc
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     log_run(run_dir, "wandb")
-    files = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    # offline-run-<second>-<id>, then its resumption (offline-run-<second>-<id>-1 within the same second)
+    files = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"), key=lambda f: f.parent.name)
     assert len(files) == 2  # the first run and its resumption, which `wandb sync` joins into one run
     run_id = json.loads((run_dir / "trackers.json").read_text())["wandb"]
     assert set().union(*(run_ids(f) for f in files)) == {run_id}

@@ -122,6 +122,10 @@ def job(head_node, tmp_path_factory):
             actors = (sorted(a["name"] for a in json.loads(listed.stdout) if not a["name"].startswith("_ray"))
                       if listed.returncode == 0 else listed.stderr)  # (the job's supervisor actor left out)
         time.sleep(1.0)
+    deadline = time.monotonic() + 15  # figures of the last seconds reach the endpoint up to ~10 s later
+    while not dashboard_metrics() <= set(scraped) and time.monotonic() < deadline:
+        _scrape(f"http://127.0.0.1:{ports['--metrics-export-port']}/metrics", scraped)
+        time.sleep(1.0)
     output = submit.stdout.read()
     checked = None
     if prometheus:
@@ -132,6 +136,12 @@ def job(head_node, tmp_path_factory):
             checked = prometheus.communicate()
     return {"rc": submit.returncode, "output": output, "run_dir": run_dir, "scraped": scraped, "actors": actors,
             "prometheus": (prometheus.returncode, *checked) if prometheus else None}
+
+
+def dashboard_metrics() -> set[str]:
+    """Every ray_dllm_* name the Grafana dashboard's queries use."""
+    exprs = [t["expr"] for p in json.loads(GRAFANA.read_text())["panels"] for t in p["targets"]]
+    return {name for e in exprs for name in re.findall(r"\bray_dllm_\w+", e)}
 
 
 def _scrape(url: str, into: dict[str, list[tuple[dict[str, str], float]]]) -> None:
@@ -167,8 +177,7 @@ def test_job_submit_runs_launch(job):
 def test_every_grafana_metric_is_exported_with_a_plausible_value(job):
     """The dashboard's PromQL names (read from the JSON, so the two cannot drift) against what Ray's
     endpoint served during the run."""
-    exprs = [t["expr"] for p in json.loads(GRAFANA.read_text())["panels"] for t in p["targets"]]
-    used = {name for e in exprs for name in re.findall(r"\bray_dllm_\w+", e)}
+    used = dashboard_metrics()
     assert len(used) >= 20 and not used - set(job["scraped"]), sorted(used - set(job["scraped"]))
     for name in used:
         values = [v for _, v in job["scraped"][name]]

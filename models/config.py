@@ -50,16 +50,15 @@ class ModelConfig:
     pad_token_id: int = 1
     # Extra ids that end a response like EOS does (e.g. <|im_end|> and <|endoftext|> for SDAR).
     stop_token_ids: list[int] = field(default_factory=list)
-    # Vision-language families (llada_v): the stored SigLIP tower's shape (models/vision.py VISION_KEYS);
-    # None for text-only models.
+    # Vision-language models (family llada_v; in memory any family): the stored SigLIP tower's shape
+    # (models/vision.py VISION_KEYS); None for text-only models.
     vision: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.family not in FAMILY_TRAITS:
             raise ValueError(f"model.family={self.family!r}: allowed values are {sorted(FAMILY_TRAITS)}")
-        if (self.family in VISION_FAMILIES) != (self.vision is not None):
-            raise ValueError(f"model.family={self.family!r}: a vision config is needed exactly for the "
-                             f"vision-language families {sorted(VISION_FAMILIES)}")
+        if self.family in VISION_FAMILIES and self.vision is None:
+            raise ValueError(f"model.family={self.family!r} is a vision-language family: it needs a vision config")
         if self.num_heads % self.num_kv_heads:
             raise ValueError(
                 f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}")

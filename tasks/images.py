@@ -26,9 +26,14 @@ def load_image(ref: str) -> Image.Image:
         with Image.open(io.BytesIO(data)) as image:
             return image.convert("RGB")
     except FileNotFoundError as exc:
-        raise ImageError(f"image {ref[:80]!r} does not exist") from exc
+        raise ImageError(f"image {shown(ref)!r} does not exist") from exc
     except (OSError, UnidentifiedImageError, binascii.Error, ValueError) as exc:
-        raise ImageError(f"image {ref[:80]!r} cannot be read: {type(exc).__name__}: {exc}") from exc
+        raise ImageError(f"image {shown(ref)!r} cannot be read: {type(exc).__name__}: {exc}") from exc
+
+
+def shown(ref: str) -> str:
+    """`ref` for a message: a path whole, a data URI cut short."""
+    return ref[:48] + "..." if ref.startswith(DATA_URI) and len(ref) > 48 else ref
 
 
 def data_uri(image: Image.Image, max_side: int | None = None) -> str:

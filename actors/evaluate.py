@@ -63,6 +63,7 @@ def write_eval(run: Run) -> dict[str, float]:
             s = scores[(tr.prompt_uid, tr.sample_idx)]
             f.write(json.dumps({"uid": tr.prompt_uid, "sample": tr.sample_idx,
                                 "question": eval_rows[tr.prompt_uid].get("question"),
+                                **({"image": tr.image} if tr.image else {}),
                                 "response": run.tokenizer.decode(tr.response_ids), "reward": s.reward,
                                 "correct": s.correct}) + "\n")
     run.metrics.log(0, {f"eval/{k}": v for k, v in m.items()})

@@ -110,6 +110,10 @@ class DecoderLayer(nn.Module):
 class DiffusionLM(nn.Module):
     """Decoder used for every family; `cfg.family` only changes norms, biases and logit shift."""
 
+    # State-dict prefixes of modules that neither train nor travel in a weight sync (every holder
+    # has them from the checkpoint), e.g. a frozen vision tower (models/vision.py).
+    frozen: tuple[str, ...] = ()
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.config = cfg

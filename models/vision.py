@@ -60,6 +60,11 @@ class DiffusionVLM(DiffusionLM):
         self.mm_projector = nn.Sequential(nn.Linear(width, cfg.hidden_size), nn.GELU(),
                                           nn.Linear(cfg.hidden_size, cfg.hidden_size))
 
+    def freeze_vision(self) -> None:
+        """model.train_vision=false: the tower neither trains nor syncs (the projector and decoder do)."""
+        self.vision_tower.requires_grad_(False)
+        self.frozen = ("vision_tower.",)
+
     def restore_buffers(self) -> None:
         """SigLIP's patch position ids: a non-persistent buffer no checkpoint or weight sync carries."""
         for module in self.vision_tower.modules():

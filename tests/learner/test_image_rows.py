@@ -76,3 +76,25 @@ def test_placeholders_without_an_image_are_named():
     trajs[0].image = ""
     with pytest.raises(ValueError, match="trajectory 0 .* image placeholder ids"):
         trajectory_images(trajs, model.config)
+
+
+def test_a_frozen_tower_neither_trains_nor_travels_in_the_weight_sync():
+    from learner.engine import TrainEngine
+    from learner.engine_config import EngineConfig
+
+    model = tiny_vlm(4)
+    trajs = sampled(model, use_cache=False)
+    model.freeze_vision()
+    engine = TrainEngine(model, EngineConfig(lr=1e-2, weight_decay=0.0))
+    synced = [name for name, _, _ in engine.full_layout(synced=True)]
+    assert [name for name, _ in engine.full_tensors(synced=True)] == synced
+    assert "mm_projector.0.weight" in synced and "embed_tokens.weight" in synced
+    assert not [n for n in synced if n.startswith("vision_tower.")]
+    assert len(engine.full_layout()) == len(model.state_dict())  # checkpoints keep everything
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rows = [r for i, t in enumerate(trajs) for r in trace_rows(t, i, "full", 1, MASK, 0, 1024)]
+    mbs = [mb for mb in micro_batches(rows, 256, PAD, trajectory_images(trajs, model.config)) if mb.images is not None]
+    engine.train_step(mbs[:1], lambda module, mb: (-token_logprobs(module, mb, MASK)[0].sum(), {}))
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in after if k.startswith("vision_tower."))
+    assert not torch.equal(before["mm_projector.0.weight"], after["mm_projector.0.weight"])

@@ -98,3 +98,22 @@ def test_a_frozen_tower_neither_trains_nor_travels_in_the_weight_sync():
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in after if k.startswith("vision_tower."))
     assert not torch.equal(before["mm_projector.0.weight"], after["mm_projector.0.weight"])
+
+
+@pytest.mark.parametrize("name", ["tracerl", "tracerl_value", "diffu_grpo", "coupled_grpo", "random_masking"])
+def test_rl_objectives_step_on_image_prompts(name):
+    from learner.algo_config import AlgoConfig
+    from learner.engine import TrainEngine
+    from learner.engine_config import EngineConfig
+    from learner.policy_update import PolicyUpdater
+
+    model = tiny_vlm(4)
+    trajs = sampled(model, use_cache=True)[:4]
+    model.freeze_vision()
+    value = ValueModel(tiny_vlm(4)) if name == "tracerl_value" else None
+    updater = PolicyUpdater(TrainEngine(model, EngineConfig(lr=1e-3)), AlgoConfig(name=name), model.config,
+                            value_engine=None if value is None else TrainEngine(value, EngineConfig(lr=1e-3)))
+    before = model.mm_projector[0].weight.detach().clone()
+    metrics = updater.rl_step(trajs, [1.0, -1.0, 0.5, -0.5], 0)
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+    assert not torch.equal(before, model.mm_projector[0].weight)  # the image path is trained

@@ -161,7 +161,7 @@ class LearnerWorker:
         self.senders.release_device_buffers()  # the last sync's, on the GPU the update needs
         return self.updater.rl_step(trajectories, advantages, step, filtered)
 
-    def sft_step(self, pairs: list[tuple[list[int], list[int]]], step: int) -> dict[str, float]:
+    def sft_step(self, pairs: list[tuple[list[int], list[int], str]], step: int) -> dict[str, float]:
         """An SFT step: the run's objective when algo is SFT, else the warm-up objective."""
         self._resident()
         self.senders.release_device_buffers()

@@ -35,8 +35,7 @@ def trajectory_images(trajs: list[Trajectory], cfg: ModelConfig) -> TrajectoryIm
     for i, t in enumerate(trajs):
         if not t.image and t.prompt_ids and max(t.prompt_ids) >= cfg.vocab_size:
             raise ValueError(f"trajectory {i} ({t.prompt_uid or 'no uid'}/{t.sample_idx}) has image placeholder ids "
-                             "in its prompt but names no image (supervised steps on reference solutions do not "
-                             "carry images)")
+                             "in its prompt but names no image (Trajectory.image)")
     refs = {i: t.image for i, t in enumerate(trajs) if t.image}
     if not refs:
         return None

@@ -219,9 +219,12 @@ class PolicyUpdater:
         return loss
 
     # ---- SFT ------------------------------------------------------------------------------
-    def sft_step(self, pairs: list[tuple[list[int], list[int]]], step: int) -> dict[str, float]:
-        """Supervised step on (prompt ids, reference response ids) pairs."""
-        return self.sft_on([sft_trajectory(p, r, self.cfg.block_size, self.cfg.eos_token_id) for p, r in pairs], step)
+    def sft_step(self, pairs: list[tuple], step: int) -> dict[str, float]:
+        """Supervised step on (prompt ids, reference response ids[, the prompt's image]) pairs."""
+        trajs = [sft_trajectory(p, r, self.cfg.block_size, self.cfg.eos_token_id) for p, r, *_ in pairs]
+        for t, (_, _, *image) in zip(trajs, pairs):
+            t.image = image[0] if image else ""
+        return self.sft_on(trajs, step)
 
     def sft_on(self, trajs: list[Trajectory], step: int) -> dict[str, float]:
         """Supervised step on trajectories: recorded rollouts for sft_trace (their decoding order is

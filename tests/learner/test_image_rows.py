@@ -117,3 +117,21 @@ def test_rl_objectives_step_on_image_prompts(name):
     metrics = updater.rl_step(trajs, [1.0, -1.0, 0.5, -0.5], 0)
     assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
     assert not torch.equal(before, model.mm_projector[0].weight)  # the image path is trained
+
+
+def test_supervised_steps_on_image_prompts_train_the_projector():
+    from learner.algo_config import AlgoConfig
+    from learner.engine import TrainEngine
+    from learner.engine_config import EngineConfig
+    from learner.policy_update import PolicyUpdater
+
+    model = tiny_vlm(4)
+    prompts, pictures = image_prompts(model, 4)
+    model.freeze_vision()
+    updater = PolicyUpdater(TrainEngine(model, EngineConfig(lr=1e-3)), AlgoConfig(name="sft_semi_ar"), model.config)
+    before = model.mm_projector[0].weight.detach().clone()
+    pairs = [(prompts[0], [5, 6, 1], data_uri(pictures[0])), (prompts[1], [7, 1], "")]
+    assert updater.sft_step(pairs, 0)["sft_loss"] > 0
+    assert not torch.equal(before, model.mm_projector[0].weight)
+    with pytest.raises(ValueError, match="names no image"):
+        updater.sft_step([(prompts[0], [5, 1])], 1)

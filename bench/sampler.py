@@ -251,7 +251,8 @@ def main() -> None:
         args.prompt, args.new, args.hidden, args.layers, args.vocab = 64, 64, 256, 4, 8000
     torch.set_num_threads(args.threads)
     if args.images:
-        return emit(image_figures(args))
+        emit(image_figures(args))
+        return
     score: Scorer | None = None
     if args.model:
         model = load_model(args.model).eval()

@@ -1,6 +1,7 @@
 """A vision-language RL run end to end through Ray (task=shapes, model=tiny_llada_v): image prompts decoded by
 the rollout workers, scored by the multiple-choice reward, TraceRL updates re-encoding the images, the weight
-sync without the frozen tower, a resume, the held-out evaluation and the viewer's thumbnails."""
+sync without the frozen tower, a resume, the held-out evaluation, mode=eval on the export and the viewer's
+thumbnails."""
 from __future__ import annotations
 
 import json
@@ -29,6 +30,13 @@ def test_shapes_rl_run_on_the_tiny_vision_model_resumes(ray_session, tmp_path):
     page = (part / "trajectories.html").read_text()
     assert page.count('<img class="thumb" src="data:image/png;base64,') >= 2
     assert json.loads((part / "summary.json").read_text())["eval_prompts"] == 4
+    # mode=eval on the trained export: every response's image named, and the viewer's thumbnails.
+    evaluated = tmp_path / "eval"
+    run_to_end(compose_config(BASE + ["mode=eval", f"model.path={part / 'checkpoints' / 'step_2' / 'hf'}",
+                                      f"trainer.run_dir={evaluated}"]))
+    samples = [json.loads(line) for line in (evaluated / "eval_samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 4 and all(s["image"].startswith("data:image/png;base64,") for s in samples)
+    assert (evaluated / "trajectories.html").read_text().count('<img class="thumb"') == 4
 
 
 def test_image_task_on_a_text_model_is_refused_naming_the_keys(tmp_path):

@@ -103,10 +103,11 @@ class RolloutJob:
 
 
 def records_for(uids: list[str], prompt_ids: list[list[int]], samples: int,
-                rows: list[dict[str, Any]]) -> list[PromptRecord]:
+                rows: list[dict[str, Any]] | None = None) -> list[PromptRecord]:
     """Every prompt `samples` times; a prompt's samples stay adjacent (same shard, shared prefix, one
-    image encoding). `rows`: the task rows, for their images."""
-    return [PromptRecord(uid, ids, k, row.get("image") or "") for uid, ids, row in zip(uids, prompt_ids, rows)
+    image encoding). `rows`: the task rows, for their images (None: text prompts)."""
+    images = [row.get("image") or "" for row in rows] if rows is not None else [""] * len(uids)
+    return [PromptRecord(uid, ids, k, image) for uid, ids, image in zip(uids, prompt_ids, images)
             for k in range(samples)]
 
 

@@ -27,7 +27,7 @@ def load_image(ref: str) -> Image.Image:
             return image.convert("RGB")
     except FileNotFoundError as exc:
         raise ImageError(f"image {shown(ref)!r} does not exist") from exc
-    except (OSError, UnidentifiedImageError, binascii.Error, ValueError) as exc:
+    except (OSError, UnidentifiedImageError, binascii.Error, ValueError, Image.DecompressionBombError) as exc:
         raise ImageError(f"image {shown(ref)!r} cannot be read: {type(exc).__name__}: {exc}") from exc
 
 

@@ -27,10 +27,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+TINY_FAMILIES = ("tiny", "llada_v")  # families whose random tiny checkpoint `model.path: null` writes
+
+
 class ModelSection(_Strict):
     name: str
     family: Family
-    # Local checkpoint directory; null only for `tiny` (a seeded random one is written to run_dir).
+    # Local checkpoint directory; null only for the tiny families `tiny` and `llada_v` (a seeded random
+    # tiny checkpoint is written to run_dir).
     path: str | None = None
     block_size: int = Field(4, ge=1)
     mask_token_id: int | None = Field(None, ge=0)
@@ -40,11 +44,12 @@ class ModelSection(_Strict):
     max_position_embeddings: int | None = Field(None, ge=1)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     init_seed: int = 0  # tiny only: seed of the random checkpoint
+    train_vision: bool = False  # vision-language models: train the vision tower too (else it is frozen, never synced)
     ref_path: str | None = None  # frozen reference (algo.kl_ref=frozen, the ref_kl metric); default: RL's start
 
     @model_validator(mode="after")
     def _check(self) -> ModelSection:
-        if self.path is None and self.family != "tiny":
+        if self.path is None and self.family not in TINY_FAMILIES:
             raise ValueError(f"model.path is required for model {self.name!r} (family {self.family}): "
                              "set model.path=/dir/of/the/checkpoint")
         return self

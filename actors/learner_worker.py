@@ -21,6 +21,7 @@ from learner.value import ValueModel
 from models.checkpoint import load_model
 from models.config import DTYPES
 from models.tokenizer import load_tokenizer
+from models.transformer import DiffusionLM
 from rewards.process import process_vector
 from rollout.trajectory import Trajectory
 from rollout.trajectory_batch import RowMeta
@@ -82,7 +83,7 @@ class LearnerWorker:
         load = dict(dtype=DTYPES[m.dtype], device=self.device, family=m.family, overrides=m.overrides())
         # Trained weights load in fp32 (the engine's master weights), not via a model.dtype copy.
         trained = {**load, "dtype": torch.float32}
-        model = load_model(path, **trained)
+        model = self._trainable(load_model(path, **trained))
         self.model_cfg = model.config
         if warmup:
             w = self.cfg.warmup
@@ -91,7 +92,8 @@ class LearnerWorker:
             self.sft_updater = PolicyUpdater(self.engine, w.algo, self.model_cfg, seed=self.cfg.trainer.seed)
             return
         self.engine = TrainEngine(model, self.cfg.engine, self.device)
-        self.value_engine = (TrainEngine(ValueModel(load_model(path, **trained)), self.cfg.engine, self.device)
+        self.value_engine = (TrainEngine(ValueModel(self._trainable(load_model(path, **trained))), self.cfg.engine,
+                                         self.device)
                              if algo.uses_value else None)
         ref = None
         if algo.needs_frozen_ref:  # the start of RL (KL term, ref_kl); forward only: the checkpoint's dtype will do
@@ -100,6 +102,12 @@ class LearnerWorker:
                                      value_engine=self.value_engine, seed=self.cfg.trainer.seed,
                                      pack_rounds=self.cfg.learner.pack_rounds)
         self.sft_updater = self.updater
+
+    def _trainable(self, model: DiffusionLM) -> DiffusionLM:
+        """model.train_vision=false: a vision-language model's tower is frozen (not trained, not synced)."""
+        if model.config.image_tokens and not self.cfg.model.train_vision:
+            model.freeze_vision()
+        return model
 
     def _release(self) -> None:
         """Drop every reference to the current engines (and free their device memory)."""
@@ -153,7 +161,7 @@ class LearnerWorker:
         self.senders.release_device_buffers()  # the last sync's, on the GPU the update needs
         return self.updater.rl_step(trajectories, advantages, step, filtered)
 
-    def sft_step(self, pairs: list[tuple[list[int], list[int]]], step: int) -> dict[str, float]:
+    def sft_step(self, pairs: list[tuple[list[int], list[int], str]], step: int) -> dict[str, float]:
         """An SFT step: the run's objective when algo is SFT, else the warm-up objective."""
         self._resident()
         self.senders.release_device_buffers()
@@ -166,7 +174,7 @@ class LearnerWorker:
 
     def _wire_layout(self) -> Layout:
         """What the rollout workers hold: floating weights in model.dtype (the learner may train in fp32)."""
-        return wire_layout(self.engine.full_layout(), DTYPES[self.cfg.model.dtype])
+        return wire_layout(self.engine.full_layout(synced=True), DTYPES[self.cfg.model.dtype])
 
     def publish_weights(self, version: int, kinds: list[str]) -> dict[str, WeightsHandle]:
         """All ranks call this (a ZeRO-3 gather is collective); rank 0 streams the weights once into
@@ -174,7 +182,7 @@ class LearnerWorker:
         a handle per transport. A group transport's handle only announces the buckets:
         `broadcast_weights` sends them."""
         self._resident()
-        tensors = self.engine.full_tensors()
+        tensors = self.engine.full_tensors(synced=True)
         if self.rank != 0:
             for _ in tensors:  # take part in each tensor's gather; rank 0 alone packs
                 pass

@@ -7,9 +7,7 @@ import logging
 from rich.console import Console
 from rich.table import Table
 
-from rollout.viewer import render_html
-
-from .evaluate import eval_figures
+from .evaluate import eval_figures, write_viewer
 from .metrics import read_jsonl
 from .payloads import fetch
 from .run import Run
@@ -37,13 +35,10 @@ def write_report(run: Run, wall_s: float) -> dict[str, float]:
         "dynamic_threshold": dynamic.threshold,
     }
     (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    decode = lambda ids: run.tokenizer.decode(ids)  # noqa: E731
     sections = {f"static (1 token / pass), accuracy {s_m['accuracy']:.3f}": fetch(s_decoded[:VIEWER_SAMPLES]),
                 f"dynamic (τ = {dynamic.threshold}), accuracy {d_m['accuracy']:.3f}": fetch(d_decoded[:VIEWER_SAMPLES])}
-    page = render_html(f"{run.cfg.task.name} · {run.cfg.algo.name} · step {run.state.step}",
-                       {name: [(t, f"{t.prompt_uid}") for t in trajs]
-                        for name, trajs in sections.items()}, decode)
-    (run.run_dir / "trajectories.html").write_text(page)
+    write_viewer(run, f"{run.cfg.task.name} · {run.cfg.algo.name} · step {run.state.step}",
+                 {name: [(t, f"{t.prompt_uid}") for t in trajs] for name, trajs in sections.items()})
     table = Table(title=f"held-out {run.cfg.task.name} accuracy ({len(run.rollout.eval_rows)} prompts, greedy)")
     for col in ("", "accuracy", "tokens / forward"):
         table.add_column(col)

@@ -102,9 +102,13 @@ class RolloutJob:
     turn: Counter = field(default_factory=Counter)  # each scorer's next worker (round robin)
 
 
-def records_for(uids: list[str], prompt_ids: list[list[int]], samples: int) -> list[PromptRecord]:
-    """Every prompt `samples` times; a prompt's samples stay adjacent (same shard, shared prefix)."""
-    return [PromptRecord(uid, ids, k) for uid, ids in zip(uids, prompt_ids) for k in range(samples)]
+def records_for(uids: list[str], prompt_ids: list[list[int]], samples: int,
+                rows: list[dict[str, Any]] | None = None) -> list[PromptRecord]:
+    """Every prompt `samples` times; a prompt's samples stay adjacent (same shard, shared prefix, one
+    image encoding). `rows`: the task rows, for their images (None: text prompts)."""
+    images = [row.get("image") or "" for row in rows] if rows is not None else [""] * len(uids)
+    return [PromptRecord(uid, ids, k, image) for uid, ids, image in zip(uids, prompt_ids, images)
+            for k in range(samples)]
 
 
 def split(items: list, n: int) -> list[list]:
@@ -171,7 +175,7 @@ class RolloutGroup:
         self.job_cursor = self.prompts.state_dict()
         batch = self.prompts.next_batch(self.cfg.trainer.prompts_per_step)
         records = records_for([s.uid for s in batch], [self.encode(s.row) for s in batch],
-                              self.cfg.trainer.responses_per_prompt)
+                              self.cfg.trainer.responses_per_prompt, [s.row for s in batch])
         job = self.submit(records, {s.uid: s.row for s in batch}, self.cfg.rollout, self.route)
         self.hooks.rollout_submitted()
         return job
@@ -197,7 +201,7 @@ class RolloutGroup:
                     progress: bool = False) -> tuple[list[RowMeta], dict[Key, Score]]:
         """The held-out prompts decoded (`samples` each) with `params` and scored by the task's own
         rule; rows in held-out order (their trajectories stay in the object store)."""
-        records = records_for(list(self.eval_rows), self.eval_prompts, samples)
+        records = records_for(list(self.eval_rows), self.eval_prompts, samples, list(self.eval_rows.values()))
         rows, scores, _ = self.collect(self.submit(records, self.eval_rows, params,
                                                    evaluation_route(self.rewarders, self.cfg.trainer.reward_chunk)),
                                        progress)

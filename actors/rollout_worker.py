@@ -8,13 +8,16 @@ import torch
 
 from models.checkpoint import load_model
 from models.config import DTYPES
+from models.transformer import DiffusionLM
 from rollout.decode_forward import release_graphs
+from rollout.images import encode_prompt_images
 from rollout.params import SamplingParams
 from rollout.requests import PromptRecord
 from rollout.rng import row_seed
 from rollout.sampler import generate
 from rollout.trajectory import Trajectory
 from rollout.trajectory_batch import RowMeta, TrajectoryBatch
+from tasks.images import load_image
 
 from .config import ModelSection
 from .device import device_for_actor
@@ -28,7 +31,7 @@ def shard_result(trajs: list[Trajectory], shard: list[PromptRecord],
     """What `generate` returns for a decoded shard: its rows (stamped with their request and the
     weights version) as metadata and as one batch."""
     for t, r in zip(trajs, shard):
-        t.policy_version, t.prompt_uid, t.sample_idx = version, r.uid, r.sample_idx
+        t.policy_version, t.prompt_uid, t.sample_idx, t.image = version, r.uid, r.sample_idx, r.image
     batch = TrajectoryBatch.from_trajectories(trajs)
     return batch.metas(), batch
 
@@ -40,10 +43,17 @@ class RolloutWorker:
         self.rank = rank
         self.load_args: dict[str, Any] = dict(dtype=DTYPES[model.dtype], device=self.device, family=model.family,
                                               overrides=model.overrides())
-        self.model = load_model(path, **self.load_args).eval()
+        self.train_vision, self.path = model.train_vision, path
+        self.model = self._load(path)
         self.weights_version = 0
         self.asleep = False  # colocated: weights released while the learner updates
         self.receivers = Receivers(self.device)
+
+    def _load(self, path: str) -> DiffusionLM:
+        model = load_model(path, **self.load_args).eval()
+        if model.config.image_tokens and not self.train_vision:  # as the learner: the sync leaves it out
+            model.freeze_vision()
+        return model
 
     def node_id(self) -> str:
         return ray.get_runtime_context().get_node_id()
@@ -69,8 +79,10 @@ class RolloutWorker:
         return freed
 
     def load_weights(self, handle: WeightsHandle) -> int:
-        if self.asleep:  # every tensor is overwritten below: fresh uninitialised storage will do
-            self.model.to_empty(device=self.device)
+        if self.asleep:  # every synced tensor is overwritten below: fresh uninitialised storage will do,
+            # but the frozen ones (never synced) come back from the checkpoint
+            self.model = self._load(self.path) if self.model.frozen else self.model.to_empty(device=self.device)
+            self.model.restore_buffers()
             self.asleep = False
         self.receivers.load(handle, self.model)
         self.weights_version = handle.version
@@ -80,7 +92,7 @@ class RolloutWorker:
         """Upstream's way (and a fallback when no transport fits): a fresh model from an HF
         export. Every weight is read here, as a first forward would, so its cost shows where it
         is paid: safetensors maps the file and reads lazily."""
-        self.model = load_model(path, **self.load_args).eval()
+        self.model, self.path = self._load(path), path
         with torch.no_grad():
             for p in self.model.parameters():
                 p.sum()
@@ -96,5 +108,7 @@ class RolloutWorker:
             raise RuntimeError(f"rollout-{self.rank} released its weights for the learner's update and has "
                                "not been synced since (its next load_weights wakes it)")
         seeds = [row_seed(params.seed, r.uid, r.sample_idx) for r in shard]
-        trajs = generate(self.model, [r.prompt_ids for r in shard], params, seeds)  # compiles if params ask
+        pictures = {ref: load_image(ref) for ref in dict.fromkeys(r.image for r in shard if r.image)}
+        images = encode_prompt_images(self.model, [pictures.get(r.image) for r in shard]) if pictures else None
+        trajs = generate(self.model, [r.prompt_ids for r in shard], params, seeds, images=images)  # compiles if asked
         return shard_result(trajs, shard, self.weights_version)

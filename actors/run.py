@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from tasks.prompt_stream import PromptStream
-from tasks.prompts import encode_prompt
 from tasks.registry import Task
 
 from .config import RunConfig
@@ -46,20 +45,19 @@ class Run:
     hooks: RunHooks = field(default_factory=RunHooks)
     state: LoopState = field(default_factory=LoopState)
 
-    def encode(self, row: dict[str, Any]) -> list[int]:
-        return encode_prompt(row, self.tokenizer, self.cfg.task.template or self.task.template, self.task.kind)
-
-    def next_pairs(self, n: int) -> list[tuple[list[int], list[int]]]:
-        """(prompt ids, reference solution ids + EOS) for supervised steps."""
+    def next_pairs(self, n: int) -> list[tuple[list[int], list[int], str]]:
+        """(prompt ids, reference solution ids + EOS, the prompt's image or "") for supervised steps;
+        a multiple-choice row's reference is its option letter."""
         pairs = []
         for s in self.supervised.next_batch(n):
             if not (s.row.get("solution") or s.row.get("ground_truth_answer")):
                 raise ValueError(
                     f"supervised steps need rows with 'solution' or 'ground_truth_answer'; got {sorted(s.row)}"
                 )
-            text = s.row.get("solution") or f"\\boxed{{{s.row['ground_truth_answer']}}}"
+            answer = s.row.get("ground_truth_answer")
+            text = s.row.get("solution") or (str(answer) if self.task.kind == "choice" else f"\\boxed{{{answer}}}")
             ids = self.tokenizer.encode(text, add_special_tokens=False) + [self.tokenizer.eos_token_id]
-            pairs.append((self.encode(s.row), ids))
+            pairs.append((self.rollout.encode(s.row), ids, s.row.get("image") or ""))
         return pairs
 
     def driver_state(self) -> dict[str, Any]:

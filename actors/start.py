@@ -2,17 +2,17 @@
 and the task, every prompt screened, the two groups of actors, the metrics logger, and a resume."""
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
 import re
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from models.checkpoint import load_config
 from models.tiny import write_tiny_checkpoint
 from models.tokenizer import load_tokenizer
+from models.vision import image_placeholders
 from tasks.prompts import encode_prompt
 from tasks.registry import Task, get_task, resolve_reward
 from tasks.schemas import Row
@@ -39,8 +39,7 @@ def start_run(cfg: RunConfig, hooks: RunHooks | None = None) -> Run:
     warm_dir, resume = mode.warm_dir(cfg), resolve_resume(run_dir, cfg.trainer.resume)
     path, needs_warmup = starting_weights(model_path(cfg, run_dir), warm_dir, resume)
     tokenizer, namespace = load_tokenizer(path), namespace_for(cfg, run_dir)
-    encode = functools.partial(encode_prompt, tokenizer=tokenizer, template=cfg.task.template or task.template,
-                               kind=task.kind)
+    encode = prompt_encoder(cfg, task, tokenizer, path)
     train, evals = screen_run_rows(cfg, mode, task, path, encode)  # every prompt the run uses, checked now
     prompts, supervised = mode.streams(cfg, train.rows, needs_warmup)
     places = reserve(cfg, namespace, mode.learners, judges=bool(cfg.reward.judged) and mode.learners)
@@ -93,8 +92,24 @@ def model_path(cfg: RunConfig, run_dir: Path) -> str:
         return cfg.model.path
     path = run_dir / "tiny_model"
     if not (path / "config.json").is_file():
-        write_tiny_checkpoint(path, seed=cfg.model.init_seed)
+        write_tiny_checkpoint(path, seed=cfg.model.init_seed, family=cfg.model.family)
     return str(path)
+
+
+def prompt_encoder(cfg: RunConfig, task: Task, tokenizer: Any, path: str) -> Callable[[Row], list[int]]:
+    """Row -> prompt ids: the task's template, a row's image as the model's image placeholders. An image
+    row for a text-only model is refused naming both config keys (when the rows are screened, at start)."""
+    image_ids = image_placeholders(load_config(path, family=cfg.model.family, overrides=cfg.model.overrides()))
+    template = cfg.task.template or task.template
+
+    def encode(row: Row) -> list[int]:
+        if row.get("image") and not image_ids:
+            raise ValueError(f"task.name={cfg.task.name!r} gives image prompts, but model.name={cfg.model.name!r} "
+                             f"(model.family={cfg.model.family}) takes no images: use a vision-language model "
+                             "(model=llada_v, or model=tiny_llada_v for the tiny random one)")
+        return encode_prompt(row, tokenizer, template, task.kind, image_ids)
+
+    return encode
 
 
 def namespace_for(cfg: RunConfig, run_dir: Path) -> str:

@@ -50,6 +50,8 @@ Engine figures (added to the same JSON line):
   only live rows (on a CPU a static batch then gets cheaper as its rows finish).
 - `--no-reference` skips the uncached and transformers runs (real-size vocabularies).
 - `--device cuda --dtype bfloat16 --shape sdar_4b`: random weights at a real checkpoint shape.
+- `--images N`: image prompts (N image tokens) against text prompts of the same length, per-pass cost
+  (bench/sampler_images.py).
 
     python bench/sampler.py --no-reference --vocab 151936 --hidden 256 --layers 4 --prompt 32 --new 16 \
         --batch 64 --batches 64,256 --baseline /tmp/old --heavy --threads 1
@@ -70,6 +72,7 @@ import yaml
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import REPO, bench_parser, emit, fastest  # noqa: E402
+from bench.sampler_images import image_figures  # noqa: E402
 from bench.sampler_roofline import decode_work, limits, roofline, sweep  # noqa: E402
 from bench.shapes import SHAPES, random_model, random_prompts  # noqa: E402
 from models.checkpoint import load_model  # noqa: E402
@@ -242,10 +245,14 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     ap.add_argument("--shape", choices=sorted(SHAPES), help="random weights at a real checkpoint shape")
+    ap.add_argument("--images", type=int, help="N image tokens: image vs text prompts (bench/sampler_images.py)")
     args = ap.parse_args()
     if args.quick:
         args.prompt, args.new, args.hidden, args.layers, args.vocab = 64, 64, 256, 4, 8000
     torch.set_num_threads(args.threads)
+    if args.images:
+        emit(image_figures(args))
+        return
     score: Scorer | None = None
     if args.model:
         model = load_model(args.model).eval()

@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 import torch
 
 from models.slot_mask import SlotMask
+from models.vision import RowImages
 
+from .images import TrajectoryImages
 from .rows import Row, one_thread
 
 
@@ -23,17 +25,22 @@ class MicroBatch:
     row_weight: torch.Tensor    # [M] objective-specific factor from row building (e.g. 1/t)
     # Per-token tensors [M] the objective attaches (advantages, old log-probs, loss weights, ...).
     data: dict[str, torch.Tensor] = field(default_factory=dict)
+    images: RowImages | None = None  # the rows' prompt images (vision-language models)
 
     @property
     def num_tokens(self) -> int:
         return int(self.targets.numel())
 
     def to(self, device: torch.device | str) -> "MicroBatch":
-        moved = {k: v.to(device) for k, v in self.__dict__.items() if k != "data"}
+        moved = {k: None if v is None else v.to(device) for k, v in self.__dict__.items() if k != "data"}
         return MicroBatch(**moved, data={k: v.to(device) for k, v in self.data.items()})
 
+    def model_inputs(self) -> dict[str, RowImages]:
+        """Keyword arguments of the model's forward beyond the tokens: the images, when there are any."""
+        return {} if self.images is None else {"images": self.images}
 
-def collate(rows: list[Row], pad_id: int) -> MicroBatch:
+
+def collate(rows: list[Row], pad_id: int, images: TrajectoryImages | None = None) -> MicroBatch:
     T = max(len(r) for r in rows)
     R = len(rows)
     ids = torch.full((R, T), pad_id, dtype=torch.long)
@@ -59,10 +66,12 @@ def collate(rows: list[Row], pad_id: int) -> MicroBatch:
         input_ids=ids, position_ids=pos, attn_mask=SlotMask(copy, block, valid), logits_at=logits_at,
         value_at=value_at, targets=pick("targets"), token_index=pick("token_index"),
         traj_index=torch.cat([torch.full((len(o),), r.traj_index, dtype=torch.long) for r, o in zip(rows, order)]),
-        row_weight=pick("weights").float())
+        row_weight=pick("weights").float(),
+        images=None if images is None else images.for_rows([r.traj_index for r in rows]))
 
 
-def micro_batches(rows: list[Row], token_budget: int, pad_id: int) -> list[MicroBatch]:
+def micro_batches(rows: list[Row], token_budget: int, pad_id: int,
+                  images: TrajectoryImages | None = None) -> list[MicroBatch]:
     """Greedy packing of length-sorted rows so that rows × padded length ≤ token_budget."""
     if not rows:
         return []
@@ -78,4 +87,4 @@ def micro_batches(rows: list[Row], token_budget: int, pad_id: int) -> list[Micro
         current.append(row)
     groups.append(current)
     with one_thread():  # small fills and copies: 25x faster on one thread than on 2 busy cores
-        return [collate(g, pad_id) for g in groups]
+        return [collate(g, pad_id, images) for g in groups]

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from models.checkpoint import save_model
-from models.transformer import DiffusionLM
+from models.vision import build_model
 
 from . import distributed
 from .engine_config import EngineConfig
@@ -143,16 +143,22 @@ class TrainEngine:
         """Undo `offload` (no-op when nothing is offloaded)."""
         self._backend.reload()
 
-    def full_layout(self) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
+    def full_layout(self, synced: bool = False) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
         """(name, dtype, full shape) of each full_tensors item, in the same order, without gathering."""
-        return [(name, t.dtype, self._backend.full_shape(t))
-                for name, t in self.module.state_dict(keep_vars=True).items()]
+        return [(name, t.dtype, self._backend.full_shape(t)) for name, t in self._state(synced)]
 
-    def full_tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
+    def _state(self, synced: bool) -> list[tuple[str, torch.Tensor]]:
+        """The whole state, or (synced) what a weight sync carries: all but the modules the model keeps
+        frozen (`DiffusionLM.frozen`, e.g. the vision tower), which every holder has from the checkpoint."""
+        frozen = getattr(self.module, "frozen", ()) if synced else ()
+        return [(name, t) for name, t in self.module.state_dict(keep_vars=True).items() if not name.startswith(frozen)]
+
+    def full_tensors(self, synced: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
         """(name, full weight) on every rank, in state-dict order, on the engine's device, without a
         copy: the parameter's own memory (under ZeRO-3 gathered one tensor at a time), valid only
-        until the next item is requested. Collective: every rank must exhaust it together."""
-        for name, tensor in self.module.state_dict(keep_vars=True).items():
+        until the next item is requested. Collective: every rank must exhaust it together.
+        `synced`: only what a weight sync carries (`full_layout(synced=True)`)."""
+        for name, tensor in self._state(synced):
             with self._backend.gathered(tensor):
                 yield name, tensor.detach()
 
@@ -199,7 +205,7 @@ class TrainEngine:
         state = self.full_state_dict(dtype)
         if distributed.rank() == 0:
             with torch.device("meta"):  # a weightless shell to carry the gathered tensors
-                shell = DiffusionLM(self.module.config)
+                shell = build_model(self.module.config)
             shell.load_state_dict(state, assign=True)
             save_model(shell, path, tokenizer)
         distributed.barrier()

@@ -63,5 +63,6 @@ def token_logprobs(model: nn.Module, mb: MicroBatch, mask_id: int, temperature: 
     """chunk: trained tokens per vocabulary chunk (default: LOGIT_CHUNK_ELEMENTS of the device / vocabulary)."""
     head = partial(_head, targets=mb.targets, mask_id=mask_id, temperature=temperature,
                    with_entropy=with_entropy, chunk=chunk)
-    picked, entropy = model(mb.input_ids, mb.position_ids, mb.attn_mask, logits_at=mb.logits_at, head=head)
+    picked, entropy = model(mb.input_ids, mb.position_ids, mb.attn_mask, logits_at=mb.logits_at, head=head,
+                            **mb.model_inputs())
     return picked, entropy if with_entropy else None

@@ -21,6 +21,7 @@ from . import distributed
 from .advantages import Filtered
 from .algo_config import AlgoConfig
 from .batching import MicroBatch, micro_batches
+from .images import TrajectoryImages, trajectory_images
 from .logprobs import token_logprobs
 from .losses import clipped_value_loss, k3_kl, ppo_clip, truncated_is_weight
 from .objectives import sft_trajectory
@@ -87,8 +88,8 @@ class PolicyUpdater:
         self.pack_budget = algo.token_budget if pack_rounds else None
 
     # ---- batching -------------------------------------------------------------------------
-    def _micro_batches(self, rows: list[Row]) -> list[MicroBatch]:
-        mbs = micro_batches(rows, self.algo.token_budget, self.cfg.pad_token_id)
+    def _micro_batches(self, rows: list[Row], images: TrajectoryImages | None = None) -> list[MicroBatch]:
+        mbs = micro_batches(rows, self.algo.token_budget, self.cfg.pad_token_id, images)
         (most,) = distributed.all_reduce_host([len(mbs)], "max")
         while len(mbs) < most:  # this rank ran out: a zero-weight batch keeps collectives aligned
             filler = (
@@ -124,9 +125,10 @@ class PolicyUpdater:
         if objective.supervised_on == "references":
             raise ValueError(f"algo.name={algo.name!r} trains on reference solutions (sft_step), not on rollouts")
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        images = trajectory_images(trajectories, self.cfg)
 
         def rows() -> list[MicroBatch]:
-            return self._micro_batches(objective.rows(trajectories, algo, self.cfg, gen, self.pack_budget))
+            return self._micro_batches(objective.rows(trajectories, algo, self.cfg, gen, self.pack_budget), images)
 
         # Masking baselines draw fresh masks per pass (d1's μ iterations); the others reuse one set.
         epochs = [rows() for _ in range(algo.ppo_epochs)] if objective.redraws_masks else [rows()] * algo.ppo_epochs
@@ -217,15 +219,19 @@ class PolicyUpdater:
         return loss
 
     # ---- SFT ------------------------------------------------------------------------------
-    def sft_step(self, pairs: list[tuple[list[int], list[int]]], step: int) -> dict[str, float]:
-        """Supervised step on (prompt ids, reference response ids) pairs."""
-        return self.sft_on([sft_trajectory(p, r, self.cfg.block_size, self.cfg.eos_token_id) for p, r in pairs], step)
+    def sft_step(self, pairs: list[tuple], step: int) -> dict[str, float]:
+        """Supervised step on (prompt ids, reference response ids[, the prompt's image]) pairs."""
+        trajs = [sft_trajectory(p, r, self.cfg.block_size, self.cfg.eos_token_id) for p, r, *_ in pairs]
+        for t, (_, _, *image) in zip(trajs, pairs):
+            t.image = image[0] if image else ""
+        return self.sft_on(trajs, step)
 
     def sft_on(self, trajs: list[Trajectory], step: int) -> dict[str, float]:
         """Supervised step on trajectories: recorded rollouts for sft_trace (their decoding order is
         the target), or reference pairs wrapped by `sft_step`."""
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
-        mbs = self._micro_batches(self.algo.objective.rows(trajs, self.algo, self.cfg, gen, self.pack_budget))
+        mbs = self._micro_batches(self.algo.objective.rows(trajs, self.algo, self.cfg, gen, self.pack_budget),
+                                  trajectory_images(trajs, self.cfg))
         norm_weights(mbs, trajs, self.algo.norm)
         return self._train(self.engine, mbs, self._sft_loss)
 

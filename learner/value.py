@@ -25,7 +25,8 @@ class ValueModel(nn.Module):
 
     def forward(self, mb: MicroBatch) -> torch.Tensor:
         """[M] values of the trained tokens, read at each token's own noisy slot (its pre-step state)."""
-        h = self.backbone.hidden_states(mb.input_ids, mb.position_ids, mb.attn_mask)
+        features = None if mb.images is None else self.backbone.row_image_features(mb.images)
+        h = self.backbone.hidden_states(mb.input_ids, mb.position_ids, mb.attn_mask, image_features=features)
         return self.value_head(h[mb.value_at]).squeeze(-1).float()
 
 

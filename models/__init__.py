@@ -5,6 +5,7 @@ from .kv_cache import KVCache
 from .tiny import write_tiny_checkpoint
 from .tokenizer import build_tiny_tokenizer, load_tokenizer
 from .transformer import DiffusionLM
+from .vision import DiffusionVLM
 
-__all__ = ["ModelConfig", "DiffusionLM", "KVCache", "load_model", "save_model", "load_tokenizer",
+__all__ = ["ModelConfig", "DiffusionLM", "DiffusionVLM", "KVCache", "load_model", "save_model", "load_tokenizer",
            "build_tiny_tokenizer", "write_tiny_checkpoint"]

@@ -20,10 +20,11 @@ from huggingface_hub import split_torch_state_dict_into_shards
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .config import ModelConfig
+from .config import VISION_FAMILIES, ModelConfig
 from .layouts import FAMILY_LAYOUTS, KNOWN_MASK_IDS, MODEL_TYPES, Layout
 from .tokenizer import load_tokenizer
 from .transformer import DiffusionLM
+from .vision import build_model, vision_dict
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -120,6 +121,8 @@ def config_from_hf(raw: dict[str, Any], family: str, path: Path, overrides: dict
         raise ValueError(f"overrides {unknown} are not supported; allowed keys are {list(OVERRIDABLE)}")
     values.update(overrides)
     values.update(_resolve_token_ids(values, family, path))
+    if family in VISION_FAMILIES:
+        values["vision"] = _read_vision(raw, path)
     return ModelConfig(family=family, **values)
 
 
@@ -131,11 +134,30 @@ def config_to_hf(cfg: ModelConfig, path: Path) -> dict[str, Any]:
                            "dllm_family": cfg.family, **layout.fixed}
     for name, keys in layout.keys.items():
         out.update({key: values[name] for key in keys})
+    if cfg.vision is not None:  # LLaVA's keys, and the stored tower's own config
+        out.update(mm_hidden_size=cfg.vision["hidden_size"], mm_vision_select_layer=-2, mm_patch_merge_type="flat",
+                   image_aspect_ratio="square", vision_config=dict(cfg.vision))
     reread = config_from_hf(out, cfg.family, path, {})
     if reread != cfg:
         lost = {f.name for f in dataclass_fields(cfg) if getattr(reread, f.name) != getattr(cfg, f.name)}
         raise ValueError(f"{layout.model_type} config.json cannot express fields {sorted(lost)} of {cfg}")
     return out
+
+
+def _read_vision(raw: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The stored tower's config: our `vision_config`, else the SigLIP directory `mm_vision_tower` names
+    (relative to the checkpoint or absolute) cut to the layers LLaDA-V keeps (`mm_vision_select_layer`)."""
+    if isinstance(raw.get("vision_config"), dict):
+        return vision_dict(raw["vision_config"])
+    tower = raw.get("mm_vision_tower")
+    for where in ([path / tower, Path(tower)] if isinstance(tower, str) else []):
+        if (where / CONFIG).is_file():
+            full = _read_json(where / CONFIG)
+            vision = vision_dict(full.get("vision_config", full))
+            vision["num_hidden_layers"] += int(raw.get("mm_vision_select_layer", -2)) + 1
+            return vision
+    raise ValueError(f"{path / CONFIG}: no vision_config, and mm_vision_tower={tower!r} is not a local SigLIP "
+                     "directory with a config.json (relative to the checkpoint or absolute)")
 
 
 def _check_fixed(raw: dict[str, Any], layout: Layout, path: Path) -> None:
@@ -204,7 +226,9 @@ def _build(cfg: ModelConfig, tensors: dict[str, torch.Tensor], path: Path,
            device: str | torch.device) -> DiffusionLM:
     layout = FAMILY_LAYOUTS[cfg.family]
     with torch.device("meta"):  # no random init of weights we are about to replace
-        model = DiffusionLM(cfg)
+        model = build_model(cfg)
+    for name in layout.ignored:
+        tensors.pop(name, None)
     expected = model.state_dict()
     ours = {layout.tensor_name(name): name for name in expected}
     if cfg.tie_word_embeddings:  # HF may or may not store the tied head; it is the embedding anyway
@@ -223,6 +247,7 @@ def _build(cfg: ModelConfig, tensors: dict[str, torch.Tensor], path: Path,
     # assign=True gave lm_head its own Parameter: re-tie it.
     if cfg.tie_word_embeddings:
         model.lm_head.weight = model.embed_tokens.weight
+    model.restore_buffers()
     return model
 
 

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
-Family = Literal["sdar", "llada", "dream", "tiny"]
+Family = Literal["sdar", "llada", "dream", "tiny", "llada_v"]
 Attention = Literal["block_causal", "full"]
 
 # The `model.dtype` strings a run config accepts, as torch dtypes.
@@ -17,8 +17,11 @@ FAMILY_TRAITS: dict[str, tuple[Attention, bool, bool, bool]] = {
     "sdar": ("block_causal", False, True, False),
     "tiny": ("block_causal", False, True, False),
     "llada": ("full", False, False, False),
+    "llada_v": ("full", False, False, False),  # LLaDA-V: the LLaDA decoder behind a SigLIP tower
     "dream": ("full", True, False, True),
 }
+
+VISION_FAMILIES = frozenset({"llada_v"})
 
 
 def family_attention(family: str) -> Attention:
@@ -47,10 +50,15 @@ class ModelConfig:
     pad_token_id: int = 1
     # Extra ids that end a response like EOS does (e.g. <|im_end|> and <|endoftext|> for SDAR).
     stop_token_ids: list[int] = field(default_factory=list)
+    # Vision-language models (family llada_v; in memory any family): the stored SigLIP tower's shape
+    # (models/vision.py VISION_KEYS); None for text-only models.
+    vision: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.family not in FAMILY_TRAITS:
             raise ValueError(f"model.family={self.family!r}: allowed values are {sorted(FAMILY_TRAITS)}")
+        if self.family in VISION_FAMILIES and self.vision is None:
+            raise ValueError(f"model.family={self.family!r} is a vision-language family: it needs a vision config")
         if self.num_heads % self.num_kv_heads:
             raise ValueError(
                 f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}")
@@ -73,6 +81,14 @@ class ModelConfig:
     @property
     def qkv_bias(self) -> bool:
         return FAMILY_TRAITS[self.family][3]
+
+    @property
+    def image_tokens(self) -> int:
+        """Features one image contributes to a prompt (0: a text-only model). Prompt ids
+        vocab_size + j, j < image_tokens, stand for the image's j-th feature (models/vision.py)."""
+        if self.vision is None:
+            return 0
+        return (self.vision["image_size"] // self.vision["patch_size"]) ** 2
 
     def to_dict(self) -> dict:
         return asdict(self)

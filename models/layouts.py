@@ -22,12 +22,18 @@ class Layout:
     layer_prefix: str = "layers."
     top: dict[str, str] = field(default_factory=dict)  # our top-level module -> theirs
     layer: dict[str, str] = field(default_factory=dict)  # our per-layer module -> theirs
+    nested: dict[str, str] = field(default_factory=dict)  # our top-level submodule -> its path there
+    # Checkpoint tensors we read past (parts of the reference model our decoder does not use).
+    ignored: tuple[str, ...] = ()
 
     def tensor_name(self, ours: str) -> str:
         """Checkpoint name of our state_dict entry `ours` (e.g. layers.3.mlp.up_proj.weight)."""
         module, kind = ours.rsplit(".", 1)
         if module == "lm_head":
             return self.lm_head
+        head, _, rest = module.partition(".")
+        if head in self.nested:  # transformers 4 nests SiglipVisionModel's modules under vision_model, 5 not
+            return f"{self.prefix}{self.nested[head]}.{rest.removeprefix('vision_model.')}.{kind}"
         if module.startswith("layers."):
             _, index, rest = module.split(".", 2)
             return f"{self.prefix}{self.layer_prefix}{index}.{self.layer.get(rest, rest)}.{kind}"
@@ -99,11 +105,25 @@ LLADA = Layout(
            "mlp.down_proj": "ff_out", "input_layernorm": "attn_norm",
            "post_attention_layernorm": "ff_norm"})
 
+# LLaDA-V (ML-GSAI/LLaDA-V, a LLaVA-NeXT model): its LLaDA decoder uses Llama names and config keys;
+# the SigLIP tower sits at model.vision_tower.vision_tower.*, the projector at model.mm_projector.{0,2}.*.
+# The vision config keys (mm_*, vision_config) are read and written by models/checkpoint.py.
+LLADA_V = Layout(
+    model_type="llava_llada", architectures=["LlavaLLaDAModelLM"],
+    keys=_QWEN2_KEYS,
+    fixed={"hidden_act": "silu", "attention_bias": False, "mm_projector_type": "mlp2x_gelu",
+           "mm_use_im_start_end": False, "mm_use_im_patch_token": False},
+    prefix="model.", lm_head="lm_head.weight",
+    nested={"vision_tower": "vision_tower.vision_tower.vision_model"},
+    # The row separator of spatial_unpad patch merging: one flat view per image does not use it.
+    ignored=("model.image_newline",))
+
 # Checkpoint layout of each of our families (tiny is an SDAR-shaped model).
-FAMILY_LAYOUTS: dict[str, Layout] = {"sdar": SDAR, "tiny": SDAR, "dream": DREAM, "llada": LLADA}
+FAMILY_LAYOUTS: dict[str, Layout] = {"sdar": SDAR, "tiny": SDAR, "dream": DREAM, "llada": LLADA, "llada_v": LLADA_V}
 
 # config.json model_type -> family; plain qwen3 is a causal SDAR (block size 1 gives parity).
-MODEL_TYPES: dict[str, str] = {"sdar": "sdar", "qwen3": "sdar", "Dream": "dream", "llada": "llada"}
+MODEL_TYPES: dict[str, str] = {"sdar": "sdar", "qwen3": "sdar", "Dream": "dream", "llada": "llada",
+                               "llava_llada": "llada_v"}
 
 # Mask ids the released checkpoints of each family use, when neither config nor tokenizer says.
-KNOWN_MASK_IDS: dict[str, int] = {"sdar": 151669, "dream": 151666, "llada": 126336}
+KNOWN_MASK_IDS: dict[str, int] = {"sdar": 151669, "dream": 151666, "llada": 126336, "llada_v": 126336}

@@ -12,13 +12,21 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from .checkpoint import save_model
-from .config import ModelConfig
+from .config import VISION_FAMILIES, ModelConfig
 from .tokenizer import build_tiny_tokenizer
-from .transformer import DiffusionLM
+from .vision import build_model
+
+# The tiny vision-language preset's SigLIP tower: 32 x 32 images in 8 x 8 patches (16 image tokens).
+TINY_VISION: dict[str, Any] = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                   num_channels=3, image_size=32, patch_size=8, hidden_act="gelu_pytorch_tanh",
+                                   layer_norm_eps=1e-6)
 
 
 def tiny_config(tokenizer: PreTrainedTokenizerBase, **overrides: Any) -> ModelConfig:
-    """~0.8M parameters: hidden 128, 4 layers, 4 heads (2 KV), block size 4, 512 positions."""
+    """~0.8M parameters: hidden 128, 4 layers, 4 heads (2 KV), block size 4, 512 positions. A vision-language
+    family (family="llada_v") gets the TINY_VISION tower unless `vision` is given."""
+    if overrides.get("family") in VISION_FAMILIES:
+        overrides.setdefault("vision", dict(TINY_VISION))
     values: dict[str, Any] = dict(
         family="tiny", vocab_size=len(tokenizer), hidden_size=128, intermediate_size=384, num_layers=4,
         num_heads=4, num_kv_heads=2, head_dim=32, max_position_embeddings=512, rope_theta=10000.0,
@@ -52,7 +60,7 @@ def write_tiny_checkpoint(path: str | Path, seed: int = 0, *, extra_tokens: list
     cfg = tiny_config(tokenizer, **overrides)
     with torch.random.fork_rng(devices=[]):  # seeded without disturbing the caller's RNG stream
         torch.manual_seed(seed)
-        model = DiffusionLM(cfg)
+        model = build_model(cfg)
         with torch.no_grad():
             for param in model.parameters():
                 if param.dim() > 1:  # matrices N(0, 0.02) as in GPT/Qwen init; norms stay 1

@@ -5,7 +5,7 @@ map by prefix and LLaDA maps by a fixed rename table (models/checkpoint.py).
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +15,9 @@ from torch.utils.checkpoint import checkpoint
 from .attention import AttnMask, attend
 from .config import ModelConfig
 from .kv_cache import KVCache
+
+if TYPE_CHECKING:
+    from .vision import RowImages
 
 
 class RMSNorm(nn.Module):
@@ -107,6 +110,10 @@ class DecoderLayer(nn.Module):
 class DiffusionLM(nn.Module):
     """Decoder used for every family; `cfg.family` only changes norms, biases and logit shift."""
 
+    # State-dict prefixes of modules that neither train nor travel in a weight sync (every holder
+    # has them from the checkpoint), e.g. a frozen vision tower (models/vision.py).
+    frozen: tuple[str, ...] = ()
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.config = cfg
@@ -119,16 +126,34 @@ class DiffusionLM(nn.Module):
             self.lm_head.weight = self.embed_tokens.weight
         self.gradient_checkpointing = False
 
+    def embed(self, input_ids: torch.Tensor, image_features: torch.Tensor | None = None) -> torch.Tensor:
+        """Input embeddings [N, T, H]. With `image_features` [N, image_tokens, H] (row n's image), an
+        id vocab_size + j is row n's image feature j (a prompt's image placeholders, models/vision.py);
+        text ids embed exactly as without it."""
+        if image_features is None:
+            return self.embed_tokens(input_ids)
+        image = input_ids >= self.config.vocab_size
+        x = self.embed_tokens(torch.where(image, 0, input_ids))
+        slot = (input_ids - self.config.vocab_size).clamp(0, image_features.shape[1] - 1)
+        features = image_features.gather(1, slot[..., None].expand(-1, -1, x.shape[-1]))
+        return torch.where(image[..., None], features.to(x.dtype), x)
+
+    def row_image_features(self, images: RowImages) -> torch.Tensor:
+        """[R, image_tokens, H] features of each row's image; only vision-language models have them."""
+        raise ValueError(f"model family {self.config.family!r} takes no images (prompts with images need a "
+                         "vision-language model such as model=llada_v)")
+
     def hidden_states(self, input_ids: torch.Tensor, position_ids: torch.Tensor,
-                      attn_mask: AttnMask = None, kv_cache: KVCache | None = None) -> torch.Tensor:
+                      attn_mask: AttnMask = None, kv_cache: KVCache | None = None,
+                      image_features: torch.Tensor | None = None) -> torch.Tensor:
         """Final-normed hidden states [N, T, H].
 
         attn_mask: bool [N, T, S] (True = may attend) over the keys the layer attends to (the
         query's own, or what `kv_cache.extend` returns); a `MaskSpec` describing it
         (models/attention.py); None = attend all. `kv_cache` was told by the caller where this
-        forward's K/V go (KVCache.decode / prefill).
+        forward's K/V go (KVCache.decode / prefill). `image_features`: see `embed`.
         """
-        x = self.embed_tokens(input_ids)
+        x = self.embed(input_ids, image_features)
         cos, sin = self.rotary(position_ids, x.dtype)
         for i, layer in enumerate(self.layers):
             if self.gradient_checkpointing and self.training and kv_cache is None:
@@ -140,19 +165,25 @@ class DiffusionLM(nn.Module):
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor,
                 attn_mask: AttnMask = None, kv_cache: KVCache | None = None,
                 logits_at: torch.Tensor | None = None,
-                head: Callable[[torch.Tensor, nn.Module], Any] | None = None) -> Any:
+                head: Callable[[torch.Tensor, nn.Module], Any] | None = None,
+                images: RowImages | None = None) -> Any:
         """Logits [N, T, V], or [M, V] at the M query slots where bool `logits_at` [N, T] is True,
         or at the M flat (row * T + column) indices of an integer `logits_at` [M] (no host sync).
 
         Only the asked-for rows go through the vocabulary projection: full-vocab logits at every
         position are the main memory cost of training at real vocab sizes. `head(h, lm_head)`
         replaces the projection (e.g. the learner's chunked log-probs); it runs inside forward so
-        wrappers (DDP, ZeRO-3 gathering the head) see it.
+        wrappers (DDP, ZeRO-3 gathering the head) see it. `images`: each row's image, encoded here
+        (so the learner's gradient reaches the projector).
         """
-        h = self.hidden_states(input_ids, position_ids, attn_mask, kv_cache)
+        features = None if images is None else self.row_image_features(images)
+        h = self.hidden_states(input_ids, position_ids, attn_mask, kv_cache, features)
         if logits_at is not None:
             h = h[logits_at] if logits_at.dtype == torch.bool else h.flatten(0, 1)[logits_at]
         return self.lm_head(h) if head is None else head(h, self.lm_head)
+
+    def restore_buffers(self) -> None:
+        """Recompute the non-persistent buffers after a meta build or `to_empty` (the decoder has none)."""
 
     def new_kv_cache(self, slots: int, capacity: int) -> KVCache:
         p = self.embed_tokens.weight

@@ -1,6 +1,6 @@
 """Reward lookup by name, the one "package.module:function" resolver, and batch scoring.
 
-get_reward("math" | "code" | "package.module:function", limits, **options) -> fn(response, row)
+get_reward("math" | "code" | "choice" | "package.module:function", limits, **options) -> fn(response, row)
 -> dict with keys reward (float), correct (bool) and info (dict). `limits` bound the built-ins
 (rewards/limits.py); options configure them (see MathReward / CodeReward) or are bound as keyword
 arguments of a custom function.
@@ -13,6 +13,7 @@ import importlib
 from typing import Any, Callable
 
 from .bounded import bounded_map
+from .choice_reward import choice_reward
 from .code_reward import CodeReward
 from .limits import RewardLimits
 from .math_reward import MathReward
@@ -20,6 +21,7 @@ from .result import InvalidReward, RewardResult
 
 RewardFn = Callable[[str, dict], dict]
 BUILTIN_REWARDS = {"math": MathReward, "code": CodeReward}  # each has limited(limits, **options)
+PLAIN_REWARDS = {"choice": choice_reward}  # no limits: pure string work, linear in the response
 
 
 def load_function(path: str, what: str) -> Callable[..., Any]:
@@ -40,10 +42,13 @@ def get_reward(name: str | RewardFn, limits: RewardLimits | None = None, **optio
         fn = name
     elif name in BUILTIN_REWARDS:  # unknown options fail here, not at the first call
         return BUILTIN_REWARDS[name].limited(limits or RewardLimits(), **options)
+    elif name in PLAIN_REWARDS:
+        fn = PLAIN_REWARDS[name]
     elif ":" in name:
         fn = load_function(name, "reward")
     else:
-        raise ValueError(f"unknown reward {name!r}: use one of {sorted(BUILTIN_REWARDS)} or 'package.module:function'")
+        raise ValueError(f"unknown reward {name!r}: use one of {sorted({*BUILTIN_REWARDS, *PLAIN_REWARDS})} or "
+                         "'package.module:function'")
     return functools.partial(fn, **options) if options else fn
 
 

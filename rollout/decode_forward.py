@@ -41,7 +41,7 @@ from models.transformer import DiffusionLM
 
 from .params import SamplingParams
 
-Body = Callable[..., torch.Tensor]  # (model, input_ids, position_ids, mask, cache) -> hidden [N, T, H]
+Body = Callable[..., torch.Tensor]  # (model, input_ids, position_ids, mask, cache[, images]) -> hidden [N, T, H]
 
 
 # One function per mode: torch.compile keeps its compiled variants per code object and stops
@@ -82,14 +82,16 @@ class DecodeForward:
                 torch._dynamo.mark_static_address(t)
 
     def logits(self, model: DiffusionLM, input_ids: torch.Tensor, position_ids: torch.Tensor, mask: AttnMask,
-               cache: KVCache | None, at: torch.Tensor) -> torch.Tensor:
-        """Logits [M, V] at the M flat (row * T + column) query indices `at`."""
+               cache: KVCache | None, at: torch.Tensor, images: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [M, V] at the M flat (row * T + column) query indices `at`; `images`: the rows'
+        image features (DiffusionLM.embed)."""
         if self.fixed_shapes:  # two query lengths per call: keep each static (no generic recompile)
             for t in (input_ids, position_ids):
                 torch._dynamo.mark_static(t, 1)
         if self.graphs:  # the previous replay's outputs are dead: its memory may be reused
             torch.compiler.cudagraph_mark_step_begin()
-        h = self.body(model, input_ids, position_ids, mask, cache)
+        extra = () if images is None else (images,)  # a text model's body keeps its five arguments
+        h = self.body(model, input_ids, position_ids, mask, cache, *extra)
         return model.lm_head(h.flatten(0, 1)[at])
 
 

@@ -10,3 +10,4 @@ class PromptRecord:
     uid: str
     prompt_ids: list[int]
     sample_idx: int
+    image: str = ""  # the prompt's image (a path or data URI, tasks/images.py); "" for a text prompt

@@ -42,7 +42,7 @@ class PassRunner:
             pos, group = torch.arange(cols, device=new.slots.device), new.slots[start:stop]
             cache.prefill(group, pos)
             self.model.hidden_states(self.table.tokens[group, :cols], pos.expand(stop - start, -1), BlockCausal(B),
-                                     cache)
+                                     cache, self.table.image_rows(group))
             self.prefill_forwards += 1
 
     def run(self, block: BlockPlan, k: int, masked: torch.Tensor, count: int) -> torch.Tensor:
@@ -55,7 +55,7 @@ class PassRunner:
             table.cache.decode(q.cols, q.read)
         ids = table.tokens[:rows].gather(1, q.cols.clamp(max=table.width - 1))
         logits = self.forward.logits(self.model, ids, q.cols, q.mask, table.cache,
-                                     r * q.cols.shape[1] + q.block_at[r] + s)
+                                     r * q.cols.shape[1] + q.block_at[r] + s, table.image_rows(rows))
         step_now = table.row_steps[:rows] + 1
         cand = sample_candidates(logits, uniforms(block.seed[r], block.c0[r] + s, step_now[r], 0), self.p.temperature,
                                  self.p.top_k, self.p.top_p, table.mask_id)

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import torch
 
+from models.config import ModelConfig
 from models.transformer import DiffusionLM
 
 from .decode_forward import DecodeForward, decode_forward
@@ -21,10 +22,12 @@ from .slot_table import PromptItem, canvas_of
 from .trajectory import Trajectory
 
 
-def validate_prompts(model: DiffusionLM, prompts: list[list[int]], params: SamplingParams) -> None:
+def validate_prompts(model: DiffusionLM, prompts: list[list[int]], params: SamplingParams,
+                     images: list[torch.Tensor | None] | None = None) -> None:
     cfg = model.config
     if not prompts:
         raise ValueError("generate() got no prompts")
+    _check_images(cfg, prompts, images)
     block_causal = cfg.attention == "block_causal"
     for i, p in enumerate(prompts):
         if len(p) == 0:
@@ -50,19 +53,46 @@ def validate_prompts(model: DiffusionLM, prompts: list[list[int]], params: Sampl
             f"for full-attention ({cfg.family}) semi-AR decoding")
 
 
+def _check_images(cfg: ModelConfig, prompts: list[list[int]], images: list[torch.Tensor | None] | None) -> None:
+    if images is not None and len(images) != len(prompts):
+        raise ValueError(f"generate() got {len(images)} images for {len(prompts)} prompts")
+    for i, p in enumerate(prompts):
+        if p:
+            _check_image(cfg, i, p, None if images is None else images[i])
+
+
+def _check_image(cfg: ModelConfig, i: int, prompt: list[int], image: torch.Tensor | None) -> None:
+    """A prompt's image placeholders (ids >= vocab_size, models/vision.py) need its image, and an image
+    needs a vision-language model."""
+    if image is not None and not cfg.image_tokens:
+        raise ValueError(f"prompt {i} has an image, but model family {cfg.family!r} takes no images")
+    top = max(prompt)
+    if top >= cfg.vocab_size + cfg.image_tokens:
+        raise ValueError(f"prompt {i} has id {top}, outside the vocabulary ({cfg.vocab_size}) and the "
+                         f"{cfg.image_tokens} image placeholder ids after it")
+    if top >= cfg.vocab_size and image is None:
+        raise ValueError(f"prompt {i} has image placeholder ids (>= vocab_size {cfg.vocab_size}) but no image")
+    if image is not None and tuple(image.shape) != (cfg.image_tokens, cfg.hidden_size):
+        raise ValueError(f"prompt {i}'s image features have shape {tuple(image.shape)}, not "
+                         f"{(cfg.image_tokens, cfg.hidden_size)}")
+
+
 def default_seeds(params: SamplingParams, n: int) -> list[int]:
     return [params.seed * 1000003 + i for i in range(n)]
 
 
 def stream(model: DiffusionLM, prompts: list[list[int]], params: SamplingParams, seeds: list[int],
            stats: dict | None = None, forward: DecodeForward | None = None,
-           memory: MemoryReader = read_device_memory) -> Iterator[tuple[int, Trajectory]]:
+           memory: MemoryReader = read_device_memory,
+           images: list[torch.Tensor | None] | None = None) -> Iterator[tuple[int, Trajectory]]:
     """Decode prompts taken in order from a queue; yields (prompt index, trajectory) as rows finish.
     `stats`, when given, receives the decode's passes, prefill forwards and host synchronisations.
     `forward` runs the decode passes (default: what params.compile / params.cuda_graphs ask for).
     `memory` reads the model's device for the sizing (rollout/sizing.py; no reading, as on a CPU: the
-    decode runs min(max_batch_rows, prompts) rows)."""
-    validate_prompts(model, prompts, params)
+    decode runs min(max_batch_rows, prompts) rows). `images`: per prompt, its image features
+    (rollout/images.py) or None.
+    """
+    validate_prompts(model, prompts, params, images)
     forward = forward or decode_forward(model, params)
     block_causal = model.config.attention == "block_causal"
     capacity = params.cache_tokens or max(canvas_of(len(p), params, block_causal)[1] for p in prompts)
@@ -71,7 +101,8 @@ def stream(model: DiffusionLM, prompts: list[list[int]], params: SamplingParams,
     plan = plan_decode(model, params, capacity, min(params.max_batch_rows, len(prompts)),
                        memory(model.embed_tokens.weight.device))
     decoder = SlotDecoder(model, params, capacity, plan.slots, forward, plan.prefill_tokens)
-    yield from decoder.run(PromptItem(i, p, s) for i, (p, s) in enumerate(zip(prompts, seeds)))
+    images = images or [None] * len(prompts)
+    yield from decoder.run(PromptItem(i, p, s, im) for i, (p, s, im) in enumerate(zip(prompts, seeds, images)))
     if stats is not None:
         stats.update(passes=decoder.runner.passes, prefill_forwards=decoder.runner.prefill_forwards,
                      host_syncs=decoder.link.syncs, host_reads=decoder.link.host_reads)
@@ -79,13 +110,14 @@ def stream(model: DiffusionLM, prompts: list[list[int]], params: SamplingParams,
 
 def generate(model: DiffusionLM, prompts: list[list[int]], params: SamplingParams,
              seeds: list[int] | None = None, stats: dict | None = None,
-             forward: DecodeForward | None = None, memory: MemoryReader = read_device_memory) -> list[Trajectory]:
+             forward: DecodeForward | None = None, memory: MemoryReader = read_device_memory,
+             images: list[torch.Tensor | None] | None = None) -> list[Trajectory]:
     """Sample one response per prompt (in prompt order). `seeds` (one 32-bit int per row) fix each
     row's randomness independently of the batch; default: the row index mixed with params.seed.
-    `stats`, `forward`, `memory`: as for `stream`."""
+    `stats`, `forward`, `memory`, `images`: as for `stream`."""
     seeds = seeds if seeds is not None else default_seeds(params, len(prompts))
     out: list[Trajectory | None] = [None] * len(prompts)
     with torch.no_grad():
-        for i, traj in stream(model, prompts, params, seeds, stats, forward, memory):
+        for i, traj in stream(model, prompts, params, seeds, stats, forward, memory, images):
             out[i] = traj
     return [t for t in out if t is not None]

@@ -38,6 +38,9 @@ class PromptItem:
     index: int  # what the trajectory is yielded with
     prompt: list[int]
     seed: int
+    # Vision-language models: the prompt's image features [image_tokens, H] on the model's device,
+    # which its placeholder ids take (models/vision.py); None for a text prompt.
+    image: torch.Tensor | None = None
 
 
 @dataclass
@@ -88,6 +91,9 @@ class SlotTable:
         self.logp = torch.zeros((slots, width), device=dev)
         self.ent = torch.zeros((slots, width), device=dev)
         self.row_steps = torch.zeros(slots, dtype=torch.long, device=dev)
+        # Each slot's image features (a text row's stay zero, never read): part of the prompt, like its ids.
+        self.images = (torch.zeros((slots, cfg.image_tokens, cfg.hidden_size), dtype=model.embed_tokens.weight.dtype,
+                                   device=dev) if cfg.image_tokens else None)
         self.rows: list[RowRecord | None] = [None] * slots
         self.pending: list[FinishedRows] = []
 
@@ -110,7 +116,16 @@ class SlotTable:
         self.tokens[slots] = self.link.to_device(canvas, torch.long)
         for t in (self.steps, self.logp, self.ent, self.row_steps):
             t[slots] = 0
+        if self.images is not None:
+            for s, item in zip(free, items):
+                self.images[s] = 0 if item.image is None else item.image
         return Admitted(slots, rows)
+
+    def image_rows(self, rows: torch.Tensor | int) -> torch.Tensor | None:
+        """Image features of slots `rows` (a slot tensor, or the first `rows` slots); None for a text model."""
+        if self.images is None:
+            return None
+        return self.images[:rows] if isinstance(rows, int) else self.images[rows]
 
     def block_tokens(self, c0: torch.Tensor) -> torch.Tensor:
         """[rows, B] tokens of the blocks at columns `c0` of slots [0, rows)."""
@@ -122,7 +137,8 @@ class SlotTable:
         rows' canvases and cache rows (at most log_{4/3}(slots) times a decode)."""
         n = len(live)
         src = self.link.to_device(live, torch.long)
-        for t in (self.tokens, self.steps, self.logp, self.ent, self.row_steps):
+        for t in (self.tokens, self.steps, self.logp, self.ent, self.row_steps,
+                  *(() if self.images is None else (self.images,))):
             t[:n] = t[src]
         if self.cache is not None:
             self.cache.move(src)

@@ -33,6 +33,8 @@ class Trajectory:
     # process reward is configured and the value model takes it; empty = outcome reward only.
     process_rewards: list[float] = field(default_factory=list)
     policy_version: int = 0
+    # The prompt's image (a path or data URI, tasks/images.py) for a vision-language model; "" for text.
+    image: str = ""
     prompt_uid: str = ""
     sample_idx: int = 0
 

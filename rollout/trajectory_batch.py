@@ -21,7 +21,7 @@ from .trajectory import FinishReason, Trajectory
 RAGGED = {"prompt_ids": np.int32, "response_ids": np.int32, "step_map": np.int32, "logprobs": np.float32,
           "entropies": np.float32, "tail_ids": np.int32, "tail_steps": np.int32, "process_rewards": np.float64}
 INTS = ("block_size", "num_forwards", "canvas_len", "policy_version", "sample_idx")
-STRS = ("finish_reason", "prompt_uid")
+STRS = ("finish_reason", "prompt_uid", "image")
 
 
 @dataclass(frozen=True)

@@ -23,13 +23,16 @@ def _token_text(text: str) -> str:
     return html.escape(text)
 
 
-def _trajectory_html(t: Trajectory, decode: Callable[[list[int]], str], note: str) -> str:
+def _trajectory_html(t: Trajectory, decode: Callable[[list[int]], str], note: str,
+                     thumbnail: Callable[[str], str] | None) -> str:
     spans = "".join(
         f'<span class="tok s{s}" title="step {s}">{_token_text(decode([tok]))}<sub>{s}</sub></span>'
         for tok, s in zip(t.response_ids, t.step_map))
     stats = (f"{len(t.response_ids)} tokens, {t.num_forwards} forwards, "
              f"{t.tokens_per_forward:.2f} tokens/forward, finish: {t.finish_reason}")
-    return (f'<div class="traj"><div class="prompt">{html.escape(decode(t.prompt_ids))}</div>'
+    image = (f'<img class="thumb" src="{html.escape(thumbnail(t.image))}" alt="prompt image">'
+             if t.image and thumbnail is not None else "")
+    return (f'<div class="traj">{image}<div class="prompt">{html.escape(decode(t.prompt_ids))}</div>'
             f'<div class="resp">{spans}</div><div class="stats">{html.escape(note)} · {stats}</div></div>')
 
 
@@ -42,16 +45,17 @@ def _legend(last: int) -> str:
 
 
 def render_html(title: str, sections: dict[str, list[tuple[Trajectory, str]]],
-                decode: Callable[[list[int]], str]) -> str:
+                decode: Callable[[list[int]], str], thumbnail: Callable[[str], str] | None = None) -> str:
     """sections: heading → [(trajectory, note)], e.g. {"static …": [...], "dynamic …": [...]}; a
-    heading's first word names its toggle button."""
+    heading's first word names its toggle button. `thumbnail`: a prompt image's reference → the src of its
+    thumbnail, shown beside the response."""
     last = max((s for items in sections.values() for t, _ in items for s in t.step_map), default=1)
     classes = "\n".join(f".s{s} {{ background: {step_colour(s, last)}; }}" for s in range(1, last + 1))
     modes = [name.split()[0] if name.split() else f"section{i}" for i, name in enumerate(sections)]
     buttons = "".join(f'<button data-show="{html.escape(m)}">{html.escape(m)} only</button>' for m in modes)
     body = "".join(
         f'<section data-mode="{html.escape(mode)}"><h2>{html.escape(name)}</h2>'
-        + "".join(_trajectory_html(t, decode, n) for t, n in items) + "</section>"
+        + "".join(_trajectory_html(t, decode, n, thumbnail) for t, n in items) + "</section>"
         for mode, (name, items) in zip(modes, sections.items()))
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
@@ -72,6 +76,8 @@ section.hidden {{ display: none; }}
 .tok sub {{ font-size: 0.6em; color: #333; }}
 .stats {{ font-size: 0.8em; color: #666; margin-top: 0.3em; }}
 {classes}
+.thumb {{ float: left; width: 64px; height: 64px; margin: 0 0.6em 0.3em 0; image-rendering: pixelated; }}
+.traj::after {{ content: ""; display: block; clear: both; }}
 </style></head><body><h1>{html.escape(title)}</h1>
 <p>Each response token is coloured by the denoising step that committed it (blue = early, red = late);
 the subscript is the step number. Tokens of one colour were committed in the same forward pass.</p>

@@ -4,7 +4,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 from pydantic import ValidationError
 
@@ -37,10 +37,11 @@ class LoadedDataset:
 
 
 def load_rows(path: str | Path, kind: Kind, on_error: OnError = "raise",
-              split: str | None = None) -> LoadedDataset:
+              split: str | None = None, check: Callable[[Row], str | None] | None = None) -> LoadedDataset:
     """Rows of `kind` from JSONL / JSON / Parquet / a datasets directory (`split` picks one split
     of a DatasetDict). A bad row raises RowValidationError, or with on_error="skip" is left out
-    and listed in `.errors` (with one warning per file). No valid rows at all is always an error."""
+    and listed in `.errors` (with one warning per file). No valid rows at all is always an error.
+    `check`: a further test of each valid row (what is wrong, or None), e.g. that its image opens."""
     if on_error not in ("skip", "raise"):
         raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
     if kind not in ROW_MODELS:  # a whole-call mistake, not a problem of every row
@@ -49,6 +50,8 @@ def load_rows(path: str | Path, kind: Kind, on_error: OnError = "raise",
     errors: list[RowError] = []
     for where, value in read_records(path, split):
         problem = _problem(value, kind)
+        if problem is None and check is not None:
+            problem = check(value)
         if problem is None:
             rows.append(value)
             continue

@@ -15,12 +15,14 @@ from typing import Callable, Protocol
 
 from .builtin.arith import sample_arith
 from .builtin.countdown import sample_countdown
+from .builtin.shapes import sample_shapes
 from .builtin.sudoku4 import sample_sudoku4
+from .image_rows import image_checker
 from .loaders import OnError, load_rows
 from .prompts import Template
 from .readers import DatasetError
 from .schemas import Kind, RewardFn, Row
-from .splits import Split, check_eval_fraction, is_eval, split_rows
+from .splits import Split, check_eval_fraction, is_eval, row_key, split_rows
 
 DEFAULT_EVAL_FRACTION = 0.1
 
@@ -103,9 +105,9 @@ class GeneratedRows:
             row = self.sample(rng)
             if is_eval(row, seed, self.eval_fraction) != want_eval:
                 continue
-            if want_eval and row["question"] in seen:
+            if want_eval and row_key(row) in seen:
                 continue
-            seen.add(row["question"])
+            seen.add(row_key(row))
             rows.append(row)
         return rows
 
@@ -130,38 +132,48 @@ class FileRows:
 
 
 def _builtin(name: str, sample: Callable[..., Row], eval_fraction: float = DEFAULT_EVAL_FRACTION,
-             **knobs: object) -> Task:
+             kind: Kind = "math", **knobs: object) -> Task:
     check_eval_fraction(eval_fraction)
     bound = functools.partial(sample, **knobs)
     bound(random.Random(0))  # check the knobs now, not on the first draw
     reward_path = f"{sample.__module__}:reward"  # each built-in module defines `reward`
-    return Task(name, "math", "plain", reward_path, GeneratedRows(bound, eval_fraction))
+    return Task(name, kind, "plain", reward_path, GeneratedRows(bound, eval_fraction))
 
 
 def _file_task(name: str, kind: Kind, path: str, eval_path: str | None = None,
                on_error: OnError = "raise", split: str | None = None, template: Template = "auto",
-               eval_fraction: float = DEFAULT_EVAL_FRACTION, reward: str | None = None) -> Task:
+               eval_fraction: float = DEFAULT_EVAL_FRACTION, reward: str | None = None,
+               check: Callable[[Row], str | None] | None = None) -> Task:
     check_eval_fraction(eval_fraction)
-    train = load_rows(path, kind, on_error, split)
-    evals = load_rows(eval_path, kind, on_error, split) if eval_path else None
+    train = load_rows(path, kind, on_error, split, check)
+    evals = load_rows(eval_path, kind, on_error, split, check) if eval_path else None
     skipped = tuple(str(e) for e in train.errors + (evals.errors if evals else []))
     return Task(name, kind, template, reward or kind,
                 FileRows(train.rows, evals.rows if evals else None, eval_fraction, skipped))
+
+
+def _image_file_task(name: str, path: str, image_root: str | None = None, min_image_side: int = 8,
+                     **params: object) -> Task:
+    """Multiple-choice rows about images: each row's `image` under `image_root`, opened when loading."""
+    return _file_task(name, "choice", path, check=image_checker(image_root, min_image_side), **params)
 
 
 TASKS: dict[str, Callable[..., Task]] = {
     "arith": functools.partial(_builtin, "arith", sample_arith),
     "countdown": functools.partial(_builtin, "countdown", sample_countdown),
     "sudoku4": functools.partial(_builtin, "sudoku4", sample_sudoku4),
+    "shapes": functools.partial(_builtin, "shapes", sample_shapes, kind="choice"),
     "math_jsonl": functools.partial(_file_task, "math_jsonl", "math"),
     "code_jsonl": functools.partial(_file_task, "code_jsonl", "code"),
+    "image_json": functools.partial(_image_file_task, "image_json"),
 }
 
 
 def get_task(name: str, **knobs: object) -> Task:
     """The task `name` configured by `knobs`: a built-in task's difficulty knobs and
     eval_fraction; a file task's path, eval_path, on_error, split (of a saved DatasetDict),
-    template, eval_fraction and reward (a reward name or "module:function"; default: its kind)."""
+    template, eval_fraction and reward (a reward name or "module:function"; default: its kind);
+    image_json's also image_root and min_image_side."""
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; choose from {sorted(TASKS)}")
     return TASKS[name](**knobs)

@@ -8,7 +8,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, model_validator
 
-Kind = Literal["math", "code"]
+Kind = Literal["math", "code", "choice"]
 Row = dict[str, Any]
 RewardFn = Callable[[str, Row], dict[str, Any]]
 
@@ -45,7 +45,16 @@ class CodeRow(BaseModel):
         return self
 
 
-ROW_MODELS: dict[str, type[BaseModel]] = {"math": MathRow, "code": CodeRow}
+class ChoiceRow(BaseModel):
+    """A multiple-choice question, optionally about an image (the reference's multimodal JSON rows)."""
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    question: str
+    ground_truth_answer: StrictStr  # the option letter
+    image: StrictStr | None = None  # a path (under task.params.image_root) or a data URI
+
+
+ROW_MODELS: dict[str, type[BaseModel]] = {"math": MathRow, "code": CodeRow, "choice": ChoiceRow}
 
 
 def validate_row(raw: Any, kind: Kind) -> Row:

@@ -32,3 +32,34 @@ def params(**kw) -> SamplingParams:
     return SamplingParams(**base)
 
 
+
+
+def tiny_vlm(block_size: int = 4, family: str = "llada_v", vocab: int = 12, seed: int = 0,
+             sharpen: float = 8.0):
+    """tiny_model's decoder behind the tiny SigLIP tower and projector (models/vision.py); any family."""
+    from models.tiny import TINY_VISION
+    from models.vision import DiffusionVLM
+
+    torch.manual_seed(seed)
+    cfg = synthetic_config(vocab, family=family, block_size=block_size, max_position_embeddings=256,
+                           mask_token_id=MASK, eos_token_id=EOS, pad_token_id=PAD, vision=dict(TINY_VISION))
+    model = DiffusionVLM(cfg).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(sharpen)
+        model.mm_projector[2].weight.mul_(4.0)  # image features as large as token embeddings: they matter
+    return model
+
+
+def image_prompts(model, block: int) -> tuple[list[list[int]], list]:
+    """prompts_mixed with an image spliced into prompts 0 and 2 (two different random images), and each
+    prompt's PIL image or None."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(5)
+    pictures = [Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)) for _ in range(2)]
+    image = list(range(model.config.vocab_size, model.config.vocab_size + model.config.image_tokens))
+    prompts = prompts_mixed(block)
+    prompts[0] = prompts[0][:1] + image + prompts[0][1:]
+    prompts[2] = image + prompts[2]
+    return prompts, [pictures[0], None, pictures[1], None]

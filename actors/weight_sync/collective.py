@@ -27,6 +27,7 @@ from .buckets import (
     load_into,
     plan_buckets,
     reuse_buckets,
+    synced_state,
     synchronize,
     unpack,
 )
@@ -62,7 +63,7 @@ class GroupReceiver:
     def load(self, handle: GroupHandle, model: torch.nn.Module) -> None:
         self.buckets = reuse_buckets(self.buckets, handle.bucket_sizes, self.group.device)
         works = self.group.broadcast(self.buckets)  # joined first: a failing receiver must not stall rank 0
-        own = model.state_dict()
+        own = synced_state(model)
         by_bucket: list[list[TensorMeta]] = [[] for _ in self.buckets]
         for m in handle.index:
             by_bucket[m.bucket].append(m)

@@ -24,6 +24,7 @@ from .buckets import (
     load_into,
     plan_buckets,
     reuse_buckets,
+    synced_state,
     synchronize,
     unpack,
 )
@@ -58,7 +59,7 @@ class CudaIpcReceiver:
         if self.gpu is None or handle.gpu != self.gpu:
             raise RuntimeError(f"{CUDA_IPC} weights live on GPU {handle.gpu} but this worker runs on GPU "
                                f"{self.gpu}: only a worker on learner rank 0's GPU can use {CUDA_IPC}")
-        own = model.state_dict()
+        own = synced_state(model)
         check_covers(own, handle.index)
         buckets = self.open(handle.exports, self.device)
         load_into(own, unpack(buckets, handle.index))

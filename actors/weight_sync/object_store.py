@@ -10,14 +10,14 @@ import numpy as np
 import ray
 import torch
 
-from .buckets import Layout, WeightsHandle, check_covers, load_into, plan_buckets, reuse_buckets, unpack
+from .buckets import Layout, WeightsHandle, check_covers, load_into, plan_buckets, reuse_buckets, synced_state, unpack
 
 CPU = torch.device("cpu")
 
 
 class ObjectStoreReceiver:
     def load(self, handle: ObjectStoreHandle, model: torch.nn.Module) -> None:
-        own = model.state_dict()
+        own = synced_state(model)
         check_covers(own, handle.index)
         arrays = ray.get(handle.refs[0])
         with warnings.catch_warnings():  # read-only object-store memory; we only read from it

@@ -17,7 +17,7 @@ from typing import Callable, ClassVar
 
 import torch
 
-from .buckets import Layout, TensorMeta, WeightsHandle, check_covers, load_into, plan_buckets, unpack
+from .buckets import Layout, TensorMeta, WeightsHandle, check_covers, load_into, plan_buckets, synced_state, unpack
 from .planner import COLLECTIVE, OBJECT_STORE
 
 StatVfs = Callable[[str], os.statvfs_result]
@@ -68,7 +68,7 @@ class SharedMemoryReceiver:
         return self.buf
 
     def load(self, handle: SharedMemoryHandle, model: torch.nn.Module) -> None:
-        own = model.state_dict()
+        own = synced_state(model)
         check_covers(own, handle.index)
         buf = self._mapped(handle.path, max(handle.bucket_sizes[0], 1))
         load_into(own, unpack([buf], handle.index))

@@ -14,7 +14,7 @@ from support import REPO, compose_config
 GROUPS = {name: sorted(p.stem for p in (REPO / "conf" / name).glob("*.yaml"))
           for name in ("model", "algo", "task", "rollout", "cluster", "mode", "reward", "judge")}
 NEEDS_PATH = {"model": "model.path=/ckpt", "task": "task.params.path=/data.jsonl"}
-GENERATED = ("tiny", "arith", "countdown")  # built in code: no path
+GENERATED = ("tiny", "tiny_llada_v", "arith", "countdown", "shapes")  # built in code: no path
 
 
 def test_default_config():
@@ -33,7 +33,7 @@ def test_every_group_option_validates(group, option):
         extra.append("model.path=/ckpt")
     if option in ("qa_jsonl_judged", "judge_process", "judge_outcome"):
         extra.append("judge.model=/judge")
-    if group == "model" and option in ("llada_8b", "dream_7b"):
+    if group == "model" and option in ("llada_8b", "dream_7b", "llada_v"):
         extra.append("rollout.max_new_tokens=256")  # full-attention blocks of 32 must divide it
     cfg = compose_config([f"{group}={option}"] + extra)
     assert getattr(cfg, group) is not None

@@ -1,0 +1,108 @@
+"""The LLaDA-V-shaped vision-language model: a SigLIP tower, a two-layer MLP projector and our decoder.
+
+An image enters a prompt as `image_tokens` placeholder ids vocab_size + j (j = 0..image_tokens-1, one
+per patch feature, in patch order); `DiffusionLM.embed` swaps each for the row's projected feature j,
+so everything after the embedding is the text model. The tower is `transformers`' SiglipVisionModel
+as LLaDA-V stores it: its last encoder layer already removed and no pooling head, features read
+from the last stored layer before the post-layernorm (LLaDA-V's `mm_vision_select_layer = -2` of the
+full tower). One view of the image at the tower's resolution (LLaVA's "flat" patch merge).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import nn
+from transformers import SiglipVisionConfig, SiglipVisionModel
+
+from .config import ModelConfig
+from .transformer import DiffusionLM
+
+try:  # transformers >= 5 without torchvision: the PIL backend, under its own name (no fallback warning)
+    from transformers import SiglipImageProcessorPil as _SiglipProcessor
+except ImportError:  # transformers 4.x: PIL is the only backend
+    from transformers import SiglipImageProcessor as _SiglipProcessor
+
+# The SiglipVisionConfig fields ModelConfig.vision holds (the rest keep transformers' defaults).
+VISION_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_channels",
+               "image_size", "patch_size", "hidden_act", "layer_norm_eps")
+
+
+def siglip_config(vision: dict[str, Any]) -> SiglipVisionConfig:
+    return SiglipVisionConfig(**{k: vision[k] for k in VISION_KEYS}, vision_use_head=False)
+
+
+def vision_dict(config: dict[str, Any]) -> dict[str, Any]:
+    """ModelConfig.vision from a SiglipVisionConfig dict: VISION_KEYS, transformers' defaults filled in."""
+    full = SiglipVisionConfig(**{k: config[k] for k in VISION_KEYS if k in config}).to_dict()
+    return {k: full[k] for k in VISION_KEYS}
+
+
+@dataclass
+class RowImages:
+    """The images of a batch of rows: each distinct image once, and which one each row shows."""
+    pixel_values: torch.Tensor  # [U, C, S, S] preprocessed (ImagePreprocessor)
+    index: torch.Tensor         # [R] long: row r's image; -1 for a text row
+
+    def to(self, device: torch.device | str) -> RowImages:
+        return RowImages(self.pixel_values.to(device), self.index.to(device))
+
+
+class DiffusionVLM(DiffusionLM):
+    """DiffusionLM plus `vision_tower` (SiglipVisionModel) and `mm_projector` (Linear, GELU, Linear)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__(cfg)
+        self.vision_tower = SiglipVisionModel(siglip_config(cfg.vision))
+        width = cfg.vision["hidden_size"]
+        self.mm_projector = nn.Sequential(nn.Linear(width, cfg.hidden_size), nn.GELU(),
+                                          nn.Linear(cfg.hidden_size, cfg.hidden_size))
+
+    def freeze_vision(self) -> None:
+        """model.train_vision=false: the tower neither trains nor syncs (the projector and decoder do)."""
+        self.vision_tower.requires_grad_(False)
+        self.frozen = ("vision_tower.",)
+
+    def restore_buffers(self) -> None:
+        """SigLIP's patch position ids: a non-persistent buffer no checkpoint or weight sync carries."""
+        for module in self.vision_tower.modules():
+            if isinstance(getattr(module, "position_ids", None), torch.Tensor) and hasattr(module, "num_positions"):
+                device = module.position_embedding.weight.device
+                module.register_buffer("position_ids", torch.arange(module.num_positions, device=device)[None],
+                                       persistent=False)
+
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """[U, image_tokens, H] projected patch features of preprocessed images [U, C, S, S]."""
+        dtype = self.mm_projector[0].weight.dtype
+        out = self.vision_tower(pixel_values=pixel_values.to(dtype), output_hidden_states=True)
+        return self.mm_projector(out.hidden_states[-1])
+
+    def row_image_features(self, images: RowImages) -> torch.Tensor:
+        return self.encode_images(images.pixel_values)[images.index.clamp(min=0)]
+
+
+def build_model(cfg: ModelConfig) -> DiffusionLM:
+    """The model class of `cfg`: a vision-language model when it has a vision config."""
+    return DiffusionVLM(cfg) if cfg.vision is not None else DiffusionLM(cfg)
+
+
+class ImagePreprocessor:
+    """Resize (bicubic) to the tower's resolution, rescale to [0, 1] and normalise (mean = std = 0.5),
+    as LLaDA-V's SigLIP processor does, with `transformers`' SiglipImageProcessor."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        if cfg.vision is None:
+            raise ValueError(f"model family {cfg.family!r} takes no images")
+        size = cfg.vision["image_size"]
+        self.processor = _SiglipProcessor(size={"height": size, "width": size})
+
+    def __call__(self, images: list[Image.Image]) -> torch.Tensor:
+        """[U, C, S, S] float32 pixel values."""
+        return self.processor(images=[im.convert("RGB") for im in images], return_tensors="pt")["pixel_values"]
+
+
+def image_placeholders(cfg: ModelConfig) -> list[int]:
+    """The ids one image takes in a prompt (empty for a text-only model)."""
+    return list(range(cfg.vocab_size, cfg.vocab_size + cfg.image_tokens))

@@ -1,0 +1,36 @@
+"""Rows with images (the reference's multimodal JSON: `image`, `question`, `ground_truth_answer`): each
+row's image resolved against the image root and opened once when the rows load, so a missing,
+unreadable or too small image is named by file and row before the run starts (tasks/loaders.py)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .images import DATA_URI, ImageError, load_image
+from .schemas import Row
+
+
+def image_checker(root: str | Path | None, min_side: int):
+    """check(row) for load_rows: resolves row["image"] in place (a path under `root`, or a data URI kept
+    as it is) and says what is wrong with the image, or None."""
+    if min_side < 1:
+        raise ValueError(f"task.params.min_image_side must be >= 1, got {min_side}")
+    base = Path(root) if root is not None else None
+    if base is not None and not base.is_dir():
+        raise ValueError(f"task.params.image_root={str(root)!r} is not a directory")
+
+    def check(row: Row) -> str | None:
+        ref = row.get("image")
+        if not ref:
+            return "the row has no image"
+        if not ref.startswith(DATA_URI) and base is not None and not Path(ref).is_absolute():
+            row["image"] = str(base / ref)
+        try:
+            image = load_image(row["image"])
+        except ImageError as exc:
+            return str(exc)
+        if min(image.size) < min_side:
+            return (f"image {ref!r} is {image.size[0]}x{image.size[1]} pixels, smaller than "
+                    f"task.params.min_image_side={min_side}")
+        return None
+
+    return check

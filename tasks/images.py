@@ -1,0 +1,46 @@
+"""Prompt images as rows carry them: a file path or a `data:image/...;base64,` URI (PIL only, no torch).
+
+Rows keep a reference, never pixels: the driver ships it in a PromptRecord, the rollout worker and the
+learner open it (models/vision.py preprocesses), the viewer shows it as a thumbnail."""
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+DATA_URI = "data:image/"
+
+
+class ImageError(ValueError):
+    """An image reference that does not open as an image."""
+
+
+def load_image(ref: str) -> Image.Image:
+    """The RGB image `ref` names (a path or a data URI), fully read; ImageError says why not."""
+    try:
+        data = (base64.b64decode(ref.partition(",")[2], validate=True) if ref.startswith(DATA_URI)
+                else Path(ref).read_bytes())
+        with Image.open(io.BytesIO(data)) as image:
+            return image.convert("RGB")
+    except FileNotFoundError as exc:
+        raise ImageError(f"image {shown(ref)!r} does not exist") from exc
+    except (OSError, UnidentifiedImageError, binascii.Error, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageError(f"image {shown(ref)!r} cannot be read: {type(exc).__name__}: {exc}") from exc
+
+
+def shown(ref: str) -> str:
+    """`ref` for a message: a path whole, a data URI cut short."""
+    return ref[:48] + "..." if ref.startswith(DATA_URI) and len(ref) > 48 else ref
+
+
+def data_uri(image: Image.Image, max_side: int | None = None) -> str:
+    """`image` as a PNG data URI (shrunk to `max_side` pixels first, for thumbnails)."""
+    if max_side is not None and max(image.size) > max_side:
+        image = image.copy()
+        image.thumbnail((max_side, max_side))
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return DATA_URI + "png;base64," + base64.b64encode(out.getvalue()).decode("ascii")

@@ -1,0 +1,137 @@
+"""TraceRL on image prompts: the learner re-encodes each trajectory's image in its own forward, and its
+log-probs equal the sampler's; the value model reads the same inputs."""
+import pytest
+import torch
+
+from helpers import MASK, PAD, image_prompts, params, tiny_vlm
+from learner.batching import micro_batches
+from learner.images import trajectory_images
+from learner.logprobs import token_logprobs
+from learner.rows import trace_rows
+from learner.value import ValueModel
+from rollout.images import encode_prompt_images
+from rollout.sampler import generate
+from tasks.images import data_uri
+
+
+def sampled(model, use_cache: bool):
+    prompts, pictures = image_prompts(model, 4)
+    p = params(max_new_tokens=16, strategy="dynamic", use_cache=use_cache)
+    trajs = generate(model, prompts * 2, p, seeds=list(range(8)), images=encode_prompt_images(model, pictures * 2))
+    for t, picture in zip(trajs, pictures * 2):
+        t.image = "" if picture is None else data_uri(picture)  # what the rollout worker stamps
+    return trajs
+
+
+@pytest.mark.parametrize("family, use_cache", [("llada_v", False), ("tiny", True)])
+def test_learner_logprobs_equal_sampler_on_image_prompts(family, use_cache):
+    # Full attention against its exact (uncached) sampler; block-causal with its exact cache.
+    model = tiny_vlm(4, family=family)
+    trajs = sampled(model, use_cache)
+    images = trajectory_images(trajs, model.config)
+    assert len(images.pixels) == 2 and len(images.of) == 4  # two distinct images, four image trajectories
+    attention, worst, seen = model.config.attention, 0.0, 0
+    rows = [r for i, t in enumerate(trajs) for r in trace_rows(t, i, attention, 1, MASK, 0, 1024)]
+    mbs = micro_batches(rows, 256, PAD, images)
+    assert any(mb.images is not None for mb in mbs)
+    for mb in mbs:
+        with torch.no_grad():
+            lp, _ = token_logprobs(model, mb, MASK)
+        rec = torch.tensor([trajs[i].logprobs[j] for i, j in zip(mb.traj_index.tolist(), mb.token_index.tolist())])
+        worst = max(worst, float((lp - rec).abs().max()))
+        seen += mb.num_tokens
+    assert seen == sum(len(t.response_ids) for t in trajs)
+    assert worst <= 1e-5
+    # Without the images the same rows are not the sampler's contexts any more.
+    blind = [mb for mb in micro_batches(rows, 256, PAD, images) if mb.images is not None][0]
+    blind.images.pixel_values = torch.zeros_like(blind.images.pixel_values)
+    with torch.no_grad():
+        lp, _ = token_logprobs(model, blind, MASK)
+    rec = torch.tensor([trajs[i].logprobs[j] for i, j in zip(blind.traj_index.tolist(), blind.token_index.tolist())])
+    assert float((lp - rec).abs().max()) > 1e-3
+
+
+def test_projector_gets_gradient_and_value_model_reads_the_image():
+    model = tiny_vlm(4).train()
+    trajs = sampled(model.eval(), use_cache=False)
+    model.train()
+    images = trajectory_images(trajs, model.config)
+    rows = [r for i, t in enumerate(trajs) for r in trace_rows(t, i, "full", 1, MASK, 0, 1024)]
+    mb = [mb for mb in micro_batches(rows, 256, PAD, images) if mb.images is not None][0]
+    lp, _ = token_logprobs(model, mb, MASK)
+    lp.sum().backward()
+    assert model.mm_projector[0].weight.grad.abs().sum() > 0
+    value = ValueModel(model)
+    torch.nn.init.normal_(value.value_head.weight)
+    with torch.no_grad():
+        seen = value(mb)
+        mb.images.pixel_values = torch.zeros_like(mb.images.pixel_values)
+        blind = value(mb)
+    assert seen.shape == (mb.num_tokens,) and not torch.allclose(seen, blind)
+
+
+def test_placeholders_without_an_image_are_named():
+    model = tiny_vlm(4)
+    trajs = sampled(model, use_cache=False)
+    trajs[0].image = ""
+    with pytest.raises(ValueError, match="trajectory 0 .* image placeholder ids"):
+        trajectory_images(trajs, model.config)
+
+
+def test_a_frozen_tower_neither_trains_nor_travels_in_the_weight_sync():
+    from learner.engine import TrainEngine
+    from learner.engine_config import EngineConfig
+
+    model = tiny_vlm(4)
+    trajs = sampled(model, use_cache=False)
+    model.freeze_vision()
+    engine = TrainEngine(model, EngineConfig(lr=1e-2, weight_decay=0.0))
+    synced = [name for name, _, _ in engine.full_layout(synced=True)]
+    assert [name for name, _ in engine.full_tensors(synced=True)] == synced
+    assert "mm_projector.0.weight" in synced and "embed_tokens.weight" in synced
+    assert not [n for n in synced if n.startswith("vision_tower.")]
+    assert len(engine.full_layout()) == len(model.state_dict())  # checkpoints keep everything
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rows = [r for i, t in enumerate(trajs) for r in trace_rows(t, i, "full", 1, MASK, 0, 1024)]
+    mbs = [mb for mb in micro_batches(rows, 256, PAD, trajectory_images(trajs, model.config)) if mb.images is not None]
+    engine.train_step(mbs[:1], lambda module, mb: (-token_logprobs(module, mb, MASK)[0].sum(), {}))
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in after if k.startswith("vision_tower."))
+    assert not torch.equal(before["mm_projector.0.weight"], after["mm_projector.0.weight"])
+
+
+@pytest.mark.parametrize("name", ["tracerl", "tracerl_value", "diffu_grpo", "coupled_grpo", "random_masking"])
+def test_rl_objectives_step_on_image_prompts(name):
+    from learner.algo_config import AlgoConfig
+    from learner.engine import TrainEngine
+    from learner.engine_config import EngineConfig
+    from learner.policy_update import PolicyUpdater
+
+    model = tiny_vlm(4)
+    trajs = sampled(model, use_cache=True)[:4]
+    model.freeze_vision()
+    value = ValueModel(tiny_vlm(4)) if name == "tracerl_value" else None
+    updater = PolicyUpdater(TrainEngine(model, EngineConfig(lr=1e-3)), AlgoConfig(name=name), model.config,
+                            value_engine=None if value is None else TrainEngine(value, EngineConfig(lr=1e-3)))
+    before = model.mm_projector[0].weight.detach().clone()
+    metrics = updater.rl_step(trajs, [1.0, -1.0, 0.5, -0.5], 0)
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+    assert not torch.equal(before, model.mm_projector[0].weight)  # the image path is trained
+
+
+def test_supervised_steps_on_image_prompts_train_the_projector():
+    from learner.algo_config import AlgoConfig
+    from learner.engine import TrainEngine
+    from learner.engine_config import EngineConfig
+    from learner.policy_update import PolicyUpdater
+
+    model = tiny_vlm(4)
+    prompts, pictures = image_prompts(model, 4)
+    model.freeze_vision()
+    updater = PolicyUpdater(TrainEngine(model, EngineConfig(lr=1e-3)), AlgoConfig(name="sft_semi_ar"), model.config)
+    before = model.mm_projector[0].weight.detach().clone()
+    pairs = [(prompts[0], [5, 6, 1], data_uri(pictures[0])), (prompts[1], [7, 1], "")]
+    assert updater.sft_step(pairs, 0)["sft_loss"] > 0
+    assert not torch.equal(before, model.mm_projector[0].weight)
+    with pytest.raises(ValueError, match="names no image"):
+        updater.sft_step([(prompts[0], [5, 1])], 1)

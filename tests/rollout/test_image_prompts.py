@@ -1,0 +1,67 @@
+"""Image prompts through the sampler (rollout/images.py, the slot table's image features): exact against
+the uncached reference for every strategy, independent of batch neighbours, encoded once per image."""
+import pytest
+import torch
+
+from helpers import STRATEGIES, image_prompts, params, tiny_vlm
+from rollout.images import encode_prompt_images
+from rollout.sampler import generate
+from tests.rollout.test_sampler import assert_same
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_cached_equals_uncached_with_image_prompts(strategy):
+    # Block-causal (where the cache is exact) with prefill, and continuous batching: 2 slots, 4 prompts.
+    model = tiny_vlm(4, family="tiny")
+    prompts, pictures = image_prompts(model, 4)
+    images = encode_prompt_images(model, pictures)
+    p = params(strategy=strategy, max_batch_rows=2)
+    cached = generate(model, prompts, p, images=images)
+    uncached = generate(model, prompts, p.model_copy(update={"use_cache": False}), images=images)
+    assert_same(cached, uncached)
+    # The image changes the decode (its sampling distributions): the features are really read.
+    other = generate(model, prompts, p, images=[images[2], None, images[0], None])
+    assert other[0].logprobs[0] != pytest.approx(cached[0].logprobs[0], abs=1e-4)
+
+
+@pytest.mark.parametrize("strategy, use_cache", [(s, True) for s in STRATEGIES] + [("dynamic", False)])
+def test_full_attention_image_prompt_alone_equals_in_a_mixed_batch(strategy, use_cache):
+    model = tiny_vlm(4, family="llada_v")
+    prompts, pictures = image_prompts(model, 4)
+    images = encode_prompt_images(model, pictures)
+    p = params(strategy=strategy, max_new_tokens=16, use_cache=use_cache)
+    seeds = [11, 12, 13, 14]
+    batch = generate(model, prompts, p, seeds=seeds, images=images)
+    alone = [generate(model, [q], p, seeds=[s], images=[im])[0] for q, s, im in zip(prompts, seeds, images)]
+    assert_same(batch, alone)
+    assert all(t.canvas_len == 16 for t in batch)
+
+
+def test_each_distinct_image_is_encoded_once(monkeypatch):
+    model = tiny_vlm(4)
+    prompts, pictures = image_prompts(model, 4)
+    calls = []
+    encode = model.encode_images
+    monkeypatch.setattr(model, "encode_images", lambda px: calls.append(px.shape[0]) or encode(px))
+    samples = [pictures[0]] * 3 + [None] + [pictures[2]] * 2  # a prompt's samples share one image object
+    features = encode_prompt_images(model, samples)
+    assert calls == [2]
+    assert features[0] is not None and features[3] is None
+    assert torch.equal(features[0], features[2]) and not torch.equal(features[0], features[4])
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("no_image", "image placeholder ids .* but no image"),
+    ("text_model", "family 'tiny' takes no images"),
+])
+def test_image_prompt_errors_are_named(bad, message):
+    from helpers import tiny_model
+
+    vlm = tiny_vlm(4)
+    prompts, pictures = image_prompts(vlm, 4)
+    images = encode_prompt_images(vlm, pictures)
+    with pytest.raises(ValueError, match=message):
+        if bad == "no_image":
+            generate(vlm, prompts[:1], params())
+        else:
+            generate(tiny_model(4), prompts[1:2], params(), images=images[:1])

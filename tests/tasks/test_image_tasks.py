@@ -1,0 +1,78 @@
+"""Tasks with images: the built-in drawn `shapes` task, the `image_json` file task (reference multimodal JSON)
+with its bad rows named by file and row, and image prompts encoded with the model's placeholders."""
+import json
+
+import pytest
+from PIL import Image
+
+from models.tokenizer import build_tiny_tokenizer
+from tasks.images import load_image
+from tasks.loaders import RowValidationError
+from tasks.prompts import IMAGE_MARK, build_prompt, encode_prompt
+from tasks.registry import get_task
+
+
+def test_shapes_rows_are_drawn_answerable_and_split_by_image():
+    task = get_task("shapes")
+    rows = task.train_rows(40, seed=0)
+    for row in rows:
+        image = load_image(row["image"])
+        colour = row["question"].split()[2]
+        count = "ABCD".index(row["ground_truth_answer"]) + 1
+        # Count the asked colour's shapes from the pixels: one per 8x8 cell, read at the cell centre.
+        rgb = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 70, 220)}[colour]
+        assert sum(image.getpixel((x * 8 + 4, y * 8 + 4)) == rgb for x in range(4) for y in range(4)) == count
+        assert task.reward(row["ground_truth_answer"], row)["correct"]
+    evals = task.eval_rows(40, seed=0)
+    key = {(r["question"], r["image"]) for r in rows}
+    assert not key & {(r["question"], r["image"]) for r in evals}
+    assert task.kind == "choice" and task.reward_path == "tasks.builtin.shapes:reward"
+
+
+def write_rows(tmp_path, rows, images):
+    root = tmp_path / "images"
+    root.mkdir()
+    for name, size in images.items():
+        Image.new("RGB", size, "red").save(root / name)
+    (root / "broken.png").write_bytes(b"not a png")
+    data = tmp_path / "seed.json"
+    data.write_text(json.dumps(rows))
+    return data, root
+
+
+ROWS = [
+    {"image": "ok.png", "question": "Colour? A. red B. blue", "ground_truth_answer": "A"},
+    {"image": "missing.png", "question": "q2", "ground_truth_answer": "B"},
+    {"image": "broken.png", "question": "q3", "ground_truth_answer": "C"},
+    {"image": "tiny.png", "question": "q4", "ground_truth_answer": "D"},
+    {"question": "q5", "ground_truth_answer": "A"},
+]
+
+
+def test_image_json_names_bad_rows_and_skips_or_stops(tmp_path):
+    data, root = write_rows(tmp_path, ROWS, {"ok.png": (40, 30), "tiny.png": (3, 40)})
+    task = get_task("image_json", path=str(data), image_root=str(root), on_error="skip", eval_fraction=0.0)
+    assert [r["question"] for r in task.train_rows(None, 0)] == [ROWS[0]["question"]]
+    assert task.train_rows(None, 0)[0]["image"] == str(root / "ok.png")  # resolved under the image root
+    skipped = task.skipped_rows
+    assert len(skipped) == 4
+    assert skipped[0].startswith(f"{data}[1]: ") and "does not exist" in skipped[0]
+    assert skipped[1].startswith(f"{data}[2]: ") and "cannot be read" in skipped[1]
+    assert skipped[2].startswith(f"{data}[3]: ") and "3x40 pixels" in skipped[2] and "min_image_side=8" in skipped[2]
+    assert skipped[3].startswith(f"{data}[4]: ") and "no image" in skipped[3]
+    with pytest.raises(RowValidationError, match=r"seed.json\[1\]: image .*missing.png.* does not exist"):
+        get_task("image_json", path=str(data), image_root=str(root))
+
+
+def test_image_prompts_take_the_models_placeholders():
+    tok = build_tiny_tokenizer()
+    row = {"question": "How many?", "ground_truth_answer": "A", "image": "x.png"}
+    assert build_prompt(row, tok, "plain", "choice") == f"{IMAGE_MARK}\nHow many?"
+    placeholders = [len(tok), len(tok) + 1, len(tok) + 2]
+    ids = encode_prompt(row, tok, "chat", "choice", placeholders)
+    start = ids.index(placeholders[0])
+    assert ids[start:start + 3] == placeholders and sum(i >= len(tok) for i in ids) == 3
+    assert tok.decode(ids[:start]).endswith("<|im_start|>user\n")
+    assert tok.decode(ids[start + 3:]).startswith("\nHow many?\nAnswer with the option's letter")
+    with pytest.raises(ValueError, match="takes no images"):
+        encode_prompt(row, tok, "chat", "choice")

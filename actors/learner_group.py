@@ -73,7 +73,9 @@ class LearnerGroup:
         """Wait for the process group, then plan each rollout worker's weight transport."""
         ray.get(self._setup)
         self.rollout = rollout
-        self.publisher = WeightPublisher(self.ranks, rollout.workers, self.cfg.weight_sync.transport)
+        self.publisher = WeightPublisher(self.ranks, rollout.workers, self.cfg.weight_sync.transport,
+                                         rollout.pools["rollout"].retired)
+        self.nodes = ray.get([a.node_id.remote() for a in self.ranks])  # where each rank runs
 
     # ---- the rollout workers' weights (rollout_group.Weights) ---------------------------------
     @property
@@ -91,6 +93,14 @@ class LearnerGroup:
 
     def resync(self, worker: int) -> None:
         self.publisher.resync(worker)
+
+    def retire(self, worker: int) -> None:
+        self.publisher.retire(worker)
+
+    def add(self, worker: int) -> None:
+        """A fresh rollout worker gets the version the others hold when that is the learners' own
+        (else the publish that follows brings every worker to it)."""
+        self.publisher.add(worker, sync=self.publisher.held == self.version)
 
     def forget_weights(self) -> None:
         """The rollout workers' weights are unknown (a restore): the next publish syncs them all."""

@@ -1,0 +1,46 @@
+"""The driver's view of a changing cluster without Ray: a pool that can never be placed is named
+with what the cluster has; which trajectory batches count as lost when nodes drain or die; where a
+learner rank could still go."""
+from __future__ import annotations
+
+import pytest
+
+from actors.cluster_watch import ClusterWatch
+from actors.config import PoolSection
+from actors.placement import bundle, unplaceable
+
+GPU_NODE = {"CPU": 16.0, "GPU": 8.0}
+CPU_NODE = {"CPU": 4.0}
+
+
+@pytest.mark.parametrize("pool,nodes,problem", [
+    (PoolSection(num_workers=2, gpus_per_worker=1), [CPU_NODE, CPU_NODE], "no node has the resources of one worker"),
+    (PoolSection(num_workers=9, gpus_per_worker=1, strategy="STRICT_PACK"), [GPU_NODE, GPU_NODE],
+     "no node has room for all 9 workers"),
+    (PoolSection(num_workers=3, strategy="STRICT_SPREAD"), [CPU_NODE, CPU_NODE], "only 2 node(s) can hold a worker"),
+    (PoolSection(num_workers=17, gpus_per_worker=1), [GPU_NODE, GPU_NODE, CPU_NODE], "room for 16 workers"),
+    (PoolSection(num_workers=2, resources={"rollout_node": 1}), [CPU_NODE], "no node has the resources"),
+])
+def test_a_pool_that_can_never_be_placed_is_named_with_what_the_cluster_has(pool, nodes, problem):
+    why = unplaceable("cluster.rollout", pool, bundle(pool), nodes)
+    assert why is not None and why.startswith("cluster.rollout: ") and problem in why
+    assert "cluster.rollout.num_workers" in why and str(nodes[0]) in why  # the key to change, what there is
+
+
+@pytest.mark.parametrize("pool,nodes", [
+    (PoolSection(num_workers=16, gpus_per_worker=1), [GPU_NODE, GPU_NODE]),
+    (PoolSection(num_workers=8, gpus_per_worker=1, cpus_per_worker=2, strategy="STRICT_PACK"), [GPU_NODE]),
+    (PoolSection(num_workers=3, strategy="STRICT_SPREAD"), [CPU_NODE, CPU_NODE, GPU_NODE]),
+])
+def test_a_pool_that_fits_is_placeable(pool, nodes):
+    assert unplaceable("cluster.rollout", pool, bundle(pool), nodes) is None
+
+
+def test_batches_on_a_draining_or_dead_node_are_stranded():
+    watch = ClusterWatch(alive={"a", "b", "c"}, draining={"b": 0.0},
+                         totals={"a": CPU_NODE, "b": GPU_NODE, "c": CPU_NODE})
+    stored = {"only_a": ["a"], "only_b": ["b"], "only_gone": ["d"], "b_and_c": ["b", "c"], "inline": []}
+    assert watch.stranded(stored) == {"only_b", "only_gone"}
+    # A learner bundle needing a GPU fits only the draining node: nowhere to go.
+    assert not watch.fits_anywhere({"CPU": 1.0, "GPU": 1.0}) and watch.fits_anywhere({"CPU": 1.0})
+    assert watch.metrics()["cluster/draining_nodes"] == 1.0

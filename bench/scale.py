@@ -13,7 +13,7 @@ reward route, accounting). Per worker count:
 - weight sync: a `--weights-mb` version put once in the object store (what the object_store
   transport does; here the driver plays learner rank 0) and loaded by every worker (fetched and
   copied into its buffer) — all workers on the head node (same node as the weights) and spread
-  over the simulated nodes;
+  over the simulated nodes; and the fan-out alone (a version of one byte, same node);
 - placement: a placement group of one bundle per worker (SPREAD over the nodes) ready, and every
   worker created and answering.
 
@@ -103,7 +103,7 @@ def workers_in(pg, n: int, row_s: float, extra: dict) -> list:
 
 def sync_s(workers: list, blob_mb: int, repeats: int) -> float:
     """Median seconds to put a version once and have every worker load it."""
-    blob = np.random.default_rng(0).integers(0, 255, blob_mb << 20, dtype=np.uint8)
+    blob = np.random.default_rng(0).integers(0, 255, max(blob_mb << 20, 1), dtype=np.uint8)
     times = []
     for v in range(1, repeats + 2):
         start = time.perf_counter()
@@ -149,6 +149,7 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, float]:
     workers = workers_in(pg, n, row_s, {"resources": {"head": 1}})
     ray.get([w.ping.remote() for w in workers])
     same = sync_s(workers, args.weights_mb, args.repeats)
+    calls = sync_s(workers, 0, args.repeats)  # the fan-out alone: a version of no bytes
     for a in workers:
         ray.kill(a)
     remove_placement_group(pg)
@@ -156,6 +157,7 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, float]:
     return {"workers": n, "rows": rows, "step_s": round(step, 4), "work_s": round(work, 4),
             "overhead_s": round(step - work, 4), "driver_cpu_s": round(cpu, 4),
             "driver_cpu_share": round(cpu / step, 4), "sync_same_node_s": round(same, 4),
+            "sync_fan_out_s": round(calls, 4),
             "sync_spread_s": round(spread, 4), "placement_s": round(placement, 4)}
 
 
@@ -184,7 +186,8 @@ def main() -> None:
         shutil.rmtree(temp, ignore_errors=True)
     ns = [r["workers"] for r in rows]
     exponents = {k: round(slope(ns, [max(r[k], 1e-6) for r in rows]), 3)
-                 for k in ("driver_cpu_s", "overhead_s", "sync_same_node_s", "sync_spread_s", "placement_s")}
+                 for k in ("driver_cpu_s", "overhead_s", "sync_same_node_s", "sync_fan_out_s", "sync_spread_s",
+                           "placement_s")}
     first, last = rows[0], rows[-1]
     print(json.dumps({"nodes": nodes + 1, "gpus_per_node": GPUS_PER_NODE, "rows_per_worker": args.rows,
                       "row_ms": args.row_ms, "weights_mb": args.weights_mb, "by_workers": rows,

@@ -1,6 +1,6 @@
 """The driver's view of a changing cluster without Ray: a pool that can never be placed is named
 with what the cluster has; which trajectory batches count as lost when nodes drain or die; where a
-learner rank could still go."""
+learner rank could still go; which workers leave the pools."""
 from __future__ import annotations
 
 import pytest
@@ -8,6 +8,7 @@ import pytest
 from actors.cluster_watch import ClusterWatch
 from actors.config import PoolSection
 from actors.placement import bundle, unplaceable
+from actors.pool import Pool, Pools
 
 GPU_NODE = {"CPU": 16.0, "GPU": 8.0}
 CPU_NODE = {"CPU": 4.0}
@@ -44,3 +45,32 @@ def test_batches_on_a_draining_or_dead_node_are_stranded():
     # A learner bundle needing a GPU fits only the draining node: nowhere to go.
     assert not watch.fits_anywhere({"CPU": 1.0, "GPU": 1.0}) and watch.fits_anywhere({"CPU": 1.0})
     assert watch.metrics()["cluster/draining_nodes"] == 1.0
+
+
+class Roster:
+    def __init__(self) -> None:
+        self.retired: list[int] = []
+
+    def retire(self, worker: int) -> None:
+        self.retired.append(worker)
+
+    def add(self, worker: int) -> None:
+        raise AssertionError("no slot comes back without a placement group")
+
+
+def test_workers_on_draining_or_dead_nodes_leave_the_pools_and_the_round_robin_skips_them():
+    watch = ClusterWatch(alive={"a", "b"}, draining={"b": 0.0})
+    roster = Roster()
+    rollout = Pool("rollout", ["w0", "w1", "w2"], minimum=2, nodes=["a", "b", "c"])  # c: gone
+    reward = Pool("reward", ["r0", "r1"], minimum=1, nodes=["a", "b"])
+    pools = Pools({"rollout": rollout, "reward": reward, "judge": Pool("judge", [])}, watch, roster)
+    pools.retire_unusable(watch)
+    assert rollout.active == [0] and reward.active == [0] and roster.retired == [1, 2]  # only rollout's weights
+    assert [reward.next_active(t) for t in range(3)] == [0, 0, 0]
+    assert pools.short() == ["rollout 1/3 (cluster.rollout.min_workers=2)"]
+    assert pools.metrics() == {"pool/rollout/size": 1.0, "pool/rollout/target": 3.0, "pool/reward/size": 1.0,
+                               "pool/reward/target": 2.0, "pool/judge/size": 0.0, "pool/judge/target": 0.0,
+                               "pool/restarts": 0.0}
+    # A pool built from given actors (no nodes known) never retires anyone.
+    untracked = Pool("rollout", ["w0"])
+    assert untracked.retire_unusable(watch) == [] and untracked.active == [0]

@@ -10,6 +10,8 @@ nodes (the rank on one, the other spare). Faults, at the run's hook points (acto
 - `kill`: after the step's collect, the first rollout node is removed (and a node with a reward
   bundle added, or the reward pool would wait at its minimum) → its batches are decoded again
   before the update; the rollout pool works on with one worker (cluster.rollout.min_workers=1);
+- `kill_update`: the same node removed as the step's update is handed out → the learner cannot
+  read those batches: the group is recreated from the last checkpoint and the steps since replayed;
 - `add`: after the step's collect, a rollout node joins → the pool is back at its target at the
   next step, the new worker synced before its first shard;
 - `preempt`: during the step's update the learner's node is drained with a deadline → a
@@ -47,7 +49,7 @@ from bench.common import REPO
 ROLLOUT = {"num_cpus": 1, "resources": {"rollout_node": 1}}
 LEARNER = {"num_cpus": 1, "resources": {"learner_node": 1}}
 REWARD = {"num_cpus": 1, "resources": {"reward_node": 1}}
-KINDS = ("kill", "add", "preempt", "drain_all")
+KINDS = ("kill", "kill_update", "add", "preempt", "drain_all")
 
 
 def overrides(run_dir: Path, steps: int) -> list[str]:
@@ -62,10 +64,12 @@ def overrides(run_dir: Path, steps: int) -> list[str]:
 
 
 def node_schedule(steps: int, seed: int) -> dict[int, str]:
-    """kill, add, preempt at seeded increasing steps in 2..steps-1 (the node added comes after the
-    one lost; the preemption after both, with a step left to replay it)."""
-    kill, add, preempt = sorted(random.Random(seed).sample(range(2, steps), 3))
-    return {kill: "kill", add: "add", preempt: "preempt"}
+    """A node lost (after collect or during the update: seeded), a node added, a learner node
+    preempted, at seeded increasing steps in 2..steps-1 (the node added comes after the one lost;
+    the preemption after both, with a step left to replay it)."""
+    rng = random.Random(seed)
+    kill, add, preempt = sorted(rng.sample(range(2, steps), 3))
+    return {kill: rng.choice(("kill", "kill_update")), add: "add", preempt: "preempt"}
 
 
 @dataclass
@@ -78,6 +82,7 @@ class NodeFaults(Injector):
     done: set[int] = field(default_factory=set)  # steps whose fault was injected (a replay does not repeat it)
     seen: dict[str, Any] = field(default_factory=lambda: {"versions_at_collect": {}})
     warned: str | None = None  # the drained learner node, removed when the next step starts
+    rows: list = field(default_factory=list)  # the last rollout's rows
 
     def _node_due(self, kind: str) -> bool:
         due = self.plan.get(self.step) == kind and self.step not in self.done
@@ -101,13 +106,9 @@ class NodeFaults(Injector):
     def rollout_collected(self, records, rows, scores, reissued) -> None:
         super().rollout_collected(records, rows, scores, reissued)
         self.seen["versions_at_collect"][self.step] = sorted({m.policy_version for m in rows})
+        self.rows = rows
         if self._node_due("kill"):
-            victim = self.nodes.pop("rollout-a")
-            stored = stored_on(list({m.payload for m in rows}))
-            self.seen["only_copies_lost"] = sum(nodes == [victim.node_id] for nodes in stored.values())
-            self.nodes["reward-new"] = self.cluster.add_node(**REWARD)
-            self.cluster.remove_node(victim)
-            self.fired.append("kill")
+            self._remove_first_rollout_node("kill")
         if self._node_due("add"):
             self.nodes["rollout-new"] = self.cluster.add_node(**ROLLOUT)
             pg = ray.util.get_placement_group(f"{self.namespace}-rollout")
@@ -116,8 +117,20 @@ class NodeFaults(Injector):
                 time.sleep(0.2)
             self.fired.append("add")
 
+    def _remove_first_rollout_node(self, kind: str) -> None:
+        """The node with the first rollout worker and the reward worker goes (the batches decoded
+        there have no copy elsewhere); a node for the reward bundle joins."""
+        victim = self.nodes.pop("rollout-a")
+        stored = stored_on(list({m.payload for m in self.rows}))
+        self.seen["only_copies_lost"] = sum(nodes == [victim.node_id] for nodes in stored.values())
+        self.nodes["reward-new"] = self.cluster.add_node(**REWARD)
+        self.cluster.remove_node(victim)
+        self.fired.append(kind)
+
     def update_starting(self) -> None:
         super().update_starting()
+        if self._node_due("kill_update"):
+            self._remove_first_rollout_node("kill_update")
         if self._node_due("preempt"):
             rank0 = ray.get_actor("learner-0", namespace=self.namespace)
             node = ray.get(rank0.node_id.remote())
@@ -151,10 +164,10 @@ def run_node_chaos(work: Path, plan: dict[int, str], steps: int) -> dict[str, An
         cfg = compose_config(overrides(work / "faults", steps))
         faults = NodeFaults([], namespace_for(cfg, work / "faults"), cluster=cluster, nodes=nodes, plan=plan,
                             run_dir=work / "faults")
-        error = stopped = None
+        error = stopped = restarts = None
         start = time.perf_counter()
         try:
-            driver.run_to_end(cfg, hooks=faults)
+            restarts = driver.run_to_end(cfg, hooks=faults).learner.restarts
         except ClusterDrained as err:
             stopped = str(err)
         except Exception as err:  # reported, not raised: the figures say what was survived
@@ -181,6 +194,6 @@ def run_node_chaos(work: Path, plan: dict[int, str], steps: int) -> dict[str, An
             "reissued": {s: r.get("reissued", 0.0) for s, r in by_step.items()},
             "pool_target": last.get("pool/rollout/target"), "pool_restarts": last.get("pool/restarts"),
             "regenerated": last.get("cluster/batches_regenerated"), "preemptions": last.get("cluster/preemptions"),
-            "steps_lost": last.get("cluster/steps_lost"),
+            "steps_lost": last.get("cluster/steps_lost"), "learner_restarts": restarts,
             "checkpoints": [s for s, _ in complete_checkpoints(work / "faults")],
             "fault_free_s": round(clean_s, 2), "faults_s": round(faults_s, 2), **faults.seen}

@@ -36,6 +36,13 @@ def reserve(cfg: RunConfig, namespace: str, learners: bool, judges: bool) -> Pla
     colocated."""
     c = cfg.cluster
     colocate = c.colocate and learners
+    pools = {"learner": learners, "rollout": not colocate, "reward": True, "judge": judges}
+    nodes = [dict(n["Resources"]) for n in ray.nodes() if n["Alive"]]
+    for name in (name for name, wanted in pools.items() if wanted):  # all checked before any is reserved
+        extra = c.rollout if name == "learner" and colocate else None
+        problem = unplaceable(f"cluster.{name}", getattr(c, name), bundle(getattr(c, name), extra), nodes)
+        if problem:
+            raise RuntimeError(problem)
     learner = _group(c, "learner", namespace, c.rollout if colocate else None) if learners else None
     rollout = learner if colocate else _group(c, "rollout", namespace)
     return Placements(rollout, _group(c, "reward", namespace), learner,
@@ -101,9 +108,6 @@ def unplaceable(key: str, pool: PoolSection, one: dict[str, float], nodes: list[
 def _group(cluster: ClusterSection, name: str, namespace: str, extra: PoolSection | None = None,
            timeout_s: float = 120.0) -> PlacementGroup:
     pool, key, one = getattr(cluster, name), f"cluster.{name}", bundle(getattr(cluster, name), extra)
-    problem = unplaceable(key, pool, one, [dict(n["Resources"]) for n in ray.nodes() if n["Alive"]])
-    if problem:
-        raise RuntimeError(problem)
     pg = placement_group([one] * pool.num_workers, strategy=pool.strategy, name=f"{namespace}-{name}")
     ready, _ = ray.wait([pg.ready()], timeout=timeout_s)
     if not ready:

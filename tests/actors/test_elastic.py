@@ -1,7 +1,9 @@
-"""The driver's view of a changing cluster without Ray: a pool that can never be placed is named
+"""The driver's view of a changing cluster, without Ray but for the last test: a pool that can never be placed is named
 with what the cluster has; which trajectory batches count as lost when nodes drain or die; where a
 learner rank could still go; which workers leave the pools."""
 from __future__ import annotations
+
+import time
 
 import pytest
 
@@ -9,6 +11,8 @@ from actors.cluster_watch import ClusterWatch
 from actors.config import PoolSection
 from actors.placement import bundle, unplaceable
 from actors.pool import Pool, Pools
+from actors.start import start_run
+from support import SMALL, compose_config
 
 GPU_NODE = {"CPU": 16.0, "GPU": 8.0}
 CPU_NODE = {"CPU": 4.0}
@@ -74,3 +78,15 @@ def test_workers_on_draining_or_dead_nodes_leave_the_pools_and_the_round_robin_s
     # A pool built from given actors (no nodes known) never retires anyone.
     untracked = Pool("rollout", ["w0"])
     assert untracked.retire_unusable(watch) == [] and untracked.active == [0]
+
+
+def test_a_run_whose_pool_can_never_be_placed_stops_before_any_worker_starts(ray_session, tmp_path):
+    cfg = compose_config(SMALL + [f"trainer.run_dir={tmp_path}", "trainer.logger=[]", "cluster.rollout.num_workers=2",
+                                  "cluster.rollout.gpus_per_worker=1"])
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"^cluster.rollout: 2 worker\(s\) of .*'GPU': 1.*no node has the resources"):
+        start_run(cfg)
+    assert time.monotonic() - start < 60  # at once, not after the placement timeout
+    assert not [a for a in ray_session.util.list_named_actors(all_namespaces=True) if a["name"].startswith("rollout")]
+    assert ray_session.util.placement_group_table() == {} or all(
+        pg["state"] == "REMOVED" for pg in ray_session.util.placement_group_table().values())  # none left reserved

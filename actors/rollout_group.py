@@ -15,6 +15,8 @@ that made them (an object a worker `ray.put` itself is lost with the worker).
 Faults: a call whose actor died is re-issued — a shard to the same rollout worker once Ray
 restarted it and it holds the current weights, a scorer's chunk to the next worker of its pool.
 Every (prompt uid, sample) comes back exactly once and is answered exactly once by every scorer.
+Nodes (§8.6): workers on a draining or lost node leave their pool (actors/pool.py) and their shards
+go to others; a lost node's batches are decoded again before the update (`regenerate_lost`).
 """
 from __future__ import annotations
 

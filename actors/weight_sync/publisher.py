@@ -73,7 +73,7 @@ class WeightPublisher:
     def add(self, worker: int, sync: bool = True) -> float:
         """A fresh worker in slot `worker`: a transport that needs no group (forming one again would
         stall the others), then (`sync`) the version the others hold (nothing while that is unknown)."""
-        [place] = ray.get([self.workers[worker].placement.remote()])
+        place = ray.get(self.workers[worker].placement.remote())
         kind = plan_transports(self.learner, [place], self.forced if self.forced not in GROUP_TRANSPORTS
                                else OBJECT_STORE)[0]
         self.transports[worker] = OBJECT_STORE if kind in GROUP_TRANSPORTS else kind

@@ -17,7 +17,9 @@ reward route, accounting). Per worker count:
 - placement: a placement group of one bundle per worker (SPREAD over the nodes) ready, and every
   worker created and answering.
 
-Growth exponents: the least-squares slope of log(figure) against log(workers). Prints one JSON line.
+Growth exponents: the least-squares slope of log(figure) against log(workers). Also the driver's
+CPU for one `ray.wait` over 64, 512 and 4096 pending calls (collect waits once per returned call,
+so this is the term that grows faster than linearly). Prints one JSON line.
 
     flock /tmp/cpu_bench.lock python bench/scale.py                  # 2, 8, 16, 32 workers
     flock /tmp/cpu_bench.lock python bench/scale.py --workers 2 8    # quicker
@@ -89,6 +91,26 @@ class StandInReward:
     def score(self, batch: TrajectoryBatch, which: list[int], task_rows: list, parts: object) -> list:
         return [ResponseScore(*batch.key(i), Score(*batch.key(i), reward=float(i % 2), correct=bool(i % 2)))
                 for i in which]
+
+
+class Idle:
+    def hold(self) -> None:
+        time.sleep(120)
+
+
+def wait_cost(pending: list[int], repeats: int = 50) -> dict[int, float]:
+    """Driver CPU ms of one `ray.wait(..., num_returns=1)` over this many pending calls (what
+    `RolloutGroup.collect` does once per returned call)."""
+    actor = ray.remote(Idle).options(num_cpus=0, resources={"head": 1}).remote()
+    out = {}
+    for n in pending:
+        refs = [actor.hold.remote() for _ in range(n)]
+        cpu = time.process_time()
+        for _ in range(repeats):
+            ray.wait(refs, num_returns=1, timeout=0)
+        out[n] = round((time.process_time() - cpu) / repeats * 1e3, 3)
+    ray.kill(actor)
+    return out
 
 
 def slope(xs: list[float], ys: list[float]) -> float:
@@ -180,6 +202,7 @@ def main() -> None:
              runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}})
     try:
         rows = [measure(n, args) for n in args.workers]
+        waits = wait_cost([64, 512, 4096])
     finally:
         ray.shutdown()
         cluster.shutdown()
@@ -193,7 +216,7 @@ def main() -> None:
                       "row_ms": args.row_ms, "weights_mb": args.weights_mb, "by_workers": rows,
                       "exponents": exponents,
                       "sync_same_node_ratio": round(last["sync_same_node_s"] / first["sync_same_node_s"], 2),
-                      "driver_cpu_share_at_max": last["driver_cpu_share"]}))
+                      "driver_cpu_share_at_max": last["driver_cpu_share"], "wait_ms_by_pending": waits}))
 
 
 if __name__ == "__main__":

@@ -83,6 +83,7 @@ class NodeFaults(Injector):
     seen: dict[str, Any] = field(default_factory=lambda: {"versions_at_collect": {}})
     warned: str | None = None  # the drained learner node, removed when the next step starts
     rows: list = field(default_factory=list)  # the last rollout's rows
+    injected: list[str] = field(default_factory=list)  # node faults injected, in order
 
     def _node_due(self, kind: str) -> bool:
         due = self.plan.get(self.step) == kind and self.step not in self.done
@@ -115,7 +116,7 @@ class NodeFaults(Injector):
             deadline = time.monotonic() + 60
             while len(bundle_nodes(pg)) < 2 and time.monotonic() < deadline:  # Ray places the lost bundle there
                 time.sleep(0.2)
-            self.fired.append("add")
+            self.injected.append("add")
 
     def _remove_first_rollout_node(self, kind: str) -> None:
         """The node with the first rollout worker and the reward worker goes (the batches decoded
@@ -125,7 +126,7 @@ class NodeFaults(Injector):
         self.seen["only_copies_lost"] = sum(nodes == [victim.node_id] for nodes in stored.values())
         self.nodes["reward-new"] = self.cluster.add_node(**REWARD)
         self.cluster.remove_node(victim)
-        self.fired.append(kind)
+        self.injected.append(kind)
 
     def update_starting(self) -> None:
         super().update_starting()
@@ -136,12 +137,12 @@ class NodeFaults(Injector):
             node = ray.get(rank0.node_id.remote())
             self.warned = next(name for name, n in self.nodes.items() if n.node_id == node)
             self._drain(node)
-            self.fired.append("preempt")
+            self.injected.append("preempt")
         if self._node_due("drain_all"):
             for name, n in self.nodes.items():
                 if name.startswith("learner"):
                     self._drain(n.node_id)
-            self.fired.append("drain_all")
+            self.injected.append("drain_all")
 
 
 def run_node_chaos(work: Path, plan: dict[int, str], steps: int) -> dict[str, Any]:
@@ -184,7 +185,7 @@ def run_node_chaos(work: Path, plan: dict[int, str], steps: int) -> dict[str, An
     diff = differences(comparable(lines), comparable(read_jsonl(work / "fault_free" / "metrics.jsonl")))
     by_step = {r["step"]: r for r in lines if "reward_mean" in r}
     last = by_step[max(by_step)] if by_step else {}
-    return {"faults_injected": len(faults.fired), "faults_survived": len(faults.fired) if error is None else 0,
+    return {"faults_injected": len(faults.injected), "faults_survived": len(faults.injected) if error is None else 0,
             "prompts_lost": faults.lost + per_step * len(missing),
             "prompts_double_counted": faults.duplicated + per_step * sum(n - 1 for n in logged.values()),
             "metrics_equal_to_fault_free": error is None and not diff, "metrics_differing": diff[:8],

@@ -75,12 +75,22 @@ class TaskSection(_Strict):
 
 
 class PoolSection(_Strict):
-    num_workers: int = Field(1, ge=1)
+    num_workers: int = Field(1, ge=1)  # rollout/reward/judge: the target; fewer while nodes are missing
+    # rollout/reward/judge: the fewest the run works on while nodes are missing (below it, it waits
+    # for capacity); null: 1. The learner group is fixed-size.
+    min_workers: int | None = Field(None, ge=1)
     gpus_per_worker: float = Field(0.0, ge=0.0)
     cpus_per_worker: float = Field(1.0, gt=0.0)
     resources: dict[str, float] = {}  # custom resources per worker (e.g. {"rollout_node": 1})
     strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     max_restarts: int = Field(3, ge=0)  # rollout/reward only: how often Ray restarts a dead worker
+
+    @model_validator(mode="after")
+    def _check(self) -> PoolSection:
+        if self.min_workers is not None and self.min_workers > self.num_workers:
+            raise ValueError(f"min_workers ({self.min_workers}) must be at most num_workers ({self.num_workers}), "
+                             "the pool's target")
+        return self
 
 
 class ClusterSection(_Strict):
@@ -89,6 +99,13 @@ class ClusterSection(_Strict):
     reward: PoolSection = PoolSection()
     judge: PoolSection = PoolSection()  # created only when reward.outcome or reward.process is "judge"
     colocate: bool = False  # rollout workers share the learner placement group's bundles
+
+    @model_validator(mode="after")
+    def _check(self) -> ClusterSection:
+        if self.learner.min_workers is not None:
+            raise ValueError(f"cluster.learner.min_workers={self.learner.min_workers}: the learner group is "
+                             "fixed-size (cluster.learner.num_workers ranks); rollout, reward and judge are elastic")
+        return self
 
 
 class TrainerSection(_Strict):

@@ -19,7 +19,7 @@ from typing import Any
 
 import ray
 from ray.actor import ActorHandle
-from ray.exceptions import RayActorError
+from ray.exceptions import ObjectLostError, RayActorError
 from ray.util.placement_group import PlacementGroup
 
 from learner.advantages import AdvantageResult
@@ -73,7 +73,9 @@ class LearnerGroup:
         """Wait for the process group, then plan each rollout worker's weight transport."""
         ray.get(self._setup)
         self.rollout = rollout
-        self.publisher = WeightPublisher(self.ranks, rollout.workers, self.cfg.weight_sync.transport)
+        self.publisher = WeightPublisher(self.ranks, rollout.workers, self.cfg.weight_sync.transport,
+                                         rollout.pools["rollout"].retired)
+        self.nodes = ray.get([a.node_id.remote() for a in self.ranks])  # where each rank runs
 
     # ---- the rollout workers' weights (rollout_group.Weights) ---------------------------------
     @property
@@ -94,6 +96,14 @@ class LearnerGroup:
 
     def take_sent_bytes(self) -> int:
         return self.publisher.take_sent_bytes()
+
+    def retire(self, worker: int) -> None:
+        self.publisher.retire(worker)
+
+    def add(self, worker: int) -> None:
+        """A fresh rollout worker gets the version the others hold when that is the learners' own
+        (else the publish that follows brings every worker to it)."""
+        self.publisher.add(worker, sync=self.publisher.held == self.version)
 
     def forget_weights(self) -> None:
         """The rollout workers' weights are unknown (a restore): the next publish syncs them all."""
@@ -158,24 +168,29 @@ class LearnerGroup:
         return load_checkpoint(self.ranks, path)
 
     def recover(self, err: BaseException, step: int, start: dict[str, Any]) -> dict[str, Any] | None:
-        """After `err` ended step `step` (0-based): None if every rank is alive (not ours to handle);
-        else the group recreated and restored, and the driver state to go back to — the restore
-        point's, or `start` (where training began) before the first checkpoint. Raises
+        """After `err` ended step `step` (0-based): None if every rank is alive and no batch an update
+        read was lost (not ours to handle); else the group recreated and restored, and the driver
+        state to go back to — the restore point's, or `start` (where training began) before the
+        first checkpoint. A batch lost with its node during the update leaves the ranks half way
+        through a step (a peer may wait in a collective), so it is handled like a dead rank. Raises
         LearnerGroupLost past trainer.max_learner_restarts."""
-        dead = dead_ranks(self.ranks)
-        if not dead:
+        lost = isinstance(err, ObjectLostError)  # ray.get raises a task's error as an instance of its cause
+        dead = [] if lost else dead_ranks(self.ranks)
+        if not dead and not lost:
             return None
+        what = f"rank(s) {dead} died" if dead else "a batch an update read was lost with its node"
         limit = self.cfg.trainer.max_learner_restarts
         if self.restarts >= limit:
             where = (f"{self.restore_point} (step {_step_of(self.restore_point)})" if self.restore_point
                      else "the start (no checkpoint was written yet)")
             raise LearnerGroupLost(
-                f"learner rank(s) {dead} died at step {step + 1} after {self.restarts} restart(s) "
+                f"learner {what} at step {step + 1} after {self.restarts} restart(s) "
                 f"(trainer.max_learner_restarts={limit}); the run stops here. Run it again with "
                 f"trainer.resume=auto to continue from {where}") from err
         self.restarts += 1
-        log.warning("learner rank(s) %s died during step %d (%s: %s); restart %d/%d from %s", dead, step + 1,
+        log.warning("learner %s during step %d (%s: %s); restart %d/%d from %s", what, step + 1,
                     type(err).__name__, err, self.restarts, limit, self.restore_point or "the start")
+        self.rollout.pools.retire_unusable(self.rollout.watch.poll())  # no transport planned for a lost node's worker
         self._replace()
         return load_checkpoint(self.ranks, self.restore_point) if self.restore_point else start
 

@@ -1,5 +1,6 @@
 """The training loop around a step (docs/design.md §8.2): the warm start, evaluation, checkpoints,
-the time limit, recovery from a dead learner rank, and the end-of-run report."""
+the time limit, recovery from a dead learner rank, preemption warnings on the learners' nodes
+(§8.6), and the end-of-run report."""
 from __future__ import annotations
 
 import logging
@@ -9,6 +10,7 @@ from typing import Callable
 from tqdm import tqdm
 
 from .evaluate import evaluate
+from .placement import bundle
 from .report import write_report
 from .run import Run
 from .steps import warm_up
@@ -35,12 +37,15 @@ def train(run: Run, step: Step) -> None:
             restored = run.learner.recover(err, run.state.step, run.state.start_state)
             if restored is None:
                 raise
+            run.rollout.watch.steps_lost += run.state.step - restored["step"]
             run.restore(restored)
             bar.n = run.state.step
             continue
         bar.update(1)
         if out_of_time:
             break
+        if run.state.step < trainer.steps:
+            heed_preemption(run)
     bar.close()
     write_report(run, time.perf_counter() - start)
 
@@ -52,6 +57,29 @@ def evaluate_and_keep(run: Run) -> None:
     if run.cfg.trainer.keep_best and (best is None or accuracy > best["accuracy"]):
         run.state.best = {"step": run.state.step, "accuracy": accuracy}
         run.learner.save_best(run.run_dir, run.state.step, accuracy)
+
+
+class ClusterDrained(RuntimeError):
+    """Every node that could hold a learner rank is draining or gone: the run stopped after a checkpoint."""
+
+
+def heed_preemption(run: Run) -> None:
+    """Between steps: when a node holding learner ranks is draining, checkpoint now (just in time),
+    so that the recovery after the node goes replays no finished step; when no usable node could
+    hold a learner rank any more, checkpoint and stop (ClusterDrained, resumable)."""
+    watch, learner, step = run.rollout.watch.poll(), run.learner, run.state.step
+    warned = sorted({node for node in learner.nodes if node in watch.draining})
+    if not warned:
+        return
+    nowhere = not watch.fits_anywhere(bundle(run.cfg.cluster.learner, run.cfg.cluster.rollout
+                                             if run.cfg.cluster.colocate else None))
+    if learner.restore_point is None or learner.restore_point.name != f"step_{step}":
+        path = learner.checkpoint(run.run_dir, step, run.driver_state())
+        log.warning("learner node(s) %s draining: just-in-time checkpoint %s", [n[:8] for n in warned], path)
+    if nowhere:
+        raise ClusterDrained(f"every node that could hold a learner rank is draining or gone (draining: "
+                             f"{[n[:8] for n in watch.draining]}); checkpoint {learner.restore_point} holds step "
+                             f"{step}: run again with trainer.resume=auto once the cluster has capacity")
 
 
 def advance(run: Run, step: Step, start: float) -> bool:

@@ -37,7 +37,7 @@ GAUGES = {
     "judge/failures": "failed judgements (unparseable verdicts, judge or rule errors)",
     **{f"pool/{pool}/{what}": f"{pool} workers {'alive' if what == 'size' else 'configured'}"
        for pool in ("rollout", "reward", "judge") for what in ("size", "target")},
-    "pool/restarts": "worker restarts so far",
+    "pool/restarts": "workers started in place of lost ones so far",
 }
 FAILED_KIND = "reward_failed/"  # step keys reward_failed/<kind>: the failures counter's `kind` tag
 # Ray exports a gauge only in the export interval after it was set and drops it from the endpoint

@@ -15,6 +15,8 @@ that made them (an object a worker `ray.put` itself is lost with the worker).
 Faults: a call whose actor died is re-issued — a shard to the same rollout worker once Ray
 restarted it and it holds the current weights, a scorer's chunk to the next worker of its pool.
 Every (prompt uid, sample) comes back exactly once and is answered exactly once by every scorer.
+Nodes (§8.6): workers on a draining or lost node leave their pool (actors/pool.py) and their shards
+go to others; a lost node's batches are decoded again before the update (`regenerate_lost`).
 """
 from __future__ import annotations
 
@@ -38,11 +40,13 @@ from rollout.trajectory_batch import RowMeta
 from tasks.prompt_stream import PromptStream
 from tasks.screen import ScreenedRows
 
-from .config import RunConfig
+from .cluster_watch import ClusterWatch, stored_on
+from .config import PoolSection, RunConfig
 from .hooks import RunHooks
 from .judge_worker import JudgeWorker
 from .liveness import wait_restarted
 from .placement import Placements, actor_options, gpu_share, threads
+from .pool import Pool, Pools, bundle_nodes
 from .reward_route import Key, Scorer, check_reward_failures, evaluation_route, step_rewards, training_route
 from .reward_worker import RewardWorker
 from .rollout_worker import RolloutWorker
@@ -67,6 +71,12 @@ class Weights(Protocol):
     def resync(self, worker: int) -> None:
         """Give a worker Ray restarted the version the others hold."""
 
+    def retire(self, worker: int) -> None:
+        """A worker left the pool (its node is draining or gone): no more weights for it."""
+
+    def add(self, worker: int) -> None:
+        """A fresh worker joined the pool in slot `worker`: its transport, and the version the others hold."""
+
 
 class Checkpoint:
     """Evaluation only: every worker holds version 0, the checkpoint it loaded (a restarted one too)."""
@@ -76,6 +86,12 @@ class Checkpoint:
         pass
 
     def resync(self, worker: int) -> None:
+        pass
+
+    def retire(self, worker: int) -> None:
+        pass
+
+    def add(self, worker: int) -> None:
         pass
 
 
@@ -100,6 +116,8 @@ class RolloutJob:
     pending: dict[Any, Call] = field(default_factory=dict)  # by the ref of the result collect waits for
     reissued: Counter = field(default_factory=Counter)  # by pool
     turn: Counter = field(default_factory=Counter)  # each scorer's next worker (round robin)
+    rows: list[RowMeta] = field(default_factory=list)  # what came back, in request order
+    stored: dict[Any, list[str]] = field(default_factory=dict)  # each batch's nodes when it came back
 
 
 def records_for(uids: list[str], prompt_ids: list[list[int]], samples: int,
@@ -121,19 +139,25 @@ def split(items: list, n: int) -> list[list]:
 class RolloutGroup:
     def __init__(self, cfg: RunConfig, workers: list[ActorHandle], rewarders: list[ActorHandle],
                  judges: list[ActorHandle], weights: Weights, encode: Encode, prompts: PromptStream | None = None,
-                 evals: ScreenedRows | None = None, hooks: RunHooks | None = None) -> None:
+                 evals: ScreenedRows | None = None, hooks: RunHooks | None = None,
+                 pools: dict[str, Pool] | None = None, watch: ClusterWatch | None = None) -> None:
         self.cfg, self.workers, self.rewarders, self.judges = cfg, workers, rewarders, judges
+        self.watch = watch or ClusterWatch()
+        self.pools = Pools(pools or {name: Pool(name, handles) for name, handles in
+                                     (("rollout", workers), ("reward", rewarders), ("judge", judges))},
+                           self.watch, weights)
+        self.collected: RolloutJob | None = None  # the last training rollout collected
         self.weights, self.encode, self.prompts, self.hooks = weights, encode, prompts, hooks or RunHooks()
         self.eval_rows = {f"eval-{i}": row for i, row in enumerate(evals.rows)} if evals else {}
         self.eval_prompts = evals.prompts if evals else []
         self.route = training_route(cfg.reward, rewarders, judges, cfg.trainer.reward_chunk)
         self.job: RolloutJob | None = None  # async: the next step's rollout, already in flight
         self.job_cursor: dict[str, Any] | None = None  # the prompt stream before `job`'s prompts were drawn
-        self.restarts = 0  # calls lost with their worker (Ray restarted it) so far
 
     @classmethod
     def start(cls, cfg: RunConfig, path: str, reward: str, namespace: str, places: Placements, weights: Weights,
-              encode: Encode, prompts: PromptStream | None, evals: ScreenedRows, hooks: RunHooks) -> RolloutGroup:
+              encode: Encode, prompts: PromptStream | None, evals: ScreenedRows, hooks: RunHooks,
+              watch: ClusterWatch | None = None) -> RolloutGroup:
         """Create the rollout workers, the reward workers and (when the route has a judge) the judge
         pool, each in its placement group."""
         c, r = cfg.cluster, cfg.reward
@@ -142,15 +166,25 @@ class RolloutGroup:
             options = actor_options(getattr(c, pool), f"{pool}-{i}", namespace, pg, i, share, restartable=True)
             return ray.remote(cls).options(**options)
 
-        rollout = [actor(RolloutWorker, "rollout", i, places.rollout, gpu_share(places.colocated)).remote(
-            i, cfg.model, path, threads(c.rollout)) for i in range(c.rollout.num_workers)]
-        rewarders = [actor(RewardWorker, "reward", i, places.reward).remote(
-            i, path, reward, r.process_rule, r.chunk_tokens, r.limits, timeout_s=r.timeout_s)
-            for i in range(c.reward.num_workers)]
-        judges = [actor(JudgeWorker, "judge", i, places.judge).remote(
-            i, cfg.judge, path, r.chunk_tokens, r.judge_correct_at, c.judge.gpus_per_worker, threads(c.judge))
-            for i in range(c.judge.num_workers if places.judge else 0)]
-        return cls(cfg, rollout, rewarders, judges, weights, encode, prompts, evals, hooks)
+        makers: dict[str, tuple[Any, Callable[[int], ActorHandle]]] = {
+            "rollout": (places.rollout, lambda i: actor(RolloutWorker, "rollout", i, places.rollout,
+                                                        gpu_share(places.colocated)).remote(
+                i, cfg.model, path, threads(c.rollout))),
+            "reward": (places.reward, lambda i: actor(RewardWorker, "reward", i, places.reward).remote(
+                i, path, reward, r.process_rule, r.chunk_tokens, r.limits, timeout_s=r.timeout_s)),
+            "judge": (places.judge, lambda i: actor(JudgeWorker, "judge", i, places.judge).remote(
+                i, cfg.judge, path, r.chunk_tokens, r.judge_correct_at, c.judge.gpus_per_worker, threads(c.judge))),
+        }
+        pools = {}
+        for name, (pg, make) in makers.items():
+            section: PoolSection = getattr(c, name)
+            n = section.num_workers if pg is not None else 0
+            nodes = bundle_nodes(pg) if pg is not None else {}
+            elastic = pg is not None and not (name == "rollout" and places.colocated)  # else: the learners' bundles
+            pools[name] = Pool(name, [make(i) for i in range(n)], section.min_workers or 1, pg if elastic else None,
+                               make, namespace, [nodes.get(i, "") for i in range(n)] if elastic else [])
+        return cls(cfg, pools["rollout"].handles, pools["reward"].handles, pools["judge"].handles, weights, encode,
+                   prompts, evals, hooks, pools, watch)
 
     # ---- one RL step's rollout ---------------------------------------------------------------
     def step_batch(self, step: int, timer: StepTimer) -> StepBatch:
@@ -159,6 +193,7 @@ class RolloutGroup:
         job = self.job or self._submit_next(timer)
         with timer("rollout_s"):  # rewards are scored as shards come back
             rows, scores, process = self.collect(job, progress=self.cfg.trainer.progress)
+        self.collected = job
         self.hooks.rollout_collected(job.records, rows, scores, sum(job.reissued.values()))
         check_reward_failures(scores.values(), self.cfg.reward.max_failed_fraction, f"step {step + 1}")
         reward_m = reward_metrics(self.cfg.reward, rows, scores, process)
@@ -171,6 +206,7 @@ class RolloutGroup:
 
     def _submit_next(self, timer: StepTimer) -> RolloutJob:
         """The next step's prompts on the workers, with the learner's current weights."""
+        self.refresh()
         self.weights.publish(timer)
         self.job_cursor = self.prompts.state_dict()
         batch = self.prompts.next_batch(self.cfg.trainer.prompts_per_step)
@@ -185,6 +221,7 @@ class RolloutGroup:
         flight (sampled by the weights before this update); the workers take the new weights when
         the one after it is submitted."""
         if not self.cfg.async_.max_staleness:
+            self.pools.retire_unusable(self.watch.poll())  # a broadcast to a lost node's worker would fail
             self.weights.publish(timer)
 
     def cursor(self) -> dict[str, Any] | None:
@@ -215,10 +252,11 @@ class RolloutGroup:
         """Queue the records as shards of about 2 x rollout.max_batch_rows (at least one per worker:
         big enough to keep a worker's slots refilled, small enough that workers balance) and give
         each worker its first."""
-        shards = max(len(self.workers), math.ceil(len(records) / (2 * params.max_batch_rows)))
+        # As many shards as the pool's target, not its current size: a step is split (and decoded) alike
+        # however many workers are up.
+        shards = max(self.pools["rollout"].target, math.ceil(len(records) / (2 * params.max_batch_rows)))
         job = RolloutJob(records, task_rows, params, route, deque(split(records, shards)))
-        for w in range(len(self.workers)):
-            self._take_shard(job, w)
+        self._dispatch(job)
         return job
 
     def collect(self, job: RolloutJob, progress: bool = False) -> tuple[list[RowMeta], dict[Key, Score],
@@ -230,7 +268,10 @@ class RolloutGroup:
         answers: dict[str, dict[Key, ResponseScore]] = {s.name: {} for s in job.route}
         bar = tqdm(total=len(job.records) * (1 + len(job.route)), desc="rollout+reward", disable=not progress,
                    leave=False)
-        while job.pending:
+        while job.pending or job.queue:
+            if not job.pending:  # every worker that held shards left the pool: wait for one
+                self._await_capacity()
+                self._dispatch(job)
             [ref], _ = ray.wait(list(job.pending), num_returns=1)
             call = job.pending.pop(ref)
             try:
@@ -243,6 +284,7 @@ class RolloutGroup:
                 continue
             bar.update(len(call.items))
             if call.scorer is None:
+                self._retire_unusable()
                 self._take_shard(job, call.worker)
                 shard = [replace(m, payload=call.batch) for m in result]
                 rows += shard
@@ -252,16 +294,25 @@ class RolloutGroup:
             else:
                 _record(answers[call.scorer.name], result)
         bar.close()
+        job.stored = stored_on(list(dict.fromkeys(m.payload for m in rows)))
         order = {(r.uid, r.sample_idx): i for i, r in enumerate(job.records)}
         rows.sort(key=lambda m: order[m.key])  # what follows sums over them: a replay must sum alike
+        job.rows = rows
         _account(job.records, rows, answers)
         merged = [a for by_key in answers.values() for a in by_key.values()]
         return (rows, {a.key: a.outcome for a in merged if a.outcome is not None},
                 {a.key: a.process for a in merged if a.process is not None})
 
     def _take_shard(self, job: RolloutJob, w: int) -> None:
-        if job.queue:
+        if job.queue and w not in self.pools["rollout"].retired:
             self._generate(job, w, job.queue.popleft())
+
+    def _dispatch(self, job: RolloutJob) -> None:
+        """A shard to every active rollout worker that holds none."""
+        busy = {c.worker for c in job.pending.values() if c.scorer is None}
+        for w in self.pools["rollout"].active:
+            if w not in busy:
+                self._take_shard(job, w)
 
     def _generate(self, job: RolloutJob, w: int, shard: list[PromptRecord]) -> None:
         metas, batch = self.workers[w].generate.remote(shard, job.params)
@@ -270,8 +321,11 @@ class RolloutGroup:
     def _score(self, job: RolloutJob, scorer: Scorer, part: list[RowMeta]) -> None:
         """A chunk (rows of one batch) to the scorer's next worker. The batch goes as a top-level
         object ref: Ray hands the worker the batch itself."""
-        w = job.turn[scorer.name] % len(scorer.workers)
-        job.turn[scorer.name] = w + 1
+        if not self.pools[scorer.name].active:  # every worker of the pool left with its node
+            self._await_capacity()
+        turn = job.turn[scorer.name]
+        w = self.pools[scorer.name].next_active(turn)
+        job.turn[scorer.name] = turn + 1
         ref = scorer.workers[w].score.remote(part[0].payload, [m.row for m in part],
                                              [job.task_rows[m.prompt_uid] for m in part], scorer.parts)
         job.pending[ref] = Call(w, part, scorer)
@@ -279,25 +333,76 @@ class RolloutGroup:
     def _reissue(self, job: RolloutJob, call: Call, why: str) -> None:
         pool = call.scorer.name if call.scorer else "rollout"
         job.reissued[pool] += 1
-        self.restarts += 1
         log.warning("%s-%d lost its call (%s); re-issuing its %d items", pool, call.worker, why, len(call.items))
+        self.pools.retire_unusable(self.watch.poll())  # a node gone takes its workers out of the pools
         if call.scorer is not None:
             self._score(job, call.scorer, call.items)
+            return
+        if call.worker in self.pools["rollout"].retired:  # its node is draining or gone: another takes it
+            job.queue.appendleft(call.items)
+            self._dispatch(job)
             return
         wait_restarted(self.workers[call.worker])
         self.weights.resync(call.worker)
         self._generate(job, call.worker, call.items)
 
-    # ---- devices and life ----------------------------------------------------------------------
-    def pool_metrics(self) -> dict[str, float]:
-        """pool/<pool>/size (workers held) and /target (configured; a pool not started: 0), pool/restarts."""
-        c = self.cfg.cluster
-        pools = {"rollout": (self.workers, c.rollout), "reward": (self.rewarders, c.reward),
-                 "judge": (self.judges, c.judge)}
-        m = {f"pool/{name}/size": float(len(held)) for name, (held, _) in pools.items()}
-        m |= {f"pool/{name}/target": float(p.num_workers if held else 0) for name, (held, p) in pools.items()}
-        return m | {"pool/restarts": float(self.restarts)}
+    # ---- the cluster changing under the pools (docs/design.md §8.6) ----------------------------
+    def refresh(self) -> None:
+        """A step boundary: the pools follow the cluster (retire, release, refill; wait while one is
+        below its minimum) — actors/pool.py `Pools.refresh`."""
+        self.pools.refresh(self._calls())
 
+    def _retire_unusable(self) -> None:
+        self.pools.retire_unusable(self.watch.maybe_poll())
+
+    def _await_capacity(self) -> None:
+        self.pools.await_capacity(self._calls())
+
+    def _calls(self) -> list[tuple[str, int]]:
+        """(pool, slot) of every call of the rollout in flight (async), which its worker still owes."""
+        calls = self.job.pending.values() if self.job else []
+        return [(c.scorer.name if c.scorer else "rollout", c.worker) for c in calls]
+
+    def regenerate_lost(self, rows: list[RowMeta]) -> list[RowMeta]:
+        """`rows` (of the last training rollout) with every batch that has no copy left on a usable
+        node — lost with a dead node, or only on a draining one — decoded again by the active
+        workers: the same shard with the same seeds and weights gives the same rows (checked)."""
+        job = self.collected
+        if job is None or not rows:
+            return rows
+        self.watch.poll()
+        lost = self.watch.stranded({m.payload: job.stored.get(m.payload, []) for m in rows})
+        if not lost:
+            return rows
+        by_batch = [sorted((m for m in job.rows if m.payload == ref), key=lambda m: m.row) for ref in lost]
+        if any(m.policy_version != self.weights.held for shard in by_batch for m in shard):
+            raise RuntimeError("a lost trajectory batch was sampled with weights the rollout workers no longer hold "
+                               "(async.max_staleness=1): it cannot be decoded again identically")
+        records = {(r.uid, r.sample_idx): r for r in job.records}
+        shards = [[records[m.key] for m in shard] for shard in by_batch]
+        log.warning("%d trajectory batch(es) of %d rows lost with their node; decoding them again",
+                    len(shards), sum(map(len, shards)))
+        self.refresh()
+        redo = RolloutJob([r for shard in shards for r in shard], job.task_rows, job.params, [], deque(shards))
+        self._dispatch(redo)
+        again, _, _ = self.collect(redo)
+        self.watch.regenerated += len(shards)
+        fresh = {m.key: m for m in again}
+        for m in again:
+            job.stored[m.payload] = redo.stored[m.payload]
+        if any(replace(fresh[m.key], payload=None) != replace(m, payload=None) for shard in by_batch for m in shard):
+            raise RuntimeError("a regenerated trajectory batch differs from the lost one: sampling is not reproducible")
+        return [fresh[m.key] if m.payload in lost else m for m in rows]
+
+    def pool_metrics(self) -> dict[str, float]:
+        """Current vs target size of every pool, and workers started in place of lost ones."""
+        return self.pools.metrics()
+
+    def cluster_metrics(self) -> dict[str, float]:
+        """A step's figures about the cluster: its pools, draining and lost nodes, regenerated batches."""
+        return self.pool_metrics() | self.watch.metrics()
+
+    # ---- devices and life ----------------------------------------------------------------------
     def sleep(self) -> int:
         """Colocated: every rollout worker releases its weights for the learner's update; bytes freed."""
         return sum(ray.get([w.sleep.remote() for w in self.workers]))

@@ -19,6 +19,7 @@ from tasks.schemas import Row
 from tasks.screen import PromptLimits, ScreenedRows, screen_prompts
 
 from .checkpoint import resolve_resume
+from .cluster_watch import ClusterWatch
 from .config import RunConfig
 from .hooks import RunHooks
 from .learner_group import LearnerGroup
@@ -45,7 +46,7 @@ def start_run(cfg: RunConfig, hooks: RunHooks | None = None) -> Run:
     places = reserve(cfg, namespace, mode.learners, judges=bool(cfg.reward.judged) and mode.learners)
     learner = LearnerGroup(cfg, namespace, places.learner, path, needs_warmup, hooks) if mode.learners else None
     rollout = RolloutGroup.start(cfg, path, reward, namespace, places, learner or Checkpoint(), encode, prompts,
-                                 evals, hooks)
+                                 evals, hooks, ClusterWatch().poll())
     if learner is not None:
         learner.connect(rollout)
     metrics = MetricsLogger(run_dir, cfg.trainer.logger, namespace, cfg.model_dump(mode="json", by_alias=True),

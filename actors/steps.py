@@ -14,16 +14,18 @@ log = logging.getLogger(__name__)
 
 
 def rl_step(run: Run) -> dict[str, float]:
-    """Rollout with rewards → advantages → update → the rollout workers take the new weights."""
+    """Rollout with rewards → advantages → (lost batches decoded again) → update → the rollout
+    workers take the new weights."""
     timer = StepTimer()
     batch = run.rollout.step_batch(run.state.step, timer)
     m = batch_metrics(batch, run.learner.version)
     with timer("advantage_s"):
         adv = batch.advantages(run.cfg.algo, run.cfg.reward)
+    adv.samples = run.rollout.regenerate_lost(adv.samples)  # batches whose node died or is draining
     m |= advantage_step_metrics(adv) | run.learner.train(adv, run.state.step, timer)
     run.rollout.after_update(timer)
     return (m | step_end_metrics(timer.seconds, run.learner.version)
-            | {"sync_bytes": float(run.learner.take_sent_bytes())} | run.rollout.pool_metrics())
+            | {"sync_bytes": float(run.learner.take_sent_bytes())} | run.rollout.cluster_metrics())
 
 
 def sft_step(run: Run) -> dict[str, float]:

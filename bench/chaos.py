@@ -15,6 +15,7 @@ the wall time of both runs.
 
     python bench/chaos.py            # 8 steps, 2 faults per pool, 2 DeepSpeed ZeRO-2 learner ranks
     python bench/chaos.py --quick    # 3 steps, 1 fault per pool (what the test suite runs)
+    python bench/chaos.py --nodes    # node faults on a simulated cluster: bench/chaos_nodes.py
 """
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ DENSE_REWARD = "tests.actors.digit_reward:reward"
 # Figures that differ between equal runs: timings, and the fault handling itself (re-issued work,
 # restarts, the weight bytes a re-sync sends again).
 NOT_COMPARED = ("_s", "tokens_per_s", "reissued", "restarts", "sync_bytes")
+NOT_COMPARED_GROUPS = ("cluster/", "pool/")  # the cluster's nodes and pool sizes
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,8 @@ class Injector(RunHooks):
 
 def comparable(lines: list[dict]) -> dict[int, dict[str, float]]:
     """Per training step, the figures two equal runs share."""
-    return {r["step"]: {k: v for k, v in r.items() if not k.endswith(NOT_COMPARED)}
+    return {r["step"]: {k: v for k, v in r.items()
+                        if not k.endswith(NOT_COMPARED) and not k.startswith(NOT_COMPARED_GROUPS)}
             for r in lines if "reward_mean" in r}
 
 
@@ -206,7 +209,15 @@ def run_chaos(work: Path, quick: bool = True, seed: int = 0) -> dict[str, Any]:
 def main() -> None:
     ap = bench_parser()
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--nodes", action="store_true", help="node kill, preemption and node added (chaos_nodes.py)")
     args = ap.parse_args()
+    if args.nodes:
+        from bench.chaos_nodes import node_schedule, run_node_chaos
+
+        steps = 6 if args.quick else 8
+        with tempfile.TemporaryDirectory() as tmp:
+            emit(run_node_chaos(Path(tmp), node_schedule(steps, args.seed), steps))
+        return
     ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false"}})
     try:

@@ -17,10 +17,18 @@ from .planner import GROUP_TRANSPORTS, OBJECT_STORE, plan_transports
 
 
 class WeightPublisher:
-    def __init__(self, ranks: list[ActorHandle], workers: list[ActorHandle], forced: str) -> None:
-        self.ranks, self.workers = ranks, workers
-        learner = ray.get(ranks[0].placement.remote())
-        self.transports = plan_transports(learner, ray.get([w.placement.remote() for w in workers]), forced)
+    def __init__(self, ranks: list[ActorHandle], workers: list[ActorHandle], forced: str,
+                 retired: set[int] | None = None) -> None:
+        """`workers` by pool slot (a list the rollout group grows and refills); `retired`: slots out
+        of the pool, which get no weights until `add` brings a fresh worker in."""
+        self.ranks, self.workers, self.forced = ranks, workers, forced
+        self.retired = set(retired or ())
+        self.learner = ray.get(ranks[0].placement.remote())
+        active = self.active
+        planned = plan_transports(self.learner, ray.get([workers[i].placement.remote() for i in active]), forced)
+        self.transports: list[str | None] = [None] * len(workers)  # None: a retired slot
+        for i, kind in zip(active, planned):
+            self.transports[i] = kind
         self.groups = {kind: WeightGroup(kind, [i for i, k in enumerate(self.transports) if k == kind])
                        for kind in GROUP_TRANSPORTS if kind in self.transports}
         self.held = 0  # the version every rollout worker holds (-1: unknown, a sync is due)
@@ -32,7 +40,7 @@ class WeightPublisher:
         wall seconds. Every learner rank takes part (a ZeRO-3 gather is collective)."""
         start = time.perf_counter()
         if workers is None:
-            workers = list(range(len(self.workers)))
+            workers = self.active
             self.held = version
         kinds = sorted({self.transports[i] for i in workers})
         groups = [self.groups[k] for k in kinds if k in self.groups]
@@ -56,6 +64,28 @@ class WeightPublisher:
         """Weight bytes delivered since the last call (a step's `sync_bytes`, evaluation syncs included)."""
         sent, self.sent_bytes = self.sent_bytes, 0
         return sent
+
+    @property
+    def active(self) -> list[int]:
+        return [i for i in range(len(self.workers)) if i not in self.retired]
+
+    def retire(self, worker: int) -> None:
+        """The worker left the pool: out of its broadcast group (re-formed before the next sync)."""
+        kind = self.transports[worker]
+        if kind in self.groups:
+            self.groups[kind].leave(worker)
+        self.retired.add(worker)
+        self.transports[worker] = None
+
+    def add(self, worker: int, sync: bool = True) -> float:
+        """A fresh worker in slot `worker`: a transport that needs no group (forming one again would
+        stall the others), then (`sync`) the version the others hold (nothing while that is unknown)."""
+        place = ray.get(self.workers[worker].placement.remote())
+        kind = plan_transports(self.learner, [place], self.forced if self.forced not in GROUP_TRANSPORTS
+                               else OBJECT_STORE)[0]
+        self.transports[worker] = OBJECT_STORE if kind in GROUP_TRANSPORTS else kind
+        self.retired.discard(worker)
+        return self.publish(self.held, [worker]) if sync and self.held >= 0 else 0.0
 
     def resync(self, worker: int) -> float:
         """A worker Ray restarted lost its weights and any group membership: a group member leaves

@@ -58,6 +58,9 @@ def test_every_group_option_validates(group, option):
     ("reward.process=tasks.builtin.arith:nope", "reward", "cannot load process reward"),
     ("judge.backend=sglang", "judge.backend", "'transformers' or 'vllm'"),
     ("reward.limits.math_timeout_s=0", "reward.limits.math_timeout_s", "greater than 0"),
+    ("cluster.rollout.num_workers=2 +cluster.rollout.min_workers=3", "cluster.rollout",
+     "min_workers (3) must be at most num_workers (2)"),
+    ("+cluster.learner.min_workers=1", "cluster.learner.min_workers", "fixed-size"),
 ])
 def test_bad_config_names_the_key(override, key, hint):
     with pytest.raises(ConfigError) as err:

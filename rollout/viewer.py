@@ -9,6 +9,39 @@ from typing import Callable
 
 from .trajectory import Trajectory
 
+# The page's fixed style; the per-step colour classes .s1 … .sN follow it.
+STYLE = """body { font-family: system-ui, sans-serif; margin: 1.5em 2em; }
+.controls { position: sticky; top: 0; background: #fff; padding: 0.5em 0; border-bottom: 1px solid #ddd; }
+button { font: inherit; margin-right: 0.4em; padding: 0.2em 0.8em; border: 1px solid #888; border-radius: 4px;
+          background: #f4f4f4; cursor: pointer; }
+button.on { background: #333; color: #fff; }
+.legend { margin-top: 0.5em; font-size: 0.85em; }
+.legend .tok { display: inline-block; min-width: 1.6em; text-align: center; }
+section { display: inline-block; vertical-align: top; width: 47%; margin-right: 2%; }
+body.single section { width: 96%; }
+section.hidden { display: none; }
+.traj { margin: 0.8em 0; padding: 0.5em; border: 1px solid #ddd; border-radius: 6px; }
+.prompt { color: #555; font-family: monospace; margin-bottom: 0.3em; }
+.resp { line-height: 2; }
+.tok { font-family: monospace; padding: 1px 2px; margin: 0 1px; border-radius: 3px; white-space: pre; }
+.tok sub { font-size: 0.6em; color: #333; }
+.stats { font-size: 0.8em; color: #666; margin-top: 0.3em; }
+.thumb { float: left; width: 64px; height: 64px; margin: 0 0.6em 0.3em 0; image-rendering: pixelated; }
+.traj::after { content: ""; display: block; clear: both; }
+"""
+
+# The toggle buttons: show every section side by side, or one alone.
+SCRIPT = """for (const b of document.querySelectorAll("button[data-show]")) {
+  b.addEventListener("click", () => {
+    const show = b.dataset.show;
+    for (const s of document.querySelectorAll("section"))
+      s.classList.toggle("hidden", show !== "all" && s.dataset.mode !== show);
+    for (const o of document.querySelectorAll("button[data-show]")) o.classList.toggle("on", o === b);
+    document.body.classList.toggle("single", show !== "all");
+  });
+}
+"""
+
 
 def step_colour(step: int, last: int) -> str:
     """Early steps blue, late steps red, on one scale for the whole page."""
@@ -59,38 +92,11 @@ def render_html(title: str, sections: dict[str, list[tuple[Trajectory, str]]],
         for mode, (name, items) in zip(modes, sections.items()))
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
-body {{ font-family: system-ui, sans-serif; margin: 1.5em 2em; }}
-.controls {{ position: sticky; top: 0; background: #fff; padding: 0.5em 0; border-bottom: 1px solid #ddd; }}
-button {{ font: inherit; margin-right: 0.4em; padding: 0.2em 0.8em; border: 1px solid #888; border-radius: 4px;
-          background: #f4f4f4; cursor: pointer; }}
-button.on {{ background: #333; color: #fff; }}
-.legend {{ margin-top: 0.5em; font-size: 0.85em; }}
-.legend .tok {{ display: inline-block; min-width: 1.6em; text-align: center; }}
-section {{ display: inline-block; vertical-align: top; width: 47%; margin-right: 2%; }}
-body.single section {{ width: 96%; }}
-section.hidden {{ display: none; }}
-.traj {{ margin: 0.8em 0; padding: 0.5em; border: 1px solid #ddd; border-radius: 6px; }}
-.prompt {{ color: #555; font-family: monospace; margin-bottom: 0.3em; }}
-.resp {{ line-height: 2; }}
-.tok {{ font-family: monospace; padding: 1px 2px; margin: 0 1px; border-radius: 3px; white-space: pre; }}
-.tok sub {{ font-size: 0.6em; color: #333; }}
-.stats {{ font-size: 0.8em; color: #666; margin-top: 0.3em; }}
-{classes}
-.thumb {{ float: left; width: 64px; height: 64px; margin: 0 0.6em 0.3em 0; image-rendering: pixelated; }}
-.traj::after {{ content: ""; display: block; clear: both; }}
+{STYLE}{classes}
 </style></head><body><h1>{html.escape(title)}</h1>
 <p>Each response token is coloured by the denoising step that committed it (blue = early, red = late);
 the subscript is the step number. Tokens of one colour were committed in the same forward pass.</p>
 <div class="controls"><button data-show="all" class="on">side by side</button>{buttons}{_legend(last)}</div>
 {body}
 <script>
-for (const b of document.querySelectorAll("button[data-show]")) {{
-  b.addEventListener("click", () => {{
-    const show = b.dataset.show;
-    for (const s of document.querySelectorAll("section"))
-      s.classList.toggle("hidden", show !== "all" && s.dataset.mode !== show);
-    for (const o of document.querySelectorAll("button[data-show]")) o.classList.toggle("on", o === b);
-    document.body.classList.toggle("single", show !== "all");
-  }});
-}}
-</script></body></html>"""
+{SCRIPT}</script></body></html>"""

@@ -38,6 +38,11 @@ GAUGES = {
     **{f"pool/{pool}/{what}": f"{pool} workers {'alive' if what == 'size' else 'configured'}"
        for pool in ("rollout", "reward", "judge") for what in ("size", "target")},
     "pool/restarts": "workers started in place of lost ones so far",
+    "cluster/draining_nodes": "nodes draining now (a preemption warning)",
+    "cluster/preemptions": "nodes announced draining so far",
+    "cluster/nodes_lost": "nodes that died so far",
+    "cluster/steps_lost": "training steps replayed after learner ranks were lost with a node",
+    "cluster/batches_regenerated": "trajectory batches decoded again after their node was lost or drained",
 }
 FAILED_KIND = "reward_failed/"  # step keys reward_failed/<kind>: the failures counter's `kind` tag
 # Ray exports a gauge only in the export interval after it was set and drops it from the endpoint

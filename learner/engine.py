@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from models.checkpoint import save_model
+from models.transformer import synced_state
 from models.vision import build_model
 
 from . import distributed
@@ -150,8 +151,8 @@ class TrainEngine:
     def _state(self, synced: bool) -> list[tuple[str, torch.Tensor]]:
         """The whole state, or (synced) what a weight sync carries: all but the modules the model keeps
         frozen (`DiffusionLM.frozen`, e.g. the vision tower), which every holder has from the checkpoint."""
-        frozen = getattr(self.module, "frozen", ()) if synced else ()
-        return [(name, t) for name, t in self.module.state_dict(keep_vars=True).items() if not name.startswith(frozen)]
+        state = synced_state(self.module, keep_vars=True) if synced else self.module.state_dict(keep_vars=True)
+        return list(state.items())
 
     def full_tensors(self, synced: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
         """(name, full weight) on every rank, in state-dict order, on the engine's device, without a

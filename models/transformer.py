@@ -107,6 +107,13 @@ class DecoderLayer(nn.Module):
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
+def synced_state(model: nn.Module, keep_vars: bool = False) -> dict[str, torch.Tensor]:
+    """What a weight sync carries, for the sender and every receiver alike: the model's state less the
+    modules it keeps frozen (`DiffusionLM.frozen`; any other module: its whole state)."""
+    frozen = getattr(model, "frozen", ())
+    return {name: t for name, t in model.state_dict(keep_vars=keep_vars).items() if not name.startswith(frozen)}
+
+
 class DiffusionLM(nn.Module):
     """Decoder used for every family; `cfg.family` only changes norms, biases and logit shift."""
 

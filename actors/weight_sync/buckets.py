@@ -88,13 +88,6 @@ def pack(tensors: Iterable[tuple[str, torch.Tensor]],
         raise ValueError(f"weight stream gave {seen} tensors, its layout announced {len(slots[0])}")
 
 
-def synced_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """A receiver's tensors a sync fills: its state less the modules its model keeps frozen
-    (`DiffusionLM.frozen`; the sender leaves the same ones out, learner/engine.py)."""
-    frozen = getattr(model, "frozen", ())
-    return {name: t for name, t in model.state_dict().items() if not name.startswith(frozen)}
-
-
 def check_covers(own: dict[str, torch.Tensor], index: list[TensorMeta]) -> None:
     missing = sorted(set(own) - {m.name for m in index})
     if missing:

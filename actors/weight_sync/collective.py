@@ -18,6 +18,8 @@ import torch
 import torch.distributed as dist
 from ray.actor import ActorHandle
 
+from models.transformer import synced_state
+
 from .buckets import (
     Layout,
     TensorMeta,
@@ -27,7 +29,6 @@ from .buckets import (
     load_into,
     plan_buckets,
     reuse_buckets,
-    synced_state,
     synchronize,
     unpack,
 )

@@ -16,6 +16,8 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch.multiprocessing.reductions import rebuild_cuda_tensor, reduce_tensor
 
+from models.transformer import synced_state
+
 from .buckets import (
     Layout,
     WeightsHandle,
@@ -24,7 +26,6 @@ from .buckets import (
     load_into,
     plan_buckets,
     reuse_buckets,
-    synced_state,
     synchronize,
     unpack,
 )

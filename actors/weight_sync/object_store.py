@@ -10,7 +10,9 @@ import numpy as np
 import ray
 import torch
 
-from .buckets import Layout, WeightsHandle, check_covers, load_into, plan_buckets, reuse_buckets, synced_state, unpack
+from models.transformer import synced_state
+
+from .buckets import Layout, WeightsHandle, check_covers, load_into, plan_buckets, reuse_buckets, unpack
 
 CPU = torch.device("cpu")
 

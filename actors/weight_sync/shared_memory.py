@@ -17,7 +17,9 @@ from typing import Callable, ClassVar
 
 import torch
 
-from .buckets import Layout, TensorMeta, WeightsHandle, check_covers, load_into, plan_buckets, synced_state, unpack
+from models.transformer import synced_state
+
+from .buckets import Layout, TensorMeta, WeightsHandle, check_covers, load_into, plan_buckets, unpack
 from .planner import COLLECTIVE, OBJECT_STORE
 
 StatVfs = Callable[[str], os.statvfs_result]

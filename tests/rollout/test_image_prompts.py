@@ -65,3 +65,20 @@ def test_image_prompt_errors_are_named(bad, message):
             generate(vlm, prompts[:1], params())
         else:
             generate(tiny_model(4), prompts[1:2], params(), images=images[:1])
+
+
+def test_bf16_model_decodes_image_prompts():
+    # GPU rollout workers hold LLaDA-V in bf16 (conf/model/llada_v.yaml): the features come out in the
+    # model's dtype and splice into its bf16 embeddings; the image still steers the decode.
+    model = tiny_vlm(4).to(torch.bfloat16)
+    prompts, pictures = image_prompts(model, 4)
+    images = encode_prompt_images(model, pictures)
+    shown = [i for i, im in enumerate(images) if im is not None]
+    assert len(shown) >= 2 and all(images[i].dtype == torch.bfloat16 for i in shown)
+    swapped = list(images)
+    swapped[shown[0]], swapped[shown[1]] = images[shown[1]], images[shown[0]]
+    p = params(strategy="dynamic")
+    out = generate(model, prompts, p, seeds=[1, 2, 3, 4], images=images)
+    other = generate(model, prompts, p, seeds=[1, 2, 3, 4], images=swapped)
+    assert len(out) == 4 and all(t.response_ids for t in out)
+    assert out[shown[0]].logprobs != other[shown[0]].logprobs

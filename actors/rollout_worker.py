@@ -43,10 +43,11 @@ class RolloutWorker:
         self.rank = rank
         self.load_args: dict[str, Any] = dict(dtype=DTYPES[model.dtype], device=self.device, family=model.family,
                                               overrides=model.overrides())
-        self.train_vision, self.path = model.train_vision, path
+        self.train_vision = model.train_vision
         self.model = self._load(path)
         self.weights_version = 0
         self.asleep = False  # colocated: weights released while the learner updates
+        self.frozen_on_host: dict[str, torch.Tensor] = {}  # asleep: the frozen weights no sync brings back
         self.receivers = Receivers(self.device)
 
     def _load(self, path: str) -> DiffusionLM:
@@ -67,10 +68,14 @@ class RolloutWorker:
 
     def sleep(self) -> int:
         """Colocated with a learner rank: release the weights (and cached device memory) while it
-        updates; the sync after the update reallocates and fills them. Returns the bytes freed."""
+        updates; the sync after the update reallocates and fills them. The frozen ones (a frozen vision
+        tower), which no sync carries, wait in host memory. Returns the device bytes freed."""
         if self.asleep:
             return 0
-        freed = sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
+        state, frozen = self.model.state_dict(), self.model.frozen
+        self.frozen_on_host = {k: t.to("cpu") for k, t in state.items() if frozen and k.startswith(frozen)}
+        stays = self.frozen_on_host if self.device.type == "cpu" else {}  # held on, not copied
+        freed = sum(t.numel() * t.element_size() for k, t in state.items() if k not in stays)
         self.model.to_empty(device="meta")
         release_graphs()  # a CUDA-graph pool outlives the weights; the next generate re-records
         if self.device.type == "cuda":
@@ -78,12 +83,19 @@ class RolloutWorker:
         self.asleep = True
         return freed
 
+    def wake(self) -> None:
+        """Reallocate released weights: the synced ones uninitialised (the sync that follows overwrites
+        every one), the frozen ones from host memory (no checkpoint read)."""
+        if not self.asleep:
+            return
+        self.model.to_empty(device=self.device)
+        self.model.restore_buffers()
+        self.model.load_state_dict(self.frozen_on_host, strict=False)
+        self.frozen_on_host = {}
+        self.asleep = False
+
     def load_weights(self, handle: WeightsHandle) -> int:
-        if self.asleep:  # every synced tensor is overwritten below: fresh uninitialised storage will do,
-            # but the frozen ones (never synced) come back from the checkpoint
-            self.model = self._load(self.path) if self.model.frozen else self.model.to_empty(device=self.device)
-            self.model.restore_buffers()
-            self.asleep = False
+        self.wake()
         self.receivers.load(handle, self.model)
         self.weights_version = handle.version
         return handle.version
@@ -92,7 +104,7 @@ class RolloutWorker:
         """Upstream's way (and a fallback when no transport fits): a fresh model from an HF
         export. Every weight is read here, as a first forward would, so its cost shows where it
         is paid: safetensors maps the file and reads lazily."""
-        self.model, self.path = self._load(path), path
+        self.model = self._load(path)
         with torch.no_grad():
             for p in self.model.parameters():
                 p.sum()

@@ -62,7 +62,11 @@ def write_tiny_checkpoint(path: str | Path, seed: int = 0, *, extra_tokens: list
         torch.manual_seed(seed)
         model = build_model(cfg)
         with torch.no_grad():
-            for param in model.parameters():
-                if param.dim() > 1:  # matrices N(0, 0.02) as in GPT/Qwen init; norms stay 1
+            for name, param in model.named_parameters():
+                if name.startswith("mm_projector."):
+                    # Scale-preserving (std 1/sqrt(fan_in), no bias): N(0, 0.02) with default biases left
+                    # the image ~2% of the projected features and nothing the decoder could learn from.
+                    param.normal_(0.0, param.shape[1] ** -0.5) if param.dim() > 1 else param.zero_()
+                elif param.dim() > 1:  # matrices N(0, 0.02) as in GPT/Qwen init; norms stay 1
                     param.normal_(0.0, 0.02)
     return save_model(model, path, tokenizer)

@@ -80,7 +80,17 @@ class DiffusionVLM(DiffusionLM):
         return self.mm_projector(out.hidden_states[-1])
 
     def row_image_features(self, images: RowImages) -> torch.Tensor:
-        return self.encode_images(images.pixel_values)[images.index.clamp(min=0)]
+        """[R, image_tokens, H]: row r's image features, zeros for a text row (index -1 reads the zero row
+        appended last). With no image at all (U = 0) the tower and projector still run, on one blank
+        picture whose features are dropped (SigLIP takes no empty batch), and stay in the graph: every
+        learner rank then runs the same modules (ZeRO-3 gathers them in forward and reduces their
+        gradients in backward, collectives that every rank must join)."""
+        pixels = images.pixel_values
+        if len(pixels):
+            features = self.encode_images(pixels)
+        else:
+            features = self.encode_images(pixels.new_zeros(1, *pixels.shape[1:]))[:0]
+        return torch.cat([features, features.new_zeros(1, *features.shape[1:])])[images.index]
 
 
 def build_model(cfg: ModelConfig) -> DiffusionLM:

@@ -1,5 +1,7 @@
 """TraceRL on image prompts: the learner re-encodes each trajectory's image in its own forward, and its
 log-probs equal the sampler's; the value model reads the same inputs."""
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -33,7 +35,7 @@ def test_learner_logprobs_equal_sampler_on_image_prompts(family, use_cache):
     attention, worst, seen = model.config.attention, 0.0, 0
     rows = [r for i, t in enumerate(trajs) for r in trace_rows(t, i, attention, 1, MASK, 0, 1024)]
     mbs = micro_batches(rows, 256, PAD, images)
-    assert any(mb.images is not None for mb in mbs)
+    assert all(mb.images is not None for mb in mbs) and any(len(mb.images.pixel_values) for mb in mbs)
     for mb in mbs:
         with torch.no_grad():
             lp, _ = token_logprobs(model, mb, MASK)
@@ -43,7 +45,7 @@ def test_learner_logprobs_equal_sampler_on_image_prompts(family, use_cache):
     assert seen == sum(len(t.response_ids) for t in trajs)
     assert worst <= 1e-5
     # Without the images the same rows are not the sampler's contexts any more.
-    blind = [mb for mb in micro_batches(rows, 256, PAD, images) if mb.images is not None][0]
+    blind = [mb for mb in micro_batches(rows, 256, PAD, images) if len(mb.images.pixel_values)][0]
     blind.images.pixel_values = torch.zeros_like(blind.images.pixel_values)
     with torch.no_grad():
         lp, _ = token_logprobs(model, blind, MASK)
@@ -57,7 +59,7 @@ def test_projector_gets_gradient_and_value_model_reads_the_image():
     model.train()
     images = trajectory_images(trajs, model.config)
     rows = [r for i, t in enumerate(trajs) for r in trace_rows(t, i, "full", 1, MASK, 0, 1024)]
-    mb = [mb for mb in micro_batches(rows, 256, PAD, images) if mb.images is not None][0]
+    mb = [mb for mb in micro_batches(rows, 256, PAD, images) if len(mb.images.pixel_values)][0]
     lp, _ = token_logprobs(model, mb, MASK)
     lp.sum().backward()
     assert model.mm_projector[0].weight.grad.abs().sum() > 0
@@ -93,7 +95,8 @@ def test_a_frozen_tower_neither_trains_nor_travels_in_the_weight_sync():
     assert len(engine.full_layout()) == len(model.state_dict())  # checkpoints keep everything
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rows = [r for i, t in enumerate(trajs) for r in trace_rows(t, i, "full", 1, MASK, 0, 1024)]
-    mbs = [mb for mb in micro_batches(rows, 256, PAD, trajectory_images(trajs, model.config)) if mb.images is not None]
+    images = trajectory_images(trajs, model.config)
+    mbs = [mb for mb in micro_batches(rows, 256, PAD, images) if len(mb.images.pixel_values)]
     engine.train_step(mbs[:1], lambda module, mb: (-token_logprobs(module, mb, MASK)[0].sum(), {}))
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in after if k.startswith("vision_tower."))
@@ -135,3 +138,31 @@ def test_supervised_steps_on_image_prompts_train_the_projector():
     assert not torch.equal(before, model.mm_projector[0].weight)
     with pytest.raises(ValueError, match="names no image"):
         updater.sft_step([(prompts[0], [5, 1])], 1)
+
+
+def test_text_micro_batches_run_the_same_modules_as_image_ones():
+    """A vision-language model runs its tower and projector in every forward, on a blank picture whose
+    features are dropped when no row has an image: ZeRO-3 gathers parameters module by module in forward
+    and reduces their gradients in backward, so a rank that skipped them would stall the others."""
+    model = tiny_vlm(4).train()
+    trajs = sampled(model.eval(), use_cache=False)
+    model.train()
+    calls: list[str] = []
+    for name, module in model.named_modules():
+        module.register_forward_pre_hook(lambda _m, _a, name=name: calls.append(name))
+    order = {}
+    for kind, share in (("image", trajs[0::2]), ("text", trajs[1::2])):
+        rows = [r for i, t in enumerate(share) for r in trace_rows(t, i, "full", 1, MASK, 0, 1024)]
+        (mb,) = micro_batches(rows, 4096, PAD, trajectory_images(share, model.config))
+        assert len(mb.images.pixel_values) == (2 if kind == "image" else 0)
+        calls.clear()
+        model.zero_grad(set_to_none=True)
+        lp, _ = token_logprobs(model, mb, MASK)
+        lp.sum().backward()
+        order[kind] = list(calls)
+        assert all(p.grad is not None for p in model.mm_projector.parameters())  # in the graph on both
+    assert order["text"] == order["image"] and "vision_tower" in order["text"]
+    with torch.no_grad():  # the text rows' log-probs are exactly the text model's
+        images_off = token_logprobs(model, replace(mb, images=None), MASK)[0]
+        torch.testing.assert_close(token_logprobs(model, mb, MASK)[0], images_off, rtol=0, atol=0)
+    assert torch.count_nonzero(model.mm_projector[0].weight.grad) == 0  # the blank picture taught nothing

@@ -6,6 +6,7 @@
 - Old log-probs (and old values) are computed in the training forward's precision, so before any
   update the importance ratio is exactly 1 and no on-policy token is clipped.
 - The value head follows its backbone's dtype, and a tracerl_value step runs with bf16 compute.
+- The same holds on image prompts: the tower and projector run under the learner's autocast as well.
 """
 import copy
 
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 from engine_workers import engine_cfg, full_batch, loss_fn, make_model
-from helpers import params, prompts_mixed, tiny_model
+from helpers import image_prompts, params, prompts_mixed, tiny_model, tiny_vlm
 from learner.algo_config import AlgoConfig
 from learner.batching import micro_batches
 from learner.engine import TrainEngine
@@ -21,7 +22,9 @@ from learner.engine_config import EngineConfig
 from learner.policy_update import PolicyUpdater
 from learner.rows import trace_rows
 from learner.value import ValueModel
+from rollout.images import encode_prompt_images
 from rollout.sampler import generate
+from tasks.images import data_uri
 
 
 def deltas(compute: str, loaded: torch.dtype, steps: int = 4) -> dict[str, torch.Tensor]:
@@ -54,9 +57,22 @@ def rollouts():
     return model, trajs
 
 
+@pytest.fixture(scope="module")
+def image_rollouts():
+    """Four image and four text prompts, sampled by an fp32 LLaDA-V-shaped model (full attention)."""
+    model = tiny_vlm(4)
+    prompts, pictures = image_prompts(model, 4)
+    trajs = generate(model, prompts * 2, params(max_new_tokens=12), seeds=list(range(8)),
+                     images=encode_prompt_images(model, pictures * 2))
+    for t, picture in zip(trajs, pictures * 2):
+        t.image = "" if picture is None else data_uri(picture)
+    return model, trajs
+
+
+@pytest.mark.parametrize("images", [False, True], ids=["text", "images"])
 @pytest.mark.parametrize("name", ["tracerl", "tracerl_value"])
-def test_bf16_compute_first_pass_ratio_is_exactly_one(rollouts, name):
-    start, trajs = rollouts
+def test_bf16_compute_first_pass_ratio_is_exactly_one(rollouts, image_rollouts, name, images):
+    start, trajs = image_rollouts if images else rollouts
     model = copy.deepcopy(start).to(torch.bfloat16)
     engine = TrainEngine(model, EngineConfig(lr=1e-6, dtype="bf16"))
     value = TrainEngine(ValueModel(copy.deepcopy(start).to(torch.bfloat16)), EngineConfig(lr=1e-6, dtype="bf16"))
@@ -68,6 +84,10 @@ def test_bf16_compute_first_pass_ratio_is_exactly_one(rollouts, name):
     assert m["ratio_min"] == m["ratio_mean"] == 1.0, m
     if algo.uses_value:
         assert m["value_loss"] > 0 and torch.isfinite(torch.tensor(m["value_loss"]))
+    if images:  # the image path ran in the training forward and was trained through it
+        trained = engine.module.mm_projector[0].weight
+        assert trained.dtype == torch.float32  # fp32 master weights, as for the decoder
+        assert not torch.equal(trained, start.mm_projector[0].weight.to(torch.bfloat16).float())
 
 
 def test_value_head_follows_the_backbone_dtype(rollouts):

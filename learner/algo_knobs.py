@@ -23,6 +23,9 @@ class ValueConfig(BaseModel):
     # so V learns the expected reward of a state (a prompt's difficulty, the prefix committed so far)
     # and the policy's token advantage is that reward minus V.
     outcome: Literal["advantage", "reward"] = "advantage"
+    # The value model's learning rate is engine.lr × lr_scale (same schedule); upstream's recipes
+    # train the value model at 5× the policy's rate.
+    lr_scale: float = Field(1.0, gt=0.0)
 
 
 class AlgoKnobs(BaseModel):

@@ -92,7 +92,8 @@ class LearnerWorker:
             self.sft_updater = PolicyUpdater(self.engine, w.algo, self.model_cfg, seed=self.cfg.trainer.seed)
             return
         self.engine = TrainEngine(model, self.cfg.engine, self.device)
-        self.value_engine = (TrainEngine(ValueModel(self._trainable(load_model(path, **trained))), self.cfg.engine,
+        value_engine = self.cfg.engine.model_copy(update={"lr": self.cfg.engine.lr * algo.value.lr_scale})
+        self.value_engine = (TrainEngine(ValueModel(self._trainable(load_model(path, **trained))), value_engine,
                                          self.device)
                              if algo.uses_value else None)
         ref = None

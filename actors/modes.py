@@ -8,6 +8,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from learner.algo_config import SFT_KNOBS
 from learner.objectives import OBJECTIVES, Objective
 from tasks.prompt_stream import PromptStream
 from tasks.registry import Task
@@ -61,14 +62,16 @@ class RL(Mode):
         return objective.supervised_on != "references"  # advantages, or SFT on the step's rollouts
 
     def warm_dir(self, cfg: RunConfig) -> Path | None:
-        """The cache entry for this run's warm start: a hash of everything that produces it."""
+        """The cache entry for this run's warm start: a hash of everything that produces it (of the
+        warm-up's algo, only the knobs SFT reads)."""
         if not cfg.warmup.steps:
             return None
         key = json.dumps(
             {
                 "model": cfg.model.model_dump(mode="json"),
                 "task": cfg.task.model_dump(mode="json"),
-                "warmup": cfg.warmup.model_dump(mode="json", exclude={"cache_dir"}),
+                "warmup": cfg.warmup.model_dump(mode="json", exclude={"cache_dir", "algo"})
+                | {"algo": cfg.warmup.algo.model_dump(mode="json", include=set(SFT_KNOBS))},
                 "engine": cfg.engine.model_dump(
                     mode="json", exclude={"lr", "schedule", "warmup_steps", "total_steps", "min_lr_ratio"}
                 ),

@@ -26,10 +26,13 @@ class StepBatch:
     def advantages(self, algo: AlgoConfig, reward: RewardSection) -> AdvantageResult:
         """Group advantages (an objective supervised on rollouts: the correct rows, weight 1), with
         the value model's process scores. With those, the outcome advantage is the outcome's share
-        (× outcome_weight)."""
+        (× outcome_weight). With algo.value.outcome = "reward" the value model's outcome is each
+        kept sample's raw reward instead of Â (the groups are still filtered by Â)."""
         if algo.objective.supervised_on == "rollouts":
             return correct_only(self.rows, self.scores)
         adv = group_advantages(to_groups(self.rows, self.scores), algo.advantage)
+        if algo.uses_value and algo.value.outcome == "reward":  # the kept groups' raw rewards (not Â)
+            adv.advantages = [self.scores[s.key].reward for s in adv.samples]
         if self.process_chunks:
             adv.process_rewards = [self.process_chunks[s.key] for s in adv.samples]
         if reward.process and algo.uses_value and reward.outcome_weight != 1.0:

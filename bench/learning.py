@@ -4,6 +4,7 @@ how steadily: over seeds, the mean and std of the gain and of the late decline.
     python bench/learning.py            # 6 algorithms, tracerl_value_process, the continued-SFT control, 3 seeds
     python bench/learning.py --algos tracerl tracerl_value --steps 100 --no-sft   # the value model's claim
     python bench/learning.py --algos tracerl_value tracerl_value_process --no-sft   # the process-reward pair
+    python bench/learning.py --algos tracerl_value_reward --steps 100 --no-sft   # the value model on raw rewards
     python bench/learning.py --quick    # 1 seed, a few steps, a smaller held-out set
 
 Every run is the default `python launch.py` job (tiny model, built-in `arith`, static decoding,
@@ -15,12 +16,15 @@ the same warm start, on the same rows the warm start learned from (mode=sft, tra
 final TraceRL models are also decoded with dynamic decoding.
 
 `tracerl_value_process` adds the arith rule-based process reward (reward=arith_process) to
-`tracerl_value`; `tracerl_process` (on request) adds it to TraceRL as a summed reward.
+`tracerl_value`; `tracerl_process` (on request) adds it to TraceRL as a summed reward;
+`tracerl_value_reward` (on request) trains the value model on the raw outcome reward instead of the
+group-normalised advantage (algo.value.outcome=reward).
 
 Prints ONE JSON line: per objective {acc_before, acc_after, gain, gain_std, acc_best, decline,
 decline_std, seconds, step_s} (means over seeds, std = population std over seeds; decline =
 best held-out accuracy of the run minus its last; step_s = mean RL step, the sum of its stage times)
-plus the per-seed values and held-out curves,
+plus the per-seed values and held-out curves; for a value-model row, explained_var: the value
+model's explained variance (before each update) averaged over each evaluation interval, per seed;
 <row>_overhead = step_s of the process row / step_s of its row without the process reward - 1 (the
 rule scores every chunk prefix in the reward workers, inside rollout_s), and dynamic_tokens_per_forward /
 static_minus_dynamic_acc of the final TraceRL
@@ -55,6 +59,7 @@ ROWS = {
 ROWS |= {
     "tracerl_value_process": ["algo=tracerl_value", "reward=arith_process"],
     "tracerl_process": ["algo=tracerl", "reward=arith_process"],
+    "tracerl_value_reward": ["algo=tracerl_value", "algo.value.outcome=reward"],
 }
 DEFAULT_ROWS = (
     "tracerl",
@@ -85,9 +90,10 @@ def warm_start() -> Path:
     return path
 
 
-def summary_of(overrides: list[str]) -> dict[str, float]:
-    """The run's summary.json plus its held-out curve, best and last accuracy, and its mean RL
-    step time (sum of the stage times)."""
+def summary_of(overrides: list[str], eval_every: int) -> dict[str, float]:
+    """The run's summary.json plus its held-out curve, best and last accuracy, its mean RL
+    step time (sum of the stage times) and, with a value model, its explained variance averaged
+    over each evaluation interval."""
     with contextlib.redirect_stdout(sys.stderr):  # each run's table: stdout carries only the JSON line
         run = run_to_end(compose_config(overrides))
     out = json.loads((run.run_dir / "summary.json").read_text())
@@ -99,6 +105,12 @@ def summary_of(overrides: list[str]) -> dict[str, float]:
     steps = [r for r in rows if "rollout_s" in r]
     if steps:
         out["step_s"] = statistics.fmean(sum(r.get(k, 0.0) for k in STAGES) for r in steps)
+    ev: dict[int, list[float]] = {}
+    for r in rows:
+        if "learner/value_explained_var" in r:  # steps 1..eval_every → interval eval_every, ...
+            ev.setdefault(-(-int(r["step"]) // eval_every) * eval_every, []).append(r["learner/value_explained_var"])
+    if ev:
+        out["explained_var"] = [[step, round(statistics.fmean(v), 4)] for step, v in sorted(ev.items())]
     return out
 
 
@@ -119,6 +131,8 @@ def mean_over_seeds(runs: list[dict[str, float]]) -> dict[str, object]:
         declines = [r["decline"] for r in runs]
         out |= {"acc_best": mean("best"), "decline": mean("decline"), "decline_std": std(declines),
                 "decline_max": round(max(declines), 4), "curves": [r["curve"] for r in runs]}
+    if all("explained_var" in r for r in runs):
+        out["explained_var"] = [r["explained_var"] for r in runs]
     if all("step_s" in r for r in runs):
         out["step_s"] = mean("step_s")
     return out
@@ -155,7 +169,8 @@ def main() -> None:
                         f"trainer.steps={args.steps}",
                         f"trainer.eval_every={eval_every}",
                         f"trainer.run_dir={args.out}/{algo}_seed{seed}",
-                    ]
+                    ],
+                    eval_every,
                 )
                 for seed in args.seeds
             ]
@@ -172,7 +187,8 @@ def main() -> None:
                     "trainer.eval_every=1000000",
                     f"trainer.max_wall_s={budget}",
                     f"trainer.run_dir={args.out}/continued_sft_seed{seed}",
-                ]
+                ],
+                eval_every,
             )
             for seed in sft_seeds
         ]

@@ -9,7 +9,12 @@ from .objectives import OBJECTIVES, Objective
 # The registry's names: a bad algo.name is rejected naming every allowed value.
 AlgoName = Literal[tuple(OBJECTIVES)]  # type: ignore[valid-type]
 
-__all__ = ["AlgoConfig", "AlgoName", "ValueConfig"]
+__all__ = ["AlgoConfig", "AlgoName", "SFT_KNOBS", "ValueConfig"]
+
+# What a reference-SFT objective (sft_semi_ar, sft_random_masking) and the SFT update read of the
+# config: a cached SFT warm start depends on these alone (actors/modes.py hashes them), so a new RL
+# knob leaves every cached warm start valid.
+SFT_KNOBS = frozenset({"name", "mask_ratio", "norm", "token_budget"})
 
 
 class AlgoConfig(AlgoKnobs):

@@ -17,6 +17,15 @@ class ValueConfig(BaseModel):
     lam: float = Field(1.0, ge=0.0, le=1.0)
     clip: float = Field(0.2, gt=0.0)  # ε_v of the clipped value loss
     train_every: int = Field(1, ge=1)  # value update every N RL steps
+    # The outcome reward on a response's last step in the value recursions: "advantage", its group-
+    # normalised Â (upstream's z-scored correctness: mean 0 over every prompt's samples, so with
+    # outcome-only rewards nothing in a state predicts it and V stays ≈ 0); "reward", the raw reward,
+    # so V learns the expected reward of a state (a prompt's difficulty, the prefix committed so far)
+    # and the policy's token advantage is that reward minus V.
+    outcome: Literal["advantage", "reward"] = "advantage"
+    # The value model's learning rate is engine.lr × lr_scale (same schedule); upstream's recipes
+    # train the value model at 5× the policy's rate.
+    lr_scale: float = Field(1.0, gt=0.0)
 
 
 class AlgoKnobs(BaseModel):

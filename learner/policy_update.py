@@ -183,7 +183,9 @@ class PolicyUpdater:
     def _value_update(
         self, mbs: list[MicroBatch], trajs: list[Trajectory], advantages: list[float], step: int
     ) -> dict[str, float]:
-        """Old values → token-wise returns/advantages (replacing Â in data['adv']) → value update."""
+        """Old values → token-wise returns/advantages (replacing Â in data['adv']) → value update.
+        `advantages`: each response's outcome reward for the recursions (Â, or its raw reward with
+        algo.value.outcome = "reward")."""
         dev, vcfg = self._device(), self.algo.value
         with torch.no_grad(), self.value_engine.autocast():
             old_values = [self.value_engine.module(mb.to(dev)).cpu() for mb in mbs]

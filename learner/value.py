@@ -64,18 +64,19 @@ def token_targets(values: torch.Tensor, rewards: torch.Tensor, ranks: torch.Tens
     return returns.float(), adv.float()
 
 
-def outcome_rewards(ranks: torch.Tensor, advantage: float) -> torch.Tensor:
-    """Outcome reward: Â_i on the tokens of the final step, 0 elsewhere."""
-    return torch.where(ranks == ranks.max(), advantage, 0.0)
+def outcome_rewards(ranks: torch.Tensor, outcome: float) -> torch.Tensor:
+    """Outcome reward (Â_i, or the raw reward with algo.value.outcome = "reward") on the tokens of
+    the final step, 0 elsewhere."""
+    return torch.where(ranks == ranks.max(), outcome, 0.0)
 
 
-def token_rewards(t: Trajectory, ranks: torch.Tensor, advantage: float) -> torch.Tensor:
+def token_rewards(t: Trajectory, ranks: torch.Tensor, outcome: float) -> torch.Tensor:
     """The per-token reward vector r_j of the recursions: the outcome reward plus the trajectory's
     placed process rewards (none: exactly the outcome reward)."""
-    outcome = outcome_rewards(ranks, advantage)
+    final = outcome_rewards(ranks, outcome)
     if not t.process_rewards:
-        return outcome
+        return final
     if len(t.process_rewards) != len(t.response_ids):
         raise ValueError(f"trajectory {t.prompt_uid}/{t.sample_idx}: {len(t.process_rewards)} process rewards "
                          f"for {len(t.response_ids)} response tokens")
-    return outcome + torch.tensor(t.process_rewards, dtype=outcome.dtype)
+    return final + torch.tensor(t.process_rewards, dtype=final.dtype)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from actors.config import ConfigError
+from actors.modes import mode_for
 from learner.objectives import REFERENCE_SFT
 from support import REPO, compose_config
 
@@ -74,3 +75,16 @@ def test_launch_rejects_bad_config_before_ray_starts(tmp_path):
     assert out.returncode == 2
     assert "cluster.learner.num_workers" in out.stderr
     assert "Ray" not in out.stdout + out.stderr and not any(Path(tmp_path).iterdir())
+
+
+def test_warm_start_cache_key_follows_only_what_the_warm_up_reads():
+    def key(*overrides: str) -> Path:
+        cfg = compose_config(list(overrides))
+        return mode_for(cfg).warm_dir(cfg)
+
+    base = key()
+    # RL knobs, the RL learning rate and a warm-up algo knob SFT never reads leave the cache valid
+    assert key("algo.kl_beta=0.1", "engine.lr=1e-4", "+warmup.algo.eps_low=0.3", "trainer.steps=7") == base
+    for changed in ("+warmup.algo.mask_ratio=[0.2,1.0]", "warmup.steps=501", "warmup.lr=2e-3", "trainer.seed=1",
+                    "task.train_size=100", "model.block_size=8"):
+        assert key(changed) != base, changed

@@ -115,3 +115,15 @@ def test_without_value_model_the_reward_is_the_weighted_sum(tiny_path):
     assert out[("a", 1)].correct is False and chunks == {}
     adv = StepBatch(rows(), out, chunks).advantages(cfg.algo, cfg.reward)
     assert adv.advantages == pytest.approx([1.0, -1.0], rel=1e-5) and adv.process_rewards is None
+
+
+def test_a_value_model_on_the_raw_reward_gets_the_kept_samples_rewards_not_their_advantages():
+    upstream = compose_config(["algo=tracerl_value"])
+    adv = StepBatch(rows()[::-1], scores()).advantages(upstream.algo, upstream.reward)
+    assert adv.advantages == pytest.approx([1.0, -1.0], rel=1e-5)  # the group-normalised Â
+    cfg = compose_config(["algo=tracerl_value", "algo.value.outcome=reward"])
+    adv = StepBatch(rows()[::-1], scores()).advantages(cfg.algo, cfg.reward)
+    assert [s.key for s in adv.samples] == [("a", 0), ("a", 1)] and adv.advantages == [1.0, 0.0]
+    assert adv.metrics["advantage/abs_mean"] == pytest.approx(1.0, rel=1e-5)  # the metrics still show Â
+    same = {**scores(), ("a", 1): Score("a", 1, 1.0, True)}  # an all-right group is still dropped
+    assert StepBatch(rows(), same).advantages(cfg.algo, cfg.reward).samples == []

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 import ray
 
 import actors.modes
@@ -36,7 +37,7 @@ def flatten(obj: Any) -> list[Any]:
 def test_two_step_tracerl(ray_session, tmp_path, monkeypatch):
     cfg = compose_config(SMALL + DS2 + [f"trainer.run_dir={tmp_path}", "trainer.steps=2", "trainer.eval_every=2",
                                         "task.reward=tests.actors.digit_reward:reward", "algo=tracerl_value",
-                                        "reward=arith_process", "trainer.plot=true"])
+                                        "reward=arith_process", "trainer.plot=true", "algo.value.lr_scale=5"])
     received: list[Any] = []  # everything the driver's ray.get returned during the RL steps
     real_get, real_step = ray.get, actors.modes.rl_step
 
@@ -57,6 +58,7 @@ def test_two_step_tracerl(ray_session, tmp_path, monkeypatch):
         assert r["rollout_s"] > 0 and r["tokens_per_forward"] > 0 and r["staleness"] == 0
         assert "skipped" not in r and r["update_s"] > 0 and r["learner_tokens_per_s"] > 0
         assert r["process/chunks_per_response"] >= 1 and r["judge/failures"] == 0 and "learner/value_loss" in r
+        assert r["learner/value_lr"] == pytest.approx(5 * r["learner/lr"])  # algo.value.lr_scale
     assert [r["version"] for r in steps] == [1, 2] and steps[1]["sync_s"] > 0
     assert any("eval/accuracy" in r for r in lines)
     assert list(tmp_path.glob("tensorboard/events.out.tfevents.*"))

@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from helpers import MASK, PAD, params, prompts_mixed, tiny_model
-from learner.algo_config import AlgoConfig
+from learner.algo_config import SFT_KNOBS, AlgoConfig
 from learner.batching import micro_batches
 from learner.engine import TrainEngine
 from learner.engine_config import EngineConfig
 from learner.logprobs import token_logprobs
-from learner.objectives import OBJECTIVES
+from learner.objectives import OBJECTIVES, REFERENCE_SFT
 from learner.policy_update import PolicyUpdater
 from learner.rows import trace_rows
 from learner.value import ValueModel
@@ -73,6 +73,29 @@ def test_sft_objectives_lower_their_loss(name):
     for step in range(1, 40):
         last = updater.sft_step(pairs, step)["sft_loss"]
     assert last < first
+
+
+class _Reads:
+    """An AlgoConfig that records which of its fields are read (its derived properties count as
+    reads of the name)."""
+    DERIVED = {"objective": "name", "uses_value": "name"}
+
+    def __init__(self, algo: AlgoConfig) -> None:
+        self.algo, self.read = algo, set()
+
+    def __getattr__(self, key: str):
+        self.read.add(self.DERIVED.get(key, key))
+        return getattr(self.algo, key)
+
+
+@pytest.mark.parametrize("name", REFERENCE_SFT)  # what warmup.algo may be
+def test_sft_reads_only_the_knobs_a_warm_start_is_cached_by(name):
+    model = tiny_model(4)
+    algo = _Reads(AlgoConfig(name=name))
+    updater = PolicyUpdater(TrainEngine(model, EngineConfig(lr=3e-3)), algo, model.config)
+    algo.read.clear()  # the constructor's checks of RL knobs are not SFT's reads
+    updater.sft_step([([2, 3, 4, 5, 6], [7, 8, 9, 1])], 0)
+    assert {"name", "mask_ratio"} <= algo.read <= SFT_KNOBS, algo.read  # actors/modes.py hashes SFT_KNOBS
 
 
 def test_an_empty_shard_is_a_zero_weight_step_not_an_error():

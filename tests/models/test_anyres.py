@@ -90,3 +90,17 @@ def test_bad_view_keys_are_named(tmp_path, key, value, message):
     (path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=message):
         load_model(path)
+
+
+@pytest.mark.parametrize("tiles", [2, 4, 9])
+def test_no_image_gives_more_features_than_image_tokens(tiles):
+    """image_tokens bounds every image's count (features are padded to it): 300 random sizes on LLaDA-V's
+    geometry (27 x 27 patches of 384, up to 6 x 6 tiles)."""
+    import random
+
+    vision = dict(TINY_VISION, image_size=384, patch_size=14)
+    cfg = synthetic_config(12, family="llada_v", vision=vision, image_aspect_ratio=f"anyres_max_{tiles}",
+                           image_grid_pinpoints=anyres.expand_pinpoints("(1x1),...,(6x6)", 384))
+    rng = random.Random(tiles)
+    counts = [anyres.feature_count(cfg, (rng.randint(8, 4000), rng.randint(8, 4000))) for _ in range(300)]
+    assert max(counts) <= cfg.image_tokens and max(counts) > 0.9 * cfg.image_tokens

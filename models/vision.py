@@ -1,7 +1,7 @@
 """The LLaDA-V-shaped vision-language model: a SigLIP tower, a two-layer MLP projector and our decoder.
 
-An image enters a prompt as `image_tokens` placeholder ids vocab_size + j (j = 0..image_tokens-1, one
-per patch feature, in patch order); `DiffusionLM.embed` swaps each for the row's projected feature j,
+An image enters a prompt as placeholder ids vocab_size + j (j = 0, 1, ..., one per image feature, in
+feature order); `DiffusionLM.embed` swaps each for the row's projected feature j,
 so everything after the embedding is the text model. The tower is `transformers`' SiglipVisionModel
 as LLaDA-V stores it: its last encoder layer already removed and no pooling head, features read
 from the last stored layer before the post-layernorm (LLaDA-V's `mm_vision_select_layer = -2` of the
@@ -138,12 +138,13 @@ class ImagePreprocessor:
         """The images' float32 pixel values and sizes, image u shown by row u."""
         rgb = [im.convert("RGB") for im in images]
         pixels = self.processor(images=rgb, return_tensors="pt")["pixel_values"]
-        return RowImages(pixels, torch.arange(len(rgb)), torch.tensor([[im.height, im.width] for im in rgb]).long())
+        sizes = torch.tensor([[im.height, im.width] for im in rgb], dtype=torch.long).view(-1, 2)
+        return RowImages(pixels, torch.arange(len(rgb)), sizes)
 
     def blank(self) -> RowImages:
         """One black picture of the tower's side (what a forward with no image encodes)."""
         size = self.cfg.vision["image_size"]
-        return self(([Image.new("RGB", (size, size))]))
+        return self([Image.new("RGB", (size, size))])
 
 
 def image_placeholders(cfg: ModelConfig, image: Image.Image | None = None) -> list[int]:

@@ -25,8 +25,8 @@ def sampled(model, use_cache: bool):
     return trajs
 
 
-@pytest.mark.parametrize("views", ["square", "anyres"])
-@pytest.mark.parametrize("family, use_cache", [("llada_v", False), ("tiny", True)])
+@pytest.mark.parametrize("family, use_cache, views", [("llada_v", False, "square"), ("tiny", True, "square"),
+                                                     ("llada_v", False, "anyres")])
 def test_learner_logprobs_equal_sampler_on_image_prompts(family, use_cache, views):
     # Full attention against its exact (uncached) sampler; block-causal with its exact cache.
     model = tiny_vlm(4, family=family, views=views)

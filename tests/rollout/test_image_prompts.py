@@ -10,7 +10,7 @@ from tests.rollout.test_sampler import assert_same
 
 
 @pytest.mark.parametrize("strategy, views", [(s, "square") for s in STRATEGIES]
-                         + [("static", "anyres"), ("dynamic", "anyres")])
+                         + [("dynamic", "anyres")])
 def test_cached_equals_uncached_with_image_prompts(strategy, views):
     # Block-causal (where the cache is exact) with prefill, and continuous batching: 2 slots, 4 prompts.
     # Anyres views: two pictures of different placeholder counts, one with its grid shrunk.

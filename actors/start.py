@@ -13,6 +13,7 @@ from models.checkpoint import load_config
 from models.tiny import write_tiny_checkpoint
 from models.tokenizer import load_tokenizer
 from models.vision import image_placeholders
+from tasks.images import load_image
 from tasks.prompts import encode_prompt
 from tasks.registry import Task, get_task, resolve_reward
 from tasks.schemas import Row
@@ -98,16 +99,19 @@ def model_path(cfg: RunConfig, run_dir: Path) -> str:
 
 
 def prompt_encoder(cfg: RunConfig, task: Task, tokenizer: Any, path: str) -> Callable[[Row], list[int]]:
-    """Row -> prompt ids: the task's template, a row's image as the model's image placeholders. An image
-    row for a text-only model is refused naming both config keys (when the rows are screened, at start)."""
-    image_ids = image_placeholders(load_config(path, family=cfg.model.family, overrides=cfg.model.overrides()))
+    """Row -> prompt ids: the task's template, a row's image as the model's image placeholders (as many as
+    that image gives: anyres views open it to read its size). An image row for a text-only model is refused
+    naming both config keys (when the rows are screened, at start)."""
+    model_cfg = load_config(path, family=cfg.model.family, overrides=cfg.model.overrides())
     template = cfg.task.template or task.template
 
     def encode(row: Row) -> list[int]:
-        if row.get("image") and not image_ids:
+        if row.get("image") and not model_cfg.image_tokens:
             raise ValueError(f"task.name={cfg.task.name!r} gives image prompts, but model.name={cfg.model.name!r} "
                              f"(model.family={cfg.model.family}) takes no images: use a vision-language model "
                              "(model=llada_v, or model=tiny_llada_v for the tiny random one)")
+        image = load_image(row["image"]) if row.get("image") and model_cfg.max_tiles else None
+        image_ids = image_placeholders(model_cfg, image) if row.get("image") else []
         return encode_prompt(row, tokenizer, template, task.kind, image_ids)
 
     return encode

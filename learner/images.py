@@ -19,15 +19,16 @@ from tasks.images import load_image
 
 @dataclass(frozen=True)
 class TrajectoryImages:
-    pixels: torch.Tensor  # [U, C, S, S] the step's distinct images, preprocessed
-    of: dict[int, int]    # trajectory index -> its image's row in `pixels`
+    pixels: RowImages   # the step's distinct images, preprocessed (row u shows image u)
+    of: dict[int, int]  # trajectory index -> its image's row in `pixels`
 
     def for_rows(self, traj_index: list[int]) -> RowImages:
         """The images of rows from these trajectories, each image once (none when no row has one)."""
         used = sorted({self.of[i] for i in traj_index if i in self.of})
         at = {u: k for k, u in enumerate(used)}
         index = torch.tensor([at[self.of[i]] if i in self.of else -1 for i in traj_index])
-        return RowImages(self.pixels[used], index)
+        sizes = None if self.pixels.image_sizes is None else self.pixels.image_sizes[used]
+        return RowImages(self.pixels.pixel_values[used], index, sizes)
 
 
 def trajectory_images(trajs: list[Trajectory], cfg: ModelConfig) -> TrajectoryImages | None:
@@ -41,10 +42,13 @@ def trajectory_images(trajs: list[Trajectory], cfg: ModelConfig) -> TrajectoryIm
     if cfg.vision is None and not refs:
         return None
     distinct = list(dict.fromkeys(refs.values()))
-    if distinct:
-        pixels = ImagePreprocessor(cfg)([load_image(ref) for ref in distinct])  # names a text-only model
-    else:
-        side = cfg.vision["image_size"]
-        pixels = torch.zeros(0, cfg.vision["num_channels"], side, side)
+    preprocess = ImagePreprocessor(cfg)  # names a text-only model
+    pixels = preprocess([load_image(ref) for ref in distinct]) if distinct else _no_image(preprocess.blank())
     at = {ref: k for k, ref in enumerate(distinct)}
     return TrajectoryImages(pixels, {i: at[ref] for i, ref in refs.items()})
+
+
+def _no_image(blank: RowImages) -> RowImages:
+    """Zero images, shaped as `blank`'s."""
+    sizes = None if blank.image_sizes is None else blank.image_sizes[:0]
+    return RowImages(blank.pixel_values[:0], blank.index[:0], sizes)

@@ -20,6 +20,7 @@ from huggingface_hub import split_torch_state_dict_into_shards
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .anyres import expand_pinpoints
 from .config import VISION_FAMILIES, ModelConfig
 from .layouts import FAMILY_LAYOUTS, KNOWN_MASK_IDS, MODEL_TYPES, Layout
 from .tokenizer import load_tokenizer
@@ -31,6 +32,8 @@ WEIGHTS = "model.safetensors"
 INDEX = "model.safetensors.index.json"
 TOKEN_IDS = ("mask_token_id", "eos_token_id", "pad_token_id")
 OVERRIDABLE = (*TOKEN_IDS, "stop_token_ids", "block_size")
+# mm_patch_merge_type of one square view (False) and of anyres views (True).
+MERGE_TYPES = {False: "flat", True: "spatial_unpad"}
 # Shape fields a config.json must give (the rest have ModelConfig defaults or are derived).
 REQUIRED = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads")
 
@@ -122,7 +125,7 @@ def config_from_hf(raw: dict[str, Any], family: str, path: Path, overrides: dict
     values.update(overrides)
     values.update(_resolve_token_ids(values, family, path))
     if family in VISION_FAMILIES:
-        values["vision"] = _read_vision(raw, path)
+        values.update(_read_vision(raw, path))
     return ModelConfig(family=family, **values)
 
 
@@ -135,8 +138,11 @@ def config_to_hf(cfg: ModelConfig, path: Path) -> dict[str, Any]:
     for name, keys in layout.keys.items():
         out.update({key: values[name] for key in keys})
     if cfg.vision is not None:  # LLaVA's keys, and the stored tower's own config
-        out.update(mm_hidden_size=cfg.vision["hidden_size"], mm_vision_select_layer=-2, mm_patch_merge_type="flat",
-                   image_aspect_ratio="square", vision_config=dict(cfg.vision))
+        out.update(mm_hidden_size=cfg.vision["hidden_size"], mm_vision_select_layer=-2,
+                   mm_patch_merge_type=MERGE_TYPES[cfg.max_tiles > 0], image_aspect_ratio=cfg.image_aspect_ratio,
+                   vision_config=dict(cfg.vision))
+        if cfg.max_tiles:
+            out["image_grid_pinpoints"] = cfg.image_grid_pinpoints
     reread = config_from_hf(out, cfg.family, path, {})
     if reread != cfg:
         lost = {f.name for f in dataclass_fields(cfg) if getattr(reread, f.name) != getattr(cfg, f.name)}
@@ -145,6 +151,25 @@ def config_to_hf(cfg: ModelConfig, path: Path) -> dict[str, Any]:
 
 
 def _read_vision(raw: dict[str, Any], path: Path) -> dict[str, Any]:
+    """ModelConfig's vision fields: the tower (_read_tower) and how images become views."""
+    vision = _read_tower(raw, path)
+    aspect = raw.get("image_aspect_ratio", "square")
+    anyres = isinstance(aspect, str) and aspect.startswith("anyres_max_")
+    if aspect != "square" and not anyres:
+        raise ValueError(f"{path / CONFIG}: image_aspect_ratio={aspect!r} is not supported: allowed values are "
+                         "'square' and 'anyres_max_<N>'")
+    merge = raw.get("mm_patch_merge_type", MERGE_TYPES[anyres])
+    if merge != MERGE_TYPES[anyres]:
+        raise ValueError(f"{path / CONFIG}: mm_patch_merge_type={merge!r} is not supported with image_aspect_ratio="
+                         f"{aspect!r}: allowed value is {MERGE_TYPES[anyres]!r} (square: 'flat'; anyres_max_<N>: "
+                         "'spatial_unpad')")
+    if not anyres:
+        return {"vision": vision}
+    pinpoints = expand_pinpoints(raw.get("image_grid_pinpoints"), vision["image_size"])
+    return {"vision": vision, "image_aspect_ratio": aspect, "image_grid_pinpoints": pinpoints}
+
+
+def _read_tower(raw: dict[str, Any], path: Path) -> dict[str, Any]:
     """The stored tower's config: our `vision_config`, else the SigLIP directory `mm_vision_tower` names
     (relative to the checkpoint or absolute) cut to the layers LLaDA-V keeps (`mm_vision_select_layer`)."""
     if isinstance(raw.get("vision_config"), dict):
@@ -227,10 +252,10 @@ def _build(cfg: ModelConfig, tensors: dict[str, torch.Tensor], path: Path,
     layout = FAMILY_LAYOUTS[cfg.family]
     with torch.device("meta"):  # no random init of weights we are about to replace
         model = build_model(cfg)
-    for name in layout.ignored:
-        tensors.pop(name, None)
     expected = model.state_dict()
     ours = {layout.tensor_name(name): name for name in expected}
+    for name in set(layout.ignored) - set(ours):
+        tensors.pop(name, None)
     if cfg.tie_word_embeddings:  # HF may or may not store the tied head; it is the embedding anyway
         ours.pop(layout.lm_head)
         tensors.pop(layout.lm_head, None)

@@ -23,11 +23,13 @@ class Layout:
     top: dict[str, str] = field(default_factory=dict)  # our top-level module -> theirs
     layer: dict[str, str] = field(default_factory=dict)  # our per-layer module -> theirs
     nested: dict[str, str] = field(default_factory=dict)  # our top-level submodule -> its path there
-    # Checkpoint tensors we read past (parts of the reference model our decoder does not use).
+    # Checkpoint tensors we read past when our model has no such entry (parts it does not use).
     ignored: tuple[str, ...] = ()
 
     def tensor_name(self, ours: str) -> str:
         """Checkpoint name of our state_dict entry `ours` (e.g. layers.3.mlp.up_proj.weight)."""
+        if "." not in ours:  # a parameter of the model itself (LLaDA-V's image_newline)
+            return f"{self.prefix}{ours}"
         module, kind = ours.rsplit(".", 1)
         if module == "lm_head":
             return self.lm_head
@@ -115,7 +117,7 @@ LLADA_V = Layout(
            "mm_use_im_start_end": False, "mm_use_im_patch_token": False},
     prefix="model.", lm_head="lm_head.weight",
     nested={"vision_tower": "vision_tower.vision_tower.vision_model"},
-    # The row separator of spatial_unpad patch merging: one flat view per image does not use it.
+    # The row separator of spatial_unpad merging: loaded for anyres views, unused by one square view.
     ignored=("model.image_newline",))
 
 # Checkpoint layout of each of our families (tiny is an SDAR-shaped model).

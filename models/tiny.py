@@ -21,6 +21,11 @@ TINY_VISION: dict[str, Any] = dict(hidden_size=32, intermediate_size=64, num_hid
                                    num_channels=3, image_size=32, patch_size=8, hidden_act="gelu_pytorch_tanh",
                                    layer_norm_eps=1e-6)
 
+# Anyres views for the tiny tower (tests): a base view plus up to 3 x 3 tiles of 32 x 32, grid features shrunk
+# beyond 2 tiles' worth (LLaDA-V's image_aspect_ratio / image_grid_pinpoints keys; [width, height] pixels).
+TINY_ANYRES: dict[str, Any] = dict(image_aspect_ratio="anyres_max_2",
+                                   image_grid_pinpoints=[[32 * i, 32 * j] for i in range(1, 4) for j in range(1, 4)])
+
 
 def tiny_config(tokenizer: PreTrainedTokenizerBase, **overrides: Any) -> ModelConfig:
     """~0.8M parameters: hidden 128, 4 layers, 4 heads (2 KV), block size 4, 512 positions. A vision-language

@@ -17,8 +17,8 @@ def encode_prompt_images(model: DiffusionLM, images: list[Image.Image | None]) -
     distinct = list({id(im): im for im in images if im is not None}.values())
     if not distinct:
         return [None] * len(images)
-    pixels = ImagePreprocessor(model.config)(distinct)  # refuses a text-only model, naming its family
+    pixels = ImagePreprocessor(model.config)(distinct).to(model.embed_tokens.weight.device)  # names a text-only model
     with torch.no_grad():
-        features = model.encode_images(pixels.to(model.embed_tokens.weight.device))
+        features = model.encode_images(pixels.pixel_values, pixels.image_sizes)
     at = {id(im): k for k, im in enumerate(distinct)}
     return [None if im is None else features[at[id(im)]] for im in images]

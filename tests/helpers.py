@@ -35,14 +35,16 @@ def params(**kw) -> SamplingParams:
 
 
 def tiny_vlm(block_size: int = 4, family: str = "llada_v", vocab: int = 12, seed: int = 0,
-             sharpen: float = 8.0):
-    """tiny_model's decoder behind the tiny SigLIP tower and projector (models/vision.py); any family."""
-    from models.tiny import TINY_VISION
+             sharpen: float = 8.0, views: str = "square"):
+    """tiny_model's decoder behind the tiny SigLIP tower and projector (models/vision.py); any family.
+    views="anyres": TINY_ANYRES views (base + tiles, image_newline)."""
+    from models.tiny import TINY_ANYRES, TINY_VISION
     from models.vision import DiffusionVLM
 
     torch.manual_seed(seed)
     cfg = synthetic_config(vocab, family=family, block_size=block_size, max_position_embeddings=256,
-                           mask_token_id=MASK, eos_token_id=EOS, pad_token_id=PAD, vision=dict(TINY_VISION))
+                           mask_token_id=MASK, eos_token_id=EOS, pad_token_id=PAD, vision=dict(TINY_VISION),
+                           **(TINY_ANYRES if views == "anyres" else {}))
     model = DiffusionVLM(cfg).eval()
     with torch.no_grad():
         model.lm_head.weight.mul_(sharpen)
@@ -52,14 +54,17 @@ def tiny_vlm(block_size: int = 4, family: str = "llada_v", vocab: int = 12, seed
 
 def image_prompts(model, block: int) -> tuple[list[list[int]], list]:
     """prompts_mixed with an image spliced into prompts 0 and 2 (two different random images), and each
-    prompt's PIL image or None."""
+    prompt's PIL image or None. Anyres models get a wide 50 x 20 picture (a 1 x 2 tile grid, unpadded) and a
+    90 x 70 one (3 x 3 tiles, shrunk for anyres_max_2): different placeholder counts."""
     import numpy as np
     from PIL import Image
 
+    from models.vision import image_placeholders
+
     rng = np.random.default_rng(5)
-    pictures = [Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)) for _ in range(2)]
-    image = list(range(model.config.vocab_size, model.config.vocab_size + model.config.image_tokens))
+    sizes = [(50, 20), (90, 70)] if model.config.max_tiles else [(32, 32)] * 2  # (width, height)
+    pictures = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for w, h in sizes]
     prompts = prompts_mixed(block)
-    prompts[0] = prompts[0][:1] + image + prompts[0][1:]
-    prompts[2] = image + prompts[2]
+    prompts[0] = prompts[0][:1] + image_placeholders(model.config, pictures[0]) + prompts[0][1:]
+    prompts[2] = image_placeholders(model.config, pictures[1]) + prompts[2]
     return prompts, [pictures[0], None, pictures[1], None]

@@ -46,3 +46,29 @@ def test_image_task_on_a_text_model_is_refused_naming_the_keys(tmp_path):
     with pytest.raises(ValueError, match=r"task.name='shapes' gives image prompts, but model.name='tiny' "
                                          r"\(model.family=tiny\) takes no images"):
         start_run(cfg)
+
+
+def test_anyres_prompts_get_each_images_own_placeholder_count(tmp_path):
+    """A released LLaDA-V's anyres views: the run's prompt builder gives every image as many placeholders
+    as its size makes features (no Ray)."""
+    from PIL import Image
+
+    from actors.start import prompt_encoder
+    from models.checkpoint import load_config
+    from models.tiny import TINY_ANYRES, write_tiny_checkpoint
+    from models.tokenizer import load_tokenizer
+    from models.vision import image_placeholders
+    from tasks.images import data_uri
+    from tasks.registry import get_task
+
+    path = write_tiny_checkpoint(tmp_path / "anyres", family="llada_v", **TINY_ANYRES)
+    cfg = compose_config(BASE + [f"model.path={path}", f"trainer.run_dir={tmp_path / 'run'}"])
+    encode = prompt_encoder(cfg, get_task(cfg.task.name, **cfg.task.params), load_tokenizer(path), str(path))
+    model_cfg = load_config(path)
+    counts = []
+    for size in [(32, 32), (50, 20), (90, 70)]:
+        picture = Image.new("RGB", size, (200, 30, 30))
+        ids = encode({"question": "Which?", "ground_truth_answer": "A", "image": data_uri(picture)})
+        counts.append(sum(i >= model_cfg.vocab_size for i in ids))
+        assert [i for i in ids if i >= model_cfg.vocab_size] == image_placeholders(model_cfg, picture)
+    assert counts == [36, 52, 51] and max(counts) <= model_cfg.image_tokens

@@ -25,13 +25,14 @@ def sampled(model, use_cache: bool):
     return trajs
 
 
-@pytest.mark.parametrize("family, use_cache", [("llada_v", False), ("tiny", True)])
-def test_learner_logprobs_equal_sampler_on_image_prompts(family, use_cache):
+@pytest.mark.parametrize("family, use_cache, views", [("llada_v", False, "square"), ("tiny", True, "square"),
+                                                     ("llada_v", False, "anyres")])
+def test_learner_logprobs_equal_sampler_on_image_prompts(family, use_cache, views):
     # Full attention against its exact (uncached) sampler; block-causal with its exact cache.
-    model = tiny_vlm(4, family=family)
+    model = tiny_vlm(4, family=family, views=views)
     trajs = sampled(model, use_cache)
     images = trajectory_images(trajs, model.config)
-    assert len(images.pixels) == 2 and len(images.of) == 4  # two distinct images, four image trajectories
+    assert len(images.pixels.pixel_values) == 2 and len(images.of) == 4  # two distinct images, four image trajectories
     attention, worst, seen = model.config.attention, 0.0, 0
     rows = [r for i, t in enumerate(trajs) for r in trace_rows(t, i, attention, 1, MASK, 0, 1024)]
     mbs = micro_batches(rows, 256, PAD, images)
@@ -53,8 +54,9 @@ def test_learner_logprobs_equal_sampler_on_image_prompts(family, use_cache):
     assert float((lp - rec).abs().max()) > 1e-3
 
 
-def test_projector_gets_gradient_and_value_model_reads_the_image():
-    model = tiny_vlm(4).train()
+@pytest.mark.parametrize("views", ["square", "anyres"])
+def test_projector_gets_gradient_and_value_model_reads_the_image(views):
+    model = tiny_vlm(4, views=views).train()
     trajs = sampled(model.eval(), use_cache=False)
     model.train()
     images = trajectory_images(trajs, model.config)
@@ -63,6 +65,8 @@ def test_projector_gets_gradient_and_value_model_reads_the_image():
     lp, _ = token_logprobs(model, mb, MASK)
     lp.sum().backward()
     assert model.mm_projector[0].weight.grad.abs().sum() > 0
+    if views == "anyres":  # the row separator trains with the projector
+        assert model.image_newline.grad.abs().sum() > 0
     value = ValueModel(model)
     torch.nn.init.normal_(value.value_head.weight)
     with torch.no_grad():
@@ -140,11 +144,12 @@ def test_supervised_steps_on_image_prompts_train_the_projector():
         updater.sft_step([(prompts[0], [5, 1])], 1)
 
 
-def test_text_micro_batches_run_the_same_modules_as_image_ones():
+@pytest.mark.parametrize("views", ["square", "anyres"])
+def test_text_micro_batches_run_the_same_modules_as_image_ones(views):
     """A vision-language model runs its tower and projector in every forward, on a blank picture whose
     features are dropped when no row has an image: ZeRO-3 gathers parameters module by module in forward
     and reduces their gradients in backward, so a rank that skipped them would stall the others."""
-    model = tiny_vlm(4).train()
+    model = tiny_vlm(4, views=views).train()
     trajs = sampled(model.eval(), use_cache=False)
     model.train()
     calls: list[str] = []

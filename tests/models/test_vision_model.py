@@ -24,14 +24,15 @@ def tiny_vlm(tmp_path_factory):
 
 def released_layout(ours, tmp_path, full_layers: int):
     """Our export rewritten as LLaDA-V ships it: no vision_config, mm_vision_tower naming a local SigLIP
-    directory of the full tower (one layer more than stored), and spatial_unpad's image_newline tensor."""
+    directory of the full tower (one layer more than stored), and an image_newline tensor (which one square
+    view reads past)."""
     config = json.loads((ours / "config.json").read_text())
     del config["vision_config"], config["dllm_family"]
-    config.update(mm_vision_tower="siglip", mm_patch_merge_type="spatial_unpad")
+    config.update(mm_vision_tower="siglip")
     (tmp_path / "released").mkdir()
     (tmp_path / "released" / "config.json").write_text(json.dumps(config))
     tensors = load_file(str(ours / "model.safetensors"))
-    tensors["model.image_newline"] = torch.randn(config["hidden_size"])
+    tensors.setdefault("model.image_newline", torch.randn(config["hidden_size"]))
     save_file(tensors, str(tmp_path / "released" / "model.safetensors"))
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         if (ours / name).exists():
@@ -125,5 +126,6 @@ def test_the_tiny_presets_features_carry_the_picture(tiny_vlm):
     _, model = tiny_vlm
     rows = [sample_shapes(random.Random(i)) for i in range(32)]
     with torch.no_grad():
-        feats = model.encode_images(ImagePreprocessor(model.config)([load_image(r["image"]) for r in rows]))
+        pixels = ImagePreprocessor(model.config)([load_image(r["image"]) for r in rows]).pixel_values
+        feats = model.encode_images(pixels)
     assert feats.std(0).mean() > 0.25 * feats.std()

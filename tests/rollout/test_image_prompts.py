@@ -9,10 +9,12 @@ from rollout.sampler import generate
 from tests.rollout.test_sampler import assert_same
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_cached_equals_uncached_with_image_prompts(strategy):
+@pytest.mark.parametrize("strategy, views", [(s, "square") for s in STRATEGIES]
+                         + [("dynamic", "anyres")])
+def test_cached_equals_uncached_with_image_prompts(strategy, views):
     # Block-causal (where the cache is exact) with prefill, and continuous batching: 2 slots, 4 prompts.
-    model = tiny_vlm(4, family="tiny")
+    # Anyres views: two pictures of different placeholder counts, one with its grid shrunk.
+    model = tiny_vlm(4, family="tiny", views=views)
     prompts, pictures = image_prompts(model, 4)
     images = encode_prompt_images(model, pictures)
     p = params(strategy=strategy, max_batch_rows=2)
@@ -24,9 +26,10 @@ def test_cached_equals_uncached_with_image_prompts(strategy):
     assert other[0].logprobs[0] != pytest.approx(cached[0].logprobs[0], abs=1e-4)
 
 
-@pytest.mark.parametrize("strategy, use_cache", [(s, True) for s in STRATEGIES] + [("dynamic", False)])
-def test_full_attention_image_prompt_alone_equals_in_a_mixed_batch(strategy, use_cache):
-    model = tiny_vlm(4, family="llada_v")
+@pytest.mark.parametrize("strategy, use_cache, views", [(s, True, "square") for s in STRATEGIES]
+                         + [("dynamic", False, "square"), ("dynamic", True, "anyres")])
+def test_full_attention_image_prompt_alone_equals_in_a_mixed_batch(strategy, use_cache, views):
+    model = tiny_vlm(4, family="llada_v", views=views)
     prompts, pictures = image_prompts(model, 4)
     images = encode_prompt_images(model, pictures)
     p = params(strategy=strategy, max_new_tokens=16, use_cache=use_cache)
@@ -42,7 +45,7 @@ def test_each_distinct_image_is_encoded_once(monkeypatch):
     prompts, pictures = image_prompts(model, 4)
     calls = []
     encode = model.encode_images
-    monkeypatch.setattr(model, "encode_images", lambda px: calls.append(px.shape[0]) or encode(px))
+    monkeypatch.setattr(model, "encode_images", lambda px, sizes: calls.append(px.shape[0]) or encode(px, sizes))
     samples = [pictures[0]] * 3 + [None] + [pictures[2]] * 2  # a prompt's samples share one image object
     features = encode_prompt_images(model, samples)
     assert calls == [2]

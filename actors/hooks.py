@@ -21,7 +21,7 @@ class RunHooks:
         calls were re-issued after their actor died."""
 
     def shard_returned(self, rows: list[RowMeta]) -> None:
-        """A rollout shard came back and its rows were just handed to the scorers."""
+        """A rollout shard came back; its rows go to the scorers next."""
 
     def update_starting(self) -> None:
         """The learner ranks are about to be handed an update."""

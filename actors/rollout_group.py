@@ -295,10 +295,10 @@ class RolloutGroup:
                 self._take_shard(job, call.worker)
                 shard = [replace(m, payload=call.batch) for m in result]
                 rows += shard
+                self.hooks.shard_returned(shard)
                 for scorer in job.route:
                     for start in range(0, len(shard), scorer.per_call):
                         self._score(job, scorer, shard[start:start + scorer.per_call])
-                self.hooks.shard_returned(shard)
             else:
                 record(answers[call.scorer.name], result)
         bar.close()

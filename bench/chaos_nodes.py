@@ -12,8 +12,8 @@ nodes (the rank on one, the other spare). Faults, at the run's hook points (acto
   before the update; the rollout pool works on with one worker (cluster.rollout.min_workers=1);
 - `kill_update`: the same node removed as the step's update is handed out → the learner cannot
   read those batches: the group is recreated from the last checkpoint and the steps since replayed;
-- `kill_reward`: the same node removed as soon as a shard decoded there is back and handed to the
-  scorers (its reward worker dies with it) → the scorer that takes the chunks over cannot read the
+- `kill_reward`: the same node removed as soon as a shard decoded there is back, before the scorers
+  read its batch (its reward worker dies with it) → the scorer that takes the chunks over cannot read the
   batch: the shard is decoded again on the other node and scored from the new copy;
 - `kill_sync`: the same node removed as the learner publishes the step's new weights → its worker
   leaves the pool mid-sync, the others load the version;
@@ -135,7 +135,7 @@ class NodeFaults(Injector):
 
     def shard_returned(self, rows) -> None:
         """`kill_reward`: the first shard of the step decoded on the first rollout node takes it down
-        while its chunks are on their way to the scorers."""
+        before the scorers read it."""
         node = self.nodes.get("rollout-a")
         if (self.plan.get(self.step) == "kill_reward" and node is not None
                 and stored_on([rows[0].payload])[rows[0].payload] == [node.node_id] and self._node_due("kill_reward")):

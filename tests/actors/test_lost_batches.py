@@ -1,20 +1,26 @@
 """A batch lost before its scorer read it (its node gone: bench/chaos.py --nodes kill_reward does it
 on a multi-node cluster) is decoded again and scored from the new copy; a rollout worker lost
 during weight sync leaves the pool. Stand-in workers from bench/scale.py, the project's own
-RolloutGroup and WeightPublisher."""
+RolloutGroup and WeightPublisher; a gloo group in threads for the broken broadcast."""
 from __future__ import annotations
 
+import gc
+import threading
 import time
 from dataclasses import replace
 
 import pytest
 import ray
+import torch
 
 from actors.configure import compose_config
 from actors.rollout_group import Checkpoint, RolloutGroup, records_for
-from actors.weight_sync.planner import OBJECT_STORE
+from actors.weight_sync.collective import BroadcastGroup, GroupSender
+from actors.weight_sync.planner import COLLECTIVE, OBJECT_STORE
 from actors.weight_sync.publisher import WeightPublisher
+from actors.weight_sync.registry import Senders
 from bench.scale import StandInLearner, StandInRollout
+from learner.distributed import free_port
 from tests.actors.lost_read import LosesFirstRead
 
 
@@ -72,3 +78,42 @@ def test_a_worker_lost_during_weight_sync_leaves_the_pool(workers):
         ray.kill(learner)
     assert left == [1] and publisher.retired == {1} and publisher.active == [0, 2]
     assert publisher.held == 2 and versions == [2, 2] and seconds < 30  # not a wait for a restart
+
+
+def test_a_broadcast_broken_by_a_lost_member_fails_the_waiting_members_at_once():
+    """Rank 0's broadcast fails on a member whose process is gone; a member that starts waiting
+    after that would wait out the group's timeout, unless rank 0 drops the group (Senders.send)."""
+    port, groups = free_port(), {}
+
+    def join(rank: int) -> None:
+        groups[rank] = BroadcastGroup("127.0.0.1", port, rank, 3, torch.device("cpu"), timeout_s=60)
+
+    threads = [threading.Thread(target=join, args=(r,)) for r in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    senders = Senders("broken", 1 << 20, torch.device("cpu"))
+    senders.senders[COLLECTIVE] = GroupSender(COLLECTIVE, groups.pop(0), 1 << 20)
+    senders.senders[COLLECTIVE].buckets = [torch.ones(1 << 16)]
+    del groups[2]  # member 2 gone: its connections close
+    gc.collect()
+    waited: dict[str, object] = {}
+
+    def member() -> None:
+        time.sleep(0.5)  # starts receiving after rank 0 failed
+        start = time.perf_counter()
+        try:
+            groups[1].broadcast([torch.zeros(1 << 16)])[0].wait()
+            waited["outcome"] = "received"
+        except RuntimeError:
+            waited["outcome"] = "failed"
+        waited["s"] = time.perf_counter() - start
+
+    t = threading.Thread(target=member)
+    t.start()
+    with pytest.raises(RuntimeError, match="weight broadcast failed"):
+        senders.send([COLLECTIVE])
+    t.join(timeout=90)
+    assert COLLECTIVE not in senders.senders  # formed again (senders.join) before the next sync
+    assert waited["outcome"] == "failed" and waited["s"] < 5  # not the group's 60 s

@@ -64,6 +64,8 @@ class WeightPublisher:
                 ray.get(self.ranks[0].broadcast_weights.remote([g.transport for g in groups]))
             except RayTaskError as err:
                 log.warning("a weight broadcast failed (%s); its members are synced again", err.cause)
+                for group in groups:  # its members that did receive join a fresh one before the next sync
+                    group.formed = False
         for i, ref in loads.items():
             try:
                 ray.get(ref)

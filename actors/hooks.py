@@ -20,5 +20,11 @@ class RunHooks:
         """A training rollout came back: what was asked, what returned, how it scored, and how many
         calls were re-issued after their actor died."""
 
+    def shard_returned(self, rows: list[RowMeta]) -> None:
+        """A rollout shard came back; its rows go to the scorers next."""
+
     def update_starting(self) -> None:
         """The learner ranks are about to be handed an update."""
+
+    def weights_publishing(self) -> None:
+        """The learners are about to publish a new version to the rollout workers."""

@@ -74,7 +74,7 @@ class LearnerGroup:
         ray.get(self._setup)
         self.rollout = rollout
         self.publisher = WeightPublisher(self.ranks, rollout.workers, self.cfg.weight_sync.transport,
-                                         rollout.pools["rollout"].retired)
+                                         rollout.pools["rollout"].retired, rollout.left_pool)
         self.nodes = ray.get([a.node_id.remote() for a in self.ranks])  # where each rank runs
 
     # ---- the rollout workers' weights (rollout_group.Weights) ---------------------------------
@@ -86,6 +86,7 @@ class LearnerGroup:
         """Bring every rollout worker to this version (nothing when they hold it). The rollout workers
         decode next, so a colocated learner then parks its state in host memory."""
         if self.publisher.held != self.version:
+            self.hooks.weights_publishing()
             timer.add("sync_s", self.publisher.publish(self.version))
         if self.cfg.cluster.colocate:
             with timer("offload_s"):

@@ -28,7 +28,7 @@ from typing import Any, Callable, Protocol
 
 import ray
 from ray.actor import ActorHandle
-from ray.exceptions import RayActorError
+from ray.exceptions import ObjectLostError, RayActorError
 from tqdm import tqdm
 
 from rewards.contract import ResponseScore
@@ -40,6 +40,7 @@ from rollout.trajectory_batch import RowMeta
 from tasks.prompt_stream import PromptStream
 from tasks.screen import ScreenedRows
 
+from .accounting import check_accounting, record
 from .cluster_watch import ClusterWatch, stored_on
 from .config import PoolSection, RunConfig
 from .hooks import RunHooks
@@ -118,6 +119,7 @@ class RolloutJob:
     turn: Counter = field(default_factory=Counter)  # each scorer's next worker (round robin)
     rows: list[RowMeta] = field(default_factory=list)  # what came back, in request order
     stored: dict[Any, list[str]] = field(default_factory=dict)  # each batch's nodes when it came back
+    redone: dict[Any, Any] = field(default_factory=dict)  # a batch lost before its scorers read it -> its new ref
 
 
 def records_for(uids: list[str], prompt_ids: list[list[int]], samples: int,
@@ -279,6 +281,11 @@ class RolloutGroup:
             except RayActorError as err:
                 self._reissue(job, call, f"{type(err).__name__}")
                 continue
+            except ObjectLostError:  # a scorer could not read its chunk's batch: it went with its node
+                if call.scorer is None:
+                    raise
+                self._rescore(job, call, rows)
+                continue
             if call.scorer is None and any(m.policy_version < self.weights.held for m in result):
                 self._reissue(job, call, "restarted since the last sync")  # idle when Ray restarted it
                 continue
@@ -288,17 +295,19 @@ class RolloutGroup:
                 self._take_shard(job, call.worker)
                 shard = [replace(m, payload=call.batch) for m in result]
                 rows += shard
+                self.hooks.shard_returned(shard)
                 for scorer in job.route:
                     for start in range(0, len(shard), scorer.per_call):
                         self._score(job, scorer, shard[start:start + scorer.per_call])
             else:
-                _record(answers[call.scorer.name], result)
+                record(answers[call.scorer.name], result)
         bar.close()
+        rows = [replace(m, payload=job.redone.get(m.payload, m.payload)) for m in rows]
         job.stored = stored_on(list(dict.fromkeys(m.payload for m in rows)))
         order = {(r.uid, r.sample_idx): i for i, r in enumerate(job.records)}
         rows.sort(key=lambda m: order[m.key])  # what follows sums over them: a replay must sum alike
         job.rows = rows
-        _account(job.records, rows, answers)
+        check_accounting(job.records, rows, answers)
         merged = [a for by_key in answers.values() for a in by_key.values()]
         return (rows, {a.key: a.outcome for a in merged if a.outcome is not None},
                 {a.key: a.process for a in merged if a.process is not None})
@@ -346,11 +355,29 @@ class RolloutGroup:
         self.weights.resync(call.worker)
         self._generate(job, call.worker, call.items)
 
+    def _rescore(self, job: RolloutJob, call: Call, rows: list[RowMeta]) -> None:
+        """The chunk's batch was lost with its node before this scorer read it: its shard is decoded
+        again (once, however many chunks of it fail) and the chunk scored from the new copy."""
+        lost = call.items[0].payload
+        if lost not in job.redone:
+            log.warning("the trajectory batch of %d rows was lost with its node before %s read it; decoding "
+                        "it again", sum(m.payload == lost for m in rows), call.scorer.name)
+            self.pools.retire_unusable(self.watch.poll())
+            [again] = self._redecode(job, [sorted((m for m in rows if m.payload == lost), key=lambda m: m.row)])
+            job.redone[lost] = again[0].payload
+        job.reissued[call.scorer.name] += 1
+        self._score(job, call.scorer, [replace(m, payload=job.redone[lost]) for m in call.items])
+
     # ---- the cluster changing under the pools (docs/design.md §8.6) ----------------------------
     def refresh(self) -> None:
         """A step boundary: the pools follow the cluster (retire, release, refill; wait while one is
         below its minimum) — actors/pool.py `Pools.refresh`."""
         self.pools.refresh(self._calls())
+
+    def left_pool(self, worker: int) -> bool:
+        """Whether rollout worker `worker` has left the pool, its node draining or gone (polled now)."""
+        self.pools.retire_unusable(self.watch.poll())
+        return worker in self.pools["rollout"].retired
 
     def _retire_unusable(self) -> None:
         self.pools.retire_unusable(self.watch.maybe_poll())
@@ -365,8 +392,7 @@ class RolloutGroup:
 
     def regenerate_lost(self, rows: list[RowMeta]) -> list[RowMeta]:
         """`rows` (of the last training rollout) with every batch that has no copy left on a usable
-        node — lost with a dead node, or only on a draining one — decoded again by the active
-        workers: the same shard with the same seeds and weights gives the same rows (checked)."""
+        node — lost with a dead node, or only on a draining one — decoded again (`_redecode`)."""
         job = self.collected
         if job is None or not rows:
             return rows
@@ -375,24 +401,29 @@ class RolloutGroup:
         if not lost:
             return rows
         by_batch = [sorted((m for m in job.rows if m.payload == ref), key=lambda m: m.row) for ref in lost]
+        log.warning("%d trajectory batch(es) of %d rows lost with their node; decoding them again",
+                    len(by_batch), sum(map(len, by_batch)))
+        self.refresh()
+        fresh = {m.key: m for shard in self._redecode(job, by_batch) for m in shard}
+        return [fresh[m.key] if m.payload in lost else m for m in rows]
+
+    def _redecode(self, job: RolloutJob, by_batch: list[list[RowMeta]]) -> list[list[RowMeta]]:
+        """The shards that produced these batches' rows (each in row order) decoded again by the
+        active workers: the same shard with the same seeds and weights gives the same rows (checked)."""
         if any(m.policy_version != self.weights.held for shard in by_batch for m in shard):
             raise RuntimeError("a lost trajectory batch was sampled with weights the rollout workers no longer hold "
                                "(async.max_staleness=1): it cannot be decoded again identically")
         records = {(r.uid, r.sample_idx): r for r in job.records}
         shards = [[records[m.key] for m in shard] for shard in by_batch]
-        log.warning("%d trajectory batch(es) of %d rows lost with their node; decoding them again",
-                    len(shards), sum(map(len, shards)))
-        self.refresh()
         redo = RolloutJob([r for shard in shards for r in shard], job.task_rows, job.params, [], deque(shards))
         self._dispatch(redo)
         again, _, _ = self.collect(redo)
         self.watch.regenerated += len(shards)
         fresh = {m.key: m for m in again}
-        for m in again:
-            job.stored[m.payload] = redo.stored[m.payload]
+        job.stored |= redo.stored
         if any(replace(fresh[m.key], payload=None) != replace(m, payload=None) for shard in by_batch for m in shard):
             raise RuntimeError("a regenerated trajectory batch differs from the lost one: sampling is not reproducible")
-        return [fresh[m.key] if m.payload in lost else m for m in rows]
+        return [[fresh[m.key] for m in shard] for shard in by_batch]
 
     def pool_metrics(self) -> dict[str, float]:
         """Current vs target size of every pool, and workers started in place of lost ones."""
@@ -411,21 +442,3 @@ class RolloutGroup:
         for actor in self.workers + self.rewarders + self.judges:
             ray.kill(actor)
 
-
-def _record(answers: dict[Key, ResponseScore], result: list[ResponseScore]) -> None:
-    for a in result:
-        if a.key in answers:
-            raise RuntimeError(f"reward accounting failed: {a.key} answered twice")
-        answers[a.key] = a
-
-
-def _account(records: list[PromptRecord], rows: list[RowMeta], answers: dict[str, dict[Key, ResponseScore]]) -> None:
-    """Every requested (uid, sample) came back exactly once and every scorer answered it."""
-    want = Counter((r.uid, r.sample_idx) for r in records)
-    got = Counter(m.key for m in rows)
-    unscored = {name: sorted(set(want) - set(by_key))[:5] for name, by_key in answers.items()
-                if set(by_key) != set(want)}
-    if got != want or unscored:
-        lost, extra = want - got, got - want
-        raise RuntimeError(f"prompt accounting failed: lost {sorted(lost)[:5]}, duplicated {sorted(extra)[:5]}, "
-                           f"unscored {unscored}")

@@ -12,6 +12,11 @@ nodes (the rank on one, the other spare). Faults, at the run's hook points (acto
   before the update; the rollout pool works on with one worker (cluster.rollout.min_workers=1);
 - `kill_update`: the same node removed as the step's update is handed out → the learner cannot
   read those batches: the group is recreated from the last checkpoint and the steps since replayed;
+- `kill_reward`: the same node removed as soon as a shard decoded there is back, before the scorers
+  read its batch (its reward worker dies with it) → the scorer that takes the chunks over cannot read the
+  batch: the shard is decoded again on the other node and scored from the new copy;
+- `kill_sync`: the same node removed as the learner publishes the step's new weights → its worker
+  leaves the pool mid-sync, the others load the version;
 - `add`: after the step's collect, a rollout node joins → the pool is back at its target at the
   next step, the new worker synced before its first shard;
 - `preempt`: during the step's update the learner's node is drained with a deadline → a
@@ -49,7 +54,8 @@ from bench.common import REPO
 ROLLOUT = {"num_cpus": 1, "resources": {"rollout_node": 1}}
 LEARNER = {"num_cpus": 1, "resources": {"learner_node": 1}}
 REWARD = {"num_cpus": 1, "resources": {"reward_node": 1}}
-KINDS = ("kill", "kill_update", "add", "preempt", "drain_all")
+KILLS = ("kill_update", "kill", "kill_reward", "kill_sync")  # the moment of a step the rollout node is lost
+KINDS = (*KILLS, "add", "preempt", "drain_all")
 
 
 def overrides(run_dir: Path, steps: int) -> list[str]:
@@ -64,12 +70,11 @@ def overrides(run_dir: Path, steps: int) -> list[str]:
 
 
 def node_schedule(steps: int, seed: int) -> dict[int, str]:
-    """A node lost (after collect or during the update: seeded), a node added, a learner node
-    preempted, at seeded increasing steps in 2..steps-1 (the node added comes after the one lost;
-    the preemption after both, with a step left to replay it)."""
-    rng = random.Random(seed)
-    kill, add, preempt = sorted(rng.sample(range(2, steps), 3))
-    return {kill: rng.choice(("kill", "kill_update")), add: "add", preempt: "preempt"}
+    """A node lost (at the moment `KILLS[seed % 4]`), a node added, a learner node preempted, at
+    seeded increasing steps in 2..steps-1 (the node added comes after the one lost; the preemption
+    after both, with a step left to replay it)."""
+    kill, add, preempt = sorted(random.Random(seed).sample(range(2, steps), 3))
+    return {kill: KILLS[seed % len(KILLS)], add: "add", preempt: "preempt"}
 
 
 @dataclass
@@ -127,6 +132,20 @@ class NodeFaults(Injector):
         self.nodes["reward-new"] = self.cluster.add_node(**REWARD)
         self.cluster.remove_node(victim)
         self.injected.append(kind)
+
+    def shard_returned(self, rows) -> None:
+        """`kill_reward`: the first shard of the step decoded on the first rollout node takes it down
+        before the scorers read it."""
+        node = self.nodes.get("rollout-a")
+        if (self.plan.get(self.step) == "kill_reward" and node is not None
+                and stored_on([rows[0].payload])[rows[0].payload] == [node.node_id] and self._node_due("kill_reward")):
+            self.rows = rows
+            self._remove_first_rollout_node("kill_reward")
+
+    def weights_publishing(self) -> None:
+        if self._node_due("kill_sync"):
+            self.rows = []
+            self._remove_first_rollout_node("kill_sync")
 
     def update_starting(self) -> None:
         super().update_starting()

@@ -10,10 +10,12 @@ reward route, accounting). Per worker count:
 - step: `--rows` rows per worker (weak scaling), wall seconds, the driver's CPU seconds (its whole
   process: Python and Ray's core-worker threads), and overhead = wall − the actors' own work (the
   busiest worker's sleep);
-- weight sync: a `--weights-mb` version put once in the object store (what the object_store
-  transport does; here the driver plays learner rank 0) and loaded by every worker (fetched and
-  copied into its buffer) — all workers on the head node (same node as the weights) and spread
-  over the simulated nodes; and the fan-out alone (a version of one byte, same node);
+- weight sync: the project's own publisher (`WeightPublisher`), senders and receivers carry a
+  `--weights-mb` version of `--tensors` tensors (its index as large as a 7B model's) from a stand-in
+  learner rank 0 on the head node to stand-in models in every worker: all workers on the head node
+  (the same-node transport, shared memory; the stand-in learner keeps its tensors in the buffer
+  after the first sync, as the CPU engine does) and spread over the simulated nodes (object store);
+  and the fan-out alone (a version of one 4-byte tensor, same node);
 - placement: a placement group of one bundle per worker (SPREAD over the nodes) ready, and every
   worker created and answering.
 
@@ -38,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import ray
+import torch
 from ray.cluster_utils import Cluster
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -46,12 +49,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from actors.configure import compose_config  # noqa: E402
 from actors.rollout_group import Checkpoint, RolloutGroup, records_for  # noqa: E402
+from actors.weight_sync.buckets import Layout, WeightsHandle  # noqa: E402
+from actors.weight_sync.planner import OBJECT_STORE, SHARED_MEMORY, Placement  # noqa: E402
+from actors.weight_sync.publisher import WeightPublisher  # noqa: E402
+from actors.weight_sync.registry import Receivers, Senders, local_placement  # noqa: E402
 from rewards.contract import ResponseScore  # noqa: E402
 from rewards.result import Score  # noqa: E402
 from rollout.trajectory import Trajectory  # noqa: E402
 from rollout.trajectory_batch import TrajectoryBatch  # noqa: E402
 
 GPUS_PER_NODE = 8
+CPU = torch.device("cpu")
 RESPONSE = 64  # tokens per stand-in response
 
 
@@ -59,10 +67,15 @@ class StandInRollout:
     """A rollout worker without a model: each row costs `row_s` seconds of sleep."""
 
     def __init__(self, row_s: float) -> None:
-        self.row_s, self.weights, self.version = row_s, np.zeros(0, np.uint8), 0
+        torch.set_num_threads(1)  # as a rollout worker's default
+        self.row_s, self.version = row_s, 0
+        self.model, self.receivers = torch.nn.Module(), Receivers(CPU)
 
     def ping(self) -> bool:
         return True
+
+    def placement(self) -> Placement:
+        return local_placement(CPU)
 
     @ray.method(num_returns=2)
     def generate(self, shard: list, params: object) -> tuple[list, TrajectoryBatch]:
@@ -78,13 +91,36 @@ class StandInRollout:
         batch = TrajectoryBatch.from_trajectories(trajs)
         return batch.metas(), batch
 
-    def load_weights(self, refs: list, version: int) -> int:
-        [blob] = ray.get(refs)
-        if self.weights.shape != blob.shape:
-            self.weights = np.empty_like(blob)
-        np.copyto(self.weights, blob)
-        self.version = version
-        return version
+    def load_weights(self, handle: WeightsHandle) -> int:
+        if set(self.model.state_dict()) != {m.name for m in handle.index}:  # a stand-in model of that layout
+            self.model = torch.nn.Module()
+            for m in handle.index:
+                self.model.register_buffer(m.name, torch.zeros(m.shape, dtype=m.dtype))
+        self.receivers.load(handle, self.model)  # copied into the model, as a rollout worker does
+        self.version = handle.version
+        return self.version
+
+
+class StandInLearner:
+    """Learner rank 0 without an engine: its weights are `tensors` fp32 tensors of `mb` MB in all."""
+
+    def __init__(self, mb: int, tensors: int, tag: str) -> None:
+        n = max((mb << 20) // 4 // tensors, 1)
+        self.state = {f"w{i}": torch.randn(n) for i in range(tensors)}
+        self.layout: Layout = [(name, t.dtype, tuple(t.shape)) for name, t in self.state.items()]
+        self.senders = Senders(tag, 64 << 20, CPU)
+
+    def placement(self) -> Placement:
+        return local_placement(CPU, self.senders.shm_problem(self.layout))
+
+    def publish_weights(self, version: int, kinds: list[str]) -> dict[str, WeightsHandle]:
+        handles = self.senders.publish(iter(self.state.items()), self.layout, kinds, version)
+        if SHARED_MEMORY in handles:  # as the CPU engine: the buffer becomes the weights' memory
+            self.state = self.senders.shared_views(handles[SHARED_MEMORY])
+        return handles
+
+    def close(self) -> None:
+        self.senders.close()
 
 
 class StandInReward:
@@ -123,17 +159,15 @@ def workers_in(pg, n: int, row_s: float, extra: dict) -> list:
             .remote(row_s) for i in range(n)]
 
 
-def sync_s(workers: list, blob_mb: int, repeats: int) -> float:
-    """Median seconds to put a version once and have every worker load it."""
-    blob = np.random.default_rng(0).integers(0, 255, max(blob_mb << 20, 1), dtype=np.uint8)
-    times = []
-    for v in range(1, repeats + 2):
-        start = time.perf_counter()
-        ref = ray.put(blob)
-        ray.get([w.load_weights.remote([ref], v) for w in workers])
-        times.append(time.perf_counter() - start)
-        del ref
-    return statistics.median(times[1:])  # the first pays for fresh buffers
+def sync_s(workers: list, mb: int, tensors: int, transport: str, repeats: int) -> float:
+    """Median seconds of `WeightPublisher.publish`: rank 0 packs a version, every worker loads it."""
+    learner = ray.remote(StandInLearner).options(num_cpus=0.01, resources={"head": 1}).remote(
+        mb, tensors, f"scale-{mb}-{len(workers)}")
+    publisher = WeightPublisher([learner], workers, transport)
+    times = [publisher.publish(v) for v in range(1, repeats + 2)]
+    ray.get(learner.close.remote())
+    ray.kill(learner)
+    return statistics.median(times[1:])  # the first pays for fresh buffers and mappings
 
 
 def measure(n: int, args: argparse.Namespace) -> dict[str, float]:
@@ -161,7 +195,7 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, float]:
         assert len(got) == len(scores) == rows
     shards = max(n, math.ceil(rows / (2 * cfg.rollout.max_batch_rows)))
     work = row_s * math.ceil(shards / n) * rows / shards  # the busiest worker's sleep
-    spread = sync_s(workers, args.weights_mb, args.repeats)
+    spread = sync_s(workers, args.weights_mb, args.tensors, OBJECT_STORE, args.repeats)
     for a in workers + rewarders:
         ray.kill(a)
     remove_placement_group(pg)
@@ -170,8 +204,8 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, float]:
     ray.get(pg.ready())
     workers = workers_in(pg, n, row_s, {"resources": {"head": 1}})
     ray.get([w.ping.remote() for w in workers])
-    same = sync_s(workers, args.weights_mb, args.repeats)
-    calls = sync_s(workers, 0, args.repeats)  # the fan-out alone: a version of no bytes
+    same = sync_s(workers, args.weights_mb, args.tensors, SHARED_MEMORY, args.repeats)
+    calls = sync_s(workers, 0, 1, SHARED_MEMORY, args.repeats)  # the fan-out alone: one 4-byte tensor
     for a in workers:
         ray.kill(a)
     remove_placement_group(pg)
@@ -191,6 +225,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--weights-mb", type=int, default=16)
+    ap.add_argument("--tensors", type=int, default=288, help="tensors in a version (a 7B model: 288)")
     args = ap.parse_args()
     nodes = max(1, math.ceil(max(args.workers) / GPUS_PER_NODE))
     temp = tempfile.mkdtemp(prefix="ray-scale-")
@@ -213,7 +248,7 @@ def main() -> None:
                            "placement_s")}
     first, last = rows[0], rows[-1]
     print(json.dumps({"nodes": nodes + 1, "gpus_per_node": GPUS_PER_NODE, "rows_per_worker": args.rows,
-                      "row_ms": args.row_ms, "weights_mb": args.weights_mb, "by_workers": rows,
+                      "row_ms": args.row_ms, "weights_mb": args.weights_mb, "tensors": args.tensors, "by_workers": rows,
                       "exponents": exponents,
                       "sync_same_node_ratio": round(last["sync_same_node_s"] / first["sync_same_node_s"], 2),
                       "driver_cpu_share_at_max": last["driver_cpu_share"], "wait_ms_by_pending": waits}))

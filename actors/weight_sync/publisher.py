@@ -4,24 +4,29 @@ each rollout worker, chosen once when the group starts (planner.py); each broadc
 version every rollout worker holds — the run's one such counter."""
 from __future__ import annotations
 
+import logging
 import time
+from typing import Callable
 
 import ray
 from ray.actor import ActorHandle
-from ray.exceptions import RayActorError
+from ray.exceptions import RayActorError, RayTaskError
 
 from ..liveness import wait_restarted
 from .buckets import WeightsHandle
 from .collective import WeightGroup
 from .planner import GROUP_TRANSPORTS, OBJECT_STORE, plan_transports
 
+log = logging.getLogger(__name__)
+
 
 class WeightPublisher:
     def __init__(self, ranks: list[ActorHandle], workers: list[ActorHandle], forced: str,
-                 retired: set[int] | None = None) -> None:
+                 retired: set[int] | None = None, left: Callable[[int], bool] = lambda worker: False) -> None:
         """`workers` by pool slot (a list the rollout group grows and refills); `retired`: slots out
-        of the pool, which get no weights until `add` brings a fresh worker in."""
-        self.ranks, self.workers, self.forced = ranks, workers, forced
+        of the pool, which get no weights until `add` brings a fresh worker in; `left(i)`: whether
+        worker i, whose load failed, has left the pool (its node draining or gone; it calls `retire`)."""
+        self.ranks, self.workers, self.forced, self.left = ranks, workers, forced, left
         self.retired = set(retired or ())
         self.learner = ray.get(ranks[0].placement.remote())
         active = self.active
@@ -33,6 +38,7 @@ class WeightPublisher:
                        for kind in GROUP_TRANSPORTS if kind in self.transports}
         self.held = 0  # the version every rollout worker holds (-1: unknown, a sync is due)
         self.handles: dict[str, WeightsHandle] = {}  # the last sync's: they keep its objects alive
+        self.handle_refs: dict[str, ray.ObjectRef] = {}  # each put once, read by all its receivers
         self.sent_bytes = 0  # weight bytes delivered to rollout workers since the last take_sent_bytes()
 
     def publish(self, version: int, workers: list[int] | None = None) -> float:
@@ -48,16 +54,30 @@ class WeightPublisher:
             group.check_complete(workers)
             group.form(self.ranks[0], self.workers)
         self.handles = ray.get([a.publish_weights.remote(version, kinds) for a in self.ranks])[0]
-        loads = {i: self.workers[i].load_weights.remote(self.handles[self.transports[i]]) for i in workers}
+        # A handle's index has an entry per tensor (~20 KB pickled for a 7B model, ~1 ms): put once
+        # and passed by reference, not serialised again into every worker's call.
+        self.handle_refs = {kind: ray.put(handle) for kind, handle in self.handles.items()}
+        loads = {i: self.workers[i].load_weights.remote(self.handle_refs[self.transports[i]]) for i in workers}
         self.sent_bytes += sum(sum(self.handles[self.transports[i]].bucket_sizes) for i in workers)
         if groups:
-            ray.get(self.ranks[0].broadcast_weights.remote([g.transport for g in groups]))
+            try:  # a member dying mid-broadcast fails it: rank 0 then drops the group (Senders.send)
+                ray.get(self.ranks[0].broadcast_weights.remote([g.transport for g in groups]))
+            except RayTaskError as err:
+                log.warning("a weight broadcast failed (%s); its members are synced again", err.cause)
+                for group in groups:  # its members that did receive join a fresh one before the next sync
+                    group.formed = False
         for i, ref in loads.items():
             try:
                 ray.get(ref)
-            except RayActorError:  # died since its last task: Ray restarts it, it gets the weights afresh
-                wait_restarted(self.workers[i])
+            except RayActorError:  # died since its last task
+                if self.left(i):  # with its node: out of the pool (a fresh worker takes the slot later)
+                    continue
+                wait_restarted(self.workers[i])  # Ray restarts it, it gets the weights afresh
                 self.resync(i)
+            except RayTaskError:
+                if self.transports[i] not in GROUP_TRANSPORTS:
+                    raise
+                self.resync(i)  # its broadcast group broke under it (another member died)
         return time.perf_counter() - start
 
     def take_sent_bytes(self) -> int:

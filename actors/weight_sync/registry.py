@@ -4,6 +4,7 @@ sender per transport name it is asked to publish to; a rollout worker reads a ha
 receiver the handle names (and a group transport's only once it joined the group)."""
 from __future__ import annotations
 
+import gc
 from typing import Iterable
 
 import ray
@@ -86,10 +87,21 @@ class Senders:
             sender.release()
 
     def send(self, kinds: list[str]) -> None:
-        """The broadcasts of the group transports among `kinds` (their receivers are in `load`)."""
+        """The broadcasts of the group transports among `kinds` (their receivers are in `load`). One
+        that fails (a member died) drops its group: closing its connections fails the broadcast of
+        every member still waiting for bytes at once, not at the group's timeout (minutes)."""
+        failed: dict[str, str] = {}
         for kind in kinds:
             if kind in GROUP_TRANSPORTS:
-                self.senders[kind].send()
+                try:
+                    self.senders[kind].send()
+                except RuntimeError as err:  # the name (and the traceback holding the group) ends with the block
+                    failed[kind] = str(err)
+        if failed:
+            for kind in failed:
+                del self.senders[kind]
+            gc.collect()
+            raise RuntimeError(f"weight broadcast failed: {failed}")
 
     def close(self) -> None:
         if SHARED_MEMORY in self.senders:

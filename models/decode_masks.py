@@ -6,7 +6,8 @@ Canvas columns are absolute positions, so every mask the sampler needs is one of
   cached prefix plus its query block; the fused pass that also rewrites the finished block has two
   query segments ([finished block | current block]) with their own ends, which is exactly
   block-causality for those two blocks. Full-attention canvases use one segment (end = canvas).
-  The kernel gets a [rows, 1, 1, Tk] key-validity mask per segment: never [rows, Tq, Tk].
+  The kernel gets a [rows, 1, 1, Tk] key-validity mask per segment: never [rows, Tq, Tk]. A
+  decode pass names its key count, so those masks are built once, not in every layer.
 - `BlockCausal`: a key is visible when its block is not after the query's block; the same for
   every row (prefill of prompt blocks, the uncached reference path), so one [Tq, Tk] mask.
 
@@ -16,7 +17,7 @@ attention) do not take enable_gqa, and repeating K/V per query head would copy t
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +39,14 @@ def _sdpa_grouped(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch
 class KeyEnd:
     ends: tuple[torch.Tensor, ...]  # one [rows] long tensor per query segment
     segment: int                    # queries per segment (the last one takes the rest)
+    # Keys every layer reads, when the caller knows them (a decode pass): the per-segment masks are
+    # then built once here, not in every layer.
+    keys: int | None = None
+    valid: tuple[torch.Tensor, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        masks = () if self.keys is None else tuple(self.key_valid(end, self.keys) for end in self.ends)
+        object.__setattr__(self, "valid", masks)
 
     def key_valid(self, end: torch.Tensor, num_keys: int) -> torch.Tensor:
         return (torch.arange(num_keys, device=end.device)[None] < end[:, None])[:, None, None]
@@ -46,7 +55,8 @@ class KeyEnd:
         outs = []
         for i, end in enumerate(self.ends):
             stop = None if i == len(self.ends) - 1 else (i + 1) * self.segment
-            outs.append(_sdpa_grouped(q[:, :, i * self.segment:stop], k, v, self.key_valid(end, k.shape[2])))
+            mask = self.valid[i] if self.keys == k.shape[2] else self.key_valid(end, k.shape[2])
+            outs.append(_sdpa_grouped(q[:, :, i * self.segment:stop], k, v, mask))
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
 
 

@@ -53,16 +53,16 @@ class QueryPlanner:
         B, c0 = self.p.block_size, block.c0
         read = self.width if self.fixed else block.reach
         if not first_pass:
-            return QueryPlan(c0[:, None] + self.ar, KeyEnd((c0 + B,), B), read, torch.zeros_like(c0))
+            return QueryPlan(c0[:, None] + self.ar, KeyEnd((c0 + B,), B, read), read, torch.zeros_like(c0))
         has_prev = c0 >= B
         prev = torch.where(has_prev, c0 - B, c0)
         cols = torch.cat([prev[:, None] + self.ar, c0[:, None] + self.ar], dim=1)
-        mask = KeyEnd((torch.where(has_prev, c0, c0 + B), c0 + B), B)
+        mask = KeyEnd((torch.where(has_prev, c0, c0 + B), c0 + B), B, read)
         return QueryPlan(cols, mask, read, torch.full_like(c0, B))
 
     def _full(self, block: BlockPlan, first_pass: bool) -> QueryPlan:
         width = self.width if self.fixed and self.cached else block.canvas
-        mask = KeyEnd((block.canvas_end,), width)
+        mask = KeyEnd((block.canvas_end,), width, width)
         if not self.cached or first_pass:
             cols = torch.arange(width, device=self.ar.device).expand(block.rows, -1)
             return QueryPlan(cols, mask, width, block.c0 - self.shift)

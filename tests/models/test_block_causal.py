@@ -1,8 +1,10 @@
 """Block-causal attention (SDAR/tiny): a position sees its own block and earlier ones, never later ones."""
 import torch
+import torch.nn.functional as F
 
 from dense_masks import column_mask
 from models import load_model, write_tiny_checkpoint
+from models.decode_masks import KeyEnd
 
 BLOCK, BLOCKS = 4, 4
 
@@ -33,3 +35,20 @@ def test_logits_depend_on_own_and_earlier_blocks_only(tmp_path):
         edited[0, changed] = 7 if ids[0, changed] != 7 else 8
         diff = (_logits(model, edited)[0, own] - base[0, own]).abs().amax(-1)
         assert (diff > 1e-4).all(), (changed, diff)
+
+
+def test_key_end_masks_built_once_equal_the_dense_mask():
+    """A decode pass's KeyEnd (its key count given: masks built once for every layer) against SDPA
+    over the dense [rows, Tq, Tk] mask, with grouped query heads, one and two query segments."""
+    gen = torch.Generator().manual_seed(3)
+    rows, heads, kv_heads, tk, d, seg = 3, 4, 2, 20, 8, 4
+    k, v = torch.randn(2, rows, kv_heads, tk, d, generator=gen)
+    for ends in ((torch.tensor([12, 16, 20]),), (torch.tensor([8, 12, 16]), torch.tensor([12, 16, 20]))):
+        q = torch.randn(rows, heads, seg * len(ends), d, generator=gen)
+        spec = KeyEnd(ends, seg, tk)
+        end_of_query = torch.stack([e for e in ends for _ in range(seg)], dim=1)  # [rows, Tq]
+        dense = torch.arange(tk)[None, None] < end_of_query[..., None]
+        ref = F.scaled_dot_product_attention(q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1),
+                                             attn_mask=dense[:, None])
+        torch.testing.assert_close(spec.attend(q, k, v, True), ref, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(spec.attend(q, k, v, True), KeyEnd(ends, seg).attend(q, k, v, True), rtol=0, atol=0)

@@ -68,3 +68,17 @@ def image_prompts(model, block: int) -> tuple[list[list[int]], list]:
     prompts[0] = prompts[0][:1] + image_placeholders(model.config, pictures[0]) + prompts[0][1:]
     prompts[2] = image_placeholders(model.config, pictures[1]) + prompts[2]
     return prompts, [pictures[0], None, pictures[1], None]
+
+
+def sampled_image_rollouts(model, p: SamplingParams) -> list:
+    """image_prompts twice over (eight trajectories, seeds 0-7), each stamped with its picture's data URI
+    as the rollout worker stamps it ("" for a text prompt)."""
+    from rollout.images import encode_prompt_images
+    from rollout.sampler import generate
+    from tasks.images import data_uri
+
+    prompts, pictures = image_prompts(model, 4)
+    trajs = generate(model, prompts * 2, p, seeds=list(range(8)), images=encode_prompt_images(model, pictures * 2))
+    for t, picture in zip(trajs, pictures * 2):
+        t.image = "" if picture is None else data_uri(picture)
+    return trajs

@@ -5,24 +5,17 @@ from dataclasses import replace
 import pytest
 import torch
 
-from helpers import MASK, PAD, image_prompts, params, tiny_vlm
+from helpers import MASK, PAD, image_prompts, params, sampled_image_rollouts, tiny_vlm
 from learner.batching import micro_batches
 from learner.images import trajectory_images
 from learner.logprobs import token_logprobs
 from learner.rows import trace_rows
 from learner.value import ValueModel
-from rollout.images import encode_prompt_images
-from rollout.sampler import generate
 from tasks.images import data_uri
 
 
 def sampled(model, use_cache: bool):
-    prompts, pictures = image_prompts(model, 4)
-    p = params(max_new_tokens=16, strategy="dynamic", use_cache=use_cache)
-    trajs = generate(model, prompts * 2, p, seeds=list(range(8)), images=encode_prompt_images(model, pictures * 2))
-    for t, picture in zip(trajs, pictures * 2):
-        t.image = "" if picture is None else data_uri(picture)  # what the rollout worker stamps
-    return trajs
+    return sampled_image_rollouts(model, params(max_new_tokens=16, strategy="dynamic", use_cache=use_cache))
 
 
 @pytest.mark.parametrize("family, use_cache, views", [("llada_v", False, "square"), ("tiny", True, "square"),

@@ -16,15 +16,13 @@ import torch
 import torch.multiprocessing as mp
 
 from engine_workers import quiet
-from helpers import image_prompts, params, prompts_mixed, tiny_model, tiny_vlm
+from helpers import params, prompts_mixed, sampled_image_rollouts, tiny_model, tiny_vlm
 from learner.algo_config import AlgoConfig
 from learner.distributed import close_distributed, free_port, init_distributed
 from learner.engine import TrainEngine
 from learner.engine_config import EngineConfig
 from learner.policy_update import PolicyUpdater
-from rollout.images import encode_prompt_images
 from rollout.sampler import generate
-from tasks.images import data_uri
 
 ADVANTAGES = [1.0, -1.0, 0.5, -0.5, 2.0, -2.0, 0.25, -0.75]
 # Two passes over the rows, so the second one sees ratios != 1 (clipping, KL to the old policy).
@@ -38,11 +36,7 @@ def step(rank: int, world: int, images: bool = False, **engine) -> tuple[dict[st
     torch.set_num_threads(1)
     if images:
         model = tiny_vlm(4)
-        prompts, pictures = image_prompts(model, 4)
-        trajs = generate(model, prompts * 2, params(max_new_tokens=12), seeds=list(range(8)),
-                         images=encode_prompt_images(model, pictures * 2))
-        for t, picture in zip(trajs, pictures * 2):
-            t.image = "" if picture is None else data_uri(picture)
+        trajs = sampled_image_rollouts(model, params(max_new_tokens=12))
         model.freeze_vision()
     else:
         model = tiny_model(4, sharpen=1.0)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from engine_workers import engine_cfg, full_batch, loss_fn, make_model
-from helpers import image_prompts, params, prompts_mixed, tiny_model, tiny_vlm
+from helpers import params, prompts_mixed, sampled_image_rollouts, tiny_model, tiny_vlm
 from learner.algo_config import AlgoConfig
 from learner.batching import micro_batches
 from learner.engine import TrainEngine
@@ -22,9 +22,7 @@ from learner.engine_config import EngineConfig
 from learner.policy_update import PolicyUpdater
 from learner.rows import trace_rows
 from learner.value import ValueModel
-from rollout.images import encode_prompt_images
 from rollout.sampler import generate
-from tasks.images import data_uri
 
 
 def deltas(compute: str, loaded: torch.dtype, steps: int = 4) -> dict[str, torch.Tensor]:
@@ -61,12 +59,7 @@ def rollouts():
 def image_rollouts():
     """Four image and four text prompts, sampled by an fp32 LLaDA-V-shaped model (full attention)."""
     model = tiny_vlm(4)
-    prompts, pictures = image_prompts(model, 4)
-    trajs = generate(model, prompts * 2, params(max_new_tokens=12), seeds=list(range(8)),
-                     images=encode_prompt_images(model, pictures * 2))
-    for t, picture in zip(trajs, pictures * 2):
-        t.image = "" if picture is None else data_uri(picture)
-    return model, trajs
+    return model, sampled_image_rollouts(model, params(max_new_tokens=12))
 
 
 @pytest.mark.parametrize("images", [False, True], ids=["text", "images"])

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from learner.algo_config import SFT_KNOBS
 from learner.objectives import OBJECTIVES, Objective
+from models.checkpoint import weights_fingerprint
 from tasks.prompt_stream import PromptStream
 from tasks.registry import Task
 from tasks.schemas import Row
@@ -44,8 +45,8 @@ class Mode:
     def train_rows(self, task: Task, cfg: RunConfig) -> list[Row]:
         return task.train_rows(cfg.task.train_size, cfg.task.split_seed)
 
-    def warm_dir(self, cfg: RunConfig) -> Path | None:
-        """Where the run's SFT warm start is (or will be) cached; None: it has none."""
+    def warm_dir(self, cfg: RunConfig, start: str) -> Path | None:
+        """Where the run's SFT warm start from the weights at `start` is (or will be) cached; None: it has none."""
         return None
 
     def streams(self, cfg: RunConfig, train: list[Row], warm_up: bool) -> Streams:
@@ -61,14 +62,15 @@ class RL(Mode):
     def fits(self, objective: Objective) -> bool:
         return objective.supervised_on != "references"  # advantages, or SFT on the step's rollouts
 
-    def warm_dir(self, cfg: RunConfig) -> Path | None:
-        """The cache entry for this run's warm start: a hash of everything that produces it (of the
-        warm-up's algo, only the knobs SFT reads)."""
+    def warm_dir(self, cfg: RunConfig, start: str) -> Path | None:
+        """The cache entry for this run's warm start: a hash of everything that produces it (the starting
+        weights themselves, not only their config; of the warm-up's algo, only the knobs SFT reads)."""
         if not cfg.warmup.steps:
             return None
         key = json.dumps(
             {
                 "model": cfg.model.model_dump(mode="json"),
+                "weights": weights_fingerprint(start),
                 "task": cfg.task.model_dump(mode="json"),
                 "warmup": cfg.warmup.model_dump(mode="json", exclude={"cache_dir", "algo"})
                 | {"algo": cfg.warmup.algo.model_dump(mode="json", include=set(SFT_KNOBS))},

@@ -38,8 +38,9 @@ def start_run(cfg: RunConfig, hooks: RunHooks | None = None) -> Run:
     task = get_task(cfg.task.name, **cfg.task.params)
     reward = cfg.task.reward or task.reward_path
     resolve_reward(reward)  # a bad name fails here, not in every reward worker
-    warm_dir, resume = mode.warm_dir(cfg), resolve_resume(run_dir, cfg.trainer.resume)
-    path, needs_warmup = starting_weights(model_path(cfg, run_dir), warm_dir, resume)
+    start = model_path(cfg, run_dir)
+    warm_dir, resume = mode.warm_dir(cfg, start), resolve_resume(run_dir, cfg.trainer.resume)
+    path, needs_warmup = starting_weights(start, warm_dir, resume)
     tokenizer, namespace = load_tokenizer(path), namespace_for(cfg, run_dir)
     encode = prompt_encoder(cfg, task, tokenizer, path)
     train, evals = screen_run_rows(cfg, mode, task, path, encode)  # every prompt the run uses, checked now

@@ -47,6 +47,7 @@ from actors.configure import compose_config  # noqa: E402
 from actors.driver import run_to_end  # noqa: E402
 from actors.metrics import read_jsonl  # noqa: E402
 from actors.modes import mode_for  # noqa: E402
+from actors.start import model_path  # noqa: E402
 from bench.common import bench_parser, emit  # noqa: E402
 from launch import connect_ray  # noqa: E402
 
@@ -83,7 +84,7 @@ QUIET = [
 def warm_start() -> Path:
     """The default run's cached warm start (trained now if no run has cached it yet)."""
     cfg = compose_config(QUIET + ["trainer.steps=0", "trainer.eval_every=0", "trainer.run_dir=runs/bench_warm"])
-    path = mode_for(cfg).warm_dir(cfg)
+    path = mode_for(cfg).warm_dir(cfg, model_path(cfg, Path(cfg.trainer.run_dir)))
     if not (path / "config.json").is_file():
         with contextlib.redirect_stdout(sys.stderr):
             run_to_end(cfg)

@@ -10,6 +10,7 @@ vocabulary), eos (pad only). Anything still missing is an error.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
@@ -220,6 +221,23 @@ def _tokenizer_ids(path: Path) -> dict[str, int | None]:
     # SDAR's tokenizer has <|MASK|> as an added token without declaring it the mask token.
     mask = tok.mask_token_id if tok.mask_token is not None else tok.get_vocab().get("<|MASK|>")
     return {"mask_token_id": mask, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
+
+
+def weights_fingerprint(path: str | Path, hash_up_to: int = 256 * 2**20) -> str:
+    """What identifies a checkpoint's weights, for caches keyed on a starting model: the SHA-1 of its
+    weight files' bytes when they total at most `hash_up_to` (a tiny model: the same weights anywhere
+    share an entry, new weights never reuse an old one), else their names, sizes and modification times
+    (reading gigabytes would cost more than the cache saves). "" for a path that is not a directory."""
+    files = sorted(f for f in Path(path).glob("*") if f.suffix in (".safetensors", ".bin") and f.is_file())
+    digest = hashlib.sha1()
+    if sum(f.stat().st_size for f in files) <= hash_up_to:
+        for file in files:
+            digest.update(file.name.encode() + file.read_bytes())
+    else:
+        for file in files:
+            stat = file.stat()
+            digest.update(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest() if files else ""
 
 
 def _read_json(file: Path) -> dict[str, Any]:

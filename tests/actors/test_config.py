@@ -1,6 +1,8 @@
 """Configs: every group composes and validates; bad ones fail before Ray starts, naming the key."""
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +12,8 @@ import pytest
 from actors.config import ConfigError
 from actors.modes import mode_for
 from learner.objectives import REFERENCE_SFT
+from models.checkpoint import weights_fingerprint
+from models.tiny import write_tiny_checkpoint
 from support import REPO, compose_config
 
 GROUPS = {name: sorted(p.stem for p in (REPO / "conf" / name).glob("*.yaml"))
@@ -77,12 +81,23 @@ def test_launch_rejects_bad_config_before_ray_starts(tmp_path):
     assert "Ray" not in out.stdout + out.stderr and not any(Path(tmp_path).iterdir())
 
 
-def test_warm_start_cache_key_follows_only_what_the_warm_up_reads():
-    def key(*overrides: str) -> Path:
-        cfg = compose_config(list(overrides))
-        return mode_for(cfg).warm_dir(cfg)
+def test_warm_start_cache_key_follows_only_what_the_warm_up_reads(tmp_path):
+    start = write_tiny_checkpoint(tmp_path / "start")
 
-    base = key()
+    def key(*overrides: str, weights: Path = start) -> Path:
+        cfg = compose_config(list(overrides))
+        return mode_for(cfg).warm_dir(cfg, str(weights))
+
+    base, base_fingerprint = key(), weights_fingerprint(start)
+    # The weights themselves: a copy elsewhere shares the entry, other weights with the same config do not
+    shutil.copytree(start, tmp_path / "copy")
+    assert key(weights=tmp_path / "copy") == base
+    assert key(weights=write_tiny_checkpoint(tmp_path / "other", seed=1)) != base
+    # Past hash_up_to bytes the files are known by name, size and modification time (not read)
+    weights = next(start.glob("*.safetensors"))
+    before = weights_fingerprint(start, hash_up_to=0)
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 1))
+    assert weights_fingerprint(start, hash_up_to=0) != before and weights_fingerprint(start) == base_fingerprint
     # RL knobs, the RL learning rate and a warm-up algo knob SFT never reads leave the cache valid
     assert key("algo.kl_beta=0.1", "engine.lr=1e-4", "+warmup.algo.eps_low=0.3", "trainer.steps=7") == base
     for changed in ("+warmup.algo.mask_ratio=[0.2,1.0]", "warmup.steps=501", "warmup.lr=2e-3", "trainer.seed=1",

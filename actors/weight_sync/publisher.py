@@ -38,7 +38,6 @@ class WeightPublisher:
                        for kind in GROUP_TRANSPORTS if kind in self.transports}
         self.held = 0  # the version every rollout worker holds (-1: unknown, a sync is due)
         self.handles: dict[str, WeightsHandle] = {}  # the last sync's: they keep its objects alive
-        self.handle_refs: dict[str, ray.ObjectRef] = {}  # each put once, read by all its receivers
         self.sent_bytes = 0  # weight bytes delivered to rollout workers since the last take_sent_bytes()
 
     def publish(self, version: int, workers: list[int] | None = None) -> float:
@@ -56,8 +55,8 @@ class WeightPublisher:
         self.handles = ray.get([a.publish_weights.remote(version, kinds) for a in self.ranks])[0]
         # A handle's index has an entry per tensor (~20 KB pickled for a 7B model, ~1 ms): put once
         # and passed by reference, not serialised again into every worker's call.
-        self.handle_refs = {kind: ray.put(handle) for kind, handle in self.handles.items()}
-        loads = {i: self.workers[i].load_weights.remote(self.handle_refs[self.transports[i]]) for i in workers}
+        refs = {kind: ray.put(handle) for kind, handle in self.handles.items()}
+        loads = {i: self.workers[i].load_weights.remote(refs[self.transports[i]]) for i in workers}
         self.sent_bytes += sum(sum(self.handles[self.transports[i]].bucket_sizes) for i in workers)
         if groups:
             try:  # a member dying mid-broadcast fails it: rank 0 then drops the group (Senders.send)

@@ -72,7 +72,7 @@ def test_a_worker_lost_during_weight_sync_leaves_the_pool(workers):
         start = time.perf_counter()
         publisher.publish(2)
         seconds = time.perf_counter() - start
-        versions = ray.get([workers[i].load_weights.remote(publisher.handle_refs[OBJECT_STORE]) for i in (0, 2)])
+        versions = ray.get([workers[i].load_weights.remote(publisher.handles[OBJECT_STORE]) for i in (0, 2)])
     finally:
         ray.get(learner.close.remote())
         ray.kill(learner)

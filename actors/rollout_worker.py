@@ -122,5 +122,6 @@ class RolloutWorker:
         seeds = [row_seed(params.seed, r.uid, r.sample_idx) for r in shard]
         pictures = {ref: load_image(ref) for ref in dict.fromkeys(r.image for r in shard if r.image)}
         images = encode_prompt_images(self.model, [pictures.get(r.image) for r in shard]) if pictures else None
-        trajs = generate(self.model, [r.prompt_ids for r in shard], params, seeds, images=images)  # compiles if asked
+        with self.receivers.reading(self.model, self.weights_version):  # shared weights: none written meanwhile
+            trajs = generate(self.model, [r.prompt_ids for r in shard], params, seeds, images=images)  # may compile
         return shard_result(trajs, shard, self.weights_version)

@@ -76,9 +76,7 @@ def pack(tensors: Iterable[tuple[str, torch.Tensor]],
         for views in slots:
             view = views[name]
             if view.device == tensor.device:
-                # Same address: the parameter already lives in the slot (TrainEngine.share_parameters).
-                if view.data_ptr() != tensor.data_ptr():
-                    view.copy_(tensor)  # casts in the same pass, whatever the source's strides
+                view.copy_(tensor)  # casts in the same pass, whatever the source's strides
                 continue
             if wire is None:  # cast before crossing devices: the wire dtype's bytes move, once
                 wire = tensor.to(view.dtype)
@@ -128,8 +126,8 @@ def synchronize(device: torch.device) -> None:
 
 
 class Sender(Protocol):
-    def prepare(self, layout: Layout, version: int) -> tuple[WeightsHandle, list[torch.Tensor]]:
-        """The handle (index filled in) and the buckets to pack into."""
+    def prepare(self, layout: Layout, version: int) -> tuple[WeightsHandle, list[torch.Tensor] | None]:
+        """The handle (index filled in) and the buckets to pack into (None: they hold `version` already)."""
 
     def finish(self, handle: WeightsHandle) -> WeightsHandle:
         """After packing: make the buckets reachable through the handle."""
@@ -148,7 +146,7 @@ def publish(tensors: Iterable[tuple[str, torch.Tensor]], layout: Layout, senders
     threads = torch.get_num_threads()
     torch.set_num_threads(max(threads, len(os.sched_getaffinity(0))))
     try:
-        pack(tensors, [(handle.index, buckets) for handle, buckets in prepared.values()])
+        pack(tensors, [(handle.index, buckets) for handle, buckets in prepared.values() if buckets is not None])
     finally:
         torch.set_num_threads(threads)
     return {kind: senders[kind].finish(handle) for kind, (handle, _) in prepared.items()}

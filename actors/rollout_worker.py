@@ -21,7 +21,7 @@ from tasks.images import load_image
 
 from .config import ModelSection
 from .device import device_for_actor
-from .weight_sync.buckets import WeightsHandle
+from .weight_sync.buckets import Sealed, WeightsHandle
 from .weight_sync.planner import Placement
 from .weight_sync.registry import Receivers, local_placement
 
@@ -94,7 +94,8 @@ class RolloutWorker:
         self.frozen_on_host = {}
         self.asleep = False
 
-    def load_weights(self, handle: WeightsHandle) -> int:
+    def load_weights(self, handle: WeightsHandle | Sealed) -> int:
+        handle = handle.open() if isinstance(handle, Sealed) else handle
         self.wake()
         self.receivers.load(handle, self.model)
         self.weights_version = handle.version

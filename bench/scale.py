@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from actors.configure import compose_config  # noqa: E402
 from actors.rollout_group import Checkpoint, RolloutGroup, records_for  # noqa: E402
-from actors.weight_sync.buckets import Layout, WeightsHandle  # noqa: E402
+from actors.weight_sync.buckets import Layout, Sealed, WeightsHandle  # noqa: E402
 from actors.weight_sync.planner import OBJECT_STORE, SHARED_MEMORY, Placement  # noqa: E402
 from actors.weight_sync.publisher import WeightPublisher  # noqa: E402
 from actors.weight_sync.registry import Receivers, Senders, local_placement  # noqa: E402
@@ -92,8 +92,9 @@ class StandInRollout:
         batch = TrajectoryBatch.from_trajectories(trajs)
         return batch.metas(), batch
 
-    def load_weights(self, handle: WeightsHandle) -> int:
-        if set(self.model.state_dict()) != {m.name for m in handle.index}:  # a stand-in model of that layout
+    def load_weights(self, handle: WeightsHandle | Sealed) -> int:
+        handle = handle.open() if isinstance(handle, Sealed) else handle
+        if len(self.model.state_dict()) != len(handle.index):  # a stand-in model of that layout
             self.model = torch.nn.Module()
             for m in handle.index:
                 self.model.register_parameter(m.name, torch.nn.Parameter(torch.zeros(m.shape, dtype=m.dtype),

@@ -4,11 +4,12 @@ The sender packs the engine's streamed tensors (views of the parameters, gathere
 under ZeRO-3) straight into its long-lived buckets — no intermediate copy of the state dict — cast
 to the receivers' dtype where the tensor lives (the learner's GPU when it has one), so the bytes
 moved and held are the rollout dtype's. It publishes a `WeightsHandle` (picklable, tiny); each
-receiver copies the handle's bytes once, straight into its model.
+receiver copies the handle's bytes once, straight into its model (or, shared memory, decodes from them).
 """
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass
 from typing import ClassVar, Iterable, Protocol
 
@@ -36,9 +37,25 @@ class WeightsHandle:
     """What crosses from learner rank 0 to the driver to each rollout worker (never the tensors).
     Each transport's subclass adds where its bytes are and names the receiver that reads them."""
     receiver: ClassVar[type[Receiver]]
+    by_reference: ClassVar[bool] = False  # it holds object refs, which only Ray may pickle: not Sealed
     version: int
     index: list[TensorMeta]
     bucket_sizes: list[int]
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """A handle the driver pickled once for all the workers: each worker's call carries the bytes
+    (copied into the call) instead of the handle pickled again per call (its index has an entry
+    per tensor: ~0.8 ms each at 288 tensors) or an object-store reference every worker fetches."""
+    blob: bytes
+
+    @classmethod
+    def of(cls, handle: WeightsHandle) -> Sealed:
+        return cls(pickle.dumps(handle))
+
+    def open(self) -> WeightsHandle:
+        return pickle.loads(self.blob)
 
 
 def wire_layout(layout: Layout, dtype: torch.dtype) -> Layout:

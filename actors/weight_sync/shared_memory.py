@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import mmap
 import os
 import tempfile
@@ -83,7 +84,7 @@ class SharedMemoryReceiver:
 
     def __init__(self) -> None:
         self.maps: dict[str, tuple[tuple[int, int], int, torch.Tensor]] = {}  # path -> (inode, size), fd, bytes
-        self.views: dict[str, tuple[list[TensorMeta], dict[str, torch.Tensor]]] = {}  # path -> index, views
+        self.views: dict[str, tuple[str, dict[str, torch.Tensor]]] = {}  # path -> layout digest, views
         self.bound: tuple[str, str] | None = None  # (slot path, a parameter name) of the last binding
 
     def _mapped(self, path: str, size: int) -> tuple[int, torch.Tensor]:
@@ -117,8 +118,8 @@ class SharedMemoryReceiver:
         own = synced_state(model, keep_vars=True)
         check_covers(own, handle.index)
         with self._holding(handle.path, handle.bucket_sizes[0], handle.version) as weights:
-            if self.views.get(handle.path, ([],))[0] != handle.index:
-                self.views[handle.path] = (handle.index, unpack([weights], handle.index))
+            if self.views.get(handle.path, ("",))[0] != handle.layout:
+                self.views[handle.path] = (handle.layout, unpack([weights], handle.index))
             views = self.views[handle.path][1]
             bound, copied = None, {}
             with torch.no_grad():
@@ -172,6 +173,7 @@ class SharedMemoryReceiver:
 class SharedMemoryHandle(WeightsHandle):
     receiver: ClassVar[type[SharedMemoryReceiver]] = SharedMemoryReceiver
     path: str = ""  # the slot file holding this version; bucket_sizes[0]: its size, header included
+    layout: str = ""  # a digest of `index`: receivers keep their views while it is unchanged
 
 
 class Slot:
@@ -182,6 +184,7 @@ class Slot:
         self.fd = os.open(path, os.O_RDONLY)
         self.version = -2  # unknown to this sender: written before its first use
         self.index: list[TensorMeta] = []
+        self.layout = ""
 
     def header(self) -> torch.Tensor:
         return self.buf[:8].view(torch.int64)
@@ -211,8 +214,10 @@ class SharedMemorySender:
             if problem:
                 raise RuntimeError(problem)
             slot = self.slots[s] = Slot(self.paths[s], size)
-        handle = SharedMemoryHandle(version, index, [size], path=str(self.paths[s]))
-        if slot.version == version and slot.index == index:
+        if slot.index != index:
+            slot.index, slot.layout, slot.version = index, hashlib.sha1(repr(index).encode()).hexdigest(), -2
+        handle = SharedMemoryHandle(version, index, [size], path=str(self.paths[s]), layout=slot.layout)
+        if slot.version == version:
             return handle, None
         _lock(slot.fd, fcntl.LOCK_EX, f"weight sync would overwrite shared-memory slot {self.paths[s]} (version "
                                       f"{slot.version}) with version {version} while a rollout worker decodes "
@@ -226,7 +231,7 @@ class SharedMemorySender:
         slot, self.writing = self.writing, None
         if slot is not None:
             slot.header()[0] = handle.version
-            slot.version, slot.index = handle.version, handle.index
+            slot.version = handle.version
             fcntl.flock(slot.fd, fcntl.LOCK_UN)
         return handle
 

@@ -166,7 +166,13 @@ class SharedMemoryReceiver:
             param = model.get_parameter(name)
         except AttributeError:
             return None
-        return path if _within(param, self.maps[path][2]) else None
+        (inode, _), _, buf = self.maps[path]
+        if not _within(param, buf):
+            return None
+        try:  # a file unlinked (or re-created) since it was mapped is written by no sender any more
+            return path if os.stat(path).st_ino == inode else None
+        except FileNotFoundError:
+            return None
 
 
 @dataclass
@@ -213,6 +219,8 @@ class SharedMemorySender:
             problem = shm_problem(self.paths, size, self.statvfs)
             if problem:
                 raise RuntimeError(problem)
+            if slot is not None:
+                os.close(slot.fd)
             slot = self.slots[s] = Slot(self.paths[s], size)
         if slot.index != index:
             slot.index, slot.layout, slot.version = index, hashlib.sha1(repr(index).encode()).hexdigest(), -2

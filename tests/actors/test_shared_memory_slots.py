@@ -131,3 +131,24 @@ def test_another_transport_loads_into_the_models_own_memory_not_the_read_only_sl
     assert all(torch.equal(slot[k], t) for k, t in v1.items())  # the load wrote nothing into the slot
     with receivers.reading(model, 2):  # its own memory now: no slot to hold
         pass
+
+
+def test_a_slot_file_unlinked_or_re_created_since_the_load_is_no_one_elses_to_write(tmp_path):
+    """The run closed its slots (the files are unlinked) or a new sender made new files under the
+    same names: the pages the worker decodes from are written by no one any more, so it decodes on
+    without a lock or a version check against the new file."""
+    src, model, receivers = Net(), Net(), Receivers(torch.device("cpu"))
+    first = SharedMemorySender(f"test-gone-{tmp_path.name}")
+    v1 = _version(src, 1)
+    receivers.load(publish(_stream(src), _layout(src), {SHARED_MEMORY: first}, 1)[SHARED_MEMORY], model)
+    first.close()
+    with receivers.reading(model, 1):
+        assert _same(model, v1)
+    second = SharedMemorySender(f"test-gone-{tmp_path.name}")
+    try:
+        _version(src, 3)
+        publish(_stream(src), _layout(src), {SHARED_MEMORY: second}, 3)  # slot 1 again, a new file
+        with receivers.reading(model, 1):
+            assert _same(model, v1)
+    finally:
+        second.close()

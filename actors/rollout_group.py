@@ -235,7 +235,11 @@ class RolloutGroup:
         return self.job_cursor
 
     def forget(self) -> None:
-        """Drop any rollout in flight (its results are never read): the run goes back to a checkpoint."""
+        """Drop any rollout in flight (its results are never read): the run goes back to a checkpoint.
+        Its calls are waited for, not read: a shared-memory slot they decode from must not be
+        written before they are done (weight_sync/shared_memory.py refuses to)."""
+        if self.job is not None and self.job.pending:
+            ray.wait(list(self.job.pending), num_returns=len(self.job.pending))
         self.job = self.job_cursor = None
 
     # ---- held-out decoding -----------------------------------------------------------------

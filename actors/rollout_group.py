@@ -182,11 +182,9 @@ class RolloutGroup:
         for name, (slots, make) in makers.items():
             section: PoolSection = getattr(c, name)
             minimum = section.min_workers or 1
-            if slots is None:  # no judge on the route
-                pools[name] = Pool(name, [], minimum)
-            elif name == "rollout" and places.colocated:  # in the learners' bundles: not elastic
-                pools[name] = Pool(name, [make(i) for i in range(section.num_workers)], minimum)
-            else:
+            if slots is None or (name == "rollout" and places.colocated):  # no judge; or the learners' bundles
+                pools[name] = Pool(name, [make(i) for i in range(section.num_workers if slots else 0)], minimum)
+            else:  # elastic
                 pools[name] = Pool.placed(name, slots, minimum, make, namespace)
         return cls(cfg, pools["rollout"].handles, pools["reward"].handles, pools["judge"].handles, weights, encode,
                    prompts, evals, hooks, pools, watch)
@@ -235,9 +233,8 @@ class RolloutGroup:
         return self.job_cursor
 
     def forget(self) -> None:
-        """Drop any rollout in flight (its results are never read): the run goes back to a checkpoint.
-        Its calls are waited for, not read: a shared-memory slot they decode from must not be
-        written before they are done (weight_sync/shared_memory.py refuses to)."""
+        """Drop any rollout in flight (the run goes back to a checkpoint): its calls are waited for,
+        not read, since a shared-memory slot they decode from must not be written before."""
         if self.job is not None and self.job.pending:
             ray.wait(list(self.job.pending), num_returns=len(self.job.pending))
         self.job = self.job_cursor = None

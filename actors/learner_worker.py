@@ -31,7 +31,7 @@ from .device import device_for_actor
 from .payloads import fetch
 from .reward_route import RewardSection
 from .weight_sync.buckets import Layout, WeightsHandle, wire_layout
-from .weight_sync.planner import SHARED_MEMORY, Placement
+from .weight_sync.planner import Placement
 from .weight_sync.registry import Senders, local_placement
 
 
@@ -188,10 +188,7 @@ class LearnerWorker:
             for _ in tensors:  # take part in each tensor's gather; rank 0 alone packs
                 pass
             return {}
-        handles = self.senders.publish(tensors, self._wire_layout(), kinds, version)
-        if SHARED_MEMORY in handles:  # from now on the buffer is the parameters' memory (CPU, torch, same dtype)
-            self.engine.share_parameters(self.senders.shared_views(handles[SHARED_MEMORY]))
-        return handles
+        return self.senders.publish(tensors, self._wire_layout(), kinds, version)
 
     def broadcast_weights(self, kinds: list[str]) -> None:
         """Rank 0: the group half of publish_weights, run while the receivers run load_weights."""

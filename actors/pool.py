@@ -1,11 +1,12 @@
-"""An elastic pool of stateless workers (rollout, reward, judge; docs/design.md §8.6): its slots, one
-bundle of the pool's placement group each (`cluster.<pool>.num_workers` of them: the target), who
-works in each and on which node, and which slots are retired.
+"""An elastic pool of stateless workers (rollout, reward, judge; docs/design.md §8.6): its slots, a
+placement-group bundle each (`cluster.<pool>.num_workers` of them: the target; actors/placement.py),
+who works in each and on which node, and which slots are retired (a slot whose bundle was not
+placed yet when the run started is one: it has no worker until Ray places it).
 
 A worker whose node is draining or gone is retired: it gets no new work, finishes (or hands back)
 what it holds, and is then killed without a restart, so Ray never starts it again on that node.
-When Ray has placed the slot's bundle again on a usable node (after the node went, on remaining or
-new capacity) a fresh worker is started there; its owner gives it the current weights before any
+When Ray has placed the slot's bundle (again, after the node went) on a usable node — remaining or
+new capacity — a fresh worker is started there; its owner gives it the current weights before any
 work. The pool works on with as few as `min_workers`; below that the run waits for capacity.
 """
 from __future__ import annotations
@@ -16,10 +17,10 @@ from typing import Any, Callable, Protocol
 
 import ray
 from ray.actor import ActorHandle
-from ray.util.placement_group import PlacementGroup, placement_group_table
 
 from .cluster_watch import ClusterWatch
 from .liveness import poll, wait_name_free
+from .placement import Slots
 
 log = logging.getLogger(__name__)
 
@@ -27,15 +28,27 @@ log = logging.getLogger(__name__)
 @dataclass
 class Pool:
     name: str
-    handles: list[ActorHandle]  # by slot; a retired slot keeps its last handle
+    handles: list[ActorHandle | None]  # by slot; a retired slot keeps its last handle (None: never started)
     minimum: int = 1
-    pg: PlacementGroup | None = None  # None: slots never come back (a pool built from given actors)
+    slots: Slots | None = None  # None: slots never come back (a pool built from given actors)
     make: Callable[[int], ActorHandle] | None = None  # a fresh worker for slot i, in its bundle
     namespace: str = ""
     nodes: list[str] = field(default_factory=list)  # by slot: the node its worker runs on (empty: untracked)
     retired: set[int] = field(default_factory=set)
-    killed: set[int] = field(default_factory=set)  # retired slots whose worker was killed
+    killed: set[int] = field(default_factory=set)  # retired slots whose worker was killed (or never started)
+    unstarted: set[int] = field(default_factory=set)  # slots whose first worker is still to come
     restarts: int = 0  # workers started in a slot whose worker was lost
+
+    @classmethod
+    def placed(cls, name: str, slots: Slots, minimum: int, make: Callable[[int], ActorHandle],
+               namespace: str) -> Pool:
+        """A pool with a worker in every slot Ray has placed; the others start as it places them."""
+        nodes = slots.nodes()
+        n = len(slots.slots)
+        waiting = {i for i in range(n) if i not in nodes}
+        return cls(name, [None if i in waiting else make(i) for i in range(n)], minimum, slots, make, namespace,
+                   [nodes.get(i, "") for i in range(n)], retired=set(waiting), killed=set(waiting),
+                   unstarted=waiting)
 
     @property
     def target(self) -> int:
@@ -66,9 +79,9 @@ class Pool:
     def refill(self, watch: ClusterWatch) -> list[int]:
         """Start a fresh worker in every released slot whose bundle Ray placed again on a usable
         node; those slots (the caller syncs their weights before their first work)."""
-        if self.pg is None or self.make is None or not self.killed:
+        if self.slots is None or self.make is None or not self.killed:
             return []
-        placed = bundle_nodes(self.pg)
+        placed = self.slots.nodes()
         back = [i for i in sorted(self.killed) if watch.usable(placed.get(i, ""))]
         for i in back:
             wait_name_free(f"{self.name}-{i}", self.namespace)
@@ -76,7 +89,8 @@ class Pool:
             self.nodes[i] = placed[i]
             self.retired.discard(i)
             self.killed.discard(i)
-            self.restarts += 1
+            self.restarts += 1 if i not in self.unstarted else 0
+            self.unstarted.discard(i)
             log.info("%s-%d started on node %s (%d of %d %s workers)", self.name, i, self.nodes[i][:8],
                      len(self.active), self.target, self.name)
         return back
@@ -88,11 +102,6 @@ class Pool:
 
     def metrics(self) -> dict[str, Any]:
         return {f"pool/{self.name}/size": float(len(self.active)), f"pool/{self.name}/target": float(self.target)}
-
-
-def bundle_nodes(pg: PlacementGroup) -> dict[int, str]:
-    """Where each bundle of `pg` is placed now (node id; a bundle being placed again is missing)."""
-    return {int(i): node for i, node in placement_group_table(pg).get("bundles_to_node_id", {}).items() if node}
 
 
 class Roster(Protocol):

@@ -46,8 +46,8 @@ from .config import PoolSection, RunConfig
 from .hooks import RunHooks
 from .judge_worker import JudgeWorker
 from .liveness import wait_restarted
-from .placement import Placements, actor_options, gpu_share, threads
-from .pool import Pool, Pools, bundle_nodes
+from .placement import Placements, Slots, actor_options, gpu_share, threads
+from .pool import Pool, Pools
 from .reward_route import Key, Scorer, check_reward_failures, evaluation_route, step_rewards, training_route
 from .reward_worker import RewardWorker
 from .rollout_worker import RolloutWorker
@@ -164,11 +164,12 @@ class RolloutGroup:
         pool, each in its placement group."""
         c, r = cfg.cluster, cfg.reward
 
-        def actor(cls: type, pool: str, i: int, pg: Any, share: float = 1.0) -> Any:
-            options = actor_options(getattr(c, pool), f"{pool}-{i}", namespace, pg, i, share, restartable=True)
+        def actor(cls: type, pool: str, i: int, slots: Slots, share: float = 1.0) -> Any:
+            pg, index = slots.slots[i]
+            options = actor_options(getattr(c, pool), f"{pool}-{i}", namespace, pg, index, share, restartable=True)
             return ray.remote(cls).options(**options)
 
-        makers: dict[str, tuple[Any, Callable[[int], ActorHandle]]] = {
+        makers: dict[str, tuple[Slots | None, Callable[[int], ActorHandle]]] = {
             "rollout": (places.rollout, lambda i: actor(RolloutWorker, "rollout", i, places.rollout,
                                                         gpu_share(places.colocated)).remote(
                 i, cfg.model, path, threads(c.rollout))),
@@ -178,13 +179,13 @@ class RolloutGroup:
                 i, cfg.judge, path, r.chunk_tokens, r.judge_correct_at, c.judge.gpus_per_worker, threads(c.judge))),
         }
         pools = {}
-        for name, (pg, make) in makers.items():
+        for name, (slots, make) in makers.items():
             section: PoolSection = getattr(c, name)
-            n = section.num_workers if pg is not None else 0
-            nodes = bundle_nodes(pg) if pg is not None else {}
-            elastic = pg is not None and not (name == "rollout" and places.colocated)  # else: the learners' bundles
-            pools[name] = Pool(name, [make(i) for i in range(n)], section.min_workers or 1, pg if elastic else None,
-                               make, namespace, [nodes.get(i, "") for i in range(n)] if elastic else [])
+            minimum = section.min_workers or 1
+            if slots is None or (name == "rollout" and places.colocated):  # no judge; or the learners' bundles
+                pools[name] = Pool(name, [make(i) for i in range(section.num_workers if slots else 0)], minimum)
+            else:  # elastic
+                pools[name] = Pool.placed(name, slots, minimum, make, namespace)
         return cls(cfg, pools["rollout"].handles, pools["reward"].handles, pools["judge"].handles, weights, encode,
                    prompts, evals, hooks, pools, watch)
 
@@ -232,7 +233,10 @@ class RolloutGroup:
         return self.job_cursor
 
     def forget(self) -> None:
-        """Drop any rollout in flight (its results are never read): the run goes back to a checkpoint."""
+        """Drop any rollout in flight (the run goes back to a checkpoint): its calls are waited for,
+        not read, since a shared-memory slot they decode from must not be written before."""
+        if self.job is not None and self.job.pending:
+            ray.wait(list(self.job.pending), num_returns=len(self.job.pending))
         self.job = self.job_cursor = None
 
     # ---- held-out decoding -----------------------------------------------------------------
@@ -440,5 +444,6 @@ class RolloutGroup:
 
     def shutdown(self) -> None:
         for actor in self.workers + self.rewarders + self.judges:
-            ray.kill(actor)
+            if actor is not None:  # None: a slot whose worker never started
+                ray.kill(actor)
 

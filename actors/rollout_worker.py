@@ -21,7 +21,7 @@ from tasks.images import load_image
 
 from .config import ModelSection
 from .device import device_for_actor
-from .weight_sync.buckets import WeightsHandle
+from .weight_sync.buckets import Sealed, WeightsHandle
 from .weight_sync.planner import Placement
 from .weight_sync.registry import Receivers, local_placement
 
@@ -94,7 +94,8 @@ class RolloutWorker:
         self.frozen_on_host = {}
         self.asleep = False
 
-    def load_weights(self, handle: WeightsHandle) -> int:
+    def load_weights(self, handle: WeightsHandle | Sealed) -> int:
+        handle = handle.open() if isinstance(handle, Sealed) else handle
         self.wake()
         self.receivers.load(handle, self.model)
         self.weights_version = handle.version
@@ -122,5 +123,6 @@ class RolloutWorker:
         seeds = [row_seed(params.seed, r.uid, r.sample_idx) for r in shard]
         pictures = {ref: load_image(ref) for ref in dict.fromkeys(r.image for r in shard if r.image)}
         images = encode_prompt_images(self.model, [pictures.get(r.image) for r in shard]) if pictures else None
-        trajs = generate(self.model, [r.prompt_ids for r in shard], params, seeds, images=images)  # compiles if asked
+        with self.receivers.reading(self.model, self.weights_version):  # shared weights: none written meanwhile
+            trajs = generate(self.model, [r.prompt_ids for r in shard], params, seeds, images=images)  # may compile
         return shard_result(trajs, shard, self.weights_version)

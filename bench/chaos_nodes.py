@@ -17,13 +17,18 @@ nodes (the rank on one, the other spare). Faults, at the run's hook points (acto
   batch: the shard is decoded again on the other node and scored from the new copy;
 - `kill_sync`: the same node removed as the learner publishes the step's new weights → its worker
   leaves the pool mid-sync, the others load the version;
-- `add`: after the step's collect, a rollout node joins → the pool is back at its target at the
-  next step, the new worker synced before its first shard;
+- `add`: after the step's collect, a rollout node joins → the pool grows to its target at the
+  next step (a slot whose bundle was lost, or one never placed: `short_start`), the new worker
+  synced before its first shard;
 - `preempt`: during the step's update the learner's node is drained with a deadline → a
   just-in-time checkpoint after the step; the node is removed when the next step starts → the
   group is recreated on the spare learner node from that checkpoint;
 - `drain_all`: during the step's update every learner node is drained → checkpoint and stop
   (ClusterDrained). Ends the run: the test uses it, the bench does not.
+
+`short_start`: the second rollout node is removed before the run with faults starts, so its rollout
+pool starts with 1 of its 2 workers (cluster.rollout.min_workers=1; the second slot's placement
+group waits for a node).
 """
 from __future__ import annotations
 
@@ -39,6 +44,7 @@ from typing import Any
 import ray
 from ray.cluster_utils import Cluster
 from ray.core.generated import autoscaler_pb2
+from ray.util.placement_group import placement_group_table
 
 from actors import driver
 from actors.checkpoint import complete_checkpoints
@@ -46,7 +52,6 @@ from actors.cluster_watch import stored_on
 from actors.configure import compose_config
 from actors.loop import ClusterDrained
 from actors.metrics import read_jsonl
-from actors.pool import bundle_nodes
 from actors.start import namespace_for
 from bench.chaos import DENSE_REWARD, Injector, comparable, differences
 from bench.common import REPO
@@ -116,12 +121,19 @@ class NodeFaults(Injector):
         if self._node_due("kill"):
             self._remove_first_rollout_node("kill")
         if self._node_due("add"):
-            self.nodes["rollout-new"] = self.cluster.add_node(**ROLLOUT)
-            pg = ray.util.get_placement_group(f"{self.namespace}-rollout")
+            self.nodes[f"rollout-new-{self.step}"] = self.cluster.add_node(**ROLLOUT)
             deadline = time.monotonic() + 60
-            while len(bundle_nodes(pg)) < 2 and time.monotonic() < deadline:  # Ray places the lost bundle there
+            while self._rollout_bundles_placed() < 2 and time.monotonic() < deadline:  # Ray places a bundle there
                 time.sleep(0.2)
             self.injected.append("add")
+
+    def _rollout_bundles_placed(self) -> int:
+        """The run's rollout bundles Ray has placed on a live node, over the pool's placement groups
+        (a bundle being placed again may still name its dead node)."""
+        alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+        return sum(node in alive for info in placement_group_table().values()
+                   if info["name"].startswith(f"{self.namespace}-rollout") and info["state"] != "REMOVED"
+                   for node in info["bundles_to_node_id"].values())
 
     def _remove_first_rollout_node(self, kind: str) -> None:
         """The node with the first rollout worker and the reward worker goes (the batches decoded
@@ -134,8 +146,11 @@ class NodeFaults(Injector):
         self.injected.append(kind)
 
     def shard_returned(self, rows) -> None:
-        """`kill_reward`: the first shard of the step decoded on the first rollout node takes it down
+        """The node each shard was decoded on (its batch is there alone until a scorer reads it).
+        `kill_reward`: the first shard of the step decoded on the first rollout node takes it down
         before the scorers read it."""
+        decoded = self.seen.setdefault("decoded_on", {}).setdefault(self.step, [])
+        decoded += [n for n in stored_on([rows[0].payload])[rows[0].payload] if n not in decoded]
         node = self.nodes.get("rollout-a")
         if (self.plan.get(self.step) == "kill_reward" and node is not None
                 and stored_on([rows[0].payload])[rows[0].payload] == [node.node_id] and self._node_due("kill_reward")):
@@ -164,9 +179,10 @@ class NodeFaults(Injector):
             self.injected.append("drain_all")
 
 
-def run_node_chaos(work: Path, plan: dict[int, str], steps: int) -> dict[str, Any]:
+def run_node_chaos(work: Path, plan: dict[int, str], steps: int, short_start: bool = False) -> dict[str, Any]:
     """The fault-free run (steps up to the last fault-free one) and the run with `plan`'s node
-    faults, on one simulated cluster; the accounting, what the run logged and what the faults saw."""
+    faults, on one simulated cluster; the accounting, what the run logged and what the faults saw.
+    `short_start`: the run with faults starts with one rollout node of two."""
     temp = tempfile.mkdtemp(prefix="ray-nodes-")
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "temp_dir": temp,
@@ -182,6 +198,8 @@ def run_node_chaos(work: Path, plan: dict[int, str], steps: int) -> dict[str, An
         driver.run_to_end(compose_config(overrides(work / "fault_free", stop)))
         clean_s = time.perf_counter() - start
         cfg = compose_config(overrides(work / "faults", steps))
+        if short_start:
+            cluster.remove_node(nodes.pop("rollout-b"))
         faults = NodeFaults([], namespace_for(cfg, work / "faults"), cluster=cluster, nodes=nodes, plan=plan,
                             run_dir=work / "faults")
         error = stopped = restarts = None

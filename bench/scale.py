@@ -13,8 +13,8 @@ reward route, accounting). Per worker count:
 - weight sync: the project's own publisher (`WeightPublisher`), senders and receivers carry a
   `--weights-mb` version of `--tensors` tensors (its index as large as a 7B model's) from a stand-in
   learner rank 0 on the head node to stand-in models in every worker: all workers on the head node
-  (the same-node transport, shared memory; the stand-in learner keeps its tensors in the buffer
-  after the first sync, as the CPU engine does) and spread over the simulated nodes (object store);
+  (the same-node transport, shared memory: the learner copies each version into a slot once and
+  the workers' parameters become views of it) and spread over the simulated nodes (object store);
   and the fan-out alone (a version of one 4-byte tensor, same node);
 - placement: a placement group of one bundle per worker (SPREAD over the nodes) ready, and every
   worker created and answering.
@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from actors.configure import compose_config  # noqa: E402
 from actors.rollout_group import Checkpoint, RolloutGroup, records_for  # noqa: E402
-from actors.weight_sync.buckets import Layout, WeightsHandle  # noqa: E402
+from actors.weight_sync.buckets import Layout, Sealed, WeightsHandle  # noqa: E402
 from actors.weight_sync.planner import OBJECT_STORE, SHARED_MEMORY, Placement  # noqa: E402
 from actors.weight_sync.publisher import WeightPublisher  # noqa: E402
 from actors.weight_sync.registry import Receivers, Senders, local_placement  # noqa: E402
@@ -79,7 +79,8 @@ class StandInRollout:
 
     @ray.method(num_returns=2)
     def generate(self, shard: list, params: object) -> tuple[list, TrajectoryBatch]:
-        time.sleep(self.row_s * len(shard))
+        with self.receivers.reading(self.model, self.version):
+            time.sleep(self.row_s * len(shard))
         trajs = []
         for r in shard:
             t = Trajectory(prompt_ids=list(r.prompt_ids), response_ids=[5] * RESPONSE,
@@ -91,12 +92,14 @@ class StandInRollout:
         batch = TrajectoryBatch.from_trajectories(trajs)
         return batch.metas(), batch
 
-    def load_weights(self, handle: WeightsHandle) -> int:
-        if set(self.model.state_dict()) != {m.name for m in handle.index}:  # a stand-in model of that layout
+    def load_weights(self, handle: WeightsHandle | Sealed) -> int:
+        handle = handle.open() if isinstance(handle, Sealed) else handle
+        if len(self.model.state_dict()) != len(handle.index):  # a stand-in model of that layout
             self.model = torch.nn.Module()
             for m in handle.index:
-                self.model.register_buffer(m.name, torch.zeros(m.shape, dtype=m.dtype))
-        self.receivers.load(handle, self.model)  # copied into the model, as a rollout worker does
+                self.model.register_parameter(m.name, torch.nn.Parameter(torch.zeros(m.shape, dtype=m.dtype),
+                                                                         requires_grad=False))
+        self.receivers.load(handle, self.model)  # as a rollout worker does (same node: views of the slot)
         self.version = handle.version
         return self.version
 
@@ -114,10 +117,7 @@ class StandInLearner:
         return local_placement(CPU, self.senders.shm_problem(self.layout))
 
     def publish_weights(self, version: int, kinds: list[str]) -> dict[str, WeightsHandle]:
-        handles = self.senders.publish(iter(self.state.items()), self.layout, kinds, version)
-        if SHARED_MEMORY in handles:  # as the CPU engine: the buffer becomes the weights' memory
-            self.state = self.senders.shared_views(handles[SHARED_MEMORY])
-        return handles
+        return self.senders.publish(iter(self.state.items()), self.layout, kinds, version)
 
     def close(self) -> None:
         self.senders.close()

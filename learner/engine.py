@@ -163,24 +163,6 @@ class TrainEngine:
             with self._backend.gathered(tensor):
                 yield name, tensor.detach()
 
-    def share_parameters(self, views: dict[str, torch.Tensor]) -> int:
-        """Plain-torch parameters on CPU move into `views` (their values copied there first), e.g.
-        a shared-memory buffer that rollout workers read: the optimizer then updates that memory in
-        place and publishing the next version copies nothing. Other backends keep their own
-        parameter memory (DeepSpeed aliases flat buffers). Returns how many parameters moved."""
-        if not isinstance(self._backend, TorchBackend) or self.device.type != "cpu":
-            return 0
-        moved = 0
-        with torch.no_grad():
-            for name, p in self.module.named_parameters():  # a tied weight is listed once
-                view = views.get(name)
-                if view is None or view.data_ptr() == p.data_ptr() or view.shape != p.shape or view.dtype != p.dtype:
-                    continue
-                view.copy_(p)
-                p.data = view
-                moved += 1
-        return moved
-
     def full_state_dict(self, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
         """A copy of the full weights on CPU on rank 0; {} on the other ranks. Floating tensors in
         `dtype` (cast on the engine's device), default the module's own (fp32; bf16 under DeepSpeed

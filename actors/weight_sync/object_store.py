@@ -31,6 +31,7 @@ class ObjectStoreReceiver:
 @dataclass
 class ObjectStoreHandle(WeightsHandle):
     receiver: ClassVar[type[ObjectStoreReceiver]] = ObjectStoreReceiver
+    by_reference: ClassVar[bool] = True
     refs: list[Any] = field(default_factory=list)  # [the ObjectRef of the bucket list]
 
 

@@ -13,7 +13,7 @@ from ray.actor import ActorHandle
 from ray.exceptions import RayActorError, RayTaskError
 
 from ..liveness import wait_restarted
-from .buckets import WeightsHandle
+from .buckets import Sealed, WeightsHandle
 from .collective import WeightGroup
 from .planner import GROUP_TRANSPORTS, OBJECT_STORE, plan_transports
 
@@ -53,10 +53,11 @@ class WeightPublisher:
             group.check_complete(workers)
             group.form(self.ranks[0], self.workers)
         self.handles = ray.get([a.publish_weights.remote(version, kinds) for a in self.ranks])[0]
-        # A handle's index has an entry per tensor (~20 KB pickled for a 7B model, ~1 ms): put once
-        # and passed by reference, not serialised again into every worker's call.
-        refs = {kind: ray.put(handle) for kind, handle in self.handles.items()}
-        loads = {i: self.workers[i].load_weights.remote(refs[self.transports[i]]) for i in workers}
+        # A handle's index has an entry per tensor (~20 KB pickled for a 7B model, ~1 ms): pickled
+        # once (Sealed) rather than again into every worker's call; one holding object refs is put once.
+        args = {kind: ray.put(handle) if handle.by_reference else Sealed.of(handle)
+                for kind, handle in self.handles.items()}
+        loads = {i: self.workers[i].load_weights.remote(args[self.transports[i]]) for i in workers}
         self.sent_bytes += sum(sum(self.handles[self.transports[i]].bucket_sizes) for i in workers)
         if groups:
             try:  # a member dying mid-broadcast fails it: rank 0 then drops the group (Senders.send)

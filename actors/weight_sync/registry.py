@@ -4,6 +4,7 @@ sender per transport name it is asked to publish to; a rollout worker reads a ha
 receiver the handle names (and a group transport's only once it joined the group)."""
 from __future__ import annotations
 
+import contextlib
 import gc
 from typing import Iterable
 
@@ -12,7 +13,7 @@ import torch
 
 from learner.network import use_interface_for_gloo
 
-from .buckets import Layout, Receiver, Sender, WeightsHandle, gpu_uuid, publish, unpack
+from .buckets import Layout, Receiver, Sender, WeightsHandle, gpu_uuid, publish
 from .collective import BroadcastGroup, GroupReceiver, GroupSender
 from .cuda_ipc import CudaIpcReceiver, CudaIpcSender
 from .object_store import ObjectStoreReceiver, ObjectStoreSender
@@ -77,10 +78,6 @@ class Senders:
                 version: int) -> dict[str, WeightsHandle]:
         return publish(tensors, layout, {k: self._get(k) for k in kinds}, version)
 
-    def shared_views(self, handle: WeightsHandle) -> dict[str, torch.Tensor]:
-        """The shared-memory buffer's typed views, by name (what TrainEngine.share_parameters takes)."""
-        return unpack([self.senders[SHARED_MEMORY].buf], handle.index)
-
     def release_device_buffers(self) -> None:
         """Drop every sender's GPU buckets (their receivers have loaded): the engine needs the GPU."""
         for sender in self.senders.values():
@@ -126,4 +123,11 @@ class Receivers:
         if handle.receiver not in self.receivers:  # only a group's receiver needs joining first
             raise RuntimeError(f"this rollout worker has not joined the {handle.transport} group "
                                "(collective.WeightGroup.form)")
+        if handle.receiver is not SharedMemoryReceiver:
+            self.receivers[SharedMemoryReceiver].unbind(model)
         self.receivers[handle.receiver].load(handle, model)
+
+    def reading(self, model: torch.nn.Module, version: int) -> contextlib.AbstractContextManager[None]:
+        """Around a decode: a model whose parameters are views of a shared-memory slot holds that
+        slot (it cannot be rewritten meanwhile) and checks it still holds `version`."""
+        return self.receivers[SharedMemoryReceiver].reading(model, version)

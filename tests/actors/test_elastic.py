@@ -25,17 +25,22 @@ CPU_NODE = {"CPU": 4.0}
     (PoolSection(num_workers=3, strategy="STRICT_SPREAD"), [CPU_NODE, CPU_NODE], "only 2 node(s) can hold a worker"),
     (PoolSection(num_workers=17, gpus_per_worker=1), [GPU_NODE, GPU_NODE, CPU_NODE], "room for 16 workers"),
     (PoolSection(num_workers=2, resources={"rollout_node": 1}), [CPU_NODE], "no node has the resources"),
+    (PoolSection(num_workers=20, min_workers=17, gpus_per_worker=1), [GPU_NODE, GPU_NODE], "room for 16 workers"),
 ])
 def test_a_pool_that_can_never_be_placed_is_named_with_what_the_cluster_has(pool, nodes, problem):
     why = unplaceable("cluster.rollout", pool, bundle(pool), nodes)
     assert why is not None and why.startswith("cluster.rollout: ") and problem in why
-    assert "cluster.rollout.num_workers" in why and str(nodes[0]) in why  # the key to change, what there is
+    key = "cluster.rollout.min_workers" if pool.min_workers else "cluster.rollout.num_workers"
+    assert f"Lower {key}" in why and str(nodes[0]) in why  # the key to change, what there is
 
 
 @pytest.mark.parametrize("pool,nodes", [
     (PoolSection(num_workers=16, gpus_per_worker=1), [GPU_NODE, GPU_NODE]),
     (PoolSection(num_workers=8, gpus_per_worker=1, cpus_per_worker=2, strategy="STRICT_PACK"), [GPU_NODE]),
     (PoolSection(num_workers=3, strategy="STRICT_SPREAD"), [CPU_NODE, CPU_NODE, GPU_NODE]),
+    # Its first 2 fit now; the other 18 start as nodes join.
+    (PoolSection(num_workers=20, min_workers=2, gpus_per_worker=1), [GPU_NODE, CPU_NODE]),
+    (PoolSection(num_workers=3, min_workers=2, strategy="STRICT_SPREAD"), [CPU_NODE, CPU_NODE]),
 ])
 def test_a_pool_that_fits_is_placeable(pool, nodes):
     assert unplaceable("cluster.rollout", pool, bundle(pool), nodes) is None

@@ -22,8 +22,9 @@ def test_three_node_cluster(tmp_path):
 
 
 def test_node_loss_drain_and_growth(tmp_path):
-    """tests/actors/elastic_check.py: a node with a step's only batch copies removed after collect,
-    a rollout node added, the learner's node drained then removed, every learner node drained."""
+    """tests/actors/elastic_check.py: a start with one rollout node of two, rollout nodes added, a
+    node with a step's only batch copies removed after collect, the learner's node drained then
+    removed, every learner node drained."""
     out = subprocess.run([sys.executable, str(HERE / "elastic_check.py"), str(tmp_path)], capture_output=True,
                          text=True, timeout=400, cwd=HERE.parents[1])
     assert out.returncode == 0, out.stderr[-3000:]
@@ -32,10 +33,13 @@ def test_node_loss_drain_and_growth(tmp_path):
     assert seen["error"] is None and seen["metrics_equal_to_fault_free"], seen["metrics_differing"]
     assert seen["prompts_lost"] == seen["prompts_double_counted"] == 0 and seen["steps_logged"] == [1, 2, 3, 4, 5, 6]
     assert seen["only_copies_lost"] >= 1 and seen["regenerated"] >= 1  # the lost batches were decoded again
-    # The pool shrank with the node and grew back on the new one; the new worker held the current
-    # weights before its first shard (no shard came back stale and was re-issued).
-    assert [seen["pool_size"][str(s)] for s in range(1, 7)] == [2, 1, 1, 2, 2, 2] and seen["pool_target"] == 2
-    assert seen["reward_pool"]["3"] == 1 and seen["pool_restarts"] == 2  # a rollout and a reward worker
+    # The pool started below its target (its second slot's placement group waiting for a node) and
+    # grew when a node joined: step 2 decoded on two nodes. It shrank with the lost node and grew back
+    # on the next new one; every new worker held the current weights before its first shard (no
+    # shard came back stale and was re-issued).
+    assert [len(seen["decoded_on"][str(s)]) for s in range(1, 7)] == [1, 2, 1, 2, 2, 2], seen
+    assert [seen["pool_size"][str(s)] for s in range(1, 7)] == [1, 1, 1, 2, 2, 2] and seen["pool_target"] == 2
+    assert seen["reward_pool"]["3"] == 1 and seen["pool_restarts"] == 2  # a rollout and a reward worker (lost)
     assert all(v == 0 for v in seen["reissued"].values())
     assert seen["versions_at_collect"] == {str(s): [s - 1] for s in range(1, 7)}
     # The drained learner node: a just-in-time checkpoint at step 4 (the periodic one is at 3) before

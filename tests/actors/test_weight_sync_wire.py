@@ -15,7 +15,7 @@ from actors.weight_sync.collective import GroupHandle
 from actors.weight_sync.cuda_ipc import DEVICE_PARAM, REBUILD_PARAMS, CudaIpcReceiver, CudaIpcSender
 from actors.weight_sync.planner import COLLECTIVE, CUDA_IPC, NCCL, SHARED_MEMORY
 from actors.weight_sync.registry import Receivers, group_device
-from actors.weight_sync.shared_memory import SharedMemoryReceiver, SharedMemorySender, shm_problem
+from actors.weight_sync.shared_memory import HEADER, SharedMemoryReceiver, SharedMemorySender, shm_problem
 
 MIB = 1 << 20
 
@@ -60,7 +60,7 @@ def test_sender_casts_to_the_receivers_dtype_and_the_buffer_holds_its_bytes(tmp_
         assert {m.name: m.dtype for m in handle.index} == {name: t.dtype for name, t in dst.state_dict().items()}
         floats = sum(p.numel() for p in src.parameters())
         assert sum(m.nbytes for m in handle.index) == 2 * floats + 8 * 3  # bf16 weights, int64 steps
-        assert os.path.getsize(sender.path) == handle.bucket_sizes[0] < 4 * floats  # the file is the bf16 size
+        assert os.path.getsize(handle.path) == handle.bucket_sizes[0] < HEADER + 4 * floats  # the bf16 size
         expected = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in src.state_dict().items()}
         got = dst.state_dict()
         assert all(torch.equal(got[k], v) and got[k].dtype == v.dtype for k, v in expected.items())
@@ -69,23 +69,23 @@ def test_sender_casts_to_the_receivers_dtype_and_the_buffer_holds_its_bytes(tmp_
 
 
 def test_a_buffer_larger_than_dev_shm_is_refused_before_the_file_exists(tmp_path):
-    layout = [("w", torch.bfloat16, (50 * MIB,))]  # 100 MiB in bf16
-    sender = SharedMemorySender(f"test-full-{tmp_path.name}", statvfs=_statvfs(64 * MIB))
-    assert "100 MiB" in sender.problem(layout) and "64 MiB are free" in sender.problem(layout)
+    layout = [("w", torch.bfloat16, (50 * MIB,))]  # 100 MiB in bf16, in each of the two slots
+    sender = SharedMemorySender(f"test-full-{tmp_path.name}", statvfs=_statvfs(128 * MIB))
+    assert "200 MiB" in sender.problem(layout) and "128 MiB are free" in sender.problem(layout)
     with pytest.raises(RuntimeError) as err:
         sender.prepare(layout, 1)
-    for part in ("needs 100 MiB", "64 MiB are free", "--shm-size", "weight_sync.transport=collective"):
+    for part in ("need 200 MiB", "128 MiB are free", "--shm-size", "weight_sync.transport=collective"):
         assert part in str(err.value)
-    assert not sender.path.exists()  # nothing was written that SIGBUS could hit
-    assert sender.problem([("w", torch.bfloat16, (30 * MIB,))]) is None  # 60 MiB fits
+    assert not any(p.exists() for p in sender.paths)  # nothing was written that SIGBUS could hit
+    assert sender.problem([("w", torch.bfloat16, (30 * MIB,))]) is None  # 2 x 60 MiB fit
 
 
 def test_the_buffers_own_pages_count_as_room_when_it_is_rewritten(tmp_path):
     path = Path("/dev/shm" if os.path.isdir("/dev/shm") else tmp_path) / f"dllm-test-own-{tmp_path.name}"
     try:
         path.write_bytes(b"\1" * 4 * MIB)  # pages really allocated: st_blocks counts them
-        assert shm_problem(path, 5 * MIB, _statvfs(2 * MIB)) is None  # 4 MiB its own + 2 MiB free
-        assert "needs 7 MiB" in shm_problem(path, 7 * MIB, _statvfs(2 * MIB))
+        assert shm_problem([path], 5 * MIB, _statvfs(2 * MIB)) is None  # 4 MiB its own + 2 MiB free
+        assert "need 7 MiB" in shm_problem([path], 7 * MIB, _statvfs(2 * MIB))
     finally:
         path.unlink(missing_ok=True)
 

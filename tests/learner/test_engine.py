@@ -176,27 +176,6 @@ def test_torch_save_load_then_step_equals_uninterrupted(tmp_path: Path):
     assert_same_weights(resumed.full_state_dict(), engine.full_state_dict(), atol=0)
 
 
-def test_shared_parameters_train_in_place_and_identically(tmp_path: Path):
-    """Parameters moved into an external (e.g. shared-memory) buffer keep training exactly as before,
-    and the buffer always holds the current weights."""
-    engine, plain = TrainEngine(make_model(), engine_cfg()), TrainEngine(make_model(), engine_cfg())
-    names = [n for n, _ in engine.module.named_parameters()]
-    flat = torch.empty(sum(p.numel() for p in engine.module.parameters()))
-    views = dict(zip(names, (part.view(p.shape) for part, p in
-                             zip(flat.split([p.numel() for p in engine.module.parameters()]),
-                                 engine.module.parameters()))))
-    assert engine.share_parameters(views) == len(names) and engine.share_parameters(views) == 0
-    for s in range(2):
-        assert engine.train_step(full_batch(s), loss_fn) == plain.train_step(full_batch(s), loss_fn)
-    assert_same_weights(engine.full_state_dict(), plain.full_state_dict(), atol=0)
-    for name, p in engine.module.named_parameters():
-        assert p.data_ptr() == views[name].data_ptr()  # still in the buffer after the optimizer steps
-    engine.save(tmp_path)  # checkpoints work on the moved parameters
-    resumed = TrainEngine(make_model(seed=1), engine_cfg())
-    resumed.load(tmp_path)
-    assert_same_weights(resumed.full_state_dict(), plain.full_state_dict(), atol=0)
-
-
 def test_gradient_checkpointing_same_step():
     engine = TrainEngine(make_model(), engine_cfg(gradient_checkpointing=True))
     assert engine.module.gradient_checkpointing

@@ -15,6 +15,7 @@ from typing import Callable, Protocol
 
 from .builtin.arith import sample_arith
 from .builtin.countdown import sample_countdown
+from .builtin.digits import sample_digits
 from .builtin.shapes import sample_shapes
 from .builtin.sudoku4 import sample_sudoku4
 from .image_rows import image_checker
@@ -161,6 +162,7 @@ def _image_file_task(name: str, path: str, image_root: str | None = None, min_im
 TASKS: dict[str, Callable[..., Task]] = {
     "arith": functools.partial(_builtin, "arith", sample_arith),
     "countdown": functools.partial(_builtin, "countdown", sample_countdown),
+    "digits": functools.partial(_builtin, "digits", sample_digits),
     "sudoku4": functools.partial(_builtin, "sudoku4", sample_sudoku4),
     "shapes": functools.partial(_builtin, "shapes", sample_shapes, kind="choice"),
     "math_jsonl": functools.partial(_file_task, "math_jsonl", "math"),

@@ -19,7 +19,7 @@ from support import REPO, compose_config
 GROUPS = {name: sorted(p.stem for p in (REPO / "conf" / name).glob("*.yaml"))
           for name in ("model", "algo", "task", "rollout", "cluster", "mode", "reward", "judge")}
 NEEDS_PATH = {"model": "model.path=/ckpt", "task": "task.params.path=/data.jsonl"}
-GENERATED = ("tiny", "tiny_llada_v", "arith", "countdown", "shapes")  # built in code: no path
+GENERATED = ("tiny", "tiny_llada_v", "arith", "countdown", "digits", "shapes")  # built in code: no path
 
 
 def test_default_config():

@@ -9,7 +9,7 @@ import pytest
 from tasks.prompts import build_prompt
 from tasks.registry import get_task, resolve_reward
 
-BUILTINS = ["arith", "countdown", "sudoku4"]
+BUILTINS = ["arith", "countdown", "digits", "sudoku4"]
 
 
 def questions(rows):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,6 +35,10 @@ class AdvantageConfig(BaseModel):
     # many more rounds (0: off), so late steps, whose groups are mostly all right, still train on a
     # full batch. Each round draws about the missing groups over the step's kept share so far.
     refill_rounds: int = Field(0, ge=0)
+    # What a group's centred rewards are divided by: "std", the group's std (GRPO); "none", nothing
+    # (Dr. GRPO: dividing by the std weights near-unanimous groups, the easiest and hardest
+    # prompts, 1.5x as much as a half-right group at G = 8).
+    scale: Literal["std", "none"] = "std"
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,8 @@ class AdvantageResult:
 
 
 def group_advantages(groups: list[ScoredGroup], cfg: AdvantageConfig, target: int | None = None) -> AdvantageResult:
-    """Â_i = (r_i - mean_G r) / (std_G r + 1e-6) with the population std; 0 when std = 0.
+    """Â_i = (r_i - mean_G r) / (std_G r + 1e-6) with the population std (advantage.scale = "none":
+    r_i - mean_G r); 0 when std = 0.
 
     `target`: the step trains on at most this many groups (dynamic sampling drew more): the first
     `target` kept ones; later ones the filters would keep are dropped as "surplus". The step's
@@ -81,7 +86,8 @@ def group_advantages(groups: list[ScoredGroup], cfg: AdvantageConfig, target: in
             rewards = rewards.masked_fill(truncated, 0.0)
         acc = sum(g.correct) / max(len(g.correct), 1)
         std = rewards.std(unbiased=False)
-        adv = torch.zeros_like(rewards) if std == 0 else (rewards - rewards.mean()) / (std + 1e-6)
+        adv = (torch.zeros_like(rewards) if std == 0 else
+               (rewards - rewards.mean()) / (std + 1e-6 if cfg.scale == "std" else 1.0))
         reason = ("accuracy_band" if not cfg.acc_low <= acc <= cfg.acc_high
                   else "zero_advantage" if cfg.drop_zero_advantage and not adv.any()
                   else "surplus" if kept == target else None)

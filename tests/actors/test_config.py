@@ -70,6 +70,7 @@ def test_every_group_option_validates(group, option):
     ("algo.advantage.refill_rounds=2 async.max_staleness=1", "algo.advantage.refill_rounds=2",
      "async.max_staleness=0"),
     ("algo=sft_trace +algo.advantage.refill_rounds=2", "algo.advantage.refill_rounds=2", "algo.name='sft_trace'"),
+    ("algo.advantage.scale=mad", "algo.advantage.scale", "'std' or 'none'"),
 ])
 def test_bad_config_names_the_key(override, key, hint):
     with pytest.raises(ConfigError) as err:

@@ -122,12 +122,11 @@ class RolloutJob:
     redone: dict[Any, Any] = field(default_factory=dict)  # a batch lost before its scorers read it -> its new ref
 
     def absorb(self, more: RolloutJob) -> None:
-        """A refill round's finished job joins this one (same params): the step's rows are both's."""
-        self.records += more.records
-        self.task_rows |= more.task_rows
-        self.rows += more.rows
-        self.stored |= more.stored
-        self.reissued += more.reissued
+        """A refill round's finished job joins this one (same params): the step's rows are both's.
+        New lists and dicts: the step's StepBatch holds this job's `rows` list itself."""
+        self.records, self.rows = self.records + more.records, self.rows + more.rows
+        self.task_rows, self.stored = self.task_rows | more.task_rows, self.stored | more.stored
+        self.reissued = self.reissued + more.reissued
 
 
 def records_for(uids: list[str], prompt_ids: list[list[int]], samples: int,

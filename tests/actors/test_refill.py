@@ -9,11 +9,13 @@ from types import SimpleNamespace
 import pytest
 
 from actors.refill import batch_advantages, refill_size
+from actors.rollout_group import RolloutJob
 from actors.step_batch import StepBatch
 from actors.step_metrics import batch_metrics
 from actors.timer import StepTimer
 from learner.advantages import Filtered
 from rewards.result import Score
+from rollout.params import SamplingParams
 from rollout.trajectory_batch import RowMeta
 from support import compose_config
 
@@ -78,3 +80,14 @@ def test_off_by_default():
 @pytest.mark.parametrize("missing,drawn,kept,size", [(2, 4, 2, 4), (1, 8, 3, 3), (32, 32, 0, 32), (3, 32, 29, 4)])
 def test_refill_size(missing, drawn, kept, size):
     assert refill_size(missing, drawn, kept) == size
+
+
+def test_a_refill_round_joins_the_step_rollout_without_touching_the_batch_it_returned():
+    """The StepBatch of a round holds its job's `rows` list itself: absorbing the next round's job
+    must not add those rows to it a second time (the refill then trains on them twice)."""
+    first, more = scored(STREAM[:4]), scored(STREAM[4:6])
+    job = RolloutJob([], {"a": {}}, SamplingParams(), [], rows=first.rows)
+    job.absorb(RolloutJob([], {"e": {}}, SamplingParams(), [], rows=more.rows))
+    assert len(first.rows) == 16 and len(job.rows) == 24 and set(job.task_rows) == {"a", "e"}
+    both = first.extended(more)
+    assert len(both.rows) == 24 and len({m.key for m in both.rows}) == 24

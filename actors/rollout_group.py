@@ -121,6 +121,13 @@ class RolloutJob:
     stored: dict[Any, list[str]] = field(default_factory=dict)  # each batch's nodes when it came back
     redone: dict[Any, Any] = field(default_factory=dict)  # a batch lost before its scorers read it -> its new ref
 
+    def absorb(self, more: RolloutJob) -> None:
+        """A refill round's finished job joins this one (same params): the step's rows are both's.
+        New lists and dicts: the step's StepBatch holds this job's `rows` list itself."""
+        self.records, self.rows = self.records + more.records, self.rows + more.rows
+        self.task_rows, self.stored = self.task_rows | more.task_rows, self.stored | more.stored
+        self.reissued = self.reissued + more.reissued
+
 
 def records_for(uids: list[str], prompt_ids: list[list[int]], samples: int,
                 rows: list[dict[str, Any]] | None = None) -> list[PromptRecord]:
@@ -194,25 +201,39 @@ class RolloutGroup:
         """Step `step`'s rows (0-based) in request order with their rewards; a broken reward stops
         the run here. Async: the next step's rollout is in flight when this returns."""
         job = self.job or self._submit_next(timer)
-        with timer("rollout_s"):  # rewards are scored as shards come back
-            rows, scores, process = self.collect(job, progress=self.cfg.trainer.progress)
+        batch = self._scored(job, step, timer)
         self.collected = job
-        self.hooks.rollout_collected(job.records, rows, scores, sum(job.reissued.values()))
-        check_reward_failures(scores.values(), self.cfg.reward.max_failed_fraction, f"step {step + 1}")
-        reward_m = reward_metrics(self.cfg.reward, rows, scores, process)
-        scores, chunks = step_rewards(self.cfg.reward, self.cfg.algo.uses_value, rows, scores, process)
-        batch = StepBatch(rows, scores, chunks, reward_m, timer.seconds["rollout_s"], sum(job.reissued.values()))
         self.job = self.job_cursor = None
         if self.cfg.async_.max_staleness and step + 1 < self.cfg.trainer.steps:  # step+1 decodes during update
             self.job = self._submit_next(timer)
         return batch
+
+    def refill(self, batch: StepBatch, prompts: int, step: int, timer: StepTimer) -> StepBatch:
+        """Dynamic sampling (lockstep only): `prompts` more prompts from the stream, decoded by the
+        weights that decoded `batch`, added to it (a lost node's batches are then decoded again alike)."""
+        job = self._submit_prompts(prompts)
+        more = self._scored(job, step, timer)
+        self.collected.absorb(job)
+        return batch.extended(more)
+
+    def _scored(self, job: RolloutJob, step: int, timer: StepTimer) -> StepBatch:
+        with timer("rollout_s"):  # rewards are scored as shards come back
+            rows, scores, process = self.collect(job, progress=self.cfg.trainer.progress)
+        self.hooks.rollout_collected(job.records, rows, scores, sum(job.reissued.values()))
+        check_reward_failures(scores.values(), self.cfg.reward.max_failed_fraction, f"step {step + 1}")
+        reward_m = reward_metrics(self.cfg.reward, rows, scores, process)
+        scores, chunks = step_rewards(self.cfg.reward, self.cfg.algo.uses_value, rows, scores, process)
+        return StepBatch(rows, scores, chunks, reward_m, timer.seconds["rollout_s"], sum(job.reissued.values()))
 
     def _submit_next(self, timer: StepTimer) -> RolloutJob:
         """The next step's prompts on the workers, with the learner's current weights."""
         self.refresh()
         self.weights.publish(timer)
         self.job_cursor = self.prompts.state_dict()
-        batch = self.prompts.next_batch(self.cfg.trainer.prompts_per_step)
+        return self._submit_prompts(self.cfg.trainer.prompts_per_step)
+
+    def _submit_prompts(self, n: int) -> RolloutJob:
+        batch = self.prompts.next_batch(n)
         records = records_for([s.uid for s in batch], [self.encode(s.row) for s in batch],
                               self.cfg.trainer.responses_per_prompt, [s.row for s in batch])
         job = self.submit(records, {s.uid: s.row for s in batch}, self.cfg.rollout, self.route)

@@ -23,14 +23,21 @@ class StepBatch:
     rollout_s: float = 0.0  # decoding and scoring, as the driver waited for them
     reissued: int = 0  # calls re-issued after their actor died
 
-    def advantages(self, algo: AlgoConfig, reward: RewardSection) -> AdvantageResult:
+    def extended(self, more: StepBatch) -> StepBatch:
+        """This batch and a refill round's (dynamic sampling). The judge's and process reward's
+        figures stay the first round's; `rollout_s` is the step's timer, which adds up the rounds."""
+        return StepBatch(self.rows + more.rows, self.scores | more.scores, self.process_chunks | more.process_chunks,
+                         self.reward_metrics, more.rollout_s, self.reissued + more.reissued)
+
+    def advantages(self, algo: AlgoConfig, reward: RewardSection, target: int | None = None) -> AdvantageResult:
         """Group advantages (an objective supervised on rollouts: the correct rows, weight 1), with
         the value model's process scores. With those, the outcome advantage is the outcome's share
         (× outcome_weight). With algo.value.outcome = "reward" the value model's outcome is each
-        kept sample's raw reward instead of Â (the groups are still filtered by Â)."""
+        kept sample's raw reward instead of Â (the groups are still filtered by Â). `target`: train
+        on at most this many groups (learner.advantages.group_advantages)."""
         if algo.objective.supervised_on == "rollouts":
             return correct_only(self.rows, self.scores)
-        adv = group_advantages(to_groups(self.rows, self.scores), algo.advantage)
+        adv = group_advantages(to_groups(self.rows, self.scores), algo.advantage, target)
         if algo.uses_value and algo.value.outcome == "reward":  # the kept groups' raw rewards (not Â)
             adv.advantages = [self.scores[s.key].reward for s in adv.samples]
         if self.process_chunks:

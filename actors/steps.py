@@ -6,6 +6,7 @@ import logging
 
 from tqdm import tqdm
 
+from .refill import batch_advantages
 from .run import Run
 from .step_metrics import advantage_step_metrics, batch_metrics, step_end_metrics
 from .timer import StepTimer
@@ -14,13 +15,12 @@ log = logging.getLogger(__name__)
 
 
 def rl_step(run: Run) -> dict[str, float]:
-    """Rollout with rewards → advantages → (lost batches decoded again) → update → the rollout
-    workers take the new weights."""
+    """Rollout with rewards → advantages (more prompts while groups are missing, with dynamic
+    sampling) → (lost batches decoded again) → update → the rollout workers take the new weights."""
     timer = StepTimer()
     batch = run.rollout.step_batch(run.state.step, timer)
+    batch, adv = batch_advantages(run, batch, timer)  # dynamic sampling refills it (actors/refill.py)
     m = batch_metrics(batch, run.learner.version)
-    with timer("advantage_s"):
-        adv = batch.advantages(run.cfg.algo, run.cfg.reward)
     adv.samples = run.rollout.regenerate_lost(adv.samples)  # batches whose node died or is draining
     m |= advantage_step_metrics(adv) | run.learner.train(adv, run.state.step, timer)
     run.rollout.after_update(timer)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,6 +30,15 @@ class AdvantageConfig(BaseModel):
     acc_high: float = Field(1.0, ge=0.0, le=1.0)
     drop_zero_advantage: bool = True
     truncated_reward_zero: bool = False  # responses cut at max_new_tokens score 0
+    # Dynamic sampling (DAPO's, verl's algorithm.filter_groups): while fewer than
+    # trainer.prompts_per_step groups survive the filters, the step draws more prompts, at most this
+    # many more rounds (0: off), so late steps, whose groups are mostly all right, still train on a
+    # full batch. Each round draws about the missing groups over the step's kept share so far.
+    refill_rounds: int = Field(0, ge=0)
+    # What a group's centred rewards are divided by: "std", the group's std (GRPO); "none", nothing
+    # (Dr. GRPO: dividing by the std weights near-unanimous groups, the easiest and hardest
+    # prompts, 1.5x as much as a half-right group at G = 8).
+    scale: Literal["std", "none"] = "std"
 
 
 @dataclass(frozen=True)
@@ -59,9 +68,17 @@ class AdvantageResult:
         return "every group was filtered out (" + ", ".join(f"{k}: {v}" for k, v in self.dropped.items()) + ")"
 
 
-def group_advantages(groups: list[ScoredGroup], cfg: AdvantageConfig) -> AdvantageResult:
-    """Â_i = (r_i - mean_G r) / (std_G r + 1e-6) with the population std; 0 when std = 0."""
+def group_advantages(groups: list[ScoredGroup], cfg: AdvantageConfig, target: int | None = None) -> AdvantageResult:
+    """Â_i = (r_i - mean_G r) / (std_G r + 1e-6) with the population std (advantage.scale = "none":
+    r_i - mean_G r); 0 when std = 0.
+
+    `target`: the step trains on at most this many groups (dynamic sampling drew more): the first
+    `target` kept ones; later ones the filters would keep are dropped as "surplus". The step's
+    batch is then `target` groups: `filtered` counts only the first filtered groups, as many as
+    kept ones are missing (None: every filtered group, the batch being every group given)."""
     out = AdvantageResult()
+    stand_ins: list[list[Sample]] = []  # the filtered groups' samples, in order
+    kept = 0
     for g in groups:
         rewards = torch.tensor(g.rewards, dtype=torch.float64)
         if cfg.truncated_reward_zero:
@@ -69,16 +86,21 @@ def group_advantages(groups: list[ScoredGroup], cfg: AdvantageConfig) -> Advanta
             rewards = rewards.masked_fill(truncated, 0.0)
         acc = sum(g.correct) / max(len(g.correct), 1)
         std = rewards.std(unbiased=False)
-        adv = torch.zeros_like(rewards) if std == 0 else (rewards - rewards.mean()) / (std + 1e-6)
+        adv = (torch.zeros_like(rewards) if std == 0 else
+               (rewards - rewards.mean()) / (std + 1e-6 if cfg.scale == "std" else 1.0))
         reason = ("accuracy_band" if not cfg.acc_low <= acc <= cfg.acc_high
-                  else "zero_advantage" if cfg.drop_zero_advantage and not adv.any() else None)
+                  else "zero_advantage" if cfg.drop_zero_advantage and not adv.any()
+                  else "surplus" if kept == target else None)
         if reason:
             out.dropped[reason] = out.dropped.get(reason, 0) + 1
-            out.filtered = Filtered(out.filtered.responses + len(g.samples),
-                                    out.filtered.tokens + sum(s.response_len for s in g.samples))
+            if reason != "surplus":
+                stand_ins.append(g.samples)
             continue
+        kept += 1
         out.samples += g.samples
         out.advantages += adv.tolist()
+    counted = [s for ss in stand_ins[: None if target is None else target - kept] for s in ss]
+    out.filtered = Filtered(len(counted), sum(s.response_len for s in counted))
     out.metrics = advantage_metrics(groups, out)
     return out
 
@@ -87,7 +109,8 @@ def advantage_metrics(groups: list[ScoredGroup], result: AdvantageResult) -> dic
     """What an RL user watches in a step's batch: the share of prompt groups that teach nothing
     (every sample right, or every one wrong: zero advantage), the share kept for training, and the
     mean / std / mean |Â| of the kept samples' advantages (group-normalised: mean ≈ 0, std ≈ 1
-    while the kept groups are mixed)."""
+    while the kept groups are mixed). Shares are of every group given (with dynamic sampling,
+    every group the step drew)."""
     n = max(len(groups), 1)
     all_right = sum(all(g.correct) for g in groups if g.correct)
     all_wrong = sum(not any(g.correct) for g in groups if g.correct)

@@ -66,6 +66,11 @@ def test_every_group_option_validates(group, option):
     ("cluster.rollout.num_workers=2 +cluster.rollout.min_workers=3", "cluster.rollout",
      "min_workers (3) must be at most num_workers (2)"),
     ("+cluster.learner.min_workers=1", "cluster.learner.min_workers", "fixed-size"),
+    ("algo.advantage.refill_rounds=-1", "algo.advantage.refill_rounds", "greater than or equal to 0"),
+    ("algo.advantage.refill_rounds=2 async.max_staleness=1", "algo.advantage.refill_rounds=2",
+     "async.max_staleness=0"),
+    ("algo=sft_trace +algo.advantage.refill_rounds=2", "algo.advantage.refill_rounds=2", "algo.name='sft_trace'"),
+    ("algo.advantage.scale=mad", "algo.advantage.scale", "'std' or 'none'"),
 ])
 def test_bad_config_names_the_key(override, key, hint):
     with pytest.raises(ConfigError) as err:

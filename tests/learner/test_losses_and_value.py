@@ -47,6 +47,8 @@ def test_group_advantages_population_std_and_filters():
     g = ScoredGroup("a", [traj() for _ in range(4)], [1.0, 0.0, 0.0, 1.0], [True, False, False, True])
     out = group_advantages([g], AdvantageConfig())
     assert out.advantages == pytest.approx([1.0, -1.0, -1.0, 1.0], abs=1e-5)  # std = 0.5 (population)
+    one = ScoredGroup("c", [traj() for _ in range(4)], [0.0, 1.0, 0.0, 0.0], [False, True, False, False])
+    assert group_advantages([one], AdvantageConfig(scale="none")).advantages == [-0.25, 0.75, -0.25, -0.25]
     flat = ScoredGroup("b", [traj(), traj()], [1.0, 1.0], [True, True])
     out = group_advantages([flat], AdvantageConfig())
     assert out.samples == [] and out.dropped == {"zero_advantage": 1}

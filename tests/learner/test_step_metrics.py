@@ -41,6 +41,24 @@ def test_group_shares_and_advantage_statistics():
     assert m["advantage/abs_mean"] == pytest.approx(sum(map(abs, kept)) / 8, abs=1e-5)
 
 
+def test_a_target_trains_the_first_kept_groups_and_counts_stand_ins_for_missing_ones():
+    """Dynamic sampling's batch: at most `target` kept groups (later ones "surplus"); the filtered
+    groups counted in the normalisation are the first ones, as many as kept groups are missing."""
+    groups = [group("right", [1, 1, 1, 1]), group("half", [1, 0, 1, 0]), group("wrong", [0, 0, 0, 0]),
+              group("one", [1, 0, 0, 0]), group("half2", [0, 1, 0, 1]), group("one2", [0, 0, 0, 1])]
+    two = group_advantages(groups, AdvantageConfig(), target=2)
+    assert [s.uid for s in two.samples] == ["half"] * 4 + ["one"] * 4
+    assert two.dropped == {"zero_advantage": 2, "surplus": 2} and two.filtered == Filtered()
+    assert two.metrics["groups/zero_advantage_share"] == 2 / 6
+    assert two.metrics["groups/kept_share"] == pytest.approx(2 / 6)
+    assert [s.uid for s in group_advantages(groups, AdvantageConfig(), target=3).samples][-4:] == ["half2"] * 4
+    for target, stand_ins in ((4, Filtered()), (5, Filtered(4, 12)), (6, Filtered(8, 24)), (None, Filtered(8, 24))):
+        out = group_advantages(groups, AdvantageConfig(), target=target)
+        assert out.filtered == stand_ins and len(out.samples) == 16 and "surplus" not in out.dropped
+    # Advantages of a kept group do not depend on the target.
+    assert two.advantages == group_advantages(groups, AdvantageConfig()).advantages[:8]
+
+
 def test_explained_variance_of_constructed_values():
     def mb(returns: list[float], values: list[float]) -> SimpleNamespace:
         return SimpleNamespace(data={"returns": torch.tensor(returns), "old_values": torch.tensor(values)})

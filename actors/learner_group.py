@@ -77,7 +77,7 @@ class LearnerGroup:
                                          rollout.pools["rollout"].retired, rollout.left_pool)
         self.nodes = ray.get([a.node_id.remote() for a in self.ranks])  # where each rank runs
 
-    # ---- the rollout workers' weights (rollout_group.Weights) ---------------------------------
+    # ---- the rollout workers' weights (weights_source.Weights) ---------------------------------
     @property
     def held(self) -> int:
         return self.publisher.held

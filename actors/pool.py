@@ -105,7 +105,7 @@ class Pool:
 
 
 class Roster(Protocol):
-    """Who keeps the rollout workers' weights (rollout_group.Weights): told who leaves and joins."""
+    """Who keeps the rollout workers' weights (weights_source.Weights): told who leaves and joins."""
     def retire(self, worker: int) -> None: ...
 
     def add(self, worker: int) -> None: ...

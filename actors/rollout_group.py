@@ -24,7 +24,7 @@ import logging
 import math
 from collections import Counter, deque
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import ray
 from ray.actor import ActorHandle
@@ -54,46 +54,10 @@ from .rollout_worker import RolloutWorker
 from .step_batch import StepBatch
 from .step_metrics import reward_metrics
 from .timer import StepTimer
+from .weights_source import Weights
 
 log = logging.getLogger(__name__)
 Encode = Callable[[dict[str, Any]], list[int]]  # a task row -> its prompt's token ids
-
-
-class Weights(Protocol):
-    """Where the rollout workers' weights come from: the learner group, or (evaluation only) the
-    checkpoint each worker loaded when it started."""
-    @property
-    def held(self) -> int:
-        """The version every rollout worker holds."""
-
-    def publish(self, timer: StepTimer) -> None:
-        """Bring every rollout worker to the learner's version (nothing when they hold it)."""
-
-    def resync(self, worker: int) -> None:
-        """Give a worker Ray restarted the version the others hold."""
-
-    def retire(self, worker: int) -> None:
-        """A worker left the pool (its node is draining or gone): no more weights for it."""
-
-    def add(self, worker: int) -> None:
-        """A fresh worker joined the pool in slot `worker`: its transport, and the version the others hold."""
-
-
-class Checkpoint:
-    """Evaluation only: every worker holds version 0, the checkpoint it loaded (a restarted one too)."""
-    held = 0
-
-    def publish(self, timer: StepTimer) -> None:
-        pass
-
-    def resync(self, worker: int) -> None:
-        pass
-
-    def retire(self, worker: int) -> None:
-        pass
-
-    def add(self, worker: int) -> None:
-        pass
 
 
 @dataclass

@@ -27,8 +27,9 @@ from .learner_group import LearnerGroup
 from .metrics import MetricsLogger
 from .modes import Mode, mode_for
 from .placement import reserve
-from .rollout_group import Checkpoint, RolloutGroup
+from .rollout_group import RolloutGroup
 from .run import LoopState, Run
+from .weights_source import Checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -47,11 +47,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from actors.configure import compose_config  # noqa: E402
 from actors.learner_group import learner_shards  # noqa: E402
 from actors.learner_worker import LearnerWorker  # noqa: E402
-from actors.rollout_group import Checkpoint, RolloutGroup, records_for, split  # noqa: E402
+from actors.rollout_group import RolloutGroup, records_for, split  # noqa: E402
 from actors.rollout_worker import shard_result  # noqa: E402
 from actors.step_batch import to_groups  # noqa: E402
 from actors.timer import StepTimer  # noqa: E402
 from actors.weight_sync.registry import CPU, Senders  # noqa: E402
+from actors.weights_source import Checkpoint  # noqa: E402
 from bench.common import REPO, bench_parser, emit, synthetic  # noqa: E402
 from learner.advantages import AdvantageConfig, AdvantageResult, ScoredGroup, group_advantages  # noqa: E402
 from rewards.contract import ResponseScore, ScoreParts  # noqa: E402

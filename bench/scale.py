@@ -48,11 +48,12 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from actors.configure import compose_config  # noqa: E402
-from actors.rollout_group import Checkpoint, RolloutGroup, records_for  # noqa: E402
+from actors.rollout_group import RolloutGroup, records_for  # noqa: E402
 from actors.weight_sync.buckets import Layout, Sealed, WeightsHandle  # noqa: E402
 from actors.weight_sync.planner import OBJECT_STORE, SHARED_MEMORY, Placement  # noqa: E402
 from actors.weight_sync.publisher import WeightPublisher  # noqa: E402
 from actors.weight_sync.registry import Receivers, Senders, local_placement  # noqa: E402
+from actors.weights_source import Checkpoint  # noqa: E402
 from rewards.contract import ResponseScore  # noqa: E402
 from rewards.result import Score  # noqa: E402
 from rollout.trajectory import Trajectory  # noqa: E402

@@ -14,11 +14,12 @@ import ray
 import torch
 
 from actors.configure import compose_config
-from actors.rollout_group import Checkpoint, RolloutGroup, records_for
+from actors.rollout_group import RolloutGroup, records_for
 from actors.weight_sync.collective import BroadcastGroup, GroupSender
 from actors.weight_sync.planner import COLLECTIVE, OBJECT_STORE
 from actors.weight_sync.publisher import WeightPublisher
 from actors.weight_sync.registry import Senders
+from actors.weights_source import Checkpoint
 from bench.scale import StandInLearner, StandInRollout
 from learner.distributed import free_port
 from tests.actors.lost_read import LosesFirstRead

@@ -29,23 +29,22 @@ def _groups(model: nn.Module) -> list[tuple[nn.Linear, ...]]:
 
 
 def _consecutive(tensors: Sequence[torch.Tensor]) -> bool:
-    """True when the tensors are consecutive contiguous blocks of the first one's storage (then they
-    are views of it: two live allocations never overlap)."""
+    """True when the tensors (parameters of one model: same dtype) lie back to back from the first
+    one's address, inside its storage (then they are views of it: two live allocations never overlap)."""
     first = tensors[0]
     end = first.data_ptr()
     for t in tensors:
-        if t.data_ptr() != end or not t.is_contiguous() or t.dtype != first.dtype:
+        if t.data_ptr() != end:
             return False
-        end += t.numel() * t.element_size()
+        end += t.nbytes
     storage = first.untyped_storage()
-    return end <= storage.data_ptr() + storage.nbytes()
+    return first.is_contiguous() and end <= storage.data_ptr() + storage.nbytes()
 
 
 def _block(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The [sum of rows, ...] tensor the consecutive `tensors` form, without autograd history."""
+    """The [sum of rows, ...] tensor the consecutive `tensors` form (called where no gradient flows)."""
     first = tensors[0]
-    rows = sum(t.shape[0] for t in tensors)
-    return first.detach().as_strided((rows, *first.shape[1:]), first.stride())
+    return first.as_strided((sum(t.shape[0] for t in tensors), *first.shape[1:]), first.stride())
 
 
 def fused_weight(linears: Sequence[nn.Linear]) -> tuple[torch.Tensor, torch.Tensor | None] | None:

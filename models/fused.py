@@ -34,7 +34,7 @@ def _consecutive(tensors: Sequence[torch.Tensor]) -> bool:
     first = tensors[0]
     end = first.data_ptr()
     for t in tensors:
-        if t.data_ptr() != end:
+        if t.data_ptr() != end or t.nbytes == 0:  # empty: e.g. a ZeRO-3 partition not yet gathered
             return False
         end += t.nbytes
     storage = first.untyped_storage()

@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 
-from models.fused import fuse_projections, is_fused
+from models.fused import fuse_projections, fused_weight, is_fused
 from models.tiny import synthetic_config
 from models.transformer import DiffusionLM
 from rollout.params import SamplingParams
@@ -101,3 +101,14 @@ def test_a_lost_fusion_is_seen_and_generate_restores_it():
         assert torch.equal(model(ids, pos), reference(ids, pos))
     assert generate(model, prompts, params) == first
     assert is_fused(model)
+
+
+def test_empty_parameters_are_never_fused():
+    """ZeRO-3 leaves each rank an empty tensor per parameter until a module's forward gathers it."""
+    model = _model()
+    fuse_projections(model)
+    attn = model.layers[0].self_attn
+    for lin in (attn.q_proj, attn.k_proj, attn.v_proj):
+        lin.weight.data = torch.empty(0)
+    with torch.no_grad():
+        assert fused_weight((attn.q_proj, attn.k_proj, attn.v_proj)) is None

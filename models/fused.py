@@ -5,7 +5,8 @@ see the usual model); `fuse_projections` only moves their values into one buffer
 parameter a row block of it (memory-neutral). Whether a group is fused is read from that layout on
 every call (`fused_weight`), never remembered: anything that gives a parameter its own storage again
 (`to_empty`, `.to(...)`, `load_state_dict(assign=True)`) falls back to separate matmuls, exact and
-only slower, until the next `fuse_projections` (the sampler calls it at every generate()). In-place
+only slower, until the next `fuse_projections` (the sampler calls it at every generate() on a GPU;
+on a CPU the separate matmuls measured faster at decode row counts, README). In-place
 writes (a weight sync's `copy_`) keep the layout.
 
 On a CPU the fused fp32 matmul equals the separate ones bitwise (tests/models/test_fused.py), so the

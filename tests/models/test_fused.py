@@ -1,6 +1,6 @@
 """Fused q/k/v and gate/up projections (models/fused.py): the same numbers as separate matmuls, the
 same parameters and names, no second copy of any weight, and a fusion that memory moves lose is seen
-as lost and comes back with the next generate()."""
+as lost (generate() re-fuses on a GPU; on a CPU the separate matmuls measured faster)."""
 from __future__ import annotations
 
 import copy
@@ -85,22 +85,21 @@ def test_gradients_reach_every_projection_of_a_fused_model():
         assert b.grad is not None and torch.equal(a.grad, b.grad), name
 
 
-def test_a_lost_fusion_is_seen_and_generate_restores_it():
+def test_a_lost_fusion_is_seen_and_decodes_the_same():
     model = _model()
     reference = copy.deepcopy(model)
     params = SamplingParams(block_size=4, steps_per_block=2, max_new_tokens=8, ignore_eos=True)
     prompts = [[3, 4, 5], [7, 8]]
+    fuse_projections(model)  # what generate() does on a GPU
     first = generate(model, prompts, params)
-    assert is_fused(model)
+    assert first == generate(reference, prompts, params)
     model.to_empty(device="meta")  # a colocated worker's sleep and wake
     model.to_empty(device="cpu")
     model.load_state_dict(reference.state_dict())
     assert not is_fused(model)
-    with torch.no_grad():  # unfused, still exact
-        ids, pos = torch.tensor([[1, 2]]), torch.tensor([[0, 1]])
-        assert torch.equal(model(ids, pos), reference(ids, pos))
-    assert generate(model, prompts, params) == first
-    assert is_fused(model)
+    assert generate(model, prompts, params) == first  # unfused, still exact
+    fuse_projections(model)
+    assert is_fused(model) and generate(model, prompts, params) == first
 
 
 def test_empty_parameters_are_never_fused():

@@ -7,7 +7,8 @@ Canvas columns are absolute positions, so every mask the sampler needs is one of
   query segments ([finished block | current block]) with their own ends, which is exactly
   block-causality for those two blocks. Full-attention canvases use one segment (end = canvas).
   The kernel gets a [rows, 1, 1, Tk] key-validity mask per segment: never [rows, Tq, Tk]. A
-  decode pass names its key count, so those masks are built once, not in every layer.
+  decode pass names its key count and dtype, so those masks are built once, not in every layer,
+  and additive (0 / -inf): SDPA would otherwise convert a boolean mask in every call.
 - `BlockCausal`: a key is visible when its block is not after the query's block; the same for
   every row (prefill of prompt blocks, the uncached reference path), so one [Tq, Tk] mask.
 
@@ -40,13 +41,19 @@ class KeyEnd:
     ends: tuple[torch.Tensor, ...]  # one [rows] long tensor per query segment
     segment: int                    # queries per segment (the last one takes the rest)
     # Keys every layer reads, when the caller knows them (a decode pass): the per-segment masks are
-    # then built once here, not in every layer.
+    # then built once here, not in every layer, additive in `dtype` (the queries' dtype).
     keys: int | None = None
+    dtype: torch.dtype = torch.float32
     valid: tuple[torch.Tensor, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        masks = () if self.keys is None else tuple(self.key_valid(end, self.keys) for end in self.ends)
+        masks = () if self.keys is None else tuple(self._additive(end, self.keys) for end in self.ends)
         object.__setattr__(self, "valid", masks)
+
+    def _additive(self, end: torch.Tensor, num_keys: int) -> torch.Tensor:
+        # The values SDPA's own conversion of the boolean mask gives (0 where allowed, else -inf).
+        full = torch.full((end.shape[0], 1, 1, num_keys), float("-inf"), dtype=self.dtype, device=end.device)
+        return full.masked_fill_(self.key_valid(end, num_keys), 0.0)
 
     def key_valid(self, end: torch.Tensor, num_keys: int) -> torch.Tensor:
         return (torch.arange(num_keys, device=end.device)[None] < end[:, None])[:, None, None]

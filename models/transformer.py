@@ -14,6 +14,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .attention import AttnMask, attend
 from .config import ModelConfig
+from .fused import project
 from .kv_cache import KVCache
 
 if TYPE_CHECKING:
@@ -70,9 +71,10 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: AttnMask,
                 cache: KVCache | None, layer: int) -> torch.Tensor:
         n, t, _ = x.shape
-        q = self.q_proj(x).view(n, t, self.num_heads, self.head_dim)
-        k = self.k_proj(x).view(n, t, self.num_kv_heads, self.head_dim)
-        v = self.v_proj(x).view(n, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q, k, v = project(x, (self.q_proj, self.k_proj, self.v_proj))
+        q = q.view(n, t, self.num_heads, self.head_dim)
+        k = k.view(n, t, self.num_kv_heads, self.head_dim)
+        v = v.view(n, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
         if hasattr(self, "q_norm"):
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = q.transpose(1, 2), k.transpose(1, 2)
@@ -83,6 +85,11 @@ class Attention(nn.Module):
         return self.o_proj(out.transpose(1, 2).reshape(n, t, -1))
 
 
+def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    # Its own frame so gate and up (one fused matmul's output) are freed before down_proj runs.
+    return F.silu(gate) * up
+
+
 class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -91,7 +98,7 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(swiglu(*project(x, (self.gate_proj, self.up_proj))))
 
 
 class DecoderLayer(nn.Module):

@@ -36,7 +36,7 @@ class SlotDecoder:
         self.table = SlotTable(model, params, slots, self.width, self.link)
         forward.prepare(self.table.cache)
         self.scheduler = Scheduler(params, self.link, forward.fixed_shapes, int(cfg.shift_logits), self.width, dev)
-        queries = QueryPlanner(cfg, params, self.width, forward.fixed_shapes, dev)
+        queries = QueryPlanner(cfg, params, self.width, forward.fixed_shapes, dev, model.embed_tokens.weight.dtype)
         self.runner = PassRunner(model, params, self.table, self.scheduler.rule, forward, queries, prefill_tokens)
         self.stopping = StopRule(cfg, params, self.link)
         self.drained = False  # the queue is empty: free slots stay free

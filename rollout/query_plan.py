@@ -35,8 +35,8 @@ class QueryPlan:
 
 class QueryPlanner:
     def __init__(self, cfg: ModelConfig, params: SamplingParams, width: int, fixed_shapes: bool,
-                 device: torch.device) -> None:
-        self.p, self.width, self.fixed = params, width, fixed_shapes
+                 device: torch.device, dtype: torch.dtype) -> None:
+        self.p, self.width, self.fixed, self.dtype = params, width, fixed_shapes, dtype  # dtype: the model's
         self.block_causal, self.cached = cfg.attention == "block_causal", params.use_cache
         self.shift = int(cfg.shift_logits)
         self.ar = torch.arange(params.block_size, device=device)
@@ -53,16 +53,16 @@ class QueryPlanner:
         B, c0 = self.p.block_size, block.c0
         read = self.width if self.fixed else block.reach
         if not first_pass:
-            return QueryPlan(c0[:, None] + self.ar, KeyEnd((c0 + B,), B, read), read, torch.zeros_like(c0))
+            return QueryPlan(c0[:, None] + self.ar, KeyEnd((c0 + B,), B, read, self.dtype), read, torch.zeros_like(c0))
         has_prev = c0 >= B
         prev = torch.where(has_prev, c0 - B, c0)
         cols = torch.cat([prev[:, None] + self.ar, c0[:, None] + self.ar], dim=1)
-        mask = KeyEnd((torch.where(has_prev, c0, c0 + B), c0 + B), B, read)
+        mask = KeyEnd((torch.where(has_prev, c0, c0 + B), c0 + B), B, read, self.dtype)
         return QueryPlan(cols, mask, read, torch.full_like(c0, B))
 
     def _full(self, block: BlockPlan, first_pass: bool) -> QueryPlan:
         width = self.width if self.fixed and self.cached else block.canvas
-        mask = KeyEnd((block.canvas_end,), width, width)
+        mask = KeyEnd((block.canvas_end,), width, width, self.dtype)
         if not self.cached or first_pass:
             cols = torch.arange(width, device=self.ar.device).expand(block.rows, -1)
             return QueryPlan(cols, mask, width, block.c0 - self.shift)

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import torch
 
 from models.config import ModelConfig
+from models.fused import fuse_projections
 from models.transformer import DiffusionLM
 
 from .decode_forward import DecodeForward, decode_forward
@@ -93,6 +94,8 @@ def stream(model: DiffusionLM, prompts: list[list[int]], params: SamplingParams,
     (rollout/images.py) or None.
     """
     validate_prompts(model, prompts, params, images)
+    if model.embed_tokens.weight.device.type == "cuda":  # on a CPU fused matmuls measured slower (README)
+        fuse_projections(model)  # again after a wake or reload gave the weights their own memory back
     forward = forward or decode_forward(model, params)
     block_causal = model.config.attention == "block_causal"
     capacity = params.cache_tokens or max(canvas_of(len(p), params, block_causal)[1] for p in prompts)

@@ -81,11 +81,12 @@ def token_bytes(cfg: ModelConfig, elem: int) -> int:
     """Peak activation bytes per query token of one decoder layer: rotary tables, plus the largest
     of the attention phase (residual and normed input, q/k/v and the rotary temporaries, plus
     the fp32 copies of q when q is RMS-normed), the MLP phase (the residual outside the layer too,
-    gate/up/product) and the RMS norms (two fp32 copies of the hidden state)."""
+    gate and up (one matmul's output, models/fused.py), the activation and the product) and the RMS
+    norms (two fp32 copies of the hidden state)."""
     h, mlp_width = cfg.hidden_size, cfg.intermediate_size
     q, kv = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
     attention = elem * (2 * h + 4 * q + 2 * kv) + (4 * q if cfg.qk_norm else 0)
-    mlp = elem * (3 * h + 3 * mlp_width)
+    mlp = elem * (3 * h + 4 * mlp_width)
     norm = elem * 3 * h + 8 * h
     return elem * 2 * cfg.head_dim + max(attention, mlp, norm)
 

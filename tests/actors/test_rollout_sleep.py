@@ -1,6 +1,6 @@
 """A colocated rollout worker's sleep and wake, in-process (no Ray): the frozen vision tower, which no weight
 sync carries, waits in host memory and comes back from there, not from the checkpoint; after the sync the
-worker decodes exactly what it decoded before sleeping."""
+worker decodes exactly what it decoded before sleeping; the wake loses the fused projections (models/fused.py)."""
 from __future__ import annotations
 
 import random
@@ -10,6 +10,7 @@ import torch
 import actors.rollout_worker as rollout_worker
 from actors.config import ModelSection
 from actors.rollout_worker import RolloutWorker
+from models.fused import fuse_projections, is_fused
 from models.tiny import write_tiny_checkpoint
 from models.tokenizer import build_tiny_tokenizer
 from models.transformer import synced_state
@@ -29,6 +30,7 @@ def test_a_sleeping_vlm_worker_wakes_with_its_frozen_tower_from_host_memory(tmp_
     ids = [encode_prompt(r, tokenizer, "plain", "choice", image_placeholders(cfg)) for r in rows]
     shard = [PromptRecord(f"p{i}", ids[i], s, r["image"]) for i, r in enumerate(rows) for s in range(2)]
     params = SamplingParams(block_size=4, steps_per_block=2, max_new_tokens=8, temperature=1.0, seed=3)
+    fuse_projections(worker.model)  # what generate() does on a GPU
     _, before = worker.generate(shard, params)
     state = {k: v.clone() for k, v in worker.model.state_dict().items()}
     synced = synced_state(worker.model)
@@ -48,5 +50,6 @@ def test_a_sleeping_vlm_worker_wakes_with_its_frozen_tower_from_host_memory(tmp_
         for name, tensor in synced_state(worker.model).items():
             tensor.copy_(state[name])
     assert all(torch.equal(state[k], v) for k, v in worker.model.state_dict().items())
-    _, after = worker.generate(shard, params)
+    assert not is_fused(worker.model)  # to_empty gave every weight its own memory again
+    _, after = worker.generate(shard, params)  # unfused on a CPU: the same tokens
     assert len(before.to_trajectories()) == 4 and after.to_trajectories() == before.to_trajectories()

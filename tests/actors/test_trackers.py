@@ -73,7 +73,7 @@ def test_mlflow_records_the_jsonl_metrics_in_one_run(tmp_path, monkeypatch):
 
 
 def test_wandb_offline_records_the_jsonl_metrics_in_one_run(tmp_path, monkeypatch):
-    from wandb_records import history, run_ids
+    from wandb_records import history, run_ids, wait_complete
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -83,6 +83,8 @@ def test_wandb_offline_records_the_jsonl_metrics_in_one_run(tmp_path, monkeypatc
     # offline-run-<second>-<id>, then its resumption (offline-run-<second>-<id>-1 within the same second)
     files = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"), key=lambda f: f.parent.name)
     assert len(files) == 2  # the first run and its resumption, which `wandb sync` joins into one run
+    for f in files:
+        wait_complete(f)
     run_id = json.loads((run_dir / "trackers.json").read_text())["wandb"]
     assert set().union(*(run_ids(f) for f in files)) == {run_id}
     logged = [{k: v for k, v in row.items() if not k.startswith("_")} for f in files for row in history(f)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
 from wandb.proto import wandb_internal_pb2
@@ -42,3 +43,12 @@ def history(path: Path) -> list[dict[str, float]]:
 
 def run_ids(path: Path) -> set[str]:
     return {r.run.run_id for r in records(path) if r.WhichOneof("record_type") == "run"}
+
+
+def wait_complete(path: Path, timeout: float = 60.0) -> None:
+    """Waits for the file's exit record: wandb-core writes the file in its own process, and under load
+    finish() has been seen to return before the resumed run's records reached the disk."""
+    deadline = time.monotonic() + timeout
+    while not any(r.WhichOneof("record_type") == "exit" for r in records(path)):
+        assert time.monotonic() < deadline, f"{path} has no exit record after {timeout:.0f} s"
+        time.sleep(0.2)

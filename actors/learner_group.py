@@ -19,8 +19,9 @@ from typing import Any
 
 import ray
 from ray.actor import ActorHandle
-from ray.exceptions import ObjectLostError, RayActorError
+from ray.exceptions import GetTimeoutError, ObjectLostError, RayActorError, RayError
 from ray.util.placement_group import PlacementGroup
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from learner.advantages import AdvantageResult
 
@@ -33,7 +34,9 @@ from .placement import actor_options, gpu_share, threads
 from .rollout_group import RolloutGroup
 from .step_metrics import learner_metrics, update_metrics
 from .timer import StepTimer
+from .weight_sync.buckets import Sealed
 from .weight_sync.publisher import WeightPublisher
+from .weight_sync.shared_memory import remove_slots
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,7 @@ class LearnerGroup:
         self.version = 0  # policy updates applied
         self.restarts = 0  # times the group was recreated after a rank died
         self.restore_point: Path | None = None  # the last complete checkpoint written or resumed from
+        self.nodes: list[str] = []  # each rank's node, once connected
         self.ranks, self._setup = self._start(warmup)
 
     def _start(self, warmup: bool) -> tuple[list[ActorHandle], list[ray.ObjectRef]]:
@@ -105,6 +109,9 @@ class LearnerGroup:
         """A fresh rollout worker gets the version the others hold when that is the learners' own
         (else the publish that follows brings every worker to it)."""
         self.publisher.add(worker, sync=self.publisher.held == self.version)
+
+    def binding(self, worker: int) -> Sealed | None:
+        return self.publisher.binding(worker)
 
     def forget_weights(self) -> None:
         """The rollout workers' weights are unknown (a restore): the next publish syncs them all."""
@@ -205,11 +212,21 @@ class LearnerGroup:
         self.ranks, self._setup = self._start(warmup=False)
         self.connect(self.rollout)
 
+    def _remove_slots(self) -> None:
+        """Unlink the shared-memory slot files a dead rank 0 left on its node (a task pinned there)."""
+        task = ray.remote(remove_slots).options(
+            num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(self.nodes[0], soft=False))
+        try:
+            ray.get(task.remote(self.namespace), timeout=60)
+        except (RayError, GetTimeoutError) as err:  # the node is gone, and its files with it
+            log.info("rank 0's shared-memory slots were not removed: %s", type(err).__name__)
+
     def shutdown(self) -> None:
         try:
             ray.get([a.close.remote() for a in self.ranks[:1]])
-        except RayActorError:  # rank 0 died (a run stopping on a lost learner group): nothing to close
-            pass
+        except RayActorError:  # rank 0 died (a run stopping on a lost learner group): its slots are left
+            if self.nodes:
+                self._remove_slots()
         for actor in self.ranks:
             ray.kill(actor)
 

@@ -313,7 +313,7 @@ class RolloutGroup:
                 self._take_shard(job, w)
 
     def _generate(self, job: RolloutJob, w: int, shard: list[PromptRecord]) -> None:
-        metas, batch = self.workers[w].generate.remote(shard, job.params)
+        metas, batch = self.workers[w].generate.remote(shard, job.params, self.weights.binding(w))
         job.pending[metas] = Call(w, shard, batch=batch)
 
     def _score(self, job: RolloutJob, scorer: Scorer, part: list[RowMeta]) -> None:

@@ -49,6 +49,7 @@ class RolloutWorker:
         self.asleep = False  # colocated: weights released while the learner updates
         self.frozen_on_host: dict[str, torch.Tensor] = {}  # asleep: the frozen weights no sync brings back
         self.receivers = Receivers(self.device)
+        self.loaded = ""  # the digest of the last Sealed handle loaded: a generate carrying it again binds nothing
 
     def _load(self, path: str) -> DiffusionLM:
         model = load_model(path, **self.load_args).eval()
@@ -77,6 +78,7 @@ class RolloutWorker:
         stays = self.frozen_on_host if self.device.type == "cpu" else {}  # held on, not copied
         freed = sum(t.numel() * t.element_size() for k, t in state.items() if k not in stays)
         self.model.to_empty(device="meta")
+        self.loaded = ""
         release_graphs()  # a CUDA-graph pool outlives the weights; the next generate re-records
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -95,6 +97,7 @@ class RolloutWorker:
         self.asleep = False
 
     def load_weights(self, handle: WeightsHandle | Sealed) -> int:
+        self.loaded = handle.digest if isinstance(handle, Sealed) else ""
         handle = handle.open() if isinstance(handle, Sealed) else handle
         self.wake()
         self.receivers.load(handle, self.model)
@@ -106,6 +109,7 @@ class RolloutWorker:
         export. Every weight is read here, as a first forward would, so its cost shows where it
         is paid: safetensors maps the file and reads lazily."""
         self.model = self._load(path)
+        self.loaded = ""
         with torch.no_grad():
             for p in self.model.parameters():
                 p.sum()
@@ -113,10 +117,15 @@ class RolloutWorker:
         return version
 
     @ray.method(num_returns=2)
-    def generate(self, shard: list[PromptRecord], params: SamplingParams) -> tuple[list[RowMeta], TrajectoryBatch]:
+    def generate(self, shard: list[PromptRecord], params: SamplingParams,
+                 weights: Sealed | None = None) -> tuple[list[RowMeta], TrajectoryBatch]:
         """Decode a shard of the step's queue; the shard itself is the sampler's prompt queue
-        (rows in flight: params.max_batch_rows). Two return values: the rows' metadata, which the
-        driver fetches, and their trajectories as one batch, which stays in the object store."""
+        (rows in flight: params.max_batch_rows). `weights`: the shared-memory version to bind first
+        (weight_sync/publisher.py; nothing to do when it is the one bound). Two return values: the
+        rows' metadata, which the driver fetches, and their trajectories as one batch, which stays
+        in the object store."""
+        if weights is not None and weights.digest != self.loaded:
+            self.load_weights(weights)
         if self.asleep:
             raise RuntimeError(f"rollout-{self.rank} released its weights for the learner's update and has "
                                "not been synced since (its next load_weights wakes it)")

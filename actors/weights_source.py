@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from .timer import StepTimer
+from .weight_sync.buckets import Sealed
 
 
 class Weights(Protocol):
@@ -27,6 +28,10 @@ class Weights(Protocol):
     def add(self, worker: int) -> None:
         """A fresh worker joined the pool in slot `worker`: its transport, and the version the others hold."""
 
+    def binding(self, worker: int) -> Sealed | None:
+        """What a generate call to `worker` carries: weights it binds first if it has not (shared
+        memory); None when they were delivered to it."""
+
 
 class Checkpoint:
     """Evaluation only: every worker holds version 0, the checkpoint it loaded (a restarted one too)."""
@@ -43,3 +48,6 @@ class Checkpoint:
 
     def add(self, worker: int) -> None:
         pass
+
+    def binding(self, worker: int) -> Sealed | None:
+        return None

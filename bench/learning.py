@@ -9,7 +9,8 @@ how steadily: over seeds, the mean and std of the gain and of the late decline.
 
 Every run is the default `python launch.py` job (tiny model, built-in `arith`, static decoding,
 32 prompts x 8 responses per step) started from the same cached warm start (the one the default run
-uses, made first if missing), for --steps RL steps with trainer.seed = each seed. Held-out accuracy
+uses, made first if missing), for --steps RL steps with trainer.seed = each seed (with
+--refill-rounds N, every objective samples dynamically: algo.advantage.refill_rounds=N). Held-out accuracy
 is greedy on the same --eval-prompts questions for every run (task.split_seed is fixed), before,
 every --eval-every steps and after. `continued_sft` spends TraceRL's mean wall time on more SFT from
 the same warm start, on the same rows the warm start learned from (mode=sft, trainer.max_wall_s). The
@@ -147,6 +148,8 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=None, help="default: a quarter of --steps")
     ap.add_argument("--algos", nargs="+", default=list(DEFAULT_ROWS), choices=list(ROWS))
     ap.add_argument("--no-sft", action="store_true", help="skip the continued-SFT control")
+    ap.add_argument("--refill-rounds", type=int, default=0,
+                    help="dynamic sampling (algo.advantage.refill_rounds) for every objective")
     ap.add_argument("--out", default="runs/bench_learning")
     args = ap.parse_args()
     if args.quick:
@@ -167,6 +170,7 @@ def main() -> None:
                     + ROWS[algo]
                     + [
                         f"trainer.seed={seed}",
+                        f"algo.advantage.refill_rounds={args.refill_rounds}",
                         f"trainer.steps={args.steps}",
                         f"trainer.eval_every={eval_every}",
                         f"trainer.run_dir={args.out}/{algo}_seed{seed}",

@@ -13,9 +13,10 @@ reward route, accounting). Per worker count:
 - weight sync: the project's own publisher (`WeightPublisher`), senders and receivers carry a
   `--weights-mb` version of `--tensors` tensors (its index as large as a 7B model's) from a stand-in
   learner rank 0 on the head node to stand-in models in every worker: all workers on the head node
-  (the same-node transport, shared memory: the learner copies each version into a slot once and
-  the workers' parameters become views of it) and spread over the simulated nodes (object store);
-  and the fan-out alone (a version of one 4-byte tensor, same node);
+  (the same-node transport, shared memory: the learner copies each version into a slot once, and
+  each worker's next `generate` makes its parameters views of it: `bind_ms`, a worker's own time
+  for that, paid inside a call it gets anyway) and spread over the simulated nodes (object store:
+  every worker is called to load it); and the same with a version of one 4-byte tensor (same node);
 - placement: a placement group of one bundle per worker (SPREAD over the nodes) ready, and every
   worker created and answering.
 
@@ -71,6 +72,7 @@ class StandInRollout:
         torch.set_num_threads(1)  # as a rollout worker's default
         self.row_s, self.version = row_s, 0
         self.model, self.receivers = torch.nn.Module(), Receivers(CPU)
+        self.loaded, self.load_s = "", 0.0  # the last Sealed handle loaded; seconds its load took
 
     def ping(self) -> bool:
         return True
@@ -79,7 +81,9 @@ class StandInRollout:
         return local_placement(CPU)
 
     @ray.method(num_returns=2)
-    def generate(self, shard: list, params: object) -> tuple[list, TrajectoryBatch]:
+    def generate(self, shard: list, params: object, weights: Sealed | None = None) -> tuple[list, TrajectoryBatch]:
+        if weights is not None and weights.digest != self.loaded:  # as a rollout worker: bind, then decode
+            self.load_weights(weights)
         with self.receivers.reading(self.model, self.version):
             time.sleep(self.row_s * len(shard))
         trajs = []
@@ -94,6 +98,8 @@ class StandInRollout:
         return batch.metas(), batch
 
     def load_weights(self, handle: WeightsHandle | Sealed) -> int:
+        start = time.perf_counter()
+        self.loaded = handle.digest if isinstance(handle, Sealed) else ""
         handle = handle.open() if isinstance(handle, Sealed) else handle
         if len(self.model.state_dict()) != len(handle.index):  # a stand-in model of that layout
             self.model = torch.nn.Module()
@@ -102,7 +108,11 @@ class StandInRollout:
                                                                          requires_grad=False))
         self.receivers.load(handle, self.model)  # as a rollout worker does (same node: views of the slot)
         self.version = handle.version
+        self.load_s = time.perf_counter() - start
         return self.version
+
+    def loaded_version(self) -> tuple[int, float]:
+        return self.version, self.load_s
 
 
 class StandInLearner:
@@ -160,15 +170,23 @@ def workers_in(pg, n: int, row_s: float, extra: dict) -> list:
             .remote(row_s) for i in range(n)]
 
 
-def sync_s(workers: list, mb: int, tensors: int, transport: str, repeats: int) -> float:
-    """Median seconds of `WeightPublisher.publish`: rank 0 packs a version, every worker loads it."""
+def sync_s(workers: list, mb: int, tensors: int, transport: str, repeats: int) -> tuple[float, float]:
+    """Median seconds of `WeightPublisher.publish` (rank 0 packs a version; a pushed transport's
+    workers load it, shared-memory ones bind it in their next generate), and the median of the
+    workers' own load or bind seconds. Every worker then holds the version (checked)."""
     learner = ray.remote(StandInLearner).options(num_cpus=0.01, resources={"head": 1}).remote(
         mb, tensors, f"scale-{mb}-{len(workers)}")
     publisher = WeightPublisher([learner], workers, transport)
-    times = [publisher.publish(v) for v in range(1, repeats + 2)]
+    times, loads = [], []
+    for v in range(1, repeats + 2):
+        times.append(publisher.publish(v))
+        ray.get([w.generate.remote([], None, publisher.binding(i))[0] for i, w in enumerate(workers)])
+        held = ray.get([w.loaded_version.remote() for w in workers])
+        assert {h for h, _ in held} == {v}, held
+        loads.append(statistics.median(s for _, s in held))
     ray.get(learner.close.remote())
     ray.kill(learner)
-    return statistics.median(times[1:])  # the first pays for fresh buffers and mappings
+    return statistics.median(times[1:]), statistics.median(loads[1:])  # the first pays for fresh mappings
 
 
 def measure(n: int, args: argparse.Namespace) -> dict[str, float]:
@@ -196,7 +214,7 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, float]:
         assert len(got) == len(scores) == rows
     shards = max(n, math.ceil(rows / (2 * cfg.rollout.max_batch_rows)))
     work = row_s * math.ceil(shards / n) * rows / shards  # the busiest worker's sleep
-    spread = sync_s(workers, args.weights_mb, args.tensors, OBJECT_STORE, args.repeats)
+    spread, _ = sync_s(workers, args.weights_mb, args.tensors, OBJECT_STORE, args.repeats)
     for a in workers + rewarders:
         ray.kill(a)
     remove_placement_group(pg)
@@ -205,8 +223,8 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, float]:
     ray.get(pg.ready())
     workers = workers_in(pg, n, row_s, {"resources": {"head": 1}})
     ray.get([w.ping.remote() for w in workers])
-    same = sync_s(workers, args.weights_mb, args.tensors, SHARED_MEMORY, args.repeats)
-    calls = sync_s(workers, 0, 1, SHARED_MEMORY, args.repeats)  # the fan-out alone: one 4-byte tensor
+    same, bind = sync_s(workers, args.weights_mb, args.tensors, SHARED_MEMORY, args.repeats)
+    calls, _ = sync_s(workers, 0, 1, SHARED_MEMORY, args.repeats)  # one 4-byte tensor: no weights to speak of
     for a in workers:
         ray.kill(a)
     remove_placement_group(pg)
@@ -214,7 +232,7 @@ def measure(n: int, args: argparse.Namespace) -> dict[str, float]:
     return {"workers": n, "rows": rows, "step_s": round(step, 4), "work_s": round(work, 4),
             "overhead_s": round(step - work, 4), "driver_cpu_s": round(cpu, 4),
             "driver_cpu_share": round(cpu / step, 4), "sync_same_node_s": round(same, 4),
-            "sync_fan_out_s": round(calls, 4),
+            "bind_ms": round(bind * 1e3, 3), "sync_fan_out_s": round(calls, 4),
             "sync_spread_s": round(spread, 4), "placement_s": round(placement, 4)}
 
 

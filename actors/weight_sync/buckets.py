@@ -8,6 +8,7 @@ receiver copies the handle's bytes once, straight into its model (or, shared mem
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 from dataclasses import dataclass
@@ -47,12 +48,15 @@ class WeightsHandle:
 class Sealed:
     """A handle the driver pickled once for all the workers: each worker's call carries the bytes
     (copied into the call) instead of the handle pickled again per call (its index has an entry
-    per tensor: ~0.8 ms each at 288 tensors) or an object-store reference every worker fetches."""
+    per tensor: ~0.8 ms each at 288 tensors) or an object-store reference every worker fetches.
+    `digest` names the handle without unpickling it: a worker that loaded it skips it."""
     blob: bytes
+    digest: str
 
     @classmethod
     def of(cls, handle: WeightsHandle) -> Sealed:
-        return cls(pickle.dumps(handle))
+        blob = pickle.dumps(handle)
+        return cls(blob, hashlib.sha1(blob).hexdigest())
 
     def open(self) -> WeightsHandle:
         return pickle.loads(self.blob)

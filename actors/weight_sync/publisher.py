@@ -1,7 +1,12 @@
 """Weight sync as the driver runs it for one learner group (docs/design.md §8.3): the transport of
 each rollout worker, chosen once when the group starts (planner.py); each broadcast group's life
 (collective.WeightGroup); publishing a version and loading it into the rollout workers; and the
-version every rollout worker holds — the run's one such counter."""
+version every rollout worker holds — the run's one such counter.
+
+Workers on the shared-memory transport are not called at a sync: the version is in its slot once
+rank 0 wrote it, and each of them binds it at its next `generate`, whose call carries the handle
+(`binding`). A sync therefore costs one write whatever the number of workers on rank 0's node,
+and no worker is called only to be told a version."""
 from __future__ import annotations
 
 import logging
@@ -15,7 +20,7 @@ from ray.exceptions import RayActorError, RayTaskError
 from ..liveness import wait_restarted
 from .buckets import Sealed, WeightsHandle
 from .collective import WeightGroup
-from .planner import GROUP_TRANSPORTS, OBJECT_STORE, plan_transports
+from .planner import GROUP_TRANSPORTS, OBJECT_STORE, SHARED_MEMORY, plan_transports
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +43,13 @@ class WeightPublisher:
                        for kind in GROUP_TRANSPORTS if kind in self.transports}
         self.held = 0  # the version every rollout worker holds (-1: unknown, a sync is due)
         self.handles: dict[str, WeightsHandle] = {}  # the last sync's: they keep its objects alive
+        self.pulled: Sealed | None = None  # the shared-memory handle of the last version published
         self.sent_bytes = 0  # weight bytes delivered to rollout workers since the last take_sent_bytes()
 
     def publish(self, version: int, workers: list[int] | None = None) -> float:
-        """Publish the learner's weights as `version` and load them into `workers` (default: all);
-        wall seconds. Every learner rank takes part (a ZeRO-3 gather is collective)."""
+        """Publish the learner's weights as `version` and load them into `workers` (default: all;
+        shared-memory workers bind it in their next generate instead); wall seconds. Every learner
+        rank takes part (a ZeRO-3 gather is collective)."""
         start = time.perf_counter()
         if workers is None:
             workers = self.active
@@ -57,7 +64,9 @@ class WeightPublisher:
         # once (Sealed) rather than again into every worker's call; one holding object refs is put once.
         args = {kind: ray.put(handle) if handle.by_reference else Sealed.of(handle)
                 for kind, handle in self.handles.items()}
-        loads = {i: self.workers[i].load_weights.remote(args[self.transports[i]]) for i in workers}
+        self.pulled = args.get(SHARED_MEMORY, self.pulled)
+        loads = {i: self.workers[i].load_weights.remote(args[self.transports[i]]) for i in workers
+                 if self.transports[i] != SHARED_MEMORY}  # those bind it in their next generate
         self.sent_bytes += sum(sum(self.handles[self.transports[i]].bucket_sizes) for i in workers)
         if groups:
             try:  # a member dying mid-broadcast fails it: rank 0 then drops the group (Senders.send)
@@ -79,6 +88,11 @@ class WeightPublisher:
                     raise
                 self.resync(i)  # its broadcast group broke under it (another member died)
         return time.perf_counter() - start
+
+    def binding(self, worker: int) -> Sealed | None:
+        """What a generate call to `worker` carries: the shared-memory handle of the version published
+        last, which the worker binds if it has not (None: its transport delivered the version)."""
+        return self.pulled if self.transports[worker] == SHARED_MEMORY else None
 
     def take_sent_bytes(self) -> int:
         """Weight bytes delivered since the last call (a step's `sync_bytes`, evaluation syncs included)."""

@@ -45,6 +45,18 @@ def shm_dir() -> Path:
     return Path("/dev/shm") if os.path.isdir("/dev/shm") else Path(tempfile.gettempdir())
 
 
+def slot_paths(tag: str) -> list[Path]:
+    """The run's slot files (`tag`: its Ray namespace)."""
+    return [shm_dir() / f"dllm-weights-{tag}-{s}" for s in range(SLOTS)]
+
+
+def remove_slots(tag: str) -> None:
+    """Unlink the run's slot files where a sender died before closing them: tmpfs keeps a file's pages
+    (host memory) until it is unlinked, whoever made it."""
+    for path in slot_paths(tag):
+        path.unlink(missing_ok=True)
+
+
 def shm_problem(paths: list[Path], size: int, statvfs: StatVfs = os.statvfs) -> str | None:
     """Why `size`-byte files at `paths` (one filesystem) do not fit (None: they fit). The files'
     own pages count as room: rewriting them in place allocates nothing."""
@@ -201,7 +213,7 @@ class SharedMemorySender:
     costs a page fault per 4 KiB)."""
 
     def __init__(self, tag: str, statvfs: StatVfs = os.statvfs) -> None:
-        self.paths = [shm_dir() / f"dllm-weights-{tag}-{s}" for s in range(SLOTS)]
+        self.paths = slot_paths(tag)
         self.statvfs = statvfs
         self.slots: list[Slot | None] = [None] * SLOTS
         self.writing: Slot | None = None  # between prepare and finish

@@ -1,5 +1,6 @@
 """Faults: a rollout worker killed mid-step and a reward worker dying mid-chunk are restarted,
-their work re-issued (the rollout worker only after it got the current weights), and every
+their work re-issued (the rollout worker only after it got the current weights; on shared memory
+a restarted idle worker binds them in its next generate), and every
 (prompt, sample) is accounted exactly once, and the batches a rollout worker returned outlive it
 (the driver owns them); bench/chaos.py --quick (a worker of every pool and a
 learner rank killed during one run) loses and double-counts nothing and ends as the fault-free run."""
@@ -14,6 +15,8 @@ from actors.payloads import fetch
 from actors.rollout_group import records_for
 from actors.start import start_run
 from actors.timer import StepTimer
+from actors.weight_sync.planner import OBJECT_STORE
+from actors.weight_sync.publisher import WeightPublisher
 from bench.chaos import run_chaos
 from support import SMALL, compose_config
 from tests.actors.weights import weights_version
@@ -41,21 +44,33 @@ def test_killed_workers_are_restarted_and_work_reissued(ray_session, tmp_path):
         # The restarted pools keep working for the next step.
         done, _, _ = rollout.collect(rollout.submit(records, rows, cfg.rollout, rollout.route))
         assert len(done) == len(records) and len({m.payload for m in done}) == 2  # a batch from each worker
-        # A worker restarted while idle holds its initial weights: its shard is re-synced and re-issued.
-        ray.kill(rollout.workers[1], no_restart=False)
-        deadline = time.monotonic() + 120
-        while _version(rollout.workers[1]) != 0:  # the kill lands asynchronously; then Ray restarts it
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        # A worker restarted while idle holds its initial weights. On shared memory its next generate
+        # binds the current version itself; a pushed transport's shard is re-synced and re-issued.
+        _restart_idle(rollout.workers[1])
         # The batch the dead worker returned is the driver's (a return value): still there to read.
         fetched = fetch(done)
         assert [(t.prompt_uid, t.sample_idx, len(t.response_ids)) for t in fetched] == [
             (m.prompt_uid, m.sample_idx, m.response_len) for m in done]
         job = rollout.submit(records, rows, cfg.rollout, rollout.route)
         trajs, _, _ = rollout.collect(job)
-        assert job.reissued["rollout"] == 1 and {t.policy_version for t in trajs} == {1}
+        assert job.reissued["rollout"] == 0 and {t.policy_version for t in trajs} == {1}
+        run.learner.publisher = WeightPublisher(run.learner.ranks, rollout.workers, forced=OBJECT_STORE)
+        run.learner.version = 2
+        run.learner.publish(StepTimer())
+        _restart_idle(rollout.workers[1])
+        job = rollout.submit(records, rows, cfg.rollout, rollout.route)
+        trajs, _, _ = rollout.collect(job)
+        assert job.reissued["rollout"] == 1 and {t.policy_version for t in trajs} == {2}
     finally:
         run.close()
+
+
+def _restart_idle(worker) -> None:
+    ray.kill(worker, no_restart=False)
+    deadline = time.monotonic() + 120
+    while _version(worker) != 0:  # the kill lands asynchronously; then Ray restarts it
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
 
 
 def _version(actor) -> int | None:

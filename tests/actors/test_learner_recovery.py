@@ -12,6 +12,7 @@ from actors import driver
 from actors.learner_group import LearnerGroupLost
 from actors.metrics import read_jsonl
 from actors.start import namespace_for
+from actors.weight_sync.shared_memory import slot_paths
 from bench.chaos import Fault, Injector, comparable, differences
 from support import SMALL, compose_config
 
@@ -44,8 +45,11 @@ def test_learner_rank_killed_mid_step_is_replaced_and_the_run_replays(ray_sessio
 
 def test_learner_restarts_are_bounded_and_replays_overwrite_logged_steps(ray_session, tmp_path):
     """No checkpoint yet: the first death replays from the start (step 1 is logged again, not twice);
-    the second is one more than trainer.max_learner_restarts=1 allows."""
+    the second is one more than trainer.max_learner_restarts=1 allows. The dead rank 0 never closed
+    its shared-memory slots: the driver removes them as the run stops."""
+    slots = slot_paths(namespace_for(compose_config([f"trainer.run_dir={tmp_path}"]), tmp_path))
     with pytest.raises(LearnerGroupLost, match=r"trainer.max_learner_restarts=1.*resume=auto.*from the start"):
         _run(["trainer.steps=3", "trainer.checkpoint_every=0", "trainer.max_learner_restarts=1",
               f"trainer.run_dir={tmp_path}"], [Fault(2, "learner", 0, 0.0), Fault(3, "learner", 0, 0.0)])
     assert [r["step"] for r in read_jsonl(tmp_path / "metrics.jsonl") if "reward_mean" in r] == [1, 2]
+    assert not any(p.exists() for p in slots)

@@ -8,7 +8,7 @@ from actors.rollout_group import records_for
 from actors.start import start_run
 from actors.weight_sync.publisher import WeightPublisher
 from support import SMALL, compose_config
-from tests.actors.weights import learner_weights, rollout_weights, same, weights_version
+from tests.actors.weights import decode_once, learner_weights, rollout_weights, same, weights_version
 
 
 def test_groups_and_weight_sync(ray_session, tmp_path):
@@ -38,6 +38,7 @@ def test_groups_and_weight_sync(ray_session, tmp_path):
             learner.publisher.held = version - 1
             seconds = learner.publisher.publish(version)
             assert seconds > 0 and learner.publisher.held == version
+            decode_once(rollout.workers, learner.publisher, cfg.rollout)  # shared memory binds it here
             assert [weights_version(w) for w in rollout.workers] == [version, version]
             for w in rollout.workers:
                 assert same(rollout_weights(w), want), kind

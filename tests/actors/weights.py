@@ -38,5 +38,13 @@ def weights_version(worker: Any) -> int:
     return ray.get(worker.__ray_call__.remote(_held))
 
 
+def decode_once(workers: list[Any], publisher: Any, params: Any) -> None:
+    """One short generate call per worker, carrying what the publisher gives it: a shared-memory
+    worker binds the version published last here, as in a run (weight_sync/publisher.py)."""
+    from actors.rollout_group import records_for  # the actors import this module; no cycle at import
+    shard = records_for(["probe"], [[23, 18, 24, 30]], 1)  # "0+1=" in tiny-tokenizer ids
+    ray.get([w.generate.remote(shard, params, publisher.binding(i))[0] for i, w in enumerate(workers)])
+
+
 def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

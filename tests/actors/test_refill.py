@@ -1,6 +1,7 @@
 """Dynamic sampling (actors/refill.py) on a constructed prompt stream, without a cluster: the step
 draws rounds sized by the share kept so far until it has trainer.prompts_per_step groups with an
-advantage, or algo.advantage.refill_rounds rounds; then trains on the first that many."""
+advantage, or algo.advantage.refill_rounds rounds, or that many batches' worth of prompts more; then
+trains on the first that many."""
 from __future__ import annotations
 
 from collections import deque
@@ -69,6 +70,16 @@ def test_the_round_cap_leaves_a_short_batch_normalised_as_a_full_one():
     assert rollout.asked == [4] and uids(adv) == ["a", "c", "h"]
     assert adv.filtered == Filtered(4, 12)  # b stands in for the missing group
     assert adv.metrics["refill/rounds"] == 1 and adv.metrics["refill/prompts"] == 4
+
+
+def test_a_step_draws_at_most_refill_rounds_batches_more():
+    # 1 group of 4 kept: the round would draw ceil(3 × 4 / 1) = 12, two rounds' worth allow 8, then none.
+    rollout = Rollout([(f"r{i}", HALF) for i in range(12)])
+    cfg = compose_config(["trainer.prompts_per_step=4", "algo.advantage.refill_rounds=2"])
+    run = SimpleNamespace(cfg=cfg, rollout=rollout, state=SimpleNamespace(step=0))
+    _, adv = batch_advantages(run, scored([("a", HALF), ("b", RIGHT), ("c", WRONG), ("d", RIGHT)]), StepTimer())
+    assert rollout.asked == [8] and uids(adv) == ["a", "r0", "r1", "r2"]
+    assert adv.metrics["refill/rounds"] == 1 and adv.metrics["refill/prompts"] == 8
 
 
 def test_off_by_default():

@@ -240,9 +240,10 @@ class RunConfig(_Strict):
                              "rollout workers release their weights while the learner updates: pick one")
         refill = self.algo.advantage.refill_rounds
         if refill and (self.async_.max_staleness or self.algo.objective.supervised_on):
-            raise ValueError(f"algo.advantage.refill_rounds={refill} (dynamic sampling) needs async.max_staleness=0 "
-                             f"and an objective with advantages (got async.max_staleness={self.async_.max_staleness}, "
-                             f"algo.name={self.algo.name!r}): set algo.advantage.refill_rounds=0")
+            raise ValueError(f"algo.advantage.refill_rounds={refill} (dynamic sampling; TraceRL's default) needs "
+                             f"async.max_staleness=0 and an objective with advantages (got async.max_staleness="
+                             f"{self.async_.max_staleness}, algo.name={self.algo.name!r}): add "
+                             "algo.advantage.refill_rounds=0")
         if self.trainer.eval_samples > 1 and self.trainer.eval_greedy and not self.eval_rollout.get("temperature"):
             raise ValueError(f"trainer.eval_samples={self.trainer.eval_samples} with trainer.eval_greedy=true "
                              "decodes k identical samples: set trainer.eval_greedy=false for avg@k / pass@k")

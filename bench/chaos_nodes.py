@@ -71,7 +71,8 @@ def overrides(run_dir: Path, steps: int) -> list[str]:
             "engine.warmup_steps=0", "engine.lr=1e-2", "engine.backend=torch", f"task.reward={DENSE_REWARD}",
             "trainer.max_learner_restarts=2", "cluster.rollout.num_workers=2", "+cluster.rollout.min_workers=1",
             "cluster.rollout.strategy=STRICT_SPREAD", "+cluster.rollout.resources={rollout_node: 1}",
-            "+cluster.learner.resources={learner_node: 1}", "+cluster.reward.resources={reward_node: 1}"]
+            "+cluster.learner.resources={learner_node: 1}", "+cluster.reward.resources={reward_node: 1}",
+            "cluster.learner.cpus_per_worker=1"]  # a simulated learner node has one CPU
 
 
 def node_schedule(steps: int, seed: int) -> dict[int, str]:

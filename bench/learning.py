@@ -9,8 +9,9 @@ how steadily: over seeds, the mean and std of the gain and of the late decline.
 
 Every run is the default `python launch.py` job (tiny model, built-in `arith`, static decoding,
 32 prompts x 8 responses per step) started from the same cached warm start (the one the default run
-uses, made first if missing), for --steps RL steps with trainer.seed = each seed (with
---refill-rounds N, every objective samples dynamically: algo.advantage.refill_rounds=N). Held-out accuracy
+uses, made first if missing), for --steps RL steps with trainer.seed = each seed, and with
+algo.advantage.refill_rounds = --refill-rounds for every objective (default 0: the objectives learn
+from equal batches, where the default job's TraceRL samples dynamically, 4 rounds). Held-out accuracy
 is greedy on the same --eval-prompts questions for every run (task.split_seed is fixed), before,
 every --eval-every steps and after. `continued_sft` spends TraceRL's mean wall time on more SFT from
 the same warm start, on the same rows the warm start learned from (mode=sft, trainer.max_wall_s). The
@@ -149,7 +150,8 @@ def main() -> None:
     ap.add_argument("--algos", nargs="+", default=list(DEFAULT_ROWS), choices=list(ROWS))
     ap.add_argument("--no-sft", action="store_true", help="skip the continued-SFT control")
     ap.add_argument("--refill-rounds", type=int, default=0,
-                    help="dynamic sampling (algo.advantage.refill_rounds) for every objective")
+                    help="dynamic sampling (algo.advantage.refill_rounds) for every objective (default job's "
+                         "TraceRL: 4)")
     ap.add_argument("--out", default="runs/bench_learning")
     args = ap.parse_args()
     if args.quick:

@@ -29,7 +29,8 @@ def run(mode: int, steps: int, work: Path) -> dict[str, float]:
     overrides = [f"trainer.run_dir={run_dir}", f"trainer.steps={steps}", "trainer.eval_every=0",
                  "trainer.checkpoint_every=0", "trainer.progress=false", "trainer.plot=false",
                  f"async.max_staleness={mode}", f"warmup.cache_dir={work / 'warm'}", "warmup.steps=150",
-                 "cluster.rollout.num_workers=1", "cluster.learner.cpus_per_worker=1", "ray.include_dashboard=false"]
+                 "cluster.rollout.num_workers=1", "cluster.learner.cpus_per_worker=1",
+                 "algo.advantage.refill_rounds=0", "ray.include_dashboard=false"]  # dynamic sampling: lockstep only
     subprocess.run([sys.executable, "launch.py", *overrides], cwd=REPO, check=True, capture_output=True)
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     per_step = [r for r in lines if r["step"] > 1 and "rollout_s" in r]  # step 1 has nothing to overlap

@@ -69,6 +69,7 @@ def test_every_group_option_validates(group, option):
     ("algo.advantage.refill_rounds=-1", "algo.advantage.refill_rounds", "greater than or equal to 0"),
     ("algo.advantage.refill_rounds=2 async.max_staleness=1", "algo.advantage.refill_rounds=2",
      "async.max_staleness=0"),
+    ("async.max_staleness=1", "algo.advantage.refill_rounds=4", "add algo.advantage.refill_rounds=0"),  # tracerl's
     ("algo=sft_trace +algo.advantage.refill_rounds=2", "algo.advantage.refill_rounds=2", "algo.name='sft_trace'"),
     ("algo.advantage.scale=mad", "algo.advantage.scale", "'std' or 'none'"),
 ])

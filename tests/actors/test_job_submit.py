@@ -101,6 +101,7 @@ def job(head_node, tmp_path_factory):
     run_dir = tmp / "run"
     entry = [sys.executable, str(REPO / "launch.py"), f"trainer.run_dir={run_dir}", "trainer.steps=3",
              "trainer.eval_every=3", "trainer.eval_prompts=8", "async.max_staleness=1",
+             "algo.advantage.refill_rounds=0",  # dynamic sampling is lockstep only
              "task.reward=tests.actors.digit_reward:reward_or_error", "reward.max_failed_fraction=0.5",
              "warmup.steps=2", "warmup.prompts_per_step=8", f"warmup.cache_dir={tmp}/warm",
              "engine.warmup_steps=0", "trainer.prompts_per_step=4", "trainer.responses_per_prompt=2",

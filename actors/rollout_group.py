@@ -398,10 +398,13 @@ class RolloutGroup:
 
     def _redecode(self, job: RolloutJob, by_batch: list[list[RowMeta]]) -> list[list[RowMeta]]:
         """The shards that produced these batches' rows (each in row order) decoded again by the
-        active workers: the same shard with the same seeds and weights gives the same rows (checked)."""
-        if any(m.policy_version != self.weights.held for shard in by_batch for m in shard):
-            raise RuntimeError("a lost trajectory batch was sampled with weights the rollout workers no longer hold "
-                               "(async.max_staleness=1): it cannot be decoded again identically")
+        active workers: the same shard with the same seeds and weights gives the same rows (checked).
+        A batch sampled with weights the workers no longer hold (async.max_staleness=1) is decoded
+        with the ones they hold: the same prompts and seeds, fresher samples, nothing lost."""
+        stale = any(m.policy_version != self.weights.held for shard in by_batch for m in shard)
+        if stale:
+            log.warning("the lost rows were sampled with an older policy than the rollout workers now hold "
+                        "(async.max_staleness=1): decoding them with version %d", self.weights.held)
         records = {(r.uid, r.sample_idx): r for r in job.records}
         shards = [[records[m.key] for m in shard] for shard in by_batch]
         redo = RolloutJob([r for shard in shards for r in shard], job.task_rows, job.params, [], deque(shards))
@@ -410,7 +413,8 @@ class RolloutGroup:
         self.watch.regenerated += len(shards)
         fresh = {m.key: m for m in again}
         job.stored |= redo.stored
-        if any(replace(fresh[m.key], payload=None) != replace(m, payload=None) for shard in by_batch for m in shard):
+        if not stale and any(replace(fresh[m.key], payload=None) != replace(m, payload=None)
+                             for shard in by_batch for m in shard):
             raise RuntimeError("a regenerated trajectory batch differs from the lost one: sampling is not reproducible")
         return [[fresh[m.key] for m in shard] for shard in by_batch]
 

@@ -1,6 +1,7 @@
 """A batch lost before its scorer read it (its node gone: bench/chaos.py --nodes kill_reward does it
-on a multi-node cluster) is decoded again and scored from the new copy; a rollout worker lost
-during weight sync leaves the pool. Stand-in workers from bench/scale.py, the project's own
+on a multi-node cluster) is decoded again and scored from the new copy; one lost after collect in
+an async run is decoded with the weights the workers hold now; a rollout worker lost during weight
+sync leaves the pool. Stand-in workers from bench/scale.py, the project's own
 RolloutGroup and WeightPublisher; a gloo group in threads for the broken broadcast."""
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 import ray
 import torch
 
+from actors.cluster_watch import ClusterWatch
 from actors.configure import compose_config
 from actors.rollout_group import RolloutGroup, records_for
 from actors.weight_sync.collective import BroadcastGroup, GroupSender
@@ -20,9 +22,10 @@ from actors.weight_sync.planner import COLLECTIVE, OBJECT_STORE
 from actors.weight_sync.publisher import WeightPublisher
 from actors.weight_sync.registry import Senders
 from actors.weights_source import Checkpoint
-from bench.scale import StandInLearner, StandInRollout
+from bench.scale import StandInLearner, StandInReward, StandInRollout
 from learner.distributed import free_port
 from tests.actors.lost_read import LosesFirstRead
+from tests.actors.weights import hold
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +58,39 @@ def test_a_batch_lost_before_its_scorer_read_it_is_decoded_again_and_scored(work
     assert [m.key for m in rows] == [m.key for m in again] == [(r.uid, r.sample_idx) for r in records]
     assert scores == clean_scores
     assert [replace(m, payload=None) for m in rows] == [replace(m, payload=None) for m in again]
+
+
+class LosesFirstBatch(ClusterWatch):
+    """A watch that finds the first batch of the rollout stranded, as if its node had died."""
+
+    def stranded(self, stored: dict) -> set:
+        return {next(iter(stored))}
+
+
+def test_an_async_batch_lost_after_collect_is_decoded_with_the_weights_held_now(workers):
+    """async.max_staleness=1: the lost rows were sampled with the version before the one the workers
+    hold, which no worker can decode again; they are decoded with the current one, nothing lost."""
+    cfg = compose_config(["trainer.reward_chunk=4", "rollout.max_batch_rows=4"])
+    weights, scorer = Checkpoint(), ray.remote(StandInReward).options(num_cpus=0.1).remote()
+    group = RolloutGroup(cfg, workers[:2], [scorer], [], weights, encode=list, watch=LosesFirstBatch())
+    uids = [f"p{i}" for i in range(4)]
+    records = records_for(uids, [[7, i] for i in range(4)], 4)
+    try:
+        job = group.submit(records, {u: {} for u in uids}, cfg.rollout, group.route)
+        rows, _, _ = group.collect(job)
+    finally:
+        ray.kill(scorer)
+    group.collected = job  # the step's rollout (RolloutGroup.step_batch)
+    hold(workers[:2], 1)  # the workers took the next version while this rollout waited for its update
+    weights.held = 1
+    again = group.regenerate_lost(rows)
+    lost = rows[0].payload  # the first batch LosesFirstBatch is shown
+    assert group.watch.regenerated == 1 and not any(m.payload == lost for m in again)
+    assert [m.key for m in again] == [m.key for m in rows] == [(r.uid, r.sample_idx) for r in records]
+    assert {m.policy_version for m in again if m.key in {r.key for r in rows if r.payload == lost}} == {1}
+    hold(workers[:2], 0)  # lockstep: the same weights decode the same rows again, and that is checked
+    weights.held = 0
+    assert [replace(m, payload=None) for m in group.regenerate_lost(rows)] == [replace(m, payload=None) for m in rows]
 
 
 def test_a_worker_lost_during_weight_sync_leaves_the_pool(workers):

@@ -46,5 +46,15 @@ def decode_once(workers: list[Any], publisher: Any, params: Any) -> None:
     ray.get([w.generate.remote(shard, params, publisher.binding(i))[0] for i, w in enumerate(workers)])
 
 
+def _set_version(worker: Any, version: int) -> None:
+    worker.version = version
+
+
+def hold(stand_ins: list[Any], version: int) -> None:
+    """bench/scale.py's stand-in rollout workers stamp their rows with `version` from now on, as
+    if a weight sync had brought it."""
+    ray.get([w.__ray_call__.remote(_set_version, version) for w in stand_ins])
+
+
 def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -39,6 +39,7 @@ class QueryPlanner:
         self.p, self.width, self.fixed, self.dtype = params, width, fixed_shapes, dtype  # dtype: the model's
         self.block_causal, self.cached = cfg.attention == "block_causal", params.use_cache
         self.shift = int(cfg.shift_logits)
+        self.groups = cfg.num_heads // cfg.num_kv_heads  # query heads per K/V head: the masks' repeats
         self.ar = torch.arange(params.block_size, device=device)
 
     def plan(self, block: BlockPlan, first_pass: bool) -> QueryPlan:
@@ -53,16 +54,17 @@ class QueryPlanner:
         B, c0 = self.p.block_size, block.c0
         read = self.width if self.fixed else block.reach
         if not first_pass:
-            return QueryPlan(c0[:, None] + self.ar, KeyEnd((c0 + B,), B, read, self.dtype), read, torch.zeros_like(c0))
+            mask = KeyEnd((c0 + B,), B, read, self.dtype, self.groups)
+            return QueryPlan(c0[:, None] + self.ar, mask, read, torch.zeros_like(c0))
         has_prev = c0 >= B
         prev = torch.where(has_prev, c0 - B, c0)
         cols = torch.cat([prev[:, None] + self.ar, c0[:, None] + self.ar], dim=1)
-        mask = KeyEnd((torch.where(has_prev, c0, c0 + B), c0 + B), B, read, self.dtype)
+        mask = KeyEnd((torch.where(has_prev, c0, c0 + B), c0 + B), B, read, self.dtype, self.groups)
         return QueryPlan(cols, mask, read, torch.full_like(c0, B))
 
     def _full(self, block: BlockPlan, first_pass: bool) -> QueryPlan:
         width = self.width if self.fixed and self.cached else block.canvas
-        mask = KeyEnd((block.canvas_end,), width, width, self.dtype)
+        mask = KeyEnd((block.canvas_end,), width, width, self.dtype, self.groups)
         if not self.cached or first_pass:
             cols = torch.arange(width, device=self.ar.device).expand(block.rows, -1)
             return QueryPlan(cols, mask, width, block.c0 - self.shift)

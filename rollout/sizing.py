@@ -106,9 +106,13 @@ def row_costs(model: DiffusionLM, params: SamplingParams, capacity: int) -> RowC
     # A block-causal cached pass queries [finished block | current block]; any other pass spans the
     # canvas. Then a block is sampled, and the block-end status builds a few [rows, width]
     # temporaries (16 B per column covers them).
-    queries = 2 * B if cfg.attention == "block_causal" and params.use_cache else width
+    fused_pass = cfg.attention == "block_causal" and params.use_cache
+    queries = 2 * B if fused_pass else width
     tok = token_bytes(cfg, elem)
-    pass_row = queries * tok + B * sample_bytes(params, cfg.vocab_size, elem) + 16 * width
+    # The pass's additive attention mask (models/decode_masks.py KeyEnd), held through the forward:
+    # a fused pass's two segments need one row per query and query head of a K/V group, else one.
+    mask_rows = queries * cfg.num_heads // cfg.num_kv_heads if fused_pass else 1
+    pass_row = queries * tok + mask_rows * width * elem + B * sample_bytes(params, cfg.vocab_size, elem) + 16 * width
     cols = prefill_columns(cfg, params, capacity)
     # [T, T] bool block ids compared, repeated per query head of a K/V group, and SDPA's additive copy.
     mask = cols * cols * (1 + cfg.num_heads // cfg.num_kv_heads * (1 + elem))

@@ -52,3 +52,16 @@ def test_key_end_masks_built_once_equal_the_dense_mask():
                                              attn_mask=dense[:, None])
         torch.testing.assert_close(spec.attend(q, k, v, True), ref, rtol=1e-6, atol=1e-6)
         torch.testing.assert_close(spec.attend(q, k, v, True), KeyEnd(ends, seg).attend(q, k, v, True), rtol=0, atol=0)
+
+
+def test_a_decode_pass_mask_grouped_once_equals_the_mask_built_per_call():
+    """The engine's KeyEnd (key count, dtype and head groups given: one additive mask, already repeated
+    per query head of a K/V group) attends exactly as one built in the call, for one and two segments."""
+    gen = torch.Generator().manual_seed(4)
+    rows, heads, kv_heads, tk, d, seg = 3, 6, 2, 20, 8, 4
+    k, v = torch.randn(2, rows, kv_heads, tk, d, generator=gen)
+    for ends in ((torch.tensor([12, 16, 20]),), (torch.tensor([8, 12, 16]), torch.tensor([12, 16, 20]))):
+        q = torch.randn(rows, heads, seg * len(ends), d, generator=gen)
+        built = KeyEnd(ends, seg, tk, torch.float32, heads // kv_heads)
+        assert built.valid.shape == (rows, 1, 1 if len(ends) == 1 else 3 * seg * len(ends), tk)
+        torch.testing.assert_close(built.attend(q, k, v, True), KeyEnd(ends, seg).attend(q, k, v, True), rtol=0, atol=0)

@@ -111,3 +111,22 @@ def test_empty_parameters_are_never_fused():
         lin.weight.data = torch.empty(0)
     with torch.no_grad():
         assert fused_weight((attn.q_proj, attn.k_proj, attn.v_proj)) is None
+
+
+def test_a_fusion_made_by_generate_stays_a_buffer_weight_syncs_copy_into(monkeypatch):
+    """generate() decodes in inference mode but fuses (on a GPU: imitated here) outside it: a fused
+    buffer made inside would be an inference tensor, and the next weight sync's copy_ would fail."""
+    import rollout.sampler as sampler
+
+    model, other = _model(), _model()
+    with torch.no_grad():
+        for p in other.parameters():
+            p.mul_(-0.5)
+    params = SamplingParams(block_size=4, steps_per_block=2, max_new_tokens=8, ignore_eos=True)
+    monkeypatch.setattr(sampler, "fuses", lambda m: True)
+    generate(model, [[3, 4, 5]], params)
+    assert is_fused(model) and not any(p.is_inference() for p in model.parameters())
+    with torch.no_grad():  # what a weight sync does
+        for name, t in model.state_dict().items():
+            t.copy_(other.state_dict()[name])
+    assert is_fused(model) and generate(model, [[3, 4, 5]], params) == generate(other, [[3, 4, 5]], params)

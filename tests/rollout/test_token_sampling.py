@@ -28,7 +28,8 @@ def test_candidates_match_log_softmax_of_the_filtered_logits():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(32, 3001, generator=g) * 3
     u = torch.rand(32, generator=g, dtype=torch.float64)
-    for top_k, top_p in ((0, 1.0), (50, 1.0), (0, 0.9)):
+    logits[:4, 7] = logits[:4, 9] = logits[:4].amax(-1) + 1  # tied best logits: top-1 keeps both
+    for top_k, top_p in ((0, 1.0), (50, 1.0), (1, 1.0), (0, 0.9)):
         cand = sample_candidates(logits.clone(), u, 0.7, top_k, top_p, banned_id=5)
         ref = logits / 0.7
         ref[:, 5] = float("-inf")

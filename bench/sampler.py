@@ -242,6 +242,8 @@ def main() -> None:
     ap.add_argument("--heavy", action="store_true", help="continuous vs static batching, heavy-tailed lengths")
     ap.add_argument("--heavy-rows", type=int, default=64)
     ap.add_argument("--max-batch-rows", type=int, default=16, help="--heavy: rows in flight")
+    ap.add_argument("--compile", action="store_true", help="rollout.compile: torch.compile the decode passes "
+                    "(ours only; the work counted is the eager decode's)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     ap.add_argument("--shape", choices=sorted(SHAPES), help="random weights at a real checkpoint shape")
@@ -282,6 +284,7 @@ def main() -> None:
         ignore_eos=not args.model,
         temperature=0.0 if args.model else 1.0,
         top_k=args.top_k,
+        compile=args.compile,
         **update,
     )
     uncached_params = params.model_copy(update={"use_cache": False})
@@ -340,6 +343,7 @@ def main() -> None:
             "vocab": cfg.vocab_size,
             "device": args.device,
             "dtype": args.dtype,
+            "compile": args.compile,
             "threads": args.threads,
             "repeats": args.repeats,
             "seconds": {k: round(v, 3) for k, v in seconds.items()},

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from rollout.token_sampling import inverse_cdf, sample_candidates
+from rollout.token_sampling import filter_logits, inverse_cdf, sample_candidates
 
 
 @pytest.mark.parametrize("vocab", [7, 1024, 3001])
@@ -28,8 +28,7 @@ def test_candidates_match_log_softmax_of_the_filtered_logits():
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(32, 3001, generator=g) * 3
     u = torch.rand(32, generator=g, dtype=torch.float64)
-    logits[:4, 7] = logits[:4, 9] = logits[:4].amax(-1) + 1  # tied best logits: top-1 keeps both
-    for top_k, top_p in ((0, 1.0), (50, 1.0), (1, 1.0), (0, 0.9)):
+    for top_k, top_p in ((0, 1.0), (50, 1.0), (0, 0.9)):
         cand = sample_candidates(logits.clone(), u, 0.7, top_k, top_p, banned_id=5)
         ref = logits / 0.7
         ref[:, 5] = float("-inf")
@@ -47,3 +46,13 @@ def test_candidates_match_log_softmax_of_the_filtered_logits():
         probs = logp.exp()
         entropy = -(probs * logp.masked_fill(probs == 0, 0)).sum(-1)
         assert torch.allclose(cand.entropy.double(), entropy, atol=1e-4)
+
+
+def test_top_1_keeps_every_tied_best_logit_as_topk_does():
+    """top_k = 1 takes the max (faster than topk's selection): the same kept set, ties included."""
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(16, 3001, generator=g)
+    logits[:8, 7] = logits[:8, 9] = logits[:8].amax(-1) + 1  # two best logits tied in half the rows
+    kept = filter_logits(logits.clone(), 1.0, 1, 1.0, banned_id=5) > torch.finfo(torch.float32).min
+    reference = logits >= logits.topk(1, -1).values
+    assert torch.equal(kept, reference) and (kept.sum(-1) == torch.tensor([2] * 8 + [1] * 8)).all()

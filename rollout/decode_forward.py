@@ -44,8 +44,12 @@ from .params import SamplingParams
 Body = Callable[..., torch.Tensor]  # (model, input_ids, position_ids, mask, cache[, images]) -> hidden [N, T, H]
 
 
+def _hidden(model: DiffusionLM, *args: object) -> torch.Tensor:
+    return model.hidden_states(*args)  # looked up on the model, so wrappers of the method see eager passes
+
+
 # One function per mode: torch.compile keeps its compiled variants per code object and stops
-# compiling past 8 of them, so the two modes must not share one.
+# compiling past 8 of them, so the two modes must not share one (nor the eager pass's).
 def _hidden_compiled(model: DiffusionLM, *args: object) -> torch.Tensor:
     return model.hidden_states(*args)
 
@@ -72,7 +76,7 @@ def _compile(mode: str) -> Body:
 
 @dataclass(frozen=True)
 class DecodeForward:
-    body: Body = DiffusionLM.hidden_states  # eager
+    body: Body = _hidden  # eager
     fixed_shapes: bool = False  # every decode pass over all slots and the whole cache width
     graphs: bool = False        # body replays CUDA graphs: static cache addresses, one step per call
 

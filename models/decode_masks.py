@@ -8,10 +8,11 @@ Canvas columns are absolute positions, so every mask the sampler needs is one of
   block-causality for those two blocks. Full-attention canvases use one segment (end = canvas).
   One kernel call covers every segment, so the cache's K/V are read once per layer: the mask is
   [rows, 1, 1, Tk] for one segment (whatever the query count: a full-attention canvas) and
-  [rows, 1, 2B, Tk] for the two segments of a first pass (two calls, each reading the K/V, took
-  1.4x as long at batch 32 on a CPU; a GPU's decode attention is bound by that read). A decode
-  pass names its key count and dtype, so the mask is built once, not in every layer, and additive
-  (0 / -inf): SDPA would otherwise convert a boolean mask in every call.
+  [rows, 1, 2B x G, Tk] for the two segments of a first pass (G query heads per K/V head, the
+  grouped-query folding below; two calls, each reading the K/V, took 1.4x as long at batch 32 on
+  a CPU; a GPU's decode attention is bound by that read). A decode pass names its key count and
+  dtype, so the mask is built once, not in every layer, and additive (0 / -inf): SDPA would
+  otherwise convert a boolean mask in every call.
 - `BlockCausal`: a key is visible when its block is not after the query's block; the same for
   every row (prefill of prompt blocks, the uncached reference path), so one [Tq, Tk] mask.
 

@@ -6,6 +6,7 @@ whole file unreadable raise DatasetError."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -32,6 +33,11 @@ class Where:
 
 Record = tuple[Where, Any]
 
+# utf-8-sig: a leading byte order mark (Windows editors write one) is not part of the first row.
+ENCODING = "utf-8-sig"
+# Bytes that are not UTF-8, as errors="surrogateescape" decodes them: found, they name their line.
+_INVALID_BYTE = re.compile("[\udc80-\udcff]")
+
 
 def read_records(path: str | Path, split: str | None = None) -> Iterator[Record]:
     """Records of a data file, the reader chosen by suffix; a directory is a `datasets` save."""
@@ -52,28 +58,51 @@ def read_records(path: str | Path, split: str | None = None) -> Iterator[Record]
 
 
 def _read_jsonl(path: Path) -> Iterator[Record]:
-    with path.open(encoding="utf-8") as f:
+    with path.open(encoding=ENCODING, errors="surrogateescape") as f:
         for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield Where(str(path), line=line_no), json.loads(line)
-            except json.JSONDecodeError as err:
-                yield Where(str(path), line=line_no), ValueError(f"bad JSON: {err}")
+            if line.strip():
+                yield Where(str(path), line=line_no), _parse_line(line)
+
+
+def _parse_line(line: str) -> Any:
+    """A JSON line's value, or the ValueError saying why it has none."""
+    bad = _INVALID_BYTE.search(line)
+    if bad:
+        return ValueError(_invalid_byte(bad, bad.start() + 1))
+    try:
+        return json.loads(line)
+    # ValueError: JSONDecodeError, or an integer past Python's digit limit; RecursionError:
+    # nesting deeper than the parser's stack. Each costs its line, not the file.
+    except (ValueError, RecursionError) as err:
+        return ValueError(f"bad JSON: {err}")
 
 
 def _read_json(path: Path) -> Iterator[Record]:
-    text = path.read_text(encoding="utf-8")
+    text = path.read_text(encoding=ENCODING, errors="surrogateescape")
+    listed = text.lstrip().startswith("[")
+    bad = _INVALID_BYTE.search(text)
+    if bad and not listed:  # JSON lines, or one object: the reader of lines names the bad line
+        yield from _read_jsonl(path)
+        return
+    if bad:  # json.loads would keep the bad byte inside a string: the row would be mangled
+        line, column = text.count("\n", 0, bad.start()) + 1, bad.start() - text.rfind("\n", 0, bad.start())
+        raise DatasetError(f"{path}:{line}: {_invalid_byte(bad, column)}")
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as err:
-        if text.lstrip().startswith("["):
-            raise DatasetError(f"{path}:{err.lineno}:{err.colno}: bad JSON: {err.msg}") from err
-        yield from _read_jsonl(path)  # a .json file holding JSON lines
-        return
+    except (ValueError, RecursionError) as err:
+        if not listed:
+            yield from _read_jsonl(path)  # a .json file holding JSON lines
+            return
+        at = f"{err.lineno}:{err.colno}:" if isinstance(err, json.JSONDecodeError) else ""
+        raise DatasetError(f"{path}:{at} bad JSON: {getattr(err, 'msg', err)}") from err
     rows = data if isinstance(data, list) else [data]
     for i, row in enumerate(rows):
         yield Where(str(path), index=i), row
+
+
+def _invalid_byte(match: re.Match[str], column: int) -> str:
+    byte = ord(match.group()) - 0xDC00  # surrogateescape maps byte b to U+DC00 + b
+    return f"invalid UTF-8 byte 0x{byte:02x} at column {column}: the file must be UTF-8 text"
 
 
 def _read_parquet(path: Path) -> Iterator[Record]:

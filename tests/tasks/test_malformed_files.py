@@ -49,3 +49,35 @@ def test_a_value_json_cannot_hold_costs_its_line(tmp_path, line, message):
     listed.write_text(f"[{line}]")
     with pytest.raises(DatasetError, match=rf"{listed}: bad JSON: {message}"):
         load_rows(listed, "math")
+
+
+CODE = {"question": "add", "test_method": "function", "test_list": ["assert add(1, 2) == 3"]}
+
+
+@pytest.mark.parametrize("kind, row, message", [
+    ("math", {"question": "q", "ground_truth_answer": ""}, "ground_truth_answer: Value error, is blank"),
+    ("math", {"question": "q", "ground_truth_answer": " \t"}, "ground_truth_answer: Value error, is blank"),
+    ("math", {"question": "q", "ground_truth_answer": float("nan")}, "ground_truth_answer: .*finite number, got nan"),
+    ("math", {"question": "q", "ground_truth_answer": float("inf")}, "ground_truth_answer: .*finite number, got inf"),
+    ("math", {"question": "q", "ground_truth_answer": [4]}, "ground_truth_answer: .*a string or a number, got list$"),
+    ("math", {"question": "q", "ground_truth_answer": None}, "ground_truth_answer: .*got NoneType$"),
+    ("math", {"question": "q", "ground_truth_answer": True}, "ground_truth_answer: .*got bool$"),
+    ("math", {"question": "", "ground_truth_answer": "4"}, "question: Value error, is blank"),
+    ("code", dict(CODE, question="\n"), "question: Value error, is blank"),
+    ("code", dict(CODE, test_time_limit=float("inf")), "test_time_limit: Input should be a finite number"),
+    ("choice", {"question": "  ", "ground_truth_answer": "A"}, "question: Value error, is blank"),
+], ids=["empty_answer", "blank_answer", "nan_answer", "inf_answer", "list_answer", "null_answer", "bool_answer",
+        "empty_math_question", "blank_code_question", "inf_time_limit", "blank_choice_question"])
+def test_a_row_that_would_train_on_nothing_is_named(tmp_path, kind, row, message):
+    good = {"math": ROWS[0], "code": CODE, "choice": {"question": "Which? A. x B. y", "ground_truth_answer": "A"}}
+    path = tmp_path / "rows.jsonl"
+    path.write_text(f"{json.dumps(good[kind])}\n{json.dumps(row)}\n")
+    with pytest.raises(RowValidationError, match=rf"{path}:2: {message}"):
+        load_rows(path, kind)
+
+
+def test_numeric_answers_still_load(tmp_path):
+    rows = [{"question": "q", "ground_truth_answer": 4}, {"question": "r", "ground_truth_answer": 0.5}]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert load_rows(path, "math").rows == rows

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import random
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Callable, Protocol, get_args
 
 from .builtin.arith import sample_arith
 from .builtin.countdown import sample_countdown
@@ -44,7 +44,11 @@ class Task:
     rows: RowSource
 
     def train_rows(self, n: int | None, seed: int) -> list[Row]:
-        return self.rows.train_rows(n, seed)
+        rows = self.rows.train_rows(n, seed)
+        if not rows and n != 0:  # else the prompt stream fails later without naming a key
+            raise DatasetError(f"task {self.name!r} has an empty train split: give it more rows with "
+                               "task.params.path or a smaller task.params.eval_fraction")
+        return rows
 
     def eval_rows(self, n: int | None, seed: int) -> list[Row]:
         rows = self.rows.eval_rows(n, seed)
@@ -141,10 +145,15 @@ def _builtin(name: str, sample: Callable[..., Row], eval_fraction: float = DEFAU
     return Task(name, kind, "plain", reward_path, GeneratedRows(bound, eval_fraction))
 
 
-def _file_task(name: str, kind: Kind, path: str, eval_path: str | None = None,
+def _file_task(name: str, kind: Kind, path: str | None = None, eval_path: str | None = None,
                on_error: OnError = "raise", split: str | None = None, template: Template = "auto",
                eval_fraction: float = DEFAULT_EVAL_FRACTION, reward: str | None = None,
                check: Callable[[Row], str | None] | None = None) -> Task:
+    if not path:  # conf/task/*.yaml leave it null: say which key, not a TypeError from pathlib
+        raise ValueError(f"task {name!r} needs task.params.path: a JSONL, JSON or Parquet file or a "
+                         "datasets save_to_disk directory")
+    if template not in get_args(Template):  # else only the first prompt built would say so
+        raise ValueError(f"task.params.template={template!r}; choose from {list(get_args(Template))}")
     check_eval_fraction(eval_fraction)
     train = load_rows(path, kind, on_error, split, check)
     evals = load_rows(eval_path, kind, on_error, split, check) if eval_path else None
@@ -153,7 +162,7 @@ def _file_task(name: str, kind: Kind, path: str, eval_path: str | None = None,
                 FileRows(train.rows, evals.rows if evals else None, eval_fraction, skipped))
 
 
-def _image_file_task(name: str, path: str, image_root: str | None = None, min_image_side: int = 8,
+def _image_file_task(name: str, path: str | None = None, image_root: str | None = None, min_image_side: int = 8,
                      **params: object) -> Task:
     """Multiple-choice rows about images: each row's `image` under `image_root`, opened when loading."""
     return _file_task(name, "choice", path, check=image_checker(image_root, min_image_side), **params)

@@ -81,3 +81,34 @@ def test_numeric_answers_still_load(tmp_path):
     path = tmp_path / "rows.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert load_rows(path, "math").rows == rows
+
+
+def test_a_file_task_without_a_path_names_the_key():
+    from tasks.registry import get_task
+
+    for params in ({}, {"path": None}, {"path": ""}):  # conf/task/math_jsonl.yaml leaves path null
+        with pytest.raises(ValueError, match=r"task 'math_jsonl' needs task.params.path"):
+            get_task("math_jsonl", **params)
+    with pytest.raises(ValueError, match=r"task 'image_json' needs task.params.path"):
+        get_task("image_json", image_root=None)
+
+
+def test_a_bad_template_is_named_when_the_task_is_built(tmp_path):
+    from tasks.registry import get_task
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps(ROWS[0]) + "\n")
+    with pytest.raises(ValueError, match=r"task.params.template='Chat'; choose from \['chat', 'plain', 'auto'\]"):
+        get_task("math_jsonl", path=str(path), template="Chat")
+
+
+def test_a_split_that_leaves_no_training_rows_names_the_keys(tmp_path):
+    from tasks.registry import get_task
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    task = get_task("math_jsonl", path=str(path), eval_fraction=1.0)
+    assert len(task.eval_rows(None, seed=0)) == 2  # an evaluation-only file is fine
+    with pytest.raises(DatasetError, match=r"task 'math_jsonl' has an empty train split.*task.params.eval_fraction"):
+        task.train_rows(None, seed=0)
+    assert task.train_rows(0, seed=0) == []

@@ -112,3 +112,17 @@ def test_a_split_that_leaves_no_training_rows_names_the_keys(tmp_path):
     with pytest.raises(DatasetError, match=r"task 'math_jsonl' has an empty train split.*task.params.eval_fraction"):
         task.train_rows(None, seed=0)
     assert task.train_rows(0, seed=0) == []
+
+
+@pytest.mark.parametrize("template", ['{% for m in messages %}<u>{{ m["text"] }}</u>{% endfor %}<a>',
+                                      "{% if add_generation_prompt %}<a>{% endif %}", ""],
+                         ids=["reads_another_key", "no_messages", "empty"])
+def test_a_chat_template_that_drops_the_question_is_named(template):
+    from test_task_prompts import char_tokenizer
+
+    from tasks.prompts import build_prompt
+
+    with pytest.raises(ValueError, match=r"chat_template left the user message out .*task.template=plain"):
+        build_prompt(ROWS[0], char_tokenizer(template), "chat", "math")
+    trimmed = char_tokenizer("{% for m in messages %}<u>{{ m.content | trim }}</u>{% endfor %}<a>")
+    assert build_prompt(dict(ROWS[0], question="  1+1?"), trimmed, "chat", "math").startswith("<u>1+1?\n")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf.errors import MissingMandatoryValue
 
 from actors.config import ConfigError
 from actors.modes import mode_for
@@ -109,3 +110,11 @@ def test_warm_start_cache_key_follows_only_what_the_warm_up_reads(tmp_path):
     for changed in ("+warmup.algo.mask_ratio=[0.2,1.0]", "warmup.steps=501", "warmup.lr=2e-3", "trainer.seed=1",
                     "task.train_size=100", "model.block_size=8"):
         assert key(changed) != base, changed
+
+
+@pytest.mark.parametrize("task", ["math_jsonl", "code_jsonl", "image_json", "qa_jsonl_judged"])
+def test_file_task_without_a_path_names_the_key(task):
+    # A null path used to pass validation and fail after Ray started, in get_task (a TypeError naming nothing).
+    with pytest.raises(MissingMandatoryValue) as err:
+        compose_config([f"task={task}", "judge.model=/judge"])
+    assert "task.params.path" in str(err.value)

@@ -14,6 +14,7 @@ from learner.objectives import REFERENCE_SFT
 from models.config import Family, family_attention
 from rewards.judge_backends import JudgeConfig
 from rollout.params import SamplingParams
+from tasks.registry import TASKS, resolve_reward
 
 from .reward_route import RewardSection
 from .weight_sync.planner import AUTO, check_transport
@@ -72,6 +73,21 @@ class TaskSection(_Strict):
     # Seed of the train/eval partition and of generated rows: a property of the data, not of the
     # run, so runs with different trainer.seed are scored on the same held-out questions.
     split_seed: int = 0
+
+    # Checked now: get_task and resolve_reward run only after Ray has started.
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in TASKS:
+            raise ValueError(f"task.name={name!r}: allowed values are {sorted(TASKS)}")
+        return name
+
+    @field_validator("reward")
+    @classmethod
+    def _loadable(cls, reward: str | None) -> str | None:
+        if reward is not None:
+            resolve_reward(reward)  # its error names task.reward and the built-in names
+        return reward
 
 
 class PoolSection(_Strict):

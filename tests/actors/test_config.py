@@ -73,6 +73,8 @@ def test_every_group_option_validates(group, option):
     ("async.max_staleness=1", "algo.advantage.refill_rounds=4", "add algo.advantage.refill_rounds=0"),  # tracerl's
     ("algo=sft_trace +algo.advantage.refill_rounds=2", "algo.advantage.refill_rounds=2", "algo.name='sft_trace'"),
     ("algo.advantage.scale=mad", "algo.advantage.scale", "'std' or 'none'"),
+    ("task.name=nope", "task.name", "'arith', 'code_jsonl'"),  # these two failed only after Ray started
+    ("task.reward=nope", "task.reward", "'choice', 'code', 'math'"),
 ])
 def test_bad_config_names_the_key(override, key, hint):
     with pytest.raises(ConfigError) as err:

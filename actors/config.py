@@ -266,7 +266,11 @@ class RunConfig(_Strict):
         if self.reward.judged and not self.judge.model:
             raise ValueError(f"judge.model is required with reward.outcome={self.reward.outcome!r} / "
                              f"reward.process={self.reward.process!r}: set judge.model=/dir/of/the/judge")
-        self.eval_params()  # bad eval_rollout keys fail now, not at the first evaluation
+        try:
+            self.eval_params()  # bad eval_rollout keys fail now, not at the first evaluation
+        except ValidationError as err:  # its locations are SamplingParams' own: name them under eval_rollout
+            raise ValueError("; ".join(f"{'.'.join(['eval_rollout', *map(str, e['loc'])])}: {e['msg']}"
+                                       for e in err.errors())) from None
         return self
 
     def eval_params(self) -> SamplingParams:

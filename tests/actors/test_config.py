@@ -76,6 +76,7 @@ def test_every_group_option_validates(group, option):
     ("task.name=nope", "task.name", "'arith', 'code_jsonl'"),  # these two failed only after Ray started
     ("task.reward=nope", "task.reward", "'choice', 'code', 'math'"),
     ("+eval_rollout.temprature=0.5", "eval_rollout.temprature", "Extra inputs"),  # was named as a top-level key
+    ("algo=agrpo trainer.responses_per_prompt=1", "trainer.responses_per_prompt=1", "at least 2"),  # was accepted
 ])
 def test_bad_config_names_the_key(override, key, hint):
     with pytest.raises(ConfigError) as err:

@@ -14,6 +14,7 @@ from learner.objectives import REFERENCE_SFT
 from models.config import Family, family_attention
 from rewards.judge_backends import JudgeConfig
 from rollout.params import SamplingParams
+from tasks.registry import TASKS, resolve_reward
 
 from .reward_route import RewardSection
 from .weight_sync.planner import AUTO, check_transport
@@ -72,6 +73,21 @@ class TaskSection(_Strict):
     # Seed of the train/eval partition and of generated rows: a property of the data, not of the
     # run, so runs with different trainer.seed are scored on the same held-out questions.
     split_seed: int = 0
+
+    # Checked now: get_task and resolve_reward run only after Ray has started.
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in TASKS:
+            raise ValueError(f"task.name={name!r}: allowed values are {sorted(TASKS)}")
+        return name
+
+    @field_validator("reward")
+    @classmethod
+    def _loadable(cls, reward: str | None) -> str | None:
+        if reward is not None:
+            resolve_reward(reward)  # its error names task.reward and the built-in names
+        return reward
 
 
 class PoolSection(_Strict):
@@ -250,7 +266,11 @@ class RunConfig(_Strict):
         if self.reward.judged and not self.judge.model:
             raise ValueError(f"judge.model is required with reward.outcome={self.reward.outcome!r} / "
                              f"reward.process={self.reward.process!r}: set judge.model=/dir/of/the/judge")
-        self.eval_params()  # bad eval_rollout keys fail now, not at the first evaluation
+        try:
+            self.eval_params()  # bad eval_rollout keys fail now, not at the first evaluation
+        except ValidationError as err:  # its locations are SamplingParams' own: name them under eval_rollout
+            raise ValueError("; ".join(f"{'.'.join(['eval_rollout', *map(str, e['loc'])])}: {e['msg']}"
+                                       for e in err.errors())) from None
         return self
 
     def eval_params(self) -> SamplingParams:

@@ -62,6 +62,13 @@ class RL(Mode):
     def fits(self, objective: Objective) -> bool:
         return objective.supervised_on != "references"  # advantages, or SFT on the step's rollouts
 
+    def check(self, cfg: RunConfig) -> None:
+        super().check(cfg)
+        n = cfg.trainer.responses_per_prompt
+        if cfg.algo.objective.supervised_on is None and n < 2:  # a group of one has advantage 0: nothing trains
+            raise ConfigError(f"invalid config:\n  trainer.responses_per_prompt={n}: algo.name={cfg.algo.name!r} "
+                              "compares the responses to one prompt (group advantages), which needs at least 2")
+
     def warm_dir(self, cfg: RunConfig, start: str) -> Path | None:
         """The cache entry for this run's warm start: a hash of everything that produces it (the starting
         weights themselves, not only their config; of the warm-up's algo, only the knobs SFT reads)."""

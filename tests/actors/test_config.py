@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf.errors import MissingMandatoryValue
 
 from actors.config import ConfigError
 from actors.modes import mode_for
@@ -72,6 +73,10 @@ def test_every_group_option_validates(group, option):
     ("async.max_staleness=1", "algo.advantage.refill_rounds=4", "add algo.advantage.refill_rounds=0"),  # tracerl's
     ("algo=sft_trace +algo.advantage.refill_rounds=2", "algo.advantage.refill_rounds=2", "algo.name='sft_trace'"),
     ("algo.advantage.scale=mad", "algo.advantage.scale", "'std' or 'none'"),
+    ("task.name=nope", "task.name", "'arith', 'code_jsonl'"),  # these two failed only after Ray started
+    ("task.reward=nope", "task.reward", "'choice', 'code', 'math'"),
+    ("+eval_rollout.temprature=0.5", "eval_rollout.temprature", "Extra inputs"),  # was named as a top-level key
+    ("algo=agrpo trainer.responses_per_prompt=1", "trainer.responses_per_prompt=1", "at least 2"),  # was accepted
 ])
 def test_bad_config_names_the_key(override, key, hint):
     with pytest.raises(ConfigError) as err:
@@ -109,3 +114,11 @@ def test_warm_start_cache_key_follows_only_what_the_warm_up_reads(tmp_path):
     for changed in ("+warmup.algo.mask_ratio=[0.2,1.0]", "warmup.steps=501", "warmup.lr=2e-3", "trainer.seed=1",
                     "task.train_size=100", "model.block_size=8"):
         assert key(changed) != base, changed
+
+
+@pytest.mark.parametrize("task", ["math_jsonl", "code_jsonl", "image_json", "qa_jsonl_judged"])
+def test_file_task_without_a_path_names_the_key(task):
+    # A null path used to pass validation and fail after Ray started, in get_task (a TypeError naming nothing).
+    with pytest.raises(MissingMandatoryValue) as err:
+        compose_config([f"task={task}", "judge.model=/judge"])
+    assert "task.params.path" in str(err.value)

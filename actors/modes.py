@@ -64,10 +64,15 @@ class RL(Mode):
 
     def check(self, cfg: RunConfig) -> None:
         super().check(cfg)
-        n = cfg.trainer.responses_per_prompt
-        if cfg.algo.objective.supervised_on is None and n < 2:  # a group of one has advantage 0: nothing trains
-            raise ConfigError(f"invalid config:\n  trainer.responses_per_prompt={n}: algo.name={cfg.algo.name!r} "
-                              "compares the responses to one prompt (group advantages), which needs at least 2")
+        algo, n = cfg.algo, cfg.trainer.responses_per_prompt
+        # A group of one has group advantage 0: with drop_zero_advantage every group is dropped, and without
+        # it only a value model learning raw rewards (value.outcome=reward) gives its tokens an advantage.
+        raw_rewards = algo.uses_value and algo.value.outcome == "reward"
+        if algo.objective.supervised_on is None and n < 2 and (algo.advantage.drop_zero_advantage or not raw_rewards):
+            raise ConfigError(f"invalid config:\n  trainer.responses_per_prompt={n}: algo.name={algo.name!r} "
+                              "compares the responses to one prompt (group advantages), which needs at least 2 "
+                              "(or algo=tracerl_value with algo.value.outcome=reward "
+                              "algo.advantage.drop_zero_advantage=false)")
 
     def warm_dir(self, cfg: RunConfig, start: str) -> Path | None:
         """The cache entry for this run's warm start: a hash of everything that produces it (the starting

@@ -60,11 +60,12 @@ def build_prompt(row: Row, tokenizer: Any, template: Template = "auto", kind: Ki
     mark = f"{IMAGE_MARK}\n" if row.get("image") and IMAGE_MARK not in row["question"] else ""
     if template == "plain" or not has_chat:
         return mark + row["question"] + response_prefix(row, kind)
-    message = mark + user_message(row, kind)
-    text = tokenizer.apply_chat_template([{"role": "user", "content": message}], add_generation_prompt=True,
+    question = user_message(row, kind)
+    text = tokenizer.apply_chat_template([{"role": "user", "content": mark + question}], add_generation_prompt=True,
                                          tokenize=False)
-    # A template that reads another key (m["text"]) or none renders every prompt without its question.
-    if message.strip() not in text:
+    # A template that reads another key (m["text"]) or none renders every prompt without its question
+    # (the image mark is left out of the check: a vision template may render it as its own tokens).
+    if question.strip() not in text:
         raise ValueError(f"the tokenizer's chat_template left the user message out of the prompt (it rendered "
                          f"{text[:200]!r}); fix the template or set task.template=plain")
     return text + response_prefix(row, kind)

@@ -84,6 +84,15 @@ def test_bad_config_names_the_key(override, key, hint):
     assert key in str(err.value) and hint in str(err.value)
 
 
+def test_one_response_per_prompt_is_fine_where_a_value_model_learns_raw_rewards():
+    # No group advantage then: the value model's baseline gives each token its advantage.
+    cfg = compose_config("algo=tracerl_value trainer.responses_per_prompt=1 algo.value.outcome=reward "
+                         "algo.advantage.drop_zero_advantage=false".split())
+    assert cfg.trainer.responses_per_prompt == 1
+    with pytest.raises(ConfigError, match="responses_per_prompt=1"):  # every group of one would be dropped
+        compose_config("algo=tracerl_value trainer.responses_per_prompt=1 algo.value.outcome=reward".split())
+
+
 def test_launch_rejects_bad_config_before_ray_starts(tmp_path):
     out = subprocess.run([sys.executable, "launch.py", "cluster.learner.num_workers=0", f"trainer.run_dir={tmp_path}"],
                          cwd=REPO, capture_output=True, text=True, timeout=120)

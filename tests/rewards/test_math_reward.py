@@ -101,6 +101,13 @@ def test_fallbacks_are_per_task():
         get_reward("math", fallbacks=("nope",))
 
 
+def test_last_number_keeps_a_unicode_minus():
+    reward = get_reward("math", fallbacks=("last_number",))
+    result = reward("The temperature drops to \u22123 degrees.", {"ground_truth_answer": "3"})
+    assert result["reward"] == 0.0 and result["correct"] is False and result["info"]["answer"] == "-3"
+    assert reward("It drops to \u22123 degrees.", {"ground_truth_answer": "-3"})["reward"] == 1.0
+
+
 def test_missing_ground_truth_names_the_field(math_reward):
     with pytest.raises(KeyError, match="ground_truth_answer"):
         math_reward("\\boxed{1}", {"question": "?"})

@@ -20,6 +20,7 @@ import ast
 import marshal
 import math
 import operator
+import re
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -40,6 +41,9 @@ _BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
            ast.BitAnd: operator.and_, ast.BitOr: operator.or_, ast.BitXor: operator.xor}
 _UNARY = {ast.Not: operator.not_, ast.USub: operator.neg, ast.UAdd: operator.pos}
 _MAX_RESULT = 10**7  # items or bits an operation on untrusted values may produce here
+_MAX_DIVISION = 10**12  # quotient bits x divisor bits: about a second of CPython's long division
+# A printf-style conversion's width and precision ("%0900000000d" is a 900 MB string); "%%" has none.
+_CONVERSION = re.compile(r"%(?:%|(?:\([^)]*\))?[-#0 +]*(\*|\d*)(?:\.(\*|\d*))?)")
 
 
 class Value(ast.expr):
@@ -202,7 +206,10 @@ def _evaluate(node: ast.expr | None, values: dict[int, tuple[str, bytes]], cache
         return ev(node.value)[index]
     if isinstance(node, ast.Call):
         function = _BUILTINS.get(node.func.id) or _MATH[node.func.id]
-        return function(*map(ev, node.args), **{k.arg: ev(k.value) for k in node.keywords})
+        args = list(map(ev, node.args))
+        if function is divmod and len(args) == 2:
+            _check_division(*args)
+        return function(*args, **{k.arg: ev(k.value) for k in node.keywords})
     raise AssertionError(f"not a host operation: {ast.dump(node)}")
 
 
@@ -235,4 +242,28 @@ def _binary(op: type, left: Any, right: Any) -> Any:
     if (op is ast.Pow and isinstance(left, int) and isinstance(right, int) and abs(left) > 1
             and right * left.bit_length() > _MAX_RESULT):
         raise TestFailed("power too large to compute")
+    if op is ast.Mod and isinstance(left, (str, bytes)):
+        _check_format(left, right)
+    elif op in (ast.Mod, ast.FloorDiv):
+        _check_division(left, right)
     return _BINARY[op](left, right)
+
+
+def _check_format(template: str | bytes, args: Any) -> None:
+    """Refuses `template % args` when a width or precision (written or `*`) is too large."""
+    text = template if isinstance(template, str) else template.decode("latin-1")
+    starred = [arg for arg in (args if isinstance(args, tuple) else (args,)) if isinstance(arg, int)]
+    for width, precision in _CONVERSION.findall(text):
+        sizes = [int(size) for size in (width, precision) if size.isdigit()]
+        if "*" in (width, precision):
+            sizes += [abs(arg) for arg in starred]
+        if any(size > _MAX_RESULT for size in sizes):
+            raise TestFailed("formatted string too large to compute")
+
+
+def _check_division(left: Any, right: Any) -> None:
+    """Refuses an integer division whose schoolbook cost (CPython's) is too large: it holds the GIL."""
+    if isinstance(left, int) and isinstance(right, int):
+        divisor = right.bit_length()
+        if max(left.bit_length() - divisor, 0) * divisor > _MAX_DIVISION:
+            raise TestFailed("division too large to compute")

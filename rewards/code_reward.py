@@ -115,6 +115,9 @@ class CodeReward:
         if method not in ("function", "stdio"):
             raise ValueError(f"row['test_method'] must be 'function' or 'stdio', got {method!r}")
         time_limit = float(row.get("test_time_limit") or self.default_time_limit)
+        if not 0 < time_limit < math.inf:  # a negative one failed every test as a timeout: a wrong "wrong"
+            raise ValueError(f"row['test_time_limit'] must be a positive number of seconds, "
+                             f"got {row.get('test_time_limit')!r}")
         if method == "function":
             tests = [plan_test(str(test)) for test in _required(row, "test_list")]
         else:

@@ -6,7 +6,8 @@ import re
 from collections import deque
 
 BOX_COMMANDS = ("\\boxed", "\\fbox")
-_NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?|-?\.\d+")
+# A sign is "-" or U+2212 (typeset minus), except after a digit: "3-5" is a range or a difference.
+_NUMBER = re.compile(r"(?:(?<!\d)[-\u2212])?(?:\d+(?:,\d{3})*(?:\.\d+)?|\.\d+)")
 
 
 def _match_braces(text: str, open_at: int) -> int | None:
@@ -64,7 +65,7 @@ def _last_match(pattern: str | re.Pattern, text: str, flags: int = 0) -> re.Matc
 
 def extract_last_number(text: str) -> str | None:
     last = _last_match(_NUMBER, text)
-    return None if last is None else last.group(0).replace(",", "")
+    return None if last is None else last.group(0).replace(",", "").replace("\u2212", "-")
 
 
 ANSWER_EXTRACTORS = {

@@ -15,19 +15,18 @@ from .timeout_pool import TimeoutPool, WorkerCrashed, WorkerUnavailable
 
 _DROP = ("\\left", "\\right", "\\!", "\\,", "\\;", "\\:", "\\displaystyle", "$", "\\%", "%", "^\\circ", "^{\\circ}")
 _TEXT = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")
-_ASSIGNMENT = re.compile(r"^[a-zA-Z]\w{0,2}=(?!=)")
 
 
 def normalize(answer: str) -> str:
     """Our take on the MATH benchmark's string canonicalisation (the fast path). It only ever
-    declares equality, so it must never merge answers that differ in value."""
+    declares equality, so it must never merge answers that differ in value. It keeps the left side
+    of "x=3": "x=3" and "y=3" differ (asymptotes), and math_verify matches "x=3" with "3"."""
     s = answer.strip().rstrip(".")
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
     for token in _DROP:
         s = s.replace(token, "")
     s = _TEXT.sub(r"\1", s)
     s = "".join(s.split())
-    s = _ASSIGNMENT.sub("", s)  # "x=3" -> "3"
     if s.startswith("."):
         s = "0" + s
     return s

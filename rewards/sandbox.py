@@ -340,6 +340,11 @@ class _Streams:
         return False
 
     def _kill(self, reason: str) -> str:
+        # No more output is read: closing our ends first makes a launcher's last write fail at
+        # once (unshare 2.38 reports its killed child on stderr) instead of blocking on a full
+        # pipe until kill_sandbox's wait runs out.
+        self.proc.stdout.close()
+        self.proc.stderr.close()
         kill_sandbox(self.proc)
         return reason
 

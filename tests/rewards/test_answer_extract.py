@@ -29,6 +29,17 @@ def test_other_extractors():
     assert extract_last_number("none") is None
 
 
+@pytest.mark.parametrize("text, expected", [
+    ("it drops to \u22123 degrees", "-3"),  # U+2212, the minus sign of typeset text
+    ("it drops to \u22121,250.5 degrees", "-1250.5"),
+    ("pages 3-5", "5"),  # a hyphen after a digit is a range or a subtraction, not a sign
+    ("so x=-5", "-5"),
+    ("10 - 7 = 3", "3"),
+])
+def test_last_number_sign(text, expected):
+    assert extract_last_number(text) == expected
+
+
 def test_fallbacks_are_ordered_and_validated():
     text = "<answer>7</answer> maybe 9"
     assert extract_answer(text) == (None, None)

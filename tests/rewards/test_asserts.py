@@ -103,3 +103,29 @@ def test_host_refuses_operations_that_untrusted_values_could_make_huge():
 def test_canonical_problem_tests_are_mostly_compared_in_the_host():
     plans = [plan_test(test) for _, tests in PROBLEMS.values() for test in tests]
     assert sum(p.expression is not None for p in plans) >= len(plans) - 2
+
+
+def _verdict(source: str, *values) -> str | None:
+    return plan_test(source).verdict({j: ("=", marshal.dumps(v).hex().encode()) for j, v in enumerate(values)})
+
+
+@pytest.mark.parametrize("source, values", [
+    ("assert f(1) % 2 == 0", ("%0900000000d",)),  # printf-style formatting: a 900 MB string here
+    ("assert f(1) % 2 == 0", (b"%.900000000f",)),
+    ("assert f(1) % (2, 3) == ''", ("%%%0900000000d%d",)),
+    ("assert '%*d' % (f(1), 1) == ''", (900_000_000,)),
+    ("assert f(1) % g() == 0", (1 << 4_000_000, (1 << 2_000_000) + 1)),  # long division: quadratic
+    ("assert f(1) // g() == 0", (1 << 4_000_000, (1 << 2_000_000) + 1)),
+    ("assert divmod(f(1), g()) == (0, 0)", (1 << 4_000_000, (1 << 2_000_000) + 1)),
+])
+def test_host_refuses_formats_and_divisions_that_untrusted_values_make_huge(source, values):
+    """Each took the host seconds and hundreds of MB, or more with larger values (up to the
+    16 MiB of values a run may send)."""
+    assert "too large" in _verdict(source, *values)
+
+
+def test_host_still_formats_and_divides_plain_sizes():
+    assert _verdict("assert f(1) % (7, 7.5) == '   7 7.50 %'", "%4d %.2f %%") is None
+    assert _verdict("assert '%*d' % (f(1), 7) == '   7'", 4) is None
+    assert _verdict("assert f(1) % 7 == 4 and f(1) // 7 == 10**100 // 7", 10**100, 10**100) is None
+    assert _verdict("assert divmod(f(1), g()) == (3, 1)", 10, 3) is None

@@ -82,6 +82,10 @@ def test_stdlib_works_inside_the_sandbox(code_reward, fenced):
     ({"test_list": ["assert True"]}, "test_method"),
     ({"test_method": "function"}, "test_list"),
     ({"test_method": "stdio", "test_input": ["1"]}, "test_output"),
+    # -1 ("no limit" in some datasets) failed every test as a timeout: a confident 0 for a right answer
+    ({**SUM_ROW, "test_time_limit": -1}, "test_time_limit"),
+    ({**SUM_ROW, "test_time_limit": float("nan")}, "test_time_limit"),
+    ({**SUM_ROW, "test_time_limit": float("inf")}, "test_time_limit"),
 ])
 def test_bad_rows_name_the_field(code_reward, row, field, fenced):
     with pytest.raises((KeyError, ValueError), match=field):

@@ -46,6 +46,10 @@ CASES = [
     ("thousands separator", "1,000", "1000", True),
     ("scientific notation", "1.5\\times 10^{3}", "1500", True),
     ("variable assignment", "x=3", "3", True),
+    ("assignment vs ground truth assignment", "x = 3", "x=3", True),
+    ("other variable", "y=3", "x=3", False),
+    ("vertical vs horizontal asymptote", "x=3", "y=3", False),
+    ("other line", "y=2x+1", "x=2x+1", False),
     ("pi expression", "\\frac{\\pi}{2}", "\\frac{\\pi}{2}", True),
     ("pi multiple", "2\\pi", "\\pi", False),
     ("algebraic expression", "2x+2", "2(x+1)", True),
@@ -95,6 +99,13 @@ def test_fallbacks_are_per_task():
     assert with_fallbacks("so it is 12", row)["correct"]
     with pytest.raises(ValueError, match="unknown answer fallback"):
         get_reward("math", fallbacks=("nope",))
+
+
+def test_last_number_keeps_a_unicode_minus():
+    reward = get_reward("math", fallbacks=("last_number",))
+    result = reward("The temperature drops to \u22123 degrees.", {"ground_truth_answer": "3"})
+    assert result["reward"] == 0.0 and result["correct"] is False and result["info"]["answer"] == "-3"
+    assert reward("It drops to \u22123 degrees.", {"ground_truth_answer": "-3"})["reward"] == 1.0
 
 
 def test_missing_ground_truth_names_the_field(math_reward):

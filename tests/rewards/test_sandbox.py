@@ -157,3 +157,15 @@ def test_unknown_backend_is_refused():
 def test_compiled_harness_is_rebuilt_when_tmp_is_cleaned(sandbox):
     os.remove(compiled_harness())
     assert run(sandbox, "print('ok')").stdout == b"ok\n"
+
+
+@pytest.mark.parametrize("backend", ["bwrap", "unshare"])
+def test_a_stderr_flood_is_cut_off_at_once(sandbox, backend):
+    """unshare (util-linux 2.38) writes a line to its stderr when its child is killed: with that
+    pipe full and unread, the launcher blocked and every such kill waited 10 s for it."""
+    program = "import sys\nwhile True:\n    sys.stderr.write('x' * (1 << 20))"
+    result = run(Sandbox(backend), program, Limits(output_bytes=1 << 20), timeout=20)
+    assert result.killed == "output_limit"
+    assert len(result.stderr) <= 1 << 20
+    assert result.wall_s < 5
+    assert not survivors(result.run_id)

@@ -68,6 +68,8 @@ def _check_image(cfg: ModelConfig, i: int, prompt: list[int], image: torch.Tenso
     if image is not None and not cfg.image_tokens:
         raise ValueError(f"prompt {i} has an image, but model family {cfg.family!r} takes no images")
     top = max(prompt)
+    if min(prompt) < 0:  # the embedding lookup would fail deep in the first prefill
+        raise ValueError(f"prompt {i} has id {min(prompt)}: token ids must be >= 0")
     if top >= cfg.vocab_size + cfg.image_tokens:
         raise ValueError(f"prompt {i} has id {top}, outside the vocabulary ({cfg.vocab_size}) and the "
                          f"{cfg.image_tokens} image placeholder ids after it")

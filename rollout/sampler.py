@@ -50,10 +50,17 @@ def validate_prompts(model: DiffusionLM, prompts: list[list[int]], params: Sampl
             if need > params.cache_tokens:
                 raise ValueError(f"prompt {i} ({len(p)} tokens) with max_new_tokens={params.max_new_tokens} needs a "
                                  f"canvas of {need} columns, more than rollout.cache_tokens={params.cache_tokens}")
+    _check_stop_ids(cfg, params)
     if cfg.attention == "full" and params.max_new_tokens % params.block_size:
         raise ValueError(
             f"rollout.block_size={params.block_size} must divide max_new_tokens={params.max_new_tokens} "
             f"for full-attention ({cfg.family}) semi-AR decoding")
+
+
+def _check_stop_ids(cfg: ModelConfig, params: SamplingParams) -> None:
+    outside = [t for t in params.stop_token_ids if t >= cfg.vocab_size]
+    if outside:  # such a stop id can never be sampled: the rows would silently run to max_new_tokens
+        raise ValueError(f"rollout.stop_token_ids {outside} are outside the vocabulary (size {cfg.vocab_size})")
 
 
 def _check_images(cfg: ModelConfig, prompts: list[list[int]], images: list[torch.Tensor | None] | None) -> None:

@@ -1,8 +1,10 @@
 """Bad generate() input and sampling parameters fail before any work, naming what is wrong."""
 import pytest
 import torch
+from pydantic import ValidationError
 
 from helpers import params, tiny_model
+from rollout.params import SamplingParams
 from rollout.rng import uniforms
 from rollout.sampler import default_seeds, generate
 
@@ -42,3 +44,11 @@ def test_default_seeds_stay_32_bit_and_draw_the_same_uniforms():
 
 def test_huge_params_seed_decodes(model):
     assert len(generate(model, [[2, 3]], params(max_new_tokens=8, seed=2**60))) == 1
+
+
+def test_stop_ids_must_be_token_ids(model):
+    with pytest.raises(ValidationError, match="stop_token_ids"):
+        SamplingParams(stop_token_ids=(-1,))
+    for stop in (12, 2**70):  # the tiny model has 12 ids
+        with pytest.raises(ValueError, match=r"stop_token_ids \[\d+\] are outside the vocabulary \(size 12\)"):
+            generate(model, [[2, 3]], params(max_new_tokens=8, stop_token_ids=(stop,)))

@@ -245,14 +245,23 @@ def _read_json(file: Path) -> dict[str, Any]:
         raise FileNotFoundError(f"checkpoint directory {file.parent} does not exist")
     if not file.is_file():
         raise FileNotFoundError(f"{file} not found")
-    return json.loads(file.read_text())
+    try:
+        raw = json.loads(file.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{file} is not valid JSON: {e}") from e
+    if not isinstance(raw, dict):
+        raise ValueError(f"{file} must hold a JSON object, not {type(raw).__name__}")
+    return raw
 
 
 def _read_tensors(path: Path, dtype: torch.dtype, device: str | torch.device) -> dict[str, torch.Tensor]:
     if (path / WEIGHTS).is_file():
         files = [path / WEIGHTS]
     elif (path / INDEX).is_file():
-        files = [path / name for name in sorted(set(_read_json(path / INDEX)["weight_map"].values()))]
+        weight_map = _read_json(path / INDEX).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise ValueError(f"{path / INDEX} has no weight_map object (tensor name -> shard file)")
+        files = [path / name for name in sorted(set(weight_map.values()))]
     else:
         raise FileNotFoundError(f"no {WEIGHTS} or {INDEX} in {path} (only safetensors checkpoints load)")
     tensors: dict[str, torch.Tensor] = {}

@@ -1,0 +1,39 @@
+"""Hostile checkpoint directories: each fails naming the file or key and what was expected."""
+import json
+
+import pytest
+import torch
+
+from models import DiffusionLM, ModelConfig, load_model, save_model
+
+SMALL = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_layers=2, num_heads=4, num_kv_heads=2,
+             head_dim=8, max_position_embeddings=128, block_size=8, mask_token_id=63, eos_token_id=1, pad_token_id=0)
+
+
+def _saved(path, sharded: bool = False, **config):
+    """A random sdar checkpoint (several shards when `sharded`)."""
+    torch.manual_seed(0)
+    model = DiffusionLM(ModelConfig(family="sdar", **{**SMALL, **config}))
+    return save_model(model, path, max_shard_size=20_000 if sharded else "5GB")
+
+
+def _edit_config(path, **changes):
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**config, **changes}))
+
+
+@pytest.mark.parametrize("text, message", [("{not json", "is not valid JSON"), ("", "is not valid JSON"),
+                                           ("[1, 2]", "must hold a JSON object, not list")])
+def test_unreadable_config_json_is_named(tmp_path, text, message):
+    _saved(tmp_path)
+    (tmp_path / "config.json").write_text(text)
+    with pytest.raises(ValueError, match=rf"config.json {message}"):
+        load_model(tmp_path)
+
+
+@pytest.mark.parametrize("index, message", [("{}", "has no weight_map object"), ("{bad", "is not valid JSON")])
+def test_unreadable_shard_index_is_named(tmp_path, index, message):
+    _saved(tmp_path, sharded=True)
+    (tmp_path / "model.safetensors.index.json").write_text(index)
+    with pytest.raises(ValueError, match=rf"model.safetensors.index.json {message}"):
+        load_model(tmp_path)

@@ -37,6 +37,8 @@ OVERRIDABLE = (*TOKEN_IDS, "stop_token_ids", "block_size")
 MERGE_TYPES = {False: "flat", True: "spatial_unpad"}
 # Shape fields a config.json must give (the rest have ModelConfig defaults or are derived).
 REQUIRED = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads")
+# Fields that size the model: positive integers (a 0 or a float fails deep in the build otherwise).
+SIZES = (*REQUIRED, "num_kv_heads", "head_dim", "max_position_embeddings", "block_size")
 
 
 def load_model(path: str | Path, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
@@ -103,6 +105,10 @@ def config_from_hf(raw: dict[str, Any], family: str, path: Path, overrides: dict
         present = [raw[k] for k in keys if raw.get(k) is not None]
         if present:
             values[name] = present[0]
+    for name in SIZES:
+        if name in values and not (type(values[name]) is int and values[name] >= 1):  # bool is an int subclass
+            raise ValueError(f"{path / CONFIG}: {' or '.join(layout.keys[name])}={values[name]!r} must be a "
+                             "positive integer")
     if "intermediate_size" not in values and raw.get("mlp_ratio"):  # OLMo-style configs
         values["intermediate_size"] = raw["mlp_ratio"] * values.get("hidden_size", 0)
     missing = [" or ".join(layout.keys[name]) for name in REQUIRED if name not in values]

@@ -37,3 +37,13 @@ def test_unreadable_shard_index_is_named(tmp_path, index, message):
     (tmp_path / "model.safetensors.index.json").write_text(index)
     with pytest.raises(ValueError, match=rf"model.safetensors.index.json {message}"):
         load_model(tmp_path)
+
+
+@pytest.mark.parametrize("key, value", [("num_attention_heads", 0), ("num_key_value_heads", 0), ("hidden_size", -32),
+                                        ("hidden_size", 32.5), ("hidden_size", "32"), ("head_dim", True),
+                                        ("max_position_embeddings", 0), ("vocab_size", 0)])
+def test_model_sizes_must_be_positive_integers(tmp_path, key, value):
+    _saved(tmp_path)
+    _edit_config(tmp_path, **{key: value})
+    with pytest.raises(ValueError, match=rf"config.json: {key}={value!r} must be a positive integer"):
+        load_model(tmp_path)

@@ -216,9 +216,14 @@ def _resolve_token_ids(values: dict[str, Any], family: str, path: Path) -> dict[
     if still:
         raise ValueError(f"{path}: no {still} in overrides, {CONFIG} or a tokenizer in that directory; "
                          f"pass them as overrides={{...}}")
-    for name, token_id in found.items():
-        if not 0 <= token_id < values["vocab_size"]:
-            raise ValueError(f"{path}: {name}={token_id} is outside the vocabulary (size {values['vocab_size']})")
+    stops = values.get("stop_token_ids", [])
+    if not isinstance(stops, (list, tuple)):
+        raise ValueError(f"{path}: stop_token_ids={stops!r} must be a list of token ids")
+    # A stop id outside the vocabulary is never sampled: responses would silently run to the budget.
+    for name, token_id in [*found.items(), *(("stop_token_ids", t) for t in stops)]:
+        if type(token_id) is not int or not 0 <= token_id < values["vocab_size"]:  # bool is an int subclass
+            raise ValueError(f"{path}: {name}={token_id!r} is outside the vocabulary (integer ids 0 to "
+                             f"{values['vocab_size'] - 1})")
     return found
 
 

@@ -47,3 +47,17 @@ def test_model_sizes_must_be_positive_integers(tmp_path, key, value):
     _edit_config(tmp_path, **{key: value})
     with pytest.raises(ValueError, match=rf"config.json: {key}={value!r} must be a positive integer"):
         load_model(tmp_path)
+
+
+@pytest.mark.parametrize("config, overrides", [({"stop_token_ids": [64]}, {}), ({"stop_token_ids": [-1]}, {}),
+                                               ({"eos_token_id": [1, 99]}, {}), ({"stop_token_ids": 5}, {}),
+                                               ({}, {"stop_token_ids": [70]}), ({"mask_token_id": 63.0}, {}),
+                                               ({}, {"pad_token_id": True})])
+def test_token_and_stop_ids_must_be_in_the_vocabulary(tmp_path, config, overrides):
+    _saved(tmp_path)
+    _edit_config(tmp_path, **config)
+    name = next(iter({**config, **overrides}))
+    name = "stop_token_ids" if name == "eos_token_id" else name  # HF's extra eos ids become stop ids
+    with pytest.raises(ValueError, match=rf"{tmp_path}: {name}=.* (is outside the vocabulary \(integer ids 0 to 63\)"
+                                         r"|must be a list of token ids)"):
+        load_model(tmp_path, overrides=overrides)

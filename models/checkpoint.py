@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from huggingface_hub import split_torch_state_dict_into_shards
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .anyres import expand_pinpoints
@@ -279,9 +279,12 @@ def _read_tensors(path: Path, dtype: torch.dtype, device: str | torch.device) ->
     for file in files:
         if not file.is_file():
             raise FileNotFoundError(f"weights shard {file} listed in {path / INDEX} not found")
-        with safe_open(str(file), framework="pt", device=str(device)) as f:
-            for name in f.keys():
-                tensors[name] = f.get_tensor(name).to(dtype)  # one at a time: peak memory ~ one copy
+        try:
+            with safe_open(str(file), framework="pt", device=str(device)) as f:
+                for name in f.keys():
+                    tensors[name] = f.get_tensor(name).to(dtype)  # one at a time: peak memory ~ one copy
+        except SafetensorError as e:  # its message does not say which file (truncated download, not safetensors)
+            raise ValueError(f"{file} is not a readable safetensors file: {e}") from e
     return tensors
 
 

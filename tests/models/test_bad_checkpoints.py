@@ -61,3 +61,12 @@ def test_token_and_stop_ids_must_be_in_the_vocabulary(tmp_path, config, override
     with pytest.raises(ValueError, match=rf"{tmp_path}: {name}=.* (is outside the vocabulary \(integer ids 0 to 63\)"
                                          r"|must be a list of token ids)"):
         load_model(tmp_path, overrides=overrides)
+
+
+@pytest.mark.parametrize("sharded", [False, True])
+def test_unreadable_weights_file_is_named(tmp_path, sharded):
+    _saved(tmp_path, sharded=sharded)
+    weights = sorted(tmp_path.glob("model*.safetensors"))[-1]
+    weights.write_bytes(weights.read_bytes()[:100])  # a truncated download
+    with pytest.raises(ValueError, match=rf"{weights.name} is not a readable safetensors file"):
+        load_model(tmp_path)

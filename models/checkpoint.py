@@ -88,6 +88,9 @@ def save_model(model: DiffusionLM, path: str | Path, tokenizer: Any = None, *,
 
 def detect_family(raw: dict[str, Any], path: Path) -> str:
     if "dllm_family" in raw:  # written by save_model: the layout alone does not say "tiny"
+        if raw["dllm_family"] not in FAMILY_LAYOUTS:
+            raise ValueError(f"{path / CONFIG}: dllm_family={raw['dllm_family']!r} is not supported; allowed values "
+                             f"are {sorted(FAMILY_LAYOUTS)}")
         return raw["dllm_family"]
     model_type = raw.get("model_type")
     if model_type not in MODEL_TYPES:

@@ -70,3 +70,10 @@ def test_unreadable_weights_file_is_named(tmp_path, sharded):
     weights.write_bytes(weights.read_bytes()[:100])  # a truncated download
     with pytest.raises(ValueError, match=rf"{weights.name} is not a readable safetensors file"):
         load_model(tmp_path)
+
+
+def test_unknown_dllm_family_is_named(tmp_path):
+    _saved(tmp_path)
+    _edit_config(tmp_path, dllm_family="gpt")
+    with pytest.raises(ValueError, match=r"config.json: dllm_family='gpt' is not supported; allowed values are \["):
+        load_model(tmp_path)

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from models import DiffusionLM, ModelConfig, load_model, save_model
+from models import DiffusionLM, ModelConfig, load_model, load_tokenizer, save_model
 
 SMALL = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_layers=2, num_heads=4, num_kv_heads=2,
              head_dim=8, max_position_embeddings=128, block_size=8, mask_token_id=63, eos_token_id=1, pad_token_id=0)
@@ -77,3 +77,12 @@ def test_unknown_dllm_family_is_named(tmp_path):
     _edit_config(tmp_path, dllm_family="gpt")
     with pytest.raises(ValueError, match=r"config.json: dllm_family='gpt' is not supported; allowed values are \["):
         load_model(tmp_path)
+
+
+@pytest.mark.parametrize("files", [{}, {"tokenizer.json": "{bad"}, {"tokenizer_config.json": "{}"}])
+def test_a_directory_without_a_usable_tokenizer_is_named(tmp_path, files):
+    _saved(tmp_path)  # config.json and weights, no tokenizer
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ValueError, match=rf"{tmp_path}: no loadable tokenizer"):
+        load_tokenizer(tmp_path)

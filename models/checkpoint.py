@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from huggingface_hub import split_torch_state_dict_into_shards
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .anyres import expand_pinpoints
@@ -37,6 +37,8 @@ OVERRIDABLE = (*TOKEN_IDS, "stop_token_ids", "block_size")
 MERGE_TYPES = {False: "flat", True: "spatial_unpad"}
 # Shape fields a config.json must give (the rest have ModelConfig defaults or are derived).
 REQUIRED = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads")
+# Fields that size the model: positive integers (a 0 or a float fails deep in the build otherwise).
+SIZES = (*REQUIRED, "num_kv_heads", "head_dim", "max_position_embeddings", "block_size")
 
 
 def load_model(path: str | Path, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
@@ -86,6 +88,9 @@ def save_model(model: DiffusionLM, path: str | Path, tokenizer: Any = None, *,
 
 def detect_family(raw: dict[str, Any], path: Path) -> str:
     if "dllm_family" in raw:  # written by save_model: the layout alone does not say "tiny"
+        if raw["dllm_family"] not in FAMILY_LAYOUTS:
+            raise ValueError(f"{path / CONFIG}: dllm_family={raw['dllm_family']!r} is not supported; allowed values "
+                             f"are {sorted(FAMILY_LAYOUTS)}")
         return raw["dllm_family"]
     model_type = raw.get("model_type")
     if model_type not in MODEL_TYPES:
@@ -103,6 +108,10 @@ def config_from_hf(raw: dict[str, Any], family: str, path: Path, overrides: dict
         present = [raw[k] for k in keys if raw.get(k) is not None]
         if present:
             values[name] = present[0]
+    for name in SIZES:
+        if name in values and not (type(values[name]) is int and values[name] >= 1):  # bool is an int subclass
+            raise ValueError(f"{path / CONFIG}: {' or '.join(layout.keys[name])}={values[name]!r} must be a "
+                             "positive integer")
     if "intermediate_size" not in values and raw.get("mlp_ratio"):  # OLMo-style configs
         values["intermediate_size"] = raw["mlp_ratio"] * values.get("hidden_size", 0)
     missing = [" or ".join(layout.keys[name]) for name in REQUIRED if name not in values]
@@ -210,9 +219,14 @@ def _resolve_token_ids(values: dict[str, Any], family: str, path: Path) -> dict[
     if still:
         raise ValueError(f"{path}: no {still} in overrides, {CONFIG} or a tokenizer in that directory; "
                          f"pass them as overrides={{...}}")
-    for name, token_id in found.items():
-        if not 0 <= token_id < values["vocab_size"]:
-            raise ValueError(f"{path}: {name}={token_id} is outside the vocabulary (size {values['vocab_size']})")
+    stops = values.get("stop_token_ids", [])
+    if not isinstance(stops, (list, tuple)):
+        raise ValueError(f"{path}: stop_token_ids={stops!r} must be a list of token ids")
+    # A stop id outside the vocabulary is never sampled: responses would silently run to the budget.
+    for name, token_id in [*found.items(), *(("stop_token_ids", t) for t in stops)]:
+        if type(token_id) is not int or not 0 <= token_id < values["vocab_size"]:  # bool is an int subclass
+            raise ValueError(f"{path}: {name}={token_id!r} is outside the vocabulary (integer ids 0 to "
+                             f"{values['vocab_size'] - 1})")
     return found
 
 
@@ -245,23 +259,35 @@ def _read_json(file: Path) -> dict[str, Any]:
         raise FileNotFoundError(f"checkpoint directory {file.parent} does not exist")
     if not file.is_file():
         raise FileNotFoundError(f"{file} not found")
-    return json.loads(file.read_text())
+    try:
+        raw = json.loads(file.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{file} is not valid JSON: {e}") from e
+    if not isinstance(raw, dict):
+        raise ValueError(f"{file} must hold a JSON object, not {type(raw).__name__}")
+    return raw
 
 
 def _read_tensors(path: Path, dtype: torch.dtype, device: str | torch.device) -> dict[str, torch.Tensor]:
     if (path / WEIGHTS).is_file():
         files = [path / WEIGHTS]
     elif (path / INDEX).is_file():
-        files = [path / name for name in sorted(set(_read_json(path / INDEX)["weight_map"].values()))]
+        weight_map = _read_json(path / INDEX).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise ValueError(f"{path / INDEX} has no weight_map object (tensor name -> shard file)")
+        files = [path / name for name in sorted(set(weight_map.values()))]
     else:
         raise FileNotFoundError(f"no {WEIGHTS} or {INDEX} in {path} (only safetensors checkpoints load)")
     tensors: dict[str, torch.Tensor] = {}
     for file in files:
         if not file.is_file():
             raise FileNotFoundError(f"weights shard {file} listed in {path / INDEX} not found")
-        with safe_open(str(file), framework="pt", device=str(device)) as f:
-            for name in f.keys():
-                tensors[name] = f.get_tensor(name).to(dtype)  # one at a time: peak memory ~ one copy
+        try:
+            with safe_open(str(file), framework="pt", device=str(device)) as f:
+                for name in f.keys():
+                    tensors[name] = f.get_tensor(name).to(dtype)  # one at a time: peak memory ~ one copy
+        except SafetensorError as e:  # its message does not say which file (truncated download, not safetensors)
+            raise ValueError(f"{file} is not a readable safetensors file: {e}") from e
     return tensors
 
 

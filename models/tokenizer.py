@@ -37,6 +37,9 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     hf_logging.set_verbosity_error()
     try:
         return AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+    except (OSError, ValueError) as e:  # transformers' messages do not name the directory
+        raise ValueError(f"{path}: no loadable tokenizer (tokenizer.json or tokenizer_config.json with its "
+                         f"vocabulary files): {e}") from e
     finally:
         hf_logging.set_verbosity(previous)
 

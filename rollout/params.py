@@ -1,7 +1,7 @@
 """Sampling parameters, validated at the boundary (they cross from config/driver to workers)."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -28,7 +28,7 @@ class SamplingParams(BaseModel):
     top_k: int = Field(0, ge=0)  # 0 = off
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_new_tokens: int = Field(256, ge=1)
-    stop_token_ids: tuple[int, ...] = ()
+    stop_token_ids: tuple[Annotated[int, Field(ge=0)], ...] = ()  # below the vocabulary size (checked by generate)
     ignore_eos: bool = False  # benchmarks: always decode max_new_tokens
     use_cache: bool = True
     seed: int = 0

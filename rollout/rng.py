@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 _M32 = 0xFFFFFFFF
+SEED_LIMIT = _M32 + 1  # row seeds are 32-bit: `uniforms` hashes a seed's low 32 bits only
 
 
 def _mix32(x: torch.Tensor) -> torch.Tensor:

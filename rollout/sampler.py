@@ -6,6 +6,7 @@ uncached decoding, any `max_batch_rows` and any order of the queue give the same
 """
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator
 
 import torch
@@ -18,6 +19,7 @@ from .decode_forward import DecodeForward, decode_forward
 from .device_memory import MemoryReader, read_device_memory
 from .engine import SlotDecoder
 from .params import SamplingParams
+from .rng import SEED_LIMIT
 from .sizing import plan_decode, stable_capacity
 from .slot_table import PromptItem, canvas_of
 from .trajectory import Trajectory
@@ -48,10 +50,17 @@ def validate_prompts(model: DiffusionLM, prompts: list[list[int]], params: Sampl
             if need > params.cache_tokens:
                 raise ValueError(f"prompt {i} ({len(p)} tokens) with max_new_tokens={params.max_new_tokens} needs a "
                                  f"canvas of {need} columns, more than rollout.cache_tokens={params.cache_tokens}")
+    _check_stop_ids(cfg, params)
     if cfg.attention == "full" and params.max_new_tokens % params.block_size:
         raise ValueError(
             f"rollout.block_size={params.block_size} must divide max_new_tokens={params.max_new_tokens} "
             f"for full-attention ({cfg.family}) semi-AR decoding")
+
+
+def _check_stop_ids(cfg: ModelConfig, params: SamplingParams) -> None:
+    outside = [t for t in params.stop_token_ids if t >= cfg.vocab_size]
+    if outside:  # such a stop id can never be sampled: the rows would silently run to max_new_tokens
+        raise ValueError(f"rollout.stop_token_ids {outside} are outside the vocabulary (size {cfg.vocab_size})")
 
 
 def _check_images(cfg: ModelConfig, prompts: list[list[int]], images: list[torch.Tensor | None] | None) -> None:
@@ -68,6 +77,8 @@ def _check_image(cfg: ModelConfig, i: int, prompt: list[int], image: torch.Tenso
     if image is not None and not cfg.image_tokens:
         raise ValueError(f"prompt {i} has an image, but model family {cfg.family!r} takes no images")
     top = max(prompt)
+    if min(prompt) < 0:  # the embedding lookup would fail deep in the first prefill
+        raise ValueError(f"prompt {i} has id {min(prompt)}: token ids must be >= 0")
     if top >= cfg.vocab_size + cfg.image_tokens:
         raise ValueError(f"prompt {i} has id {top}, outside the vocabulary ({cfg.vocab_size}) and the "
                          f"{cfg.image_tokens} image placeholder ids after it")
@@ -78,8 +89,18 @@ def _check_image(cfg: ModelConfig, i: int, prompt: list[int], image: torch.Tenso
                          f"{(cfg.image_tokens, cfg.hidden_size)}")
 
 
+def validate_seeds(prompts: list[list[int]], seeds: list[int]) -> None:
+    """One 32-bit seed per prompt: a short list would drop prompts, a long one hide a misalignment."""
+    if len(seeds) != len(prompts):
+        raise ValueError(f"generate() got {len(seeds)} seeds for {len(prompts)} prompts: it needs one per prompt")
+    for i, s in enumerate(seeds):
+        if not (isinstance(s, numbers.Integral) and 0 <= s < SEED_LIMIT):
+            raise ValueError(f"seeds[{i}]={s!r}: a row seed is an integer in [0, 2**32)")
+
+
 def default_seeds(params: SamplingParams, n: int) -> list[int]:
-    return [params.seed * 1000003 + i for i in range(n)]
+    # Masked to 32 bits: the uniforms they give are unchanged (rng.uniforms hashes the low 32 bits).
+    return [(params.seed * 1000003 + i) % SEED_LIMIT for i in range(n)]
 
 
 def fuses(model: DiffusionLM) -> bool:
@@ -95,11 +116,11 @@ def stream(model: DiffusionLM, prompts: list[list[int]], params: SamplingParams,
     """Decode prompts taken in order from a queue; yields (prompt index, trajectory) as rows finish.
     `stats`, when given, receives the decode's passes, prefill forwards and host synchronisations.
     `forward` runs the decode passes (default: what params.compile / params.cuda_graphs ask for).
-    `memory` reads the model's device for the sizing (rollout/sizing.py; no reading, as on a CPU: the
-    decode runs min(max_batch_rows, prompts) rows). `images`: per prompt, its image features
-    (rollout/images.py) or None.
+    `memory` reads the model's device for the sizing (rollout/sizing.py; no reading, as on a CPU: the decode
+    runs min(max_batch_rows, prompts) rows). `images`: per prompt, its image features (rollout/images.py) or None.
     """
     validate_prompts(model, prompts, params, images)
+    validate_seeds(prompts, seeds)
     if fuses(model):
         # Again after a wake or reload gave the weights their own memory back. Outside inference mode
         # (`generate`): the fused buffer becomes the parameters' memory, which weight syncs copy into.

@@ -5,6 +5,7 @@ checkpoint that `resume=auto` would pick."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 from collections.abc import Iterator
@@ -14,6 +15,8 @@ from typing import Any
 
 import ray
 from ray.actor import ActorHandle
+
+log = logging.getLogger(__name__)
 
 DRIVER_STATE = "driver.json"
 BEST = "best"  # checkpoints/best/: the HF export of the best held-out evaluation (never pruned)
@@ -25,23 +28,55 @@ def checkpoint_root(run_dir: Path) -> Path:
     return run_dir / "checkpoints"
 
 
-def complete_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+def step_dirs(run_dir: Path) -> list[tuple[int, Path]]:
+    """Every checkpoints/step_N entry, complete or not, oldest first."""
     root = checkpoint_root(run_dir)
-    found = [(int(m.group(1)), p) for p in root.glob("step_*") if (m := _STEP.match(p.name))
-             and (p / DRIVER_STATE).is_file()] if root.is_dir() else []
+    found = [(int(m.group(1)), p) for p in root.glob("step_*") if (m := _STEP.match(p.name))] if root.is_dir() else []
     return sorted(found)
 
 
+def incomplete(path: Path) -> str | None:
+    """Why `path` is not a checkpoint save_checkpoint finished (None when it is one)."""
+    if not path.is_dir():
+        return "not a directory"
+    missing = [part for part, ok in ((DRIVER_STATE, (path / DRIVER_STATE).is_file()),
+                                     ("learner/", (path / "learner").is_dir()),
+                                     ("hf/config.json", (path / "hf" / "config.json").is_file())) if not ok]
+    if missing:
+        return f"no {', '.join(missing)}"
+    try:
+        json.loads((path / DRIVER_STATE).read_text())
+    except ValueError as err:
+        return f"{DRIVER_STATE} is not valid JSON ({err})"
+    return None
+
+
+def complete_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    return [(step, p) for step, p in step_dirs(run_dir) if incomplete(p) is None]
+
+
 def resolve_resume(run_dir: Path, resume: str) -> Path | None:
-    """auto: the latest complete checkpoint (or None); never: None; else the given directory."""
+    """auto: the latest complete checkpoint, skipping (with a warning) incomplete ones, None when
+    there is no step_N at all (an error when every one is incomplete: starting afresh would
+    overwrite them); never: None; else the given directory, which must be complete."""
     if resume == "never":
         return None
     if resume == "auto":
-        found = complete_checkpoints(run_dir)
-        return found[-1][1] if found else None
+        found = step_dirs(run_dir)
+        for _, path in reversed(found):
+            why = incomplete(path)
+            if why is None:
+                return path
+            log.warning("trainer.resume=auto: skipping %s, an incomplete checkpoint (%s)", path, why)
+        if found:
+            raise FileNotFoundError(
+                f"trainer.resume=auto: no complete checkpoint under {checkpoint_root(run_dir)}, only incomplete "
+                f"ones ({', '.join(f'{p.name}: {incomplete(p)}' for _, p in found)}); remove them, or set "
+                "trainer.resume=never or a checkpoint directory")
+        return None
     path = Path(resume)
-    if not (path / DRIVER_STATE).is_file():
-        raise FileNotFoundError(f"trainer.resume={resume!r}: no {DRIVER_STATE} there (not a complete checkpoint)")
+    if why := incomplete(path):
+        raise FileNotFoundError(f"trainer.resume={resume!r}: not a complete checkpoint ({why})")
     return path
 
 

@@ -19,7 +19,7 @@ from tasks.registry import Task, get_task, resolve_reward
 from tasks.schemas import Row
 from tasks.screen import PromptLimits, ScreenedRows, screen_prompts
 
-from .checkpoint import resolve_resume
+from .checkpoint import resolve_resume, step_dirs
 from .cluster_watch import ClusterWatch
 from .config import RunConfig
 from .hooks import RunHooks
@@ -81,12 +81,13 @@ def begin(run: Run, resume: Path | None, skipped: int) -> None:
 
 
 def prepare_run_dir(cfg: RunConfig) -> Path:
-    """trainer.run_dir with the run's config in it; a fresh start (resume=auto with no checkpoint)
-    forgets the metrics an earlier run logged there."""
+    """trainer.run_dir with the run's config in it; a fresh start (resume=auto with no checkpoint,
+    not even an incomplete one, which resolve_resume refuses) forgets the metrics an earlier run
+    logged there."""
     run_dir = Path(cfg.trainer.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(cfg.model_dump(mode="json", by_alias=True), indent=2))
-    if cfg.trainer.resume == "auto" and resolve_resume(run_dir, "auto") is None:
+    if cfg.trainer.resume == "auto" and not step_dirs(run_dir):
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     return run_dir
 

@@ -80,16 +80,40 @@ def resolve_resume(run_dir: Path, resume: str) -> Path | None:
     return path
 
 
+def _discard(path: Path) -> None:
+    """Rename `path` to a hidden name, then delete it: a crash mid-delete leaves a `.name.old`,
+    never a step_N or best/ with some of its files gone."""
+    trash = path.with_name(f".{path.name}.old")
+    shutil.rmtree(trash, ignore_errors=True)
+    path.rename(trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 @contextmanager
 def _written_whole(final: Path) -> Iterator[Path]:
     """A fresh temporary sibling of `final` to fill; it replaces `final` only once the block ends
-    without an error, so a crash mid-write keeps whatever `final` held."""
+    without an error, so a crash mid-write keeps whatever `final` held. A failed write is removed
+    (a disk-full error leaves no partial copy taking the space)."""
     tmp = final.with_name(f".{final.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    yield tmp
-    shutil.rmtree(final, ignore_errors=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if final.exists():
+        _discard(final)
     tmp.rename(final)
+
+
+def prune(run_dir: Path, newest: Path, keep_last: int) -> None:
+    """Delete the oldest step_N so that `keep_last` stay, `newest` (just written) among them. Later
+    steps (left behind when a run resumed from an earlier checkpoint) are not counted nor deleted."""
+    step = int(_STEP.match(newest.name).group(1))
+    older = [p for n, p in complete_checkpoints(run_dir) if n < step]
+    for old in older[:max(len(older) - (keep_last - 1), 0)]:
+        _discard(old)
 
 
 def save_checkpoint(ranks: list[ActorHandle], run_dir: Path, step: int, driver_state: dict[str, Any],
@@ -100,8 +124,7 @@ def save_checkpoint(ranks: list[ActorHandle], run_dir: Path, step: int, driver_s
         ray.get([a.save.remote(str(tmp / "learner")) for a in ranks])
         ray.get([a.export_hf.remote(str(tmp / "hf")) for a in ranks])
         (tmp / DRIVER_STATE).write_text(json.dumps(driver_state, indent=2))
-    for _, old in complete_checkpoints(run_dir)[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
+    prune(run_dir, final, keep_last)
     return final
 
 

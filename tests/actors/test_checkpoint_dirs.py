@@ -1,5 +1,5 @@
 """Checkpoint directories on hostile input, without Ray: resume=auto over incomplete or stray
-step_N entries, an explicit resume path that is no checkpoint."""
+step_N entries, an explicit resume path that is no checkpoint, crash-safe replacement and pruning."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from actors import checkpoint
-from actors.checkpoint import resolve_resume
+from actors.checkpoint import _written_whole, prune, resolve_resume
 
 
 def _checkpoint(run_dir: Path, name: str) -> Path:
@@ -56,3 +56,60 @@ def test_an_explicit_resume_path_must_be_a_complete_checkpoint(tmp_path):
     (path / "hf" / "config.json").unlink()
     with pytest.raises(FileNotFoundError, match="no hf/config.json"):
         resolve_resume(tmp_path, str(path))
+
+
+def _killed_mid_delete(monkeypatch, victim: Path) -> None:
+    """shutil.rmtree of `victim` (under any name) removes driver.json's siblings, then dies."""
+    real = shutil.rmtree
+
+    def rmtree(path, *args, **kwargs):
+        if Path(path).is_dir() and Path(path).name.strip(".").removesuffix(".old") == victim.name:
+            for part in Path(path).iterdir():
+                if part.name != checkpoint.DRIVER_STATE and part.name != checkpoint.BEST_STATE:
+                    real(part)
+            raise KeyboardInterrupt("killed")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint.shutil, "rmtree", rmtree)
+
+
+def test_a_kill_while_pruning_leaves_no_half_deleted_step(tmp_path, monkeypatch):
+    old, newer = _checkpoint(tmp_path, "step_2"), _checkpoint(tmp_path, "step_4")
+    _killed_mid_delete(monkeypatch, old)
+    with pytest.raises(KeyboardInterrupt):
+        prune(tmp_path, newer, keep_last=1)
+    assert [p.name for _, p in checkpoint.step_dirs(tmp_path)] == ["step_4"]
+    assert resolve_resume(tmp_path, "auto") == newer
+
+
+def test_a_kill_while_replacing_best_leaves_no_half_deleted_best(tmp_path, monkeypatch):
+    best = tmp_path / "checkpoints" / checkpoint.BEST
+    (best / "hf").mkdir(parents=True)
+    (best / checkpoint.BEST_STATE).write_text('{"step": 2}')
+    _killed_mid_delete(monkeypatch, best)
+    with pytest.raises(KeyboardInterrupt):
+        with _written_whole(best) as tmp:
+            (tmp / checkpoint.BEST_STATE).write_text('{"step": 4}')
+    assert not best.exists() or (best / "hf").is_dir()  # best.json never outlives its export
+
+
+def test_a_failed_save_keeps_the_previous_checkpoint_and_leaves_no_partial_copy(tmp_path):
+    previous = _checkpoint(tmp_path, "step_2")
+    with pytest.raises(OSError, match="No space"):
+        with _written_whole(tmp_path / "checkpoints" / "step_4") as tmp:
+            (tmp / "learner").mkdir()
+            raise OSError(28, "No space left on device")
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_2"]
+    assert resolve_resume(tmp_path, "auto") == previous
+
+
+def test_pruning_keeps_the_checkpoint_just_written(tmp_path):
+    """Resumed from step_4 where step_8 (the abandoned run's) still exists: writing step_6 with
+    keep_last=1 must keep step_6 (the group's restore point), not only the later step_8."""
+    for name in ("step_2", "step_4", "step_8"):
+        _checkpoint(tmp_path, name)
+    new = _checkpoint(tmp_path, "step_6")
+    prune(tmp_path, new, keep_last=1)
+    assert [p.name for _, p in checkpoint.complete_checkpoints(tmp_path)] == ["step_6", "step_8"]
+    prune(tmp_path, new, keep_last=3)  # fewer than keep_last: nothing goes
+    assert new.is_dir()

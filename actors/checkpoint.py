@@ -107,10 +107,10 @@ def _written_whole(final: Path) -> Iterator[Path]:
     tmp.rename(final)
 
 
-def prune(run_dir: Path, newest: Path, keep_last: int) -> None:
-    """Delete the oldest step_N so that `keep_last` stay, `newest` (just written) among them. Later
-    steps (left behind when a run resumed from an earlier checkpoint) are not counted nor deleted."""
-    step = int(_STEP.match(newest.name).group(1))
+def prune(run_dir: Path, step: int, keep_last: int) -> None:
+    """Delete the oldest step_N so that `keep_last` stay, step_{step} (just written) among them.
+    Later steps (left behind when a run resumed from an earlier checkpoint) are not counted nor
+    deleted."""
     older = [p for n, p in complete_checkpoints(run_dir) if n < step]
     for old in older[:max(len(older) - (keep_last - 1), 0)]:
         _discard(old)
@@ -124,7 +124,7 @@ def save_checkpoint(ranks: list[ActorHandle], run_dir: Path, step: int, driver_s
         ray.get([a.save.remote(str(tmp / "learner")) for a in ranks])
         ray.get([a.export_hf.remote(str(tmp / "hf")) for a in ranks])
         (tmp / DRIVER_STATE).write_text(json.dumps(driver_state, indent=2))
-    prune(run_dir, final, keep_last)
+    prune(run_dir, step, keep_last)
     return final
 
 

@@ -77,7 +77,7 @@ def test_a_kill_while_pruning_leaves_no_half_deleted_step(tmp_path, monkeypatch)
     old, newer = _checkpoint(tmp_path, "step_2"), _checkpoint(tmp_path, "step_4")
     _killed_mid_delete(monkeypatch, old)
     with pytest.raises(KeyboardInterrupt):
-        prune(tmp_path, newer, keep_last=1)
+        prune(tmp_path, 4, keep_last=1)
     assert [p.name for _, p in checkpoint.step_dirs(tmp_path)] == ["step_4"]
     assert resolve_resume(tmp_path, "auto") == newer
 
@@ -109,7 +109,7 @@ def test_pruning_keeps_the_checkpoint_just_written(tmp_path):
     for name in ("step_2", "step_4", "step_8"):
         _checkpoint(tmp_path, name)
     new = _checkpoint(tmp_path, "step_6")
-    prune(tmp_path, new, keep_last=1)
+    prune(tmp_path, 6, keep_last=1)
     assert [p.name for _, p in checkpoint.complete_checkpoints(tmp_path)] == ["step_6", "step_8"]
-    prune(tmp_path, new, keep_last=3)  # fewer than keep_last: nothing goes
+    prune(tmp_path, 6, keep_last=3)  # fewer than keep_last: nothing goes
     assert new.is_dir()

@@ -22,6 +22,10 @@ DRIVER_STATE = "driver.json"
 BEST = "best"  # checkpoints/best/: the HF export of the best held-out evaluation (never pruned)
 BEST_STATE = "best.json"
 _STEP = re.compile(r"^step_(\d+)$")
+# Config keys whose change makes a checkpoint's learner state unloadable or another model's; DeepSpeed
+# also partitions its optimizer state by ZeRO stage and rank count.
+_SAME_STATE = ("model.family", "engine.backend")
+_SAME_DEEPSPEED_STATE = ("engine.zero_stage", "cluster.learner.num_workers")
 
 
 def checkpoint_root(run_dir: Path) -> Path:
@@ -78,6 +82,27 @@ def resolve_resume(run_dir: Path, resume: str) -> Path | None:
     if why := incomplete(path):
         raise FileNotFoundError(f"trainer.resume={resume!r}: not a complete checkpoint ({why})")
     return path
+
+
+def _dotted(config: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        config = config.get(part, {}) if isinstance(config, dict) else {}
+    return config
+
+
+def check_resumable(path: Path, config: dict[str, Any]) -> None:
+    """Raise naming every key (saved vs now) that makes the checkpoint at `path` unloadable with the
+    run's `config` (its JSON dump), before the learners read it and fail with torch's or
+    DeepSpeed's error; checkpoints older than the config in driver.json are not checked."""
+    saved = json.loads((path / DRIVER_STATE).read_text()).get("config")
+    if saved is None:
+        return
+    keys = _SAME_STATE + (_SAME_DEEPSPEED_STATE if _dotted(config, "engine.backend") == "deepspeed" else ())
+    changed = [f"{k}: {_dotted(saved, k)!r} there, {_dotted(config, k)!r} now" for k in keys
+               if _dotted(saved, k) != _dotted(config, k)]
+    if changed:
+        raise ValueError(f"checkpoint {path} was written by an incompatible config ({'; '.join(changed)}); "
+                         "resume with the same settings, or set trainer.resume=never or another run_dir")
 
 
 def _discard(path: Path) -> None:

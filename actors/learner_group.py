@@ -25,7 +25,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from learner.advantages import AdvantageResult
 
-from .checkpoint import DRIVER_STATE, load_checkpoint, save_best, save_checkpoint
+from .checkpoint import DRIVER_STATE, check_resumable, load_checkpoint, save_best, save_checkpoint
 from .config import RunConfig
 from .hooks import RunHooks
 from .learner_worker import LearnerWorker
@@ -172,6 +172,7 @@ class LearnerGroup:
 
     def resume(self, path: Path) -> dict[str, Any]:
         """Load a checkpoint into the ranks; its driver state."""
+        check_resumable(path, self.cfg.model_dump(mode="json", by_alias=True))
         self.restore_point = path
         return load_checkpoint(self.ranks, path)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from actors import checkpoint
-from actors.checkpoint import _written_whole, prune, resolve_resume
+from actors.checkpoint import _written_whole, check_resumable, prune, resolve_resume
 
 
 def _checkpoint(run_dir: Path, name: str) -> Path:
@@ -113,3 +113,18 @@ def test_pruning_keeps_the_checkpoint_just_written(tmp_path):
     assert [p.name for _, p in checkpoint.complete_checkpoints(tmp_path)] == ["step_6", "step_8"]
     prune(tmp_path, 6, keep_last=3)  # fewer than keep_last: nothing goes
     assert new.is_dir()
+
+
+def test_resuming_with_a_config_that_cannot_load_the_state_is_named(tmp_path):
+    path = _checkpoint(tmp_path, "step_2")
+    saved = {"model": {"family": "tiny", "path": None}, "engine": {"backend": "deepspeed", "zero_stage": 2},
+             "cluster": {"learner": {"num_workers": 2}}, "trainer": {"steps": 2}}
+    (path / checkpoint.DRIVER_STATE).write_text(json.dumps({"step": 2, "config": saved}))
+    check_resumable(path, {**saved, "trainer": {"steps": 4}})  # more steps: a plain continuation
+    other = {**saved, "model": {"family": "llada", "path": "/m"}, "cluster": {"learner": {"num_workers": 4}}}
+    with pytest.raises(ValueError, match=r"step_2 .*model.family: 'tiny' there, 'llada' now; "
+                                         r"cluster.learner.num_workers: 2 there, 4 now"):
+        check_resumable(path, other)
+    torch_now = {**saved, "engine": {"backend": "torch", "zero_stage": 0}, "cluster": {"learner": {"num_workers": 4}}}
+    with pytest.raises(ValueError, match=r"engine.backend: 'deepspeed' there, 'torch' now\)"):
+        check_resumable(path, torch_now)  # torch's state is whole on rank 0: any rank count loads it

@@ -229,3 +229,8 @@ def test_unavailable_checker_is_an_explicit_failure(monkeypatch, how):
     # The string fast path needs no checker: its verdicts stay real.
     assert reward("\\boxed{0.75}", {"ground_truth_answer": "0.75"})["correct"] is True
     math_reward._pools[1].close()
+
+
+@pytest.mark.parametrize("response", ["so \\boxed\n{5}", "so \\boxed {5}", "$\\boxed\t{5}$"])
+def test_boxed_with_whitespace_before_its_brace(math_reward, response):
+    assert math_reward(response, {"ground_truth_answer": "5"})["reward"] == 1.0

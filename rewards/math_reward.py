@@ -15,6 +15,9 @@ from .timeout_pool import TimeoutPool, WorkerCrashed, WorkerUnavailable
 
 _DROP = ("\\left", "\\right", "\\!", "\\,", "\\;", "\\:", "\\displaystyle", "$", "\\%", "%", "^\\circ", "^{\\circ}")
 _TEXT = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")
+# Whitespace that is not between two digits: "1 2" must stay apart from "12" ("12 345" as a
+# thousands separator is left to math_verify).
+_SPACE_NOT_BETWEEN_DIGITS = re.compile(r"(?<!\d) | (?!\d)")
 
 
 def normalize(answer: str) -> str:
@@ -26,7 +29,7 @@ def normalize(answer: str) -> str:
     for token in _DROP:
         s = s.replace(token, "")
     s = _TEXT.sub(r"\1", s)
-    s = "".join(s.split())
+    s = _SPACE_NOT_BETWEEN_DIGITS.sub("", " ".join(s.split()))
     if s.startswith("."):
         s = "0" + s
     return s

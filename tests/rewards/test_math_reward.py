@@ -246,3 +246,11 @@ def test_boxed_with_whitespace_before_its_brace(math_reward, response):
 def test_fast_path_keeps_digits_apart(math_reward, answer, truth, reward):
     result = math_reward(f"so \\boxed{{{answer}}}", {"ground_truth_answer": truth})
     assert result["reward"] == reward, result["info"]
+
+
+@pytest.mark.parametrize("answer, truth, reward", [
+    ("\\rightarrow", "\\leftarrow", 0.0),  # not a \left/\right sizing command: must not be dropped
+    ("\\left[1, 2\\right)", "[1,2)", 1.0),
+])
+def test_only_sizing_left_right_are_dropped(math_reward, answer, truth, reward):
+    assert math_reward(f"so \\boxed{{{answer}}}", {"ground_truth_answer": truth})["reward"] == reward

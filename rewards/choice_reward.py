@@ -1,11 +1,11 @@
 """Multiple-choice reward: find the option letter a response chose and compare it with the row's letter.
 
-What counts as a choice, in order: the letters its explicit answer statements name ("answer is X",
+What counts as a choice, in order: the letters its last explicit answer statement names ("answer is X",
 "Answer: X", "the correct choice is X", \\boxed{X}, <answer>X</answer>); else its standalone option
 letters ("B", "(B)", "B.", "B)", "**B**", "option B") if they all name one option. "A" or "I" used as
 an English word ("A careful look", "I think") is no letter. A response naming none is incorrect
-("no_answer"); one whose statements name different options ("the answer is A or B"), or that names
-several without stating its answer, is incorrect ("ambiguous"); a row whose ground truth is not one of
+("no_answer"); one whose last statement names different options ("the answer is A or B"), or that
+names several without stating its answer, is incorrect ("ambiguous"); a row whose ground truth is not one of
 its option letters has no verdict ("bad_ground_truth"), so a broken row is counted, never trained as "wrong"."""
 from __future__ import annotations
 
@@ -46,16 +46,18 @@ def _is_word(text: str, at: int) -> bool:
 
 
 def _stated(response: str, choices: str) -> set[str]:
-    """The option letters named by the response's answer statements."""
-    named = set()
+    """The option letters named by the response's last answer statement that names one: a reasoning
+    response may correct itself ("the answer is A. Wait, ... the answer is B")."""
+    named: set[str] = set()
     for match in _STATED.finditer(response):
         end = match.end()
         letters = [match]
         while also := _ALSO.match(response, end):
             letters.append(also)
             end = also.end()
-        named.update(m.group(1).upper() for m in letters
-                     if m.group(1).upper() in choices and not _is_word(response, m.start(1)))
+        these = {m.group(1).upper() for m in letters
+                 if m.group(1).upper() in choices and not _is_word(response, m.start(1))}
+        named = these or named
     return named
 
 

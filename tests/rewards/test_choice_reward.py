@@ -48,10 +48,14 @@ TEN = "ABCDEFGHIJ"
     ("The answer is I.", "I", TEN, 1.0),
     ("A is correct", "A", "ABCD", 1.0),
     ("The answer is A because it fits", "A", "ABCD", 1.0),
-    # Two different options stated as the answer earn nothing.
+    # Two different options in one statement earn nothing.
     ("The answer is A or B", "A", "ABCD", 0.0),
     ("the answer is (A) and (B)", "B", "ABCD", 0.0),
-    ("Answer: A. Answer: B", "B", "ABCD", 0.0),
+    # The last statement stands: a reasoning response may correct itself.
+    ("Answer: A. Answer: B", "B", "ABCD", 1.0),
+    ("The answer is A. Wait, checking the units again, the answer is B.", "B", "ABCD", 1.0),
+    ("The answer is A. Wait, checking the units again, the answer is B.", "A", "ABCD", 0.0),
+    ("The answer is B. Hmm, the answer is A or C.", "B", "ABCD", 0.0),
     ("Option A is wrong, the answer is B", "A", "ABCD", 0.0),
     ("Option A is wrong, the answer is B", "B", "ABCD", 1.0),
     # A letter inside a name or number is no choice.

@@ -37,7 +37,7 @@ def extract_boxed(text: str) -> str | None:
     if start < 0:
         return None
     i = start + len(command)
-    while i < len(text) and text[i] == " ":
+    while i < len(text) and text[i].isspace():  # TeX skips any whitespace before an argument: "\\boxed\n{5}"
         i += 1
     if i < len(text) and text[i] == "{":
         end = _match_braces(text, i)

@@ -13,8 +13,13 @@ from .limits import RewardLimits
 from .result import RewardResult
 from .timeout_pool import TimeoutPool, WorkerCrashed, WorkerUnavailable
 
-_DROP = ("\\left", "\\right", "\\!", "\\,", "\\;", "\\:", "\\displaystyle", "$", "\\%", "%", "^\\circ", "^{\\circ}")
+_DROP = ("\\!", "\\,", "\\;", "\\:", "\\displaystyle", "$", "\\%", "%", "^\\circ", "^{\\circ}")
+# \left( / \right) only size delimiters; \leftarrow and \rightarrow are other commands.
+_SIZING = re.compile(r"\\(?:left|right)(?![A-Za-z])")
 _TEXT = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")
+# Whitespace that is not between two digits: "1 2" must stay apart from "12" ("12 345" as a
+# thousands separator is left to math_verify).
+_SPACE_NOT_BETWEEN_DIGITS = re.compile(r"(?<!\d) | (?!\d)")
 
 
 def normalize(answer: str) -> str:
@@ -23,10 +28,11 @@ def normalize(answer: str) -> str:
     of "x=3": "x=3" and "y=3" differ (asymptotes), and math_verify matches "x=3" with "3"."""
     s = answer.strip().rstrip(".")
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    s = _SIZING.sub("", s)
     for token in _DROP:
         s = s.replace(token, "")
     s = _TEXT.sub(r"\1", s)
-    s = "".join(s.split())
+    s = _SPACE_NOT_BETWEEN_DIGITS.sub("", " ".join(s.split()))
     if s.startswith("."):
         s = "0" + s
     return s

@@ -12,12 +12,18 @@ from rewards.extract import extract_answer, extract_answer_tag, extract_boxed, e
     ("\\boxed{\\{1, 2\\}}", "\\{1, 2\\}"),
     ("\\boxed{\\begin{pmatrix}1\\\\2\\end{pmatrix}}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}"),
     ("\\boxed 5 apples", "5"),
+    ("\\boxed\n{5}", "5"),  # whitespace of any kind may sit between the command and its brace
+    ("\\boxed \t{5}", "5"),
     ("\\boxed{1+", None),
     ("no answer here", None),
     ("\\boxed{" + "{" * 10000 + "1" + "}" * 10000 + "}", "{" * 10000 + "1" + "}" * 10000),
 ])
 def test_extract_boxed(text, expected):
     assert extract_boxed(text) == expected
+
+
+def test_whitespace_before_the_brace_stays_linear():
+    assert extract_boxed("\\boxed" + " \n" * 500000 + "{5}") == "5"
 
 
 def test_other_extractors():

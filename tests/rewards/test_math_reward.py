@@ -229,3 +229,28 @@ def test_unavailable_checker_is_an_explicit_failure(monkeypatch, how):
     # The string fast path needs no checker: its verdicts stay real.
     assert reward("\\boxed{0.75}", {"ground_truth_answer": "0.75"})["correct"] is True
     math_reward._pools[1].close()
+
+
+@pytest.mark.parametrize("response", ["so \\boxed\n{5}", "so \\boxed {5}", "$\\boxed\t{5}$"])
+def test_boxed_with_whitespace_before_its_brace(math_reward, response):
+    assert math_reward(response, {"ground_truth_answer": "5"})["reward"] == 1.0
+
+
+@pytest.mark.parametrize("answer, truth, reward", [
+    ("1 2", "12", 0.0),  # two numbers, not twelve: the fast path must not glue digits together
+    ("3\n4", "34", 0.0),
+    ("2 1/2", "21/2", 0.0),
+    ("1\\,000", "1000", 1.0),  # LaTeX thin space as a thousands separator
+    ("x = 3", "x=3", 1.0),
+])
+def test_fast_path_keeps_digits_apart(math_reward, answer, truth, reward):
+    result = math_reward(f"so \\boxed{{{answer}}}", {"ground_truth_answer": truth})
+    assert result["reward"] == reward, result["info"]
+
+
+@pytest.mark.parametrize("answer, truth, reward", [
+    ("\\rightarrow", "\\leftarrow", 0.0),  # not a \left/\right sizing command: must not be dropped
+    ("\\left[1, 2\\right)", "[1,2)", 1.0),
+])
+def test_only_sizing_left_right_are_dropped(math_reward, answer, truth, reward):
+    assert math_reward(f"so \\boxed{{{answer}}}", {"ground_truth_answer": truth})["reward"] == reward

@@ -14,7 +14,7 @@ from learner.objectives import REFERENCE_SFT
 from models.config import Family, family_attention
 from rewards.judge_backends import JudgeConfig
 from rollout.params import SamplingParams
-from tasks.registry import TASKS, resolve_reward
+from tasks.registry import TASKS, check_knobs, resolve_reward
 
 from .reward_route import RewardSection
 from .weight_sync.planner import AUTO, check_transport
@@ -88,6 +88,11 @@ class TaskSection(_Strict):
         if reward is not None:
             resolve_reward(reward)  # its error names task.reward and the built-in names
         return reward
+
+    @model_validator(mode="after")
+    def _knobs(self) -> TaskSection:
+        check_knobs(self.name, self.params)  # its error names task.params.<key> and the allowed keys
+        return self
 
 
 class PoolSection(_Strict):

@@ -75,6 +75,11 @@ def test_every_group_option_validates(group, option):
     ("algo.advantage.scale=mad", "algo.advantage.scale", "'std' or 'none'"),
     ("task.name=nope", "task.name", "'arith', 'code_jsonl'"),  # these two failed only after Ray started
     ("task.reward=nope", "task.reward", "'choice', 'code', 'math'"),
+    # A misspelled knob failed after Ray started, as the task factory's TypeError
+    ("+task.params.max_digit=3", "task.params.max_digit", "'max_digits', 'min_digits'"),
+    ("task=math_jsonl task.params.path=/data.jsonl +task.params.pth=x", "task.params.pth", "'path', 'reward'"),
+    ("task=image_json task.params.path=/data.json +task.params.min_image_size=8", "task.params.min_image_size",
+     "'min_image_side'"),
     ("+eval_rollout.temprature=0.5", "eval_rollout.temprature", "Extra inputs"),  # was named as a top-level key
     ("algo=agrpo trainer.responses_per_prompt=1", "trainer.responses_per_prompt=1", "at least 2"),  # was accepted
 ])

@@ -82,6 +82,8 @@ def test_every_group_option_validates(group, option):
      "'min_image_side'"),
     ("+eval_rollout.temprature=0.5", "eval_rollout.temprature", "Extra inputs"),  # was named as a top-level key
     ("algo=agrpo trainer.responses_per_prompt=1", "trainer.responses_per_prompt=1", "at least 2"),  # was accepted
+    # algo.temperature is copied from rollout.temperature: the error named only the key the user never set
+    ("rollout.temperature=0", "rollout.temperature", "algo.temperature"),
 ])
 def test_bad_config_names_the_key(override, key, hint):
     with pytest.raises(ConfigError) as err:

@@ -84,6 +84,7 @@ def test_every_group_option_validates(group, option):
     ("algo=agrpo trainer.responses_per_prompt=1", "trainer.responses_per_prompt=1", "at least 2"),  # was accepted
     # algo.temperature is copied from rollout.temperature: the error named only the key the user never set
     ("rollout.temperature=0", "rollout.temperature", "algo.temperature"),
+    ("engine.total_steps=0", "engine.total_steps=0", "before the first step"),  # was accepted: lr at its minimum
 ])
 def test_bad_config_names_the_key(override, key, hint):
     with pytest.raises(ConfigError) as err:

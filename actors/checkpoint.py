@@ -41,7 +41,8 @@ def resolve_resume(run_dir: Path, resume: str) -> Path | None:
         return found[-1][1] if found else None
     path = Path(resume)
     if not (path / DRIVER_STATE).is_file():
-        raise FileNotFoundError(f"trainer.resume={resume!r}: no {DRIVER_STATE} there (not a complete checkpoint)")
+        raise FileNotFoundError(f"trainer.resume={resume!r}: allowed values are auto, never or a complete checkpoint "
+                                f"directory (run_dir/checkpoints/step_N), and {path} has no {DRIVER_STATE}")
     return path
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from .checkpoint import resolve_resume
 from .config import ConfigError, RunConfig, validate_tree
 from .modes import mode_for
 from .trackers import check_trackers
@@ -34,10 +35,10 @@ def compose_config(overrides: list[str]) -> RunConfig:
 
 def check_files(cfg: RunConfig) -> None:
     """The files the driver reads once Ray has started (actors.start.start_run), checked before: the
-    checkpoint at model.path (the driver loads its config.json and tokenizer) and the task's data.
-    Not part of validate_config: they are facts about this machine, not the config's form (a config
-    may name another machine's paths). What only actors read (judge.model, model.ref_path) may live
-    on their nodes alone, so it is not checked here."""
+    checkpoint at model.path (the driver loads its config.json and tokenizer), the task's data and a
+    trainer.resume checkpoint. Not part of validate_config: they are facts about this machine, not the
+    config's form (a config may name another machine's paths). What only actors read (judge.model,
+    model.ref_path) may live on their nodes alone, so it is not checked here."""
     errors = []
     path = cfg.model.path
     if path is not None and not (Path(path) / "config.json").is_file():
@@ -47,5 +48,9 @@ def check_files(cfg: RunConfig) -> None:
         value = cfg.task.params.get(key)
         if value is not None and not Path(value).exists():
             errors.append(f"task.params.{key}={value!r} does not exist")
+    try:
+        resolve_resume(Path(cfg.trainer.run_dir), cfg.trainer.resume)
+    except FileNotFoundError as err:
+        errors.append(str(err))
     if errors:
         raise ConfigError("invalid config:\n" + "\n".join(f"  {e}" for e in errors))

@@ -121,6 +121,8 @@ def test_launch_rejects_bad_config_before_ray_starts(tmp_path, override, key):
     ("task=math_jsonl task.params.path={tmp}/missing.jsonl", "task.params.path", "does not exist"),
     ("task=math_jsonl task.params.path={tmp}/train.jsonl task.params.eval_path={tmp}/missing.jsonl",
      "task.params.eval_path", "does not exist"),
+    ("trainer.resume=sometimes", "trainer.resume", "auto, never or a complete checkpoint directory"),
+    ("trainer.resume={tmp}", "trainer.resume", "no driver.json"),
 ])
 def test_files_the_driver_reads_are_checked_before_ray_starts(tmp_path, override, key, hint):
     (tmp_path / "train.jsonl").write_text('{"question": "1+1", "ground_truth_answer": "2"}\n')
@@ -133,8 +135,11 @@ def test_files_the_driver_reads_are_checked_before_ray_starts(tmp_path, override
 def test_files_that_exist_pass(tmp_path):
     model = write_tiny_checkpoint(tmp_path / "model")
     (tmp_path / "train.jsonl").write_text('{"question": "1+1", "ground_truth_answer": "2"}\n')
+    step = tmp_path / "run" / "checkpoints" / "step_2"
+    step.mkdir(parents=True)
+    (step / "driver.json").write_text("{}")
     for overrides in ([], [f"model.path={model}", "task=math_jsonl", f"task.params.path={tmp_path}/train.jsonl",
-                           f"task.params.eval_path={tmp_path}/train.jsonl"]):
+                           f"task.params.eval_path={tmp_path}/train.jsonl", f"trainer.resume={step}"]):
         check_files(compose_config(overrides + [f"trainer.run_dir={tmp_path}/run"]))
 
 

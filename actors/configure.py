@@ -39,7 +39,7 @@ def check_files(cfg: RunConfig) -> None:
     trainer.resume checkpoint. Not part of validate_config: they are facts about this machine, not the
     config's form (a config may name another machine's paths). What only actors read (judge.model,
     model.ref_path) may live on their nodes alone, so it is not checked here."""
-    errors = []
+    errors: list[str] = []
     path = cfg.model.path
     if path is not None and not (Path(path) / "config.json").is_file():
         errors.append(f"model.path={path!r} is not a checkpoint directory: {Path(path) / 'config.json'} "

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from actors.config import ConfigError, RunConfig
-from actors.configure import validate_config
+from actors.configure import check_files, validate_config
 
 REPO = Path(__file__).resolve().parent
 
@@ -72,6 +72,7 @@ def run(cfg: RunConfig) -> None:
 def main(raw: DictConfig) -> None:
     try:
         cfg = validate_config(OmegaConf.to_container(raw, resolve=True, throw_on_missing=True))
+        check_files(cfg)
     except (ConfigError, OmegaConfBaseException) as err:
         print(err, file=sys.stderr)
         sys.exit(2)

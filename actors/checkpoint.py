@@ -80,7 +80,8 @@ def resolve_resume(run_dir: Path, resume: str) -> Path | None:
         return None
     path = Path(resume)
     if why := incomplete(path):
-        raise FileNotFoundError(f"trainer.resume={resume!r}: not a complete checkpoint ({why})")
+        raise FileNotFoundError(f"trainer.resume={resume!r}: allowed values are auto, never or a complete checkpoint "
+                                f"directory (run_dir/checkpoints/step_N), and {path} is not one ({why})")
     return path
 
 

@@ -14,7 +14,7 @@ from learner.objectives import REFERENCE_SFT
 from models.config import Family, family_attention
 from rewards.judge_backends import JudgeConfig
 from rollout.params import SamplingParams
-from tasks.registry import TASKS, resolve_reward
+from tasks.registry import TASKS, check_knobs, resolve_reward
 
 from .reward_route import RewardSection
 from .weight_sync.planner import AUTO, check_transport
@@ -88,6 +88,11 @@ class TaskSection(_Strict):
         if reward is not None:
             resolve_reward(reward)  # its error names task.reward and the built-in names
         return reward
+
+    @model_validator(mode="after")
+    def _knobs(self) -> TaskSection:
+        check_knobs(self.name, self.params)  # its error names task.params.<key> and the allowed keys
+        return self
 
 
 class PoolSection(_Strict):
@@ -251,6 +256,13 @@ class RunConfig(_Strict):
                              f"without engine.offload_params (got zero_stage={e.zero_stage}, offload_params="
                              f"{e.offload_params}): the learner parks its ZeRO-2/3 state in host memory while the "
                              "rollout worker decodes (DeepSpeed's offload_states)")
+        # 0 comes from engine.total_steps=${trainer.steps} in runs without steps (mode=eval); with steps,
+        # the cosine would end before the first one and hold lr at min_lr_ratio * lr throughout.
+        if e.schedule == "cosine" and e.total_steps == 0 and self.trainer.steps:
+            raise ValueError(f"engine.total_steps=0 with engine.schedule=cosine and trainer.steps="
+                             f"{self.trainer.steps}: the decay would end before the first step (lr = min_lr_ratio "
+                             "* lr throughout); set engine.total_steps to the step it ends at (conf: trainer.steps) "
+                             "or engine.schedule=constant")
         if self.cluster.colocate and self.async_.max_staleness:
             raise ValueError("async.max_staleness=1 overlaps rollout with the update, but cluster.colocate=true "
                              "rollout workers release their weights while the learner updates: pick one")

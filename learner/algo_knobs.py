@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .advantages import AdvantageConfig
 
@@ -46,7 +46,7 @@ class AlgoKnobs(BaseModel):
     # how far training has moved the policy. Costs a forward of a second model copy per step.
     log_ref_kl: bool = True
     ppo_epochs: int = Field(1, ge=1)  # μ: passes over the step's batch
-    temperature: float = Field(1.0, gt=0.0)  # the rollout temperature the log-probs are taken at
+    temperature: float = 1.0  # the rollout temperature the log-probs are taken at (> 0: _sampled)
     token_budget: int = Field(16384, ge=16)  # padded tokens per micro-batch
     # agrpo
     agrpo_samples: int = Field(4, ge=1)  # M steps drawn per trajectory
@@ -59,6 +59,16 @@ class AlgoKnobs(BaseModel):
     mask_ratio: tuple[float, float] = (0.1, 1.0)
     value: ValueConfig = ValueConfig()
     advantage: AdvantageConfig = AdvantageConfig()
+
+    @field_validator("temperature")
+    @classmethod
+    def _sampled(cls, t: float) -> float:
+        # conf/algo/*.yaml copy rollout.temperature here: name the key a user sets, not only this one.
+        if t <= 0:
+            raise ValueError("must be > 0: the log-probs are taken at the rollouts' sampling temperature, "
+                             "rollout.temperature (conf/algo/*.yaml copy it here); for greedy evaluation set "
+                             "trainer.eval_greedy=true instead")
+        return t
 
     @model_validator(mode="after")
     def _check(self) -> "AlgoKnobs":

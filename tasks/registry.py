@@ -9,6 +9,7 @@ themselves, e.g. reward workers."""
 from __future__ import annotations
 
 import functools
+import inspect
 import random
 from dataclasses import dataclass
 from typing import Callable, Protocol, get_args
@@ -136,8 +137,10 @@ class FileRows:
         return split_rows(self.train, seed, self.eval_fraction)
 
 
-def _builtin(name: str, sample: Callable[..., Row], eval_fraction: float = DEFAULT_EVAL_FRACTION,
-             kind: Kind = "math", **knobs: object) -> Task:
+# The factories' positional-only parameters are the registry's; their keyword ones are the task's
+# knobs (task.params, see task_knobs).
+def _builtin(name: str, sample: Callable[..., Row], kind: Kind = "math", /,
+             eval_fraction: float = DEFAULT_EVAL_FRACTION, **knobs: object) -> Task:
     check_eval_fraction(eval_fraction)
     bound = functools.partial(sample, **knobs)
     bound(random.Random(0))  # check the knobs now, not on the first draw
@@ -145,10 +148,10 @@ def _builtin(name: str, sample: Callable[..., Row], eval_fraction: float = DEFAU
     return Task(name, kind, "plain", reward_path, GeneratedRows(bound, eval_fraction))
 
 
-def _file_task(name: str, kind: Kind, path: str | None = None, eval_path: str | None = None,
-               on_error: OnError = "raise", split: str | None = None, template: Template = "auto",
-               eval_fraction: float = DEFAULT_EVAL_FRACTION, reward: str | None = None,
-               check: Callable[[Row], str | None] | None = None) -> Task:
+def _file_task(name: str, kind: Kind, check: Callable[[Row], str | None] | None = None, /,
+               path: str | None = None, eval_path: str | None = None, on_error: OnError = "raise",
+               split: str | None = None, template: Template = "auto",
+               eval_fraction: float = DEFAULT_EVAL_FRACTION, reward: str | None = None) -> Task:
     if not path:  # conf/task/*.yaml leave it null: say which key, not a TypeError from pathlib
         raise ValueError(f"task {name!r} needs task.params.path: a JSONL, JSON or Parquet file or a "
                          "datasets save_to_disk directory")
@@ -165,19 +168,39 @@ def _file_task(name: str, kind: Kind, path: str | None = None, eval_path: str | 
 def _image_file_task(name: str, path: str | None = None, image_root: str | None = None, min_image_side: int = 8,
                      **params: object) -> Task:
     """Multiple-choice rows about images: each row's `image` under `image_root`, opened when loading."""
-    return _file_task(name, "choice", path, check=image_checker(image_root, min_image_side), **params)
+    return _file_task(name, "choice", image_checker(image_root, min_image_side), path=path, **params)
 
 
-TASKS: dict[str, Callable[..., Task]] = {
+TASKS: dict[str, functools.partial[Task]] = {
     "arith": functools.partial(_builtin, "arith", sample_arith),
     "countdown": functools.partial(_builtin, "countdown", sample_countdown),
     "digits": functools.partial(_builtin, "digits", sample_digits),
     "sudoku4": functools.partial(_builtin, "sudoku4", sample_sudoku4),
-    "shapes": functools.partial(_builtin, "shapes", sample_shapes, kind="choice"),
+    "shapes": functools.partial(_builtin, "shapes", sample_shapes, "choice"),
     "math_jsonl": functools.partial(_file_task, "math_jsonl", "math"),
     "code_jsonl": functools.partial(_file_task, "code_jsonl", "code"),
     "image_json": functools.partial(_image_file_task, "image_json"),
 }
+
+
+def task_knobs(name: str) -> list[str]:
+    """The knobs task `name` takes: its factory's keyword parameters and, where the factory passes
+    **knobs on, those of the function receiving them (a built-in task's sampler; _file_task)."""
+    factory = TASKS[name]
+    receivers = {_builtin: factory.args[1:2], _image_file_task: (_file_task,)}.get(factory.func, ())
+    return sorted({p.name for fn in (factory, *receivers) for p in inspect.signature(fn).parameters.values()
+                   # with a default: a sampler's rng, passed by _builtin, has none
+                   if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is not p.empty})
+
+
+def check_knobs(name: str, knobs: dict[str, object]) -> None:
+    """A knob task `name` does not take fails now, by its task.params key, rather than as the
+    factory's TypeError once get_task runs (after Ray has started)."""
+    allowed = task_knobs(name)
+    unknown = sorted(set(knobs) - set(allowed))
+    if unknown:
+        raise ValueError(f"{', '.join(f'task.params.{k}' for k in unknown)}: task {name!r} takes no such knob; "
+                         f"allowed keys are {allowed}")
 
 
 def get_task(name: str, **knobs: object) -> Task:

@@ -50,7 +50,7 @@ def test_auto_refuses_to_start_afresh_over_incomplete_checkpoints(tmp_path):
 
 
 def test_an_explicit_resume_path_must_be_a_complete_checkpoint(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not a complete checkpoint"):
+    with pytest.raises(FileNotFoundError, match="is not one"):
         resolve_resume(tmp_path, str(tmp_path))  # the run directory, not a step_N
     path = _checkpoint(tmp_path, "step_2")
     (path / "hf" / "config.json").unlink()

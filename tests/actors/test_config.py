@@ -11,6 +11,7 @@ import pytest
 from omegaconf.errors import MissingMandatoryValue
 
 from actors.config import ConfigError
+from actors.configure import check_files
 from actors.modes import mode_for
 from learner.objectives import REFERENCE_SFT
 from models.checkpoint import weights_fingerprint
@@ -75,8 +76,16 @@ def test_every_group_option_validates(group, option):
     ("algo.advantage.scale=mad", "algo.advantage.scale", "'std' or 'none'"),
     ("task.name=nope", "task.name", "'arith', 'code_jsonl'"),  # these two failed only after Ray started
     ("task.reward=nope", "task.reward", "'choice', 'code', 'math'"),
+    # A misspelled knob failed after Ray started, as the task factory's TypeError
+    ("+task.params.max_digit=3", "task.params.max_digit", "'max_digits', 'min_digits'"),
+    ("task=math_jsonl task.params.path=/data.jsonl +task.params.pth=x", "task.params.pth", "'path', 'reward'"),
+    ("task=image_json task.params.path=/data.json +task.params.min_image_size=8", "task.params.min_image_size",
+     "'min_image_side'"),
     ("+eval_rollout.temprature=0.5", "eval_rollout.temprature", "Extra inputs"),  # was named as a top-level key
     ("algo=agrpo trainer.responses_per_prompt=1", "trainer.responses_per_prompt=1", "at least 2"),  # was accepted
+    # algo.temperature is copied from rollout.temperature: the error named only the key the user never set
+    ("rollout.temperature=0", "rollout.temperature", "algo.temperature"),
+    ("engine.total_steps=0", "engine.total_steps=0", "before the first step"),  # was accepted: lr at its minimum
 ])
 def test_bad_config_names_the_key(override, key, hint):
     with pytest.raises(ConfigError) as err:
@@ -93,12 +102,47 @@ def test_one_response_per_prompt_is_fine_where_a_value_model_learns_raw_rewards(
         compose_config("algo=tracerl_value trainer.responses_per_prompt=1 algo.value.outcome=reward".split())
 
 
-def test_launch_rejects_bad_config_before_ray_starts(tmp_path):
-    out = subprocess.run([sys.executable, "launch.py", "cluster.learner.num_workers=0", f"trainer.run_dir={tmp_path}"],
+@pytest.mark.parametrize("override,key", [
+    ("cluster.learner.num_workers=0", "cluster.learner.num_workers"),
+    ("model.path=/nonexistent", "model.path"),  # was a tokenizer's FileNotFoundError once Ray had started
+])
+def test_launch_rejects_bad_config_before_ray_starts(tmp_path, override, key):
+    out = subprocess.run([sys.executable, "launch.py", override, f"trainer.run_dir={tmp_path}"],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
-    assert "cluster.learner.num_workers" in out.stderr
+    assert key in out.stderr
     assert "Ray" not in out.stdout + out.stderr and not any(Path(tmp_path).iterdir())
+
+
+@pytest.mark.parametrize("override,key,hint", [
+    # Each failed only after Ray had started, in actors.start.start_run, most without naming the key
+    ("model.path={tmp}/missing", "model.path", "missing/config.json does not exist"),
+    ("model.path={tmp}", "model.path", "config.json does not exist"),  # a directory, but no checkpoint
+    ("task=math_jsonl task.params.path={tmp}/missing.jsonl", "task.params.path", "does not exist"),
+    ("task=math_jsonl task.params.path={tmp}/train.jsonl task.params.eval_path={tmp}/missing.jsonl",
+     "task.params.eval_path", "does not exist"),
+    ("trainer.resume=sometimes", "trainer.resume", "auto, never or a complete checkpoint directory"),
+    ("trainer.resume={tmp}", "trainer.resume", "no driver.json"),
+])
+def test_files_the_driver_reads_are_checked_before_ray_starts(tmp_path, override, key, hint):
+    (tmp_path / "train.jsonl").write_text('{"question": "1+1", "ground_truth_answer": "2"}\n')
+    cfg = compose_config(override.format(tmp=tmp_path).split() + [f"trainer.run_dir={tmp_path}/run"])
+    with pytest.raises(ConfigError) as err:
+        check_files(cfg)
+    assert key in str(err.value) and hint in str(err.value)
+
+
+def test_files_that_exist_pass(tmp_path):
+    model = write_tiny_checkpoint(tmp_path / "model")
+    (tmp_path / "train.jsonl").write_text('{"question": "1+1", "ground_truth_answer": "2"}\n')
+    step = tmp_path / "run" / "checkpoints" / "step_2"
+    for part in ("learner", "hf"):
+        (step / part).mkdir(parents=True)
+    (step / "driver.json").write_text("{}")
+    (step / "hf" / "config.json").write_text("{}")
+    for overrides in ([], [f"model.path={model}", "task=math_jsonl", f"task.params.path={tmp_path}/train.jsonl",
+                           f"task.params.eval_path={tmp_path}/train.jsonl", f"trainer.resume={step}"]):
+        check_files(compose_config(overrides + [f"trainer.run_dir={tmp_path}/run"]))
 
 
 def test_warm_start_cache_key_follows_only_what_the_warm_up_reads(tmp_path):

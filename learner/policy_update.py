@@ -55,6 +55,20 @@ def norm_weights(mbs: list[MicroBatch], trajs: list[Trajectory], mode: str, filt
         mb.data["w"] = w * mb.row_weight
 
 
+def _name(t: Trajectory, i: int) -> str:
+    return f"trajectory {i} ({t.prompt_uid}/{t.sample_idx})"
+
+
+def check_advantages(trajs: list[Trajectory], advantages: list[float]) -> None:
+    """One finite advantage per trajectory: a NaN or inf one would make the loss, and then every
+    weight, NaN (the engine steps on whatever gradient it gets)."""
+    if len(advantages) != len(trajs):
+        raise ValueError(f"rl_step: {len(advantages)} advantages for {len(trajs)} trajectories")
+    for i, (t, a) in enumerate(zip(trajs, advantages)):
+        if not math.isfinite(a):
+            raise ValueError(f"{_name(t, i)}: advantage {a} is not finite")
+
+
 def _gather(mb: MicroBatch, per_traj: list[float] | list[list[float]]) -> torch.Tensor:
     """Per-token tensor from per-trajectory scalars or per-trajectory token lists."""
     if per_traj and isinstance(per_traj[0], list):
@@ -124,6 +138,7 @@ class PolicyUpdater:
             return self.sft_on(trajectories, step)
         if objective.supervised_on == "references":
             raise ValueError(f"algo.name={algo.name!r} trains on reference solutions (sft_step), not on rollouts")
+        check_advantages(trajectories, advantages)
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
         images = trajectory_images(trajectories, self.cfg)
 

@@ -1,11 +1,13 @@
 """Trajectories and advantages the learner must refuse, naming the trajectory and the field, rather
-than train on misaligned rows or put NaN into the weights."""
+than train on misaligned rows or put NaN into the weights; and valid edge cases (empty response,
+one-token prompt, a whole block in one step) that train exactly as the naive computation."""
+import dataclasses
 import math
 
 import pytest
 import torch
 
-from helpers import tiny_model
+from helpers import MASK, tiny_model
 from learner.algo_config import AlgoConfig
 from learner.engine import TrainEngine
 from learner.engine_config import EngineConfig
@@ -42,4 +44,32 @@ def test_advantages_of_another_count_than_the_trajectories_are_named():
     up, before = updater()
     with pytest.raises(ValueError, match="1 advantages for 2 trajectories"):
         up.rl_step([traj(), traj()], [1.0], 0)
+    assert unchanged(up, before)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("step_map", [1, 1, 2, 3, 3, 4, 5], "7 step_map for 6 response_ids"),  # was: later rows shifted, silently
+    ("step_map", [1, 1, 2, 3, 3], "5 step_map for 6 response_ids"),
+    ("logprobs", [-1.0] * 3, "3 logprobs for 6 response_ids"),  # was: tis_cap read 0.0 for the rest
+    ("entropies", [0.5] * 7, "7 entropies for 6 response_ids"),
+    ("tail_steps", [4], "1 tail_steps for 2 tail_ids"),
+    ("step_map", [-1, 1, 2, 3, 3, 4], "step_map steps are 1-based, got -1"),  # was: the prompt masked in its rows
+    ("tail_steps", [4, 0], "tail_steps steps are 1-based, got 0"),
+    ("response_ids", [5, MASK, 7, 8, 9, 1], "response_ids\\[1\\] is the mask token id 11"),  # was: NaN weights
+    ("response_ids", [5, 6, 60, 8, 9, 1], "response_ids\\[2\\] = 60 is outside the vocabulary \\(12 ids\\)"),
+    ("tail_ids", [1, -1], "tail_ids\\[1\\] = -1 is outside the vocabulary \\(12 ids\\)"),
+    ("block_size", 0, "block_size 0"),
+])
+def test_a_malformed_trajectory_is_named_with_its_field(field, value, message):
+    up, before = updater(tis_cap=2.0)
+    bad = dataclasses.replace(traj(tail_ids=[1, 1], tail_steps=[4, 4]), **{field: value})
+    with pytest.raises(ValueError, match=r"trajectory 1 \(p7/3\): " + message):
+        up.rl_step([traj(), bad], [1.0, -1.0], 0)
+    assert unchanged(up, before)
+
+
+def test_sft_on_a_reference_holding_the_mask_id_names_it():
+    up, before = updater("sft_semi_ar")
+    with pytest.raises(ValueError, match=r"trajectory 0 \(/0\): response_ids\[1\] is the mask token id 11"):
+        up.sft_step([([2, 3], [5, MASK, 1])], 0)  # was: loss inf
     assert unchanged(up, before)

@@ -12,10 +12,11 @@ from learner.algo_config import AlgoConfig
 from learner.engine import TrainEngine
 from learner.engine_config import EngineConfig
 from learner.policy_update import PolicyUpdater
+from learner.value import step_ranks, token_rewards
 from rollout.trajectory import Trajectory
 
 
-def traj(response=(5, 6, 7, 8, 9, 1), steps=(1, 1, 2, 3, 3, 4), prompt=(2, 3, 4), **kw) -> Trajectory:
+def traj(response=(5, 6, 7, 8, 9, 1), steps=(1, 2, 2, 3, 3, 4), prompt=(2, 3, 4), **kw) -> Trajectory:
     n = len(response)
     return Trajectory(prompt_ids=list(prompt), response_ids=list(response), step_map=list(steps),
                       logprobs=[-1.0] * n, entropies=[0.5] * n, block_size=4, finish_reason="eos",
@@ -73,3 +74,17 @@ def test_sft_on_a_reference_holding_the_mask_id_names_it():
     with pytest.raises(ValueError, match=r"trajectory 0 \(/0\): response_ids\[1\] is the mask token id 11"):
         up.sft_step([([2, 3], [5, MASK, 1])], 0)  # was: loss inf
     assert unchanged(up, before)
+
+
+@pytest.mark.parametrize("steps", [[1, 2, 2, 3, 4, 5], [5, 6, 1, 2, 3, 4]])  # block 1 reuses / precedes block 0's
+def test_value_targets_name_blocks_whose_steps_are_not_in_block_order(steps):
+    t = traj(prompt=[2, 3], steps=steps)  # blocks [2 3 5 6] [7 8 9 1]
+    with pytest.raises(ValueError, match=r"trajectory p7/3: step_map steps of block 1 .* block 0's"):
+        step_ranks(t, 1, MASK)  # was: a step shared by two blocks gave NaN returns (empty step ranks)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_a_non_finite_process_reward_is_named(bad):
+    t = traj(process_rewards=[0.0, 0.0, bad, 0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match=r"trajectory p7/3: process_rewards\[2\] = " + str(bad)):
+        token_rewards(t, torch.tensor(step_ranks(t, 1, MASK)), 1.0)  # was: NaN returns and advantages

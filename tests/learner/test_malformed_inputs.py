@@ -88,3 +88,12 @@ def test_a_non_finite_process_reward_is_named(bad):
     t = traj(process_rewards=[0.0, 0.0, bad, 0.0, 0.0, 0.0])
     with pytest.raises(ValueError, match=r"trajectory p7/3: process_rewards\[2\] = " + str(bad)):
         token_rewards(t, torch.tensor(step_ranks(t, 1, MASK)), 1.0)  # was: NaN returns and advantages
+
+
+def test_a_row_over_the_token_budget_names_the_config_key_and_its_trajectory():
+    up, before = updater(token_budget=16)  # a round of a 40-token response: 40 clean + 43 noisy slots
+    long = traj(response=[5] * 40, steps=list(range(1, 41)))
+    with pytest.raises(ValueError, match=r"algo.token_budget=16 is smaller than the longest row \(83 tokens, of "
+                                         r"trajectory 1\)"):  # was: learner.token_budget, no such key
+        up.rl_step([traj(), long], [1.0, -1.0], 0)
+    assert unchanged(up, before)

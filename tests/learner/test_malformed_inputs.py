@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from helpers import MASK, tiny_model
+from learner.advantages import AdvantageConfig, ScoredGroup, group_advantages
 from learner.algo_config import AlgoConfig
 from learner.engine import TrainEngine
 from learner.engine_config import EngineConfig
@@ -97,3 +98,10 @@ def test_a_row_over_the_token_budget_names_the_config_key_and_its_trajectory():
                                          r"trajectory 1\)"):  # was: learner.token_budget, no such key
         up.rl_step([traj(), long], [1.0, -1.0], 0)
     assert unchanged(up, before)
+
+
+@pytest.mark.parametrize("bad", [math.nan, -math.inf])
+def test_a_non_finite_reward_is_named_with_its_prompt(bad):
+    g = ScoredGroup("p7", [traj(), traj(), traj()], [1.0, 0.0, bad], [True, False, False])
+    with pytest.raises(ValueError, match=f"prompt p7: reward {bad} of sample 2 is not finite"):
+        group_advantages([g], AdvantageConfig())  # was: the group kept with NaN advantages

@@ -1,6 +1,5 @@
-"""Trajectories and advantages the learner must refuse, naming the trajectory and the field, rather
-than train on misaligned rows or put NaN into the weights; and valid edge cases (empty response,
-one-token prompt, a whole block in one step) that train exactly as the naive computation."""
+"""Trajectories, rewards and advantages the learner must refuse, naming the trajectory (or prompt)
+and the field, rather than train on misaligned rows or put NaN into the weights."""
 import dataclasses
 import math
 

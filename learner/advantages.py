@@ -81,6 +81,10 @@ def group_advantages(groups: list[ScoredGroup], cfg: AdvantageConfig, target: in
     kept = 0
     for g in groups:
         rewards = torch.tensor(g.rewards, dtype=torch.float64)
+        if not rewards.isfinite().all():  # it would make its whole group's advantages NaN
+            k = int((~rewards.isfinite()).nonzero()[0])
+            raise ValueError(f"prompt {g.prompt_uid}: reward {g.rewards[k]} of sample {k} is not finite (the "
+                             f"reward route leaves a non-finite reward out as invalid_reward)")
         if cfg.truncated_reward_zero:
             truncated = torch.tensor([t.finish_reason == "length" for t in g.samples])
             rewards = rewards.masked_fill(truncated, 0.0)

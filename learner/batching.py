@@ -77,8 +77,8 @@ def micro_batches(rows: list[Row], token_budget: int, pad_id: int,
         return []
     ordered = sorted(rows, key=len, reverse=True)
     if len(ordered[0]) > token_budget:
-        raise ValueError(f"learner.token_budget={token_budget} is smaller than the longest row "
-                         f"({len(ordered[0])} tokens)")
+        raise ValueError(f"algo.token_budget={token_budget} is smaller than the longest row ({len(ordered[0])} "
+                         f"tokens, of trajectory {ordered[0].traj_index})")
     groups, current = [], []
     for row in ordered:
         if current and (len(current) + 1) * len(current[0]) > token_budget:

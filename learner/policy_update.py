@@ -55,6 +55,48 @@ def norm_weights(mbs: list[MicroBatch], trajs: list[Trajectory], mode: str, filt
         mb.data["w"] = w * mb.row_weight
 
 
+def _name(t: Trajectory, i: int) -> str:
+    return f"trajectory {i} ({t.prompt_uid}/{t.sample_idx})"
+
+
+def check_trajectories(trajs: list[Trajectory], cfg: ModelConfig) -> None:
+    """Refuse what the rows would misread without an error of their own: per-token fields of
+    another length than their ids (rows lay every trajectory's fields end to end, so one extra step
+    shifts the steps of every later trajectory), steps below 1 (the sampler's are 1-based; a
+    negative one masks the prompt in the rows), response or tail ids outside the vocabulary, and the
+    mask id as a trained token (banned in the log-probs: log-prob -inf, an inf loss, NaN weights)."""
+    for i, t in enumerate(trajs):
+        for field, values, of, ids in (("step_map", t.step_map, "response_ids", t.response_ids),
+                                       ("logprobs", t.logprobs, "response_ids", t.response_ids),
+                                       ("entropies", t.entropies, "response_ids", t.response_ids),
+                                       ("tail_steps", t.tail_steps, "tail_ids", t.tail_ids)):
+            if len(values) != len(ids):
+                raise ValueError(f"{_name(t, i)}: {len(values)} {field} for {len(ids)} {of}")
+        for field, steps in (("step_map", t.step_map), ("tail_steps", t.tail_steps)):
+            if steps and min(steps) < 1:
+                raise ValueError(f"{_name(t, i)}: {field} steps are 1-based, got {min(steps)}")
+        if t.block_size < 1:
+            raise ValueError(f"{_name(t, i)}: block_size {t.block_size} (must be >= 1)")
+        for field, ids in (("response_ids", t.response_ids), ("tail_ids", t.tail_ids)):
+            if ids and not (0 <= min(ids) and max(ids) < cfg.vocab_size):
+                j, x = next((j, x) for j, x in enumerate(ids) if not 0 <= x < cfg.vocab_size)
+                raise ValueError(f"{_name(t, i)}: {field}[{j}] = {x} is outside the vocabulary "
+                                 f"({cfg.vocab_size} ids)")
+        if cfg.mask_token_id in t.response_ids:
+            raise ValueError(f"{_name(t, i)}: response_ids[{t.response_ids.index(cfg.mask_token_id)}] is the mask "
+                             f"token id {cfg.mask_token_id}, which the model never predicts")
+
+
+def check_advantages(trajs: list[Trajectory], advantages: list[float]) -> None:
+    """One finite advantage per trajectory: a NaN or inf one would make the loss, and then every
+    weight, NaN (the engine steps on whatever gradient it gets)."""
+    if len(advantages) != len(trajs):
+        raise ValueError(f"rl_step: {len(advantages)} advantages for {len(trajs)} trajectories")
+    for i, (t, a) in enumerate(zip(trajs, advantages)):
+        if not math.isfinite(a):
+            raise ValueError(f"{_name(t, i)}: advantage {a} is not finite")
+
+
 def _gather(mb: MicroBatch, per_traj: list[float] | list[list[float]]) -> torch.Tensor:
     """Per-token tensor from per-trajectory scalars or per-trajectory token lists."""
     if per_traj and isinstance(per_traj[0], list):
@@ -124,6 +166,8 @@ class PolicyUpdater:
             return self.sft_on(trajectories, step)
         if objective.supervised_on == "references":
             raise ValueError(f"algo.name={algo.name!r} trains on reference solutions (sft_step), not on rollouts")
+        check_trajectories(trajectories, self.cfg)
+        check_advantages(trajectories, advantages)
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
         images = trajectory_images(trajectories, self.cfg)
 
@@ -231,6 +275,7 @@ class PolicyUpdater:
     def sft_on(self, trajs: list[Trajectory], step: int) -> dict[str, float]:
         """Supervised step on trajectories: recorded rollouts for sft_trace (their decoding order is
         the target), or reference pairs wrapped by `sft_step`."""
+        check_trajectories(trajs, self.cfg)
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
         mbs = self._micro_batches(self.algo.objective.rows(trajs, self.algo, self.cfg, gen, self.pack_budget),
                                   trajectory_images(trajs, self.cfg))

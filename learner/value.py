@@ -1,6 +1,8 @@
 """Diffusion value model and its step-level returns/advantages (docs/design.md §6.2)."""
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -36,7 +38,13 @@ def step_ranks(t: Trajectory, shrink: int, mask_id: int) -> list[int]:
     if t.canvas_len:  # full attention: one global grouping
         groups = shrink_groups(t.step_map, shrink)
     else:  # block models: groups per block; blocks are decoded in order, so concatenation is ordered
-        groups = [g for gs in block_step_groups(seq, t.block_size, shrink).values() for g in gs]
+        per_block = block_step_groups(seq, t.block_size, shrink)
+        for a, b in zip(per_block, list(per_block)[1:]):  # a step in two blocks would leave a rank empty: NaN
+            if per_block[b][0][0] <= per_block[a][-1][-1]:
+                raise ValueError(f"trajectory {t.prompt_uid}/{t.sample_idx}: step_map steps of block {b} "
+                                 f"(from {per_block[b][0][0]}) do not all follow block {a}'s "
+                                 f"(to {per_block[a][-1][-1]}); a block model decodes its blocks in order")
+        groups = [g for gs in per_block.values() for g in gs]
     rank = {s: k for k, g in enumerate(groups) for s in g}
     return [rank[s] for s in t.step_map]
 
@@ -79,4 +87,8 @@ def token_rewards(t: Trajectory, ranks: torch.Tensor, outcome: float) -> torch.T
     if len(t.process_rewards) != len(t.response_ids):
         raise ValueError(f"trajectory {t.prompt_uid}/{t.sample_idx}: {len(t.process_rewards)} process rewards "
                          f"for {len(t.response_ids)} response tokens")
+    bad = next((j for j, x in enumerate(t.process_rewards) if not math.isfinite(x)), None)
+    if bad is not None:  # it would make every return and advantage up to its step NaN
+        raise ValueError(f"trajectory {t.prompt_uid}/{t.sample_idx}: process_rewards[{bad}] = "
+                         f"{t.process_rewards[bad]} is not finite")
     return final + torch.tensor(t.process_rewards, dtype=final.dtype)

@@ -24,7 +24,7 @@ class SamplingParams(BaseModel):
     # dynamic: commit at least this many per pass (None = n_k like the reference engine; 1 = Fast-dLLM).
     min_per_step: int | None = Field(None, ge=1)
     entropy_bound: float = Field(1.0, gt=0.0)  # entropy_bounded: summed entropy budget per pass
-    temperature: float = Field(1.0, ge=0.0)  # 0 = greedy
+    temperature: float = Field(1.0, ge=0.0, allow_inf_nan=False)  # 0 = greedy; inf would sample uniformly
     top_k: int = Field(0, ge=0)  # 0 = off
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_new_tokens: int = Field(256, ge=1)

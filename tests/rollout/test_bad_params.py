@@ -52,3 +52,10 @@ def test_stop_ids_must_be_token_ids(model):
     for stop in (12, 2**70):  # the tiny model has 12 ids
         with pytest.raises(ValueError, match=r"stop_token_ids \[\d+\] are outside the vocabulary \(size 12\)"):
             generate(model, [[2, 3]], params(max_new_tokens=8, stop_token_ids=(stop,)))
+
+
+@pytest.mark.parametrize("temperature", [float("inf"), float("nan")])
+def test_a_temperature_that_is_not_finite_is_named(temperature):
+    # inf would flatten every distribution to uniform: random tokens, not an error
+    with pytest.raises(ValidationError, match="temperature"):
+        SamplingParams(temperature=temperature)

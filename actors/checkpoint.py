@@ -1,7 +1,8 @@
 """Checkpoints: run_dir/checkpoints/step_N with learner state, an HF export and the driver state.
 
 Written into a temp directory and renamed when complete, so a crash mid-save never leaves a
-checkpoint that `resume=auto` would pick."""
+checkpoint that `resume=auto` would pick. A start that abandons history (a fresh start over an
+earlier run, a resume from an earlier step) sets it aside under run_dir/abandoned/<n>/ first."""
 from __future__ import annotations
 
 import json
@@ -21,6 +22,11 @@ log = logging.getLogger(__name__)
 DRIVER_STATE = "driver.json"
 BEST = "best"  # checkpoints/best/: the HF export of the best held-out evaluation (never pruned)
 BEST_STATE = "best.json"
+ABANDONED = "abandoned"  # run_dir/abandoned/<n>/: history a start abandoned, set aside whole (never deleted)
+METRICS = "metrics.jsonl"
+# What a run writes into run_dir besides checkpoints and config.json (actors.metrics, actors.trackers,
+# actors.report, actors.evaluate): a fresh start would append to it, read it back or overwrite it.
+RUN_OUTPUTS = (METRICS, "tensorboard", "trackers.json", "summary.json", "curves.png", "trajectories.html")
 _STEP = re.compile(r"^step_(\d+)$")
 # Config keys whose change makes a checkpoint's learner state unloadable or another model's; DeepSpeed
 # also partitions its optimizer state by ZeRO stage and rank count.
@@ -85,6 +91,63 @@ def resolve_resume(run_dir: Path, resume: str) -> Path | None:
     return path
 
 
+def _own_step(run_dir: Path, resume: str) -> int | None:
+    """N when `resume` is this run_dir's own checkpoints/step_N (its history up to N is the run's)."""
+    path = Path(resume).resolve()
+    match = _STEP.match(path.name)
+    return int(match.group(1)) if match and path.parent == checkpoint_root(run_dir).resolve() else None
+
+
+def _later_than(best: Path, step: int | None) -> bool:
+    """Whether the best export is not part of the history up to `step` (None: no history kept; an
+    unreadable best.json cannot show it is)."""
+    try:
+        return step is None or json.loads((best / BEST_STATE).read_text())["step"] > step
+    except (OSError, ValueError, KeyError, TypeError):
+        return True
+
+
+def set_aside_abandoned(run_dir: Path, resume: str) -> Path | None:
+    """Move the history this start abandons to run_dir/abandoned/<n>/ (same layout), so it is neither
+    continued by a later resume=auto nor mixed into this run's metrics, best or trackers, and nothing
+    is deleted. A fresh start (never, auto with no step_N, a checkpoint of another directory) abandons
+    all of it; resuming this directory's step_K abandons the later step_N, a best export after K and
+    the metrics lines after K (TensorBoard hides those steps itself: the resume purges them).
+    resume=auto over checkpoints continues the directory's own run: nothing moves. Each entry is
+    renamed; a start that finds nothing to move makes no abandoned/<n>. The new place, or None."""
+    if resume == "auto" and step_dirs(run_dir):
+        return None
+    keep = None if resume in ("auto", "never") else _own_step(run_dir, resume)
+    best = checkpoint_root(run_dir) / BEST
+    moves = [p for n, p in step_dirs(run_dir) if keep is None or n > keep]
+    moves += [best] if best.exists() and _later_than(best, keep) else []
+    moves += [p for p in (run_dir / name for name in RUN_OUTPUTS) if p.exists()] if keep is None else []
+    metrics = run_dir / METRICS
+    kept: list[str] = []
+    later: list[str] = []
+    if keep is not None and metrics.is_file():
+        for line in filter(str.strip, metrics.read_text().splitlines(keepends=True)):
+            (later if json.loads(line)["step"] > keep else kept).append(line)
+    if not moves and not later:
+        return None
+    root = run_dir / ABANDONED
+    taken = [int(p.name) for p in root.iterdir() if p.name.isdigit()] if root.is_dir() else []
+    aside = root / str(max(taken, default=0) + 1)
+    aside.mkdir(parents=True)
+    for path in moves:
+        (aside / path.relative_to(run_dir)).parent.mkdir(parents=True, exist_ok=True)
+        path.rename(aside / path.relative_to(run_dir))
+    if later:  # the abandoned lines written aside before metrics.jsonl loses them
+        (aside / METRICS).write_text("".join(later))
+        tmp = metrics.with_name(f".{METRICS}.tmp")
+        tmp.write_text("".join(kept))
+        tmp.replace(metrics)
+    moved = [str(p.relative_to(run_dir)) for p in moves] + [f"{METRICS} after step {keep}"] * bool(later)
+    log.warning("trainer.resume=%s starts a new history in %s: moved the abandoned %s to %s (nothing deleted; "
+                "resume from there to go back to it)", resume, run_dir, ", ".join(moved), aside)
+    return aside
+
+
 def _dotted(config: dict[str, Any], key: str) -> Any:
     for part in key.split("."):
         config = config.get(part, {}) if isinstance(config, dict) else {}
@@ -135,8 +198,8 @@ def _written_whole(final: Path) -> Iterator[Path]:
 
 def prune(run_dir: Path, step: int, keep_last: int) -> None:
     """Delete the oldest step_N so that `keep_last` stay, step_{step} (just written) among them.
-    Later steps (left behind when a run resumed from an earlier checkpoint) are not counted nor
-    deleted."""
+    Later steps are not counted nor deleted (an abandoned continuation's were set aside at the
+    start, set_aside_abandoned; anything else past the step just written is not pruning's to judge)."""
     older = [p for n, p in complete_checkpoints(run_dir) if n < step]
     for old in older[:max(len(older) - (keep_last - 1), 0)]:
         _discard(old)

@@ -19,7 +19,7 @@ from tasks.registry import Task, get_task, resolve_reward
 from tasks.schemas import Row
 from tasks.screen import PromptLimits, ScreenedRows, screen_prompts
 
-from .checkpoint import resolve_resume, step_dirs
+from .checkpoint import resolve_resume, set_aside_abandoned
 from .cluster_watch import ClusterWatch
 from .config import RunConfig
 from .hooks import RunHooks
@@ -81,14 +81,15 @@ def begin(run: Run, resume: Path | None, skipped: int) -> None:
 
 
 def prepare_run_dir(cfg: RunConfig) -> Path:
-    """trainer.run_dir with the run's config in it; a fresh start (resume=auto with no checkpoint,
-    not even an incomplete one, which resolve_resume refuses) forgets the metrics an earlier run
-    logged there."""
+    """trainer.run_dir with the run's config in it, and whatever history there this start abandons
+    (a fresh start: all of it; a resume from an earlier step: what came after) set aside under
+    abandoned/<n>/ (actors.checkpoint.set_aside_abandoned), so one run's history is never mixed
+    into another's."""
     run_dir = Path(cfg.trainer.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if mode_for(cfg).learners:  # mode=eval (resume=never) writes no checkpoint: it abandons no history
+        set_aside_abandoned(run_dir, cfg.trainer.resume)
     (run_dir / "config.json").write_text(json.dumps(cfg.model_dump(mode="json", by_alias=True), indent=2))
-    if cfg.trainer.resume == "auto" and not step_dirs(run_dir):
-        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     return run_dir
 
 

@@ -1,5 +1,6 @@
 """Checkpoint directories on hostile input, without Ray: resume=auto over incomplete or stray
-step_N entries, an explicit resume path that is no checkpoint, crash-safe replacement and pruning."""
+step_N entries, an explicit resume path that is no checkpoint, crash-safe replacement and pruning,
+and a start that abandons part of the run directory's history (set aside, never mixed in)."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,8 @@ import pytest
 
 from actors import checkpoint
 from actors.checkpoint import _written_whole, check_resumable, prune, resolve_resume
+from actors.start import prepare_run_dir
+from support import compose_config
 
 
 def _checkpoint(run_dir: Path, name: str) -> Path:
@@ -104,8 +107,9 @@ def test_a_failed_save_keeps_the_previous_checkpoint_and_leaves_no_partial_copy(
 
 
 def test_pruning_keeps_the_checkpoint_just_written(tmp_path):
-    """Resumed from step_4 where step_8 (the abandoned run's) still exists: writing step_6 with
-    keep_last=1 must keep step_6 (the group's restore point), not only the later step_8."""
+    """A later step_8 beside the run's own (the start sets an abandoned one aside; this is the guard
+    if one is there anyway): writing step_6 with keep_last=1 must keep step_6 (the group's restore
+    point), not only the later step_8."""
     for name in ("step_2", "step_4", "step_8"):
         _checkpoint(tmp_path, name)
     new = _checkpoint(tmp_path, "step_6")
@@ -128,3 +132,80 @@ def test_resuming_with_a_config_that_cannot_load_the_state_is_named(tmp_path):
     torch_now = {**saved, "engine": {"backend": "torch", "zero_stage": 0}, "cluster": {"learner": {"num_workers": 4}}}
     with pytest.raises(ValueError, match=r"engine.backend: 'deepspeed' there, 'torch' now\)"):
         check_resumable(path, torch_now)  # torch's state is whole on rank 0: any rank count loads it
+
+
+def _earlier_run(run_dir: Path) -> None:
+    """step_2, step_4, the best export (step 4) and metrics for steps 0-4, as a finished run leaves them."""
+    for name in ("step_2", "step_4"):
+        _checkpoint(run_dir, name)
+    best = run_dir / "checkpoints" / checkpoint.BEST
+    (best / "hf").mkdir(parents=True)
+    (best / checkpoint.BEST_STATE).write_text('{"step": 4, "accuracy": 0.5}')
+    (run_dir / "metrics.jsonl").write_text("".join(f'{{"step": {s}, "reward_mean": 0.{s}}}\n' for s in range(5)))
+    (run_dir / "tensorboard").mkdir()
+    (run_dir / "tensorboard" / "events.out.tfevents.1").write_bytes(b"events")
+
+
+def _start(run_dir: Path, resume: str) -> None:
+    prepare_run_dir(compose_config([f"trainer.run_dir={run_dir}", f"trainer.resume={resume}"]))
+
+
+def test_a_fresh_start_sets_the_earlier_run_aside_whole(tmp_path, caplog):
+    """resume=never over an earlier run: a later resume=auto must not continue the earlier run's
+    step_4, nor the new run compare against its best or append to its metrics; nothing is deleted."""
+    run = tmp_path / "run"
+    _earlier_run(run)
+    prepare_run_dir(compose_config(["mode=eval", "model.path=/ckpt", f"trainer.run_dir={run}"]))
+    assert resolve_resume(run, "auto") == run / "checkpoints" / "step_4"  # an evaluation (resume=never) moves none
+    with caplog.at_level(logging.WARNING, logger="actors.checkpoint"):
+        _start(run, "never")
+    aside = run / "abandoned" / "1"
+    assert "abandoned/1" in caplog.text and "step_4" in caplog.text
+    assert resolve_resume(run, "auto") is None and not (run / "checkpoints" / checkpoint.BEST).exists()
+    assert not (run / "metrics.jsonl").exists() and not (run / "tensorboard").exists()
+    assert resolve_resume(aside, "auto") == aside / "checkpoints" / "step_4"  # moved intact
+    assert [p.name for _, p in checkpoint.complete_checkpoints(aside)] == ["step_2", "step_4"]
+    assert json.loads((aside / "checkpoints" / checkpoint.BEST / checkpoint.BEST_STATE).read_text())["step"] == 4
+    assert len((aside / "metrics.jsonl").read_text().splitlines()) == 5
+    assert (aside / "tensorboard" / "events.out.tfevents.1").read_bytes() == b"events"
+    _start(run, "never")  # nothing left to set aside: no empty abandoned/2
+    assert sorted(p.name for p in (run / "abandoned").iterdir()) == ["1"]
+
+
+def test_resuming_an_earlier_step_sets_the_abandoned_continuation_aside(tmp_path):
+    """resume=step_2 where step_4 exists: after a crash, resume=auto must continue from the new run's
+    progress, not the abandoned step_4; step_4's best and metrics go with it, steps 0-2 stay."""
+    run = tmp_path / "run"
+    _earlier_run(run)
+    _start(run, str(run / "checkpoints" / "step_2"))
+    aside = run / "abandoned" / "1"
+    assert resolve_resume(run, "auto") == run / "checkpoints" / "step_2"
+    assert [p.name for _, p in checkpoint.step_dirs(aside)] == ["step_4"]
+    assert (aside / "checkpoints" / checkpoint.BEST / "hf").is_dir()
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [0, 1, 2]
+    assert [json.loads(line)["step"] for line in (aside / "metrics.jsonl").read_text().splitlines()] == [3, 4]
+    assert (run / "tensorboard").is_dir()  # the resume purges TensorBoard's later steps itself
+    before = sorted(p.relative_to(run) for p in run.rglob("*") if p.name != "config.json")
+    _start(run, "auto")  # an unmixed directory: resume=auto touches nothing
+    _start(run, str(run / "checkpoints" / "step_2"))  # and the same resume again finds nothing to move
+    assert sorted(p.relative_to(run) for p in run.rglob("*") if p.name != "config.json") == before
+
+
+def test_a_best_export_of_the_kept_history_stays(tmp_path):
+    run = tmp_path / "run"
+    _earlier_run(run)
+    (run / "checkpoints" / checkpoint.BEST / checkpoint.BEST_STATE).write_text('{"step": 2, "accuracy": 0.5}')
+    _start(run, str(run / "checkpoints" / "step_2"))
+    assert (run / "checkpoints" / checkpoint.BEST / "hf").is_dir()
+    assert [p.name for _, p in checkpoint.step_dirs(run / "abandoned" / "1")] == ["step_4"]
+
+
+def test_a_fresh_start_without_checkpoints_keeps_the_earlier_metrics(tmp_path):
+    """resume=auto with no step_N starts afresh: the metrics of a run that crashed before its first
+    checkpoint are set aside, not deleted."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 1, "reward_mean": 0.1}\n')
+    _start(run, "auto")
+    assert (run / "abandoned" / "1" / "metrics.jsonl").read_text() == '{"step": 1, "reward_mean": 0.1}\n'
+    assert not (run / "metrics.jsonl").exists()

@@ -17,6 +17,8 @@ from typing import Any
 import ray
 from ray.actor import ActorHandle
 
+from .metrics import logged_lines
+
 log = logging.getLogger(__name__)
 
 DRIVER_STATE = "driver.json"
@@ -126,8 +128,8 @@ def set_aside_abandoned(run_dir: Path, resume: str) -> Path | None:
     kept: list[str] = []
     later: list[str] = []
     if keep is not None and metrics.is_file():
-        for line in filter(str.strip, metrics.read_text().splitlines(keepends=True)):
-            (later if json.loads(line)["step"] > keep else kept).append(line)
+        for step, line in logged_lines(metrics):
+            (later if step > keep else kept).append(line + "\n")
     if not moves and not later:
         return None
     root = run_dir / ABANDONED

@@ -4,6 +4,7 @@ monitoring/grafana/dllm_rl.json plots them), TensorBoard, metrics.jsonl, the W&B
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import threading
@@ -13,6 +14,8 @@ from typing import Any
 from ray.util.metrics import Counter, Gauge
 
 from .trackers import open_trackers
+
+log = logging.getLogger(__name__)
 
 # Step metrics mirrored as Ray gauges (name in the step dict -> gauge description); Ray exports
 # each as ray_dllm_<name> with "/" as "_" (pool/rollout/size -> ray_dllm_pool_rollout_size).
@@ -111,7 +114,7 @@ class MetricsLogger:
         """Forget what was logged after `step` (a resumed or recovered run logs those steps again):
         metrics.jsonl drops those lines, TensorBoard purges those events."""
         path = self.run_dir / "metrics.jsonl"
-        keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        keep = [line for logged, line in logged_lines(path) if logged <= step]
         path.write_text("".join(line + "\n" for line in keep))  # self.jsonl appends: it writes at the new end
         if self.tb is not None:
             from torch.utils.tensorboard import SummaryWriter
@@ -127,6 +130,23 @@ class MetricsLogger:
             tracker.close()
         if plot:
             plot_curves(self.run_dir / "metrics.jsonl", self.run_dir / "curves.png")
+
+
+def logged_lines(path: Path) -> list[tuple[int, str]]:
+    """(step, line without its newline) of each line of a metrics.jsonl. A last line that is cut off (the
+    run died writing it) is dropped with a warning, so the crash it records does not also stop the
+    resume; a malformed line elsewhere is an error naming it."""
+    lines = [line for line in path.read_text().splitlines(keepends=True) if line.strip()]
+    out = []
+    for i, line in enumerate(lines, start=1):
+        try:
+            out.append((int(json.loads(line)["step"]), line.rstrip("\n")))
+        except (ValueError, KeyError, TypeError) as err:
+            if i == len(lines) and not line.endswith("\n"):
+                log.warning("%s: dropping its last line, cut off mid-write (%s)", path, err)
+                break
+            raise ValueError(f"{path}:{i}: not a metrics line ({err})") from err
+    return out
 
 
 def read_jsonl(path: Path) -> list[dict[str, float]]:

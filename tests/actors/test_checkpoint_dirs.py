@@ -12,6 +12,7 @@ import pytest
 
 from actors import checkpoint
 from actors.checkpoint import _written_whole, check_resumable, prune, resolve_resume
+from actors.metrics import logged_lines
 from actors.start import prepare_run_dir
 from support import compose_config
 
@@ -209,3 +210,22 @@ def test_a_fresh_start_without_checkpoints_keeps_the_earlier_metrics(tmp_path):
     _start(run, "auto")
     assert (run / "abandoned" / "1" / "metrics.jsonl").read_text() == '{"step": 1, "reward_mean": 0.1}\n'
     assert not (run / "metrics.jsonl").exists()
+
+
+def test_a_metrics_line_cut_off_by_a_crash_does_not_stop_the_resume(tmp_path, caplog):
+    """The run died writing its last metrics line: the resume drops that line (with a warning) when it
+    sets the abandoned steps aside and when it rewinds; a malformed line before the end is an error."""
+    run = tmp_path / "run"
+    _earlier_run(run)
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 5, "rew')
+    with caplog.at_level(logging.WARNING, logger="actors.metrics"):
+        _start(run, str(run / "checkpoints" / "step_2"))
+    assert "cut off mid-write" in caplog.text
+    assert [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [0, 1, 2]
+    # What MetricsLogger.rewind keeps, too: every whole line; a malformed one before the end is named.
+    (run / "metrics.jsonl").open("a").write('{"step": 3}\n{"step": 4')
+    assert [step for step, _ in logged_lines(run / "metrics.jsonl")] == [0, 1, 2, 3]
+    (run / "metrics.jsonl").write_text('{"step": 0}\nnot json\n{"step": 1}\n')
+    with pytest.raises(ValueError, match=r"metrics.jsonl:2: not a metrics line"):
+        logged_lines(run / "metrics.jsonl")

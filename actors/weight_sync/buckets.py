@@ -108,9 +108,24 @@ def pack(tensors: Iterable[tuple[str, torch.Tensor]],
 
 
 def check_covers(own: dict[str, torch.Tensor], index: list[TensorMeta]) -> None:
-    missing = sorted(set(own) - {m.name for m in index})
-    if missing:
-        raise KeyError(f"weight sync is missing tensors {missing[:5]}{'...' if len(missing) > 5 else ''}")
+    """Before anything is written: the index holds exactly the receiver's tensors, each in its shape,
+    in a dtype the receiver's holds exactly. `copy_` would broadcast a smaller shape, stop halfway
+    through the model at a larger one, and round a wider dtype; a tensor the receiver lacks (a
+    sender with more layers) would be dropped without a word."""
+    names = {m.name for m in index}
+    missing, extra = sorted(set(own) - names), sorted(names - set(own))
+    for what, which in (("is missing tensors", missing), ("carries tensors this model lacks", extra)):
+        if which:
+            raise ValueError(f"weight sync {what} {which[:5]}{'...' if len(which) > 5 else ''}: the rollout "
+                             "model's config differs from the learner's")
+    for m in index:
+        t = own[m.name]
+        if tuple(t.shape) != m.shape:
+            raise ValueError(f"weight sync: {m.name} is {list(m.shape)} from the learner but {list(t.shape)} in "
+                             "the rollout model: their configs differ")
+        if torch.promote_types(m.dtype, t.dtype) != t.dtype:  # bf16 into fp32 is exact, the reverse rounds
+            raise ValueError(f"weight sync: {m.name} arrives as {m.dtype}, which the rollout model's {t.dtype} "
+                             "cannot hold exactly (the wire carries the rollout dtype: model.dtype)")
 
 
 def load_into(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> None:

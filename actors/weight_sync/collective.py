@@ -65,6 +65,7 @@ class GroupReceiver:
         self.buckets = reuse_buckets(self.buckets, handle.bucket_sizes, self.group.device)
         works = self.group.broadcast(self.buckets)  # joined first: a failing receiver must not stall rank 0
         own = synced_state(model)
+        check_covers(own, handle.index)  # before the first bucket is copied: never a half-updated model
         by_bucket: list[list[TensorMeta]] = [[] for _ in self.buckets]
         for m in handle.index:
             by_bucket[m.bucket].append(m)
@@ -72,7 +73,6 @@ class GroupReceiver:
             work.wait()  # the later buckets keep arriving while this one is copied into the model
             load_into(own, unpack(self.buckets, metas))
         synchronize(self.group.device)  # the next version's broadcast must not overwrite a bucket being read
-        check_covers(own, handle.index)
         if self.group.device.type == "cuda":  # the GPU's memory is the KV cache's until the next sync
             self.buckets = []
 

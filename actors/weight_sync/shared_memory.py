@@ -244,6 +244,7 @@ class SharedMemorySender:
                                       "from it: a version may only be published when no decode uses the one two "
                                       "before it")
         slot.header()[0] = -1
+        slot.version = -1  # no longer the old version: a pack that fails must not let it be "published" again
         self.writing = slot
         return handle, [slot.buf[HEADER:]]
 

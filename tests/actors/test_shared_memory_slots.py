@@ -152,3 +152,25 @@ def test_a_slot_file_unlinked_or_re_created_since_the_load_is_no_one_elses_to_wr
             assert _same(model, v1)
     finally:
         second.close()
+
+
+def test_a_version_whose_write_failed_midway_is_written_again_not_published_as_the_old_one(sender):
+    """A stream that fails midway (a ZeRO-3 gather, a cast out of memory) leaves the slot half
+    rewritten: publishing the version it held before must write it again, not announce those bytes."""
+    src = Net()
+    layout = _layout(src)
+    v1 = _version(src, 1)
+    publish(_stream(src), layout, {SHARED_MEMORY: sender}, 1)
+
+    def failing():
+        for i, (name, t) in enumerate(_stream(src)):
+            if i == 2:
+                raise RuntimeError("gather failed")
+            yield name, t + 100
+
+    with pytest.raises(RuntimeError, match="gather failed"):
+        publish(failing(), layout, {SHARED_MEMORY: sender}, 3)  # slot 1, as version 1
+    handle = publish(_stream(src), layout, {SHARED_MEMORY: sender}, 1)[SHARED_MEMORY]
+    dst = Net()
+    SharedMemoryReceiver().load(handle, dst)
+    assert _same(dst, v1)

@@ -65,7 +65,12 @@ class GroupReceiver:
         self.buckets = reuse_buckets(self.buckets, handle.bucket_sizes, self.group.device)
         works = self.group.broadcast(self.buckets)  # joined first: a failing receiver must not stall rank 0
         own = synced_state(model)
-        check_covers(own, handle.index)  # before the first bucket is copied: never a half-updated model
+        try:
+            check_covers(own, handle.index)  # before the first bucket is copied: never a half-updated model
+        except ValueError:
+            for work in works:  # let the group's broadcasts finish, so rank 0 and the others are not left hanging
+                work.wait()
+            raise
         by_bucket: list[list[TensorMeta]] = [[] for _ in self.buckets]
         for m in handle.index:
             by_bucket[m.bucket].append(m)

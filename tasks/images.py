@@ -21,14 +21,26 @@ class ImageError(ValueError):
 def load_image(ref: str) -> Image.Image:
     """The RGB image `ref` names (a path or a data URI), fully read; ImageError says why not."""
     try:
-        data = (base64.b64decode(ref.partition(",")[2], validate=True) if ref.startswith(DATA_URI)
-                else Path(ref).read_bytes())
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(_source(ref)) as image:
             return image.convert("RGB")
+    except ImageError:
+        raise
     except FileNotFoundError as exc:
         raise ImageError(f"image {shown(ref)!r} does not exist") from exc
     except (OSError, UnidentifiedImageError, binascii.Error, ValueError, Image.DecompressionBombError) as exc:
         raise ImageError(f"image {shown(ref)!r} cannot be read: {type(exc).__name__}: {exc}") from exc
+
+
+def _source(ref: str) -> io.BytesIO | Path:
+    """What Image.open reads for `ref`: a data URI's bytes, or the file itself. Pillow reads a file only as
+    far as its format needs; reading it whole first let /dev/zero (or any huge file that is no image)
+    exhaust memory before Pillow could refuse it."""
+    if ref.startswith(DATA_URI):
+        return io.BytesIO(base64.b64decode(ref.partition(",")[2], validate=True))
+    path = Path(ref)
+    if path.exists() and not path.is_file():
+        raise ImageError(f"image {ref!r} is not a regular file")
+    return path
 
 
 def shown(ref: str) -> str:

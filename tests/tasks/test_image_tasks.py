@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from models.tokenizer import build_tiny_tokenizer
-from tasks.images import load_image
+from tasks.images import ImageError, load_image
 from tasks.loaders import RowValidationError
 from tasks.prompts import IMAGE_MARK, build_prompt, encode_prompt
 from tasks.registry import get_task
@@ -76,3 +76,10 @@ def test_image_prompts_take_the_models_placeholders():
     assert tok.decode(ids[start + 3:]).startswith("\nHow many?\nAnswer with the option's letter")
     with pytest.raises(ValueError, match="takes no images"):
         encode_prompt(row, tok, "chat", "choice")
+
+
+def test_a_path_that_is_no_regular_file_is_refused_unread(tmp_path):
+    # Read whole before Pillow looked at it, /dev/zero grew until memory ran out.
+    for ref in ("/dev/zero", str(tmp_path)):
+        with pytest.raises(ImageError, match="is not a regular file"):
+            load_image(ref)

@@ -9,7 +9,7 @@ import binascii
 import io
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 DATA_URI = "data:image/"
 
@@ -22,6 +22,9 @@ def load_image(ref: str) -> Image.Image:
     """The RGB image `ref` names (a path or a data URI), fully read; ImageError says why not."""
     try:
         with Image.open(_source(ref)) as image:
+            # Upright as viewers (and transformers' load_image) show it: a phone photo is often stored
+            # sideways with an EXIF orientation tag.
+            ImageOps.exif_transpose(image, in_place=True)
             return image.convert("RGB")
     except ImageError:
         raise

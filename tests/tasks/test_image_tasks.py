@@ -83,3 +83,18 @@ def test_a_path_that_is_no_regular_file_is_refused_unread(tmp_path):
     for ref in ("/dev/zero", str(tmp_path)):
         with pytest.raises(ImageError, match="is not a regular file"):
             load_image(ref)
+
+
+def close(pixel, want, tol=8):
+    return all(abs(a - b) <= tol for a, b in zip(pixel, want))
+
+
+def test_a_sideways_phone_photo_loads_upright(tmp_path):
+    upright = Image.new("RGB", (32, 64), "red")
+    upright.paste((0, 0, 255), (0, 0, 32, 16))  # a blue top
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: turn 90 degrees clockwise to view, as phones store portrait photos
+    upright.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "photo.jpg", exif=exif)
+    image = load_image(str(tmp_path / "photo.jpg"))
+    assert image.size == (32, 64) and close(image.getpixel((16, 4)), (0, 0, 255))
+    assert close(image.getpixel((16, 60)), (255, 0, 0))

@@ -25,13 +25,21 @@ def load_image(ref: str) -> Image.Image:
             # Upright as viewers (and transformers' load_image) show it: a phone photo is often stored
             # sideways with an EXIF orientation tag.
             ImageOps.exif_transpose(image, in_place=True)
-            return image.convert("RGB")
+            return _rgb(image)
     except ImageError:
         raise
     except FileNotFoundError as exc:
         raise ImageError(f"image {shown(ref)!r} does not exist") from exc
     except (OSError, UnidentifiedImageError, binascii.Error, ValueError, Image.DecompressionBombError) as exc:
         raise ImageError(f"image {shown(ref)!r} cannot be read: {type(exc).__name__}: {exc}") from exc
+
+
+def _rgb(image: Image.Image) -> Image.Image:
+    """`image` in RGB as a viewer shows it: transparent parts over white. Dropping the alpha instead showed
+    the colour stored under it, mostly black (RGBA, LA, a palette or PNG with a transparent colour)."""
+    if not image.has_transparency_data:
+        return image.convert("RGB")
+    return Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA")).convert("RGB")
 
 
 def _source(ref: str) -> io.BytesIO | Path:

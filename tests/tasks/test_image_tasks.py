@@ -98,3 +98,20 @@ def test_a_sideways_phone_photo_loads_upright(tmp_path):
     image = load_image(str(tmp_path / "photo.jpg"))
     assert image.size == (32, 64) and close(image.getpixel((16, 4)), (0, 0, 255))
     assert close(image.getpixel((16, 60)), (255, 0, 0))
+
+
+def test_transparent_parts_load_over_white(tmp_path):
+    rgba = Image.new("RGBA", (20, 20), (0, 0, 0, 0))
+    rgba.paste((255, 0, 0, 255), (5, 5, 15, 15))
+    palette = Image.new("P", (20, 20), 0)
+    palette.putpalette([0, 0, 0, 255, 0, 0])
+    palette.paste(1, (5, 5, 15, 15))
+    for name, image, kw in [("rgba.png", rgba, {}), ("la.png", rgba.convert("LA"), {}),
+                            ("p.png", palette, {"transparency": 0}), ("p.gif", palette, {"transparency": 0})]:
+        image.save(tmp_path / name, **kw)
+        loaded = load_image(str(tmp_path / name))
+        assert loaded.getpixel((0, 0)) == (255, 255, 255), name  # dropping alpha showed black
+        assert loaded.getpixel((10, 10)) == ((76,) * 3 if name == "la.png" else (255, 0, 0)), name
+    opaque = Image.effect_noise((20, 20), 60).convert("RGBA")
+    opaque.save(tmp_path / "opaque.png")
+    assert load_image(str(tmp_path / "opaque.png")).tobytes() == opaque.convert("RGB").tobytes()

@@ -25,6 +25,11 @@ def load_image(ref: str) -> Image.Image:
             # Upright as viewers (and transformers' load_image) show it: a phone photo is often stored
             # sideways with an EXIF orientation tag.
             ImageOps.exif_transpose(image, in_place=True)
+            if image.mode in ("I", "F"):  # converting clips to 0..255, and these samples have no fixed range
+                raise ImageError(f"image {shown(ref)!r} has 32-bit samples (mode {image.mode}); save it with 8 "
+                                 "or 16 bits per sample")
+            if image.mode.startswith("I;16"):  # 16-bit grey: scaled to 8 bits, not clipped to white
+                image = image.convert("I").point(lambda v: v / 257 + 0.5).convert("L")
             return _rgb(image)
     except ImageError:
         raise

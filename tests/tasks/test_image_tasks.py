@@ -2,6 +2,7 @@
 with its bad rows named by file and row, and image prompts encoded with the model's placeholders."""
 import json
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -115,3 +116,13 @@ def test_transparent_parts_load_over_white(tmp_path):
     opaque = Image.effect_noise((20, 20), 60).convert("RGBA")
     opaque.save(tmp_path / "opaque.png")
     assert load_image(str(tmp_path / "opaque.png")).tobytes() == opaque.convert("RGB").tobytes()
+
+
+def test_16_bit_grey_scales_to_8_bits_and_32_bit_samples_are_named(tmp_path):
+    grey = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "deep.png")  # opens as I;16
+    loaded = load_image(str(tmp_path / "deep.png"))  # converting clipped every sample above 255 to white
+    assert loaded.tobytes() == Image.fromarray(grey).convert("RGB").tobytes()
+    Image.new("F", (16, 16), 0.5).save(tmp_path / "float.tiff")
+    with pytest.raises(ImageError, match=r"float.tiff' has 32-bit samples \(mode F\)"):
+        load_image(str(tmp_path / "float.tiff"))

@@ -126,3 +126,16 @@ def test_16_bit_grey_scales_to_8_bits_and_32_bit_samples_are_named(tmp_path):
     Image.new("F", (16, 16), 0.5).save(tmp_path / "float.tiff")
     with pytest.raises(ImageError, match=r"float.tiff' has 32-bit samples \(mode F\)"):
         load_image(str(tmp_path / "float.tiff"))
+
+
+def test_image_json_keeps_paths_under_the_image_root(tmp_path):
+    rows = [{"image": ref, "question": f"q{i}", "ground_truth_answer": "A"}
+            for i, ref in enumerate(["sub/../ok.png", "link.png", "../outside.png", "sub/../../outside.png",
+                                     str(tmp_path / "outside.png"), "/etc/passwd"])]
+    data, root = write_rows(tmp_path, rows, {"ok.png": (40, 30)})
+    Image.new("RGB", (40, 30), "blue").save(tmp_path / "outside.png")
+    (root / "link.png").symlink_to(tmp_path / "outside.png")  # a link inside the root is the user's choice
+    task = get_task("image_json", path=str(data), image_root=str(root), on_error="skip", eval_fraction=0.0)
+    assert [r["image"] for r in task.train_rows(None, 0)] == [str(root / "ok.png"), str(root / "link.png")]
+    assert [e.split(": ", 1)[1] for e in task.skipped_rows] == [
+        f"image {ref!r} lies outside task.params.image_root={str(root)!r}" for ref in [r["image"] for r in rows[2:]]]

@@ -51,8 +51,11 @@ def _source(ref: str) -> io.BytesIO | Path:
     """What Image.open reads for `ref`: a data URI's bytes, or the file itself. Pillow reads a file only as
     far as its format needs; reading it whole first let /dev/zero (or any huge file that is no image)
     exhaust memory before Pillow could refuse it."""
-    if ref.startswith(DATA_URI):
-        return io.BytesIO(base64.b64decode(ref.partition(",")[2], validate=True))
+    if ref.startswith("data:"):
+        header, _, payload = ref.partition(",")
+        if not (header.startswith(DATA_URI) and header.endswith(";base64")):  # else it read as a missing file
+            raise ImageError(f"image {shown(ref)!r} is a data URI but not data:image/...;base64,...")
+        return io.BytesIO(base64.b64decode(payload, validate=True))
     path = Path(ref)
     if path.exists() and not path.is_file():
         raise ImageError(f"image {ref!r} is not a regular file")
@@ -61,7 +64,7 @@ def _source(ref: str) -> io.BytesIO | Path:
 
 def shown(ref: str) -> str:
     """`ref` for a message: a path whole, a data URI cut short."""
-    return ref[:48] + "..." if ref.startswith(DATA_URI) and len(ref) > 48 else ref
+    return ref[:48] + "..." if ref.startswith("data:") and len(ref) > 48 else ref
 
 
 def data_uri(image: Image.Image, max_side: int | None = None) -> str:

@@ -136,6 +136,15 @@ def test_image_json_keeps_paths_under_the_image_root(tmp_path):
     Image.new("RGB", (40, 30), "blue").save(tmp_path / "outside.png")
     (root / "link.png").symlink_to(tmp_path / "outside.png")  # a link inside the root is the user's choice
     task = get_task("image_json", path=str(data), image_root=str(root), on_error="skip", eval_fraction=0.0)
-    assert [r["image"] for r in task.train_rows(None, 0)] == [str(root / "ok.png"), str(root / "link.png")]
+    assert sorted(r["image"] for r in task.train_rows(None, 0)) == [str(root / "link.png"), str(root / "ok.png")]
     assert [e.split(": ", 1)[1] for e in task.skipped_rows] == [
         f"image {ref!r} lies outside task.params.image_root={str(root)!r}" for ref in [r["image"] for r in rows[2:]]]
+
+
+def test_a_data_uri_of_no_base64_image_is_named_as_such(tmp_path):
+    rows = [{"image": ref, "question": f"q{i}", "ground_truth_answer": "A"}
+            for i, ref in enumerate(["ok.png", "data:text/plain;base64,aGVsbG8=", "data:image/png,abc"])]
+    data, root = write_rows(tmp_path, rows, {"ok.png": (40, 30)})
+    task = get_task("image_json", path=str(data), image_root=str(root), on_error="skip", eval_fraction=0.0)
+    assert [e.split(": ", 1)[1] for e in task.skipped_rows] == [  # the first read as a missing file
+        f"image {r['image']!r} is a data URI but not data:image/...;base64,..." for r in rows[1:]]

@@ -3,18 +3,19 @@ row's image resolved against the image root and opened once when the rows load, 
 unreadable or too small image is named by file and row before the run starts (tasks/loaders.py)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from .images import DATA_URI, ImageError, load_image
+from .images import ImageError, load_image
 from .schemas import Row
 
 
 def image_checker(root: str | Path | None, min_side: int):
     """check(row) for load_rows: resolves row["image"] in place (a path under `root`, or a data URI kept
-    as it is) and says what is wrong with the image, or None."""
+    as it is) and says what is wrong with the image, or None. With no `root`, paths are taken as given."""
     if min_side < 1:
         raise ValueError(f"task.params.min_image_side must be >= 1, got {min_side}")
-    base = Path(root) if root is not None else None
+    base = Path(os.path.normpath(root)) if root is not None else None
     if base is not None and not base.is_dir():
         raise ValueError(f"task.params.image_root={str(root)!r} is not a directory")
 
@@ -22,8 +23,14 @@ def image_checker(root: str | Path | None, min_side: int):
         ref = row.get("image")
         if not ref:
             return "the row has no image"
-        if not ref.startswith(DATA_URI) and base is not None and not Path(ref).is_absolute():
-            row["image"] = str(base / ref)
+        if not ref.startswith("data:") and base is not None:  # any data URI: load_image names a bad one
+            # Rows name images under the root: "../../etc/passwd" or an absolute path elsewhere is a row
+            # error, not a file to open. Lexical (the path as it will be opened), so symlinks inside the
+            # root may point anywhere, as a dataset cache's links to its blobs do.
+            path = Path(os.path.normpath(base / ref))
+            if not path.is_relative_to(base):
+                return f"image {ref!r} lies outside task.params.image_root={str(root)!r}"
+            row["image"] = str(path)
         try:
             image = load_image(row["image"])
         except ImageError as exc:

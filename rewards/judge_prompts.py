@@ -119,6 +119,21 @@ def _score_tags(text: str) -> list[str]:
     return out
 
 
+_LEADING_YES_NO = re.compile(r"\W*(yes|no)\b(?:\s*[.,;:!]|\W*$)", re.I)
+
+
+def _yes_no(body: str, raw: str) -> Verdict:
+    """A short answer that says yes or no: read only when it opens with a bare "Yes"/"No" that
+    nothing after it takes back ("Not yes", "Yes? Not sure", "Yes, 3/10", "No errors" are ambiguous)."""
+    m = _LEADING_YES_NO.match(body)
+    rest = set(re.findall(r"[a-z]+", body[m.end():].lower())) if m else set()
+    # A "yes" is taken back by any negation, a "no" only by a "yes": a false "correct" costs more.
+    against = {"no", "not", *_NO} if m and m.group(1).lower() == "yes" else {"yes"}
+    if not m or rest & against or any(c.isdigit() for c in body):
+        return Verdict.failed("ambiguous", raw)
+    return Verdict(1.0 if m.group(1).lower() == "yes" else 0.0, True, raw=raw[-300:])
+
+
 def parse_verdict(text: str, scale: int) -> Verdict:
     """A judge's output → a verdict in [0, 1]; never raises."""
     if not isinstance(text, str) or not text.strip():
@@ -133,11 +148,7 @@ def parse_verdict(text: str, scale: int) -> Verdict:
     tags = _score_tags(body)
     if tags:
         return _value(tags[-1], scale, text)
-    words = set(re.findall(r"[a-z]+", body.lower()))
-    said_yes, said_no = bool(words & {"yes"}), bool(words & {"no"})
-    if said_yes != said_no and len(body) <= 40:  # a short "Yes." / "No, ..." answer
-        return Verdict(1.0 if said_yes else 0.0, True, raw=text[-300:])
-    if said_yes and said_no and len(body) <= 40:
-        return Verdict.failed("ambiguous", text)
+    if len(body) <= 40 and re.search(r"\b(?:yes|no)\b", body, re.I):  # a short "Yes." / "No, ..." answer
+        return _yes_no(body, text)
     verdict = _value(body, scale, text)
     return Verdict.failed("no_verdict", text) if verdict.reason == "not_a_number" else verdict

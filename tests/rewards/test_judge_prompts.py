@@ -40,6 +40,13 @@ TABLE = [
     ("I think the answer is plausible but I cannot verify every step of it here.", 10, None, "no_verdict"),
     ("12/10", 10, None, "out_of_range"),
     ("aaaa####!!!!", 10, None, "no_verdict"),
+    # a short answer is yes/no only when it opens with one that nothing after it takes back
+    ("No, the step is not correct", 1, 0.0, ""),
+    ("Not yes", 1, None, "ambiguous"),
+    ("Yes? Not sure.", 1, None, "ambiguous"),
+    ("Yes, it is wrong", 1, None, "ambiguous"),
+    ("Yes, 3/10", 10, None, "ambiguous"),
+    ("No errors found.", 1, None, "ambiguous"),
 ]
 
 

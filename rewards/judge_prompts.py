@@ -61,8 +61,11 @@ class Verdict:
         return cls(0.0, False, reason, raw[-300:])
 
 
-_THINK = re.compile(r"<think>.*?</think>", re.S | re.I)
-_SCORE_TAG = re.compile(r"<score>\s*(.*?)\s*</score>", re.S | re.I)
+# Tags are found one by one and paired in a single pass: a lazy `<tag>.*?</tag>` regex rescans the
+# rest of the text from every unclosed tag, quadratic on a judge that repeats one.
+_THINK_TAG = re.compile(r"<(/?)think>", re.I)
+_SCORE_TAG = re.compile(r"<(/?)score>", re.I)
+_MAX_TOKEN = 64  # longest verdict read as a number ("Final score: 10/10."); bounds the regex's work
 _NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)"
 _BARE = re.compile(rf"^(?:(?:final\s+)?(?:score|rating|verdict|grade)\s*[:=]?\s*)?({_NUMBER})\s*(?:/\s*(\d+))?\s*\.?$",
                    re.I)
@@ -78,7 +81,7 @@ def _value(token: str, scale: int, raw: str) -> Verdict:
         return Verdict(1.0, True, raw=raw[-300:])
     if word in _NO:
         return Verdict(0.0, True, raw=raw[-300:])
-    m = _BARE.match(t)
+    m = _BARE.match(t) if len(t) <= _MAX_TOKEN else None
     if not m:
         return Verdict.failed("not_a_number", raw)
     x = float(m.group(1))
@@ -88,25 +91,64 @@ def _value(token: str, scale: int, raw: str) -> Verdict:
     return Verdict(x / top, True, raw=raw[-300:])
 
 
+def _drop_thinking(text: str) -> str | None:
+    """The text without its closed <think>...</think> blocks; None when a block is left open."""
+    kept, start, inside = [], 0, False
+    for m in _THINK_TAG.finditer(text):
+        closing = bool(m.group(1))
+        if not inside and not closing:
+            kept.append(text[start:m.start()])
+            inside = True
+        elif inside and closing:
+            start, inside = m.end(), False
+    if inside:
+        return None
+    kept.append(text[start:])
+    return "".join(kept)
+
+
+def _score_tags(text: str) -> list[str]:
+    """The contents of every <score>...</score>: each opening tag with the next closing one."""
+    out, opened = [], None
+    for m in _SCORE_TAG.finditer(text):
+        if not m.group(1):
+            opened = m.end() if opened is None else opened
+        elif opened is not None:
+            out.append(text[opened:m.start()].strip())
+            opened = None
+    return out
+
+
+_LEADING_YES_NO = re.compile(r"\W*(yes|no)\b(?:\s*[.,;:!]|\W*$)", re.I)
+
+
+def _yes_no(body: str, raw: str) -> Verdict:
+    """A short answer that says yes or no: read only when it opens with a bare "Yes"/"No" that
+    nothing after it takes back ("Not yes", "Yes? Not sure", "Yes, 3/10", "No errors" are ambiguous)."""
+    m = _LEADING_YES_NO.match(body)
+    rest = set(re.findall(r"[a-z]+", body[m.end():].lower())) if m else set()
+    # A "yes" is taken back by any negation, a "no" only by a "yes": a false "correct" costs more.
+    against = {"no", "not", *_NO} if m and m.group(1).lower() == "yes" else {"yes"}
+    if not m or rest & against or any(c.isdigit() for c in body):
+        return Verdict.failed("ambiguous", raw)
+    return Verdict(1.0 if m.group(1).lower() == "yes" else 0.0, True, raw=raw[-300:])
+
+
 def parse_verdict(text: str, scale: int) -> Verdict:
     """A judge's output → a verdict in [0, 1]; never raises."""
     if not isinstance(text, str) or not text.strip():
         return Verdict.failed("empty", text if isinstance(text, str) else "")
-    body = _THINK.sub("", text)
-    if re.search(r"<think>", body, re.I):
+    body = _drop_thinking(text)
+    if body is None:
         return Verdict.failed("unfinished_thinking", text)
     body = body.strip()
     if "\\boxed" in body:
         boxed = extract_boxed(body)
         return _value(boxed, scale, text) if boxed is not None else Verdict.failed("unclosed_box", text)
-    tags = _SCORE_TAG.findall(body)
+    tags = _score_tags(body)
     if tags:
         return _value(tags[-1], scale, text)
-    words = set(re.findall(r"[a-z]+", body.lower()))
-    said_yes, said_no = bool(words & {"yes"}), bool(words & {"no"})
-    if said_yes != said_no and len(body) <= 40:  # a short "Yes." / "No, ..." answer
-        return Verdict(1.0 if said_yes else 0.0, True, raw=text[-300:])
-    if said_yes and said_no and len(body) <= 40:
-        return Verdict.failed("ambiguous", text)
+    if len(body) <= 40 and re.search(r"\b(?:yes|no)\b", body, re.I):  # a short "Yes." / "No, ..." answer
+        return _yes_no(body, text)
     verdict = _value(body, scale, text)
     return Verdict.failed("no_verdict", text) if verdict.reason == "not_a_number" else verdict

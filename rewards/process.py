@@ -12,10 +12,11 @@ re-tokenised.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .registry import load_function
+from .registry import describe_error, load_function
 
 # A rule scores every prefix of one response at once: fn(prefixes, row) -> one score per prefix.
 ProcessFn = Callable[[list[str], dict], list[float]]
@@ -98,6 +99,9 @@ def rule_scores(fn: ProcessFn, texts: list[str], row: dict) -> tuple[list[float]
         scores = [float(x) for x in fn(texts, row)]
         if len(scores) != len(texts):
             raise ValueError(f"returned {len(scores)} scores for {len(texts)} prefixes")
+        if not all(math.isfinite(x) for x in scores):  # NaN would reach the advantages or the value model
+            raise ValueError(f"returned a non-finite score: {next(x for x in scores if not math.isfinite(x))}")
         return scores, []
-    except Exception as exc:  # noqa: BLE001 - one response's failure is reported, not raised
-        return [0.0] * len(texts), [f"rule_error: {type(exc).__name__}: {exc}"] * len(texts)
+    # BaseException too: a SystemExit would end the thread without an answer, read as a timeout.
+    except BaseException as exc:  # noqa: BLE001 - one response's failure is reported, not raised
+        return [0.0] * len(texts), [f"rule_error: {describe_error(exc)}"] * len(texts)

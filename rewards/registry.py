@@ -59,8 +59,18 @@ def _score_one(fn: RewardFn, response: str, row: dict) -> dict:
         return RewardResult.coerce(fn(response, row)).as_dict()
     except InvalidReward as exc:
         return RewardResult.unavailable("invalid_reward", error=str(exc)).as_dict()
-    except Exception as exc:  # noqa: BLE001 - any failure of one item is reported, not raised
-        return RewardResult.unavailable("reward_error", error=f"{type(exc).__name__}: {exc}"[:500]).as_dict()
+    # BaseException too: a SystemExit would end the thread without an answer, read as a timeout
+    # (or never answered without one).
+    except BaseException as exc:  # noqa: BLE001 - any failure of one item is reported, not raised
+        return RewardResult.unavailable("reward_error", error=describe_error(exc)).as_dict()
+
+
+def describe_error(exc: BaseException) -> str:
+    """"Type: message", at most 500 characters; never raises (a hostile __str__ may)."""
+    try:
+        return f"{type(exc).__name__}: {exc}"[:500]
+    except Exception:  # noqa: BLE001
+        return f"{type(exc).__name__} (its message could not be read)"
 
 
 def score_batch(

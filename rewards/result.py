@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 # A verdict is "correct", "incorrect", or a failure: no verdict could be reached (checker down,
 # timeout, reward function raised). Failures carry info["failure"]; their reward 0.0 is only a
@@ -44,26 +47,46 @@ class RewardResult:
     def coerce(cls, value: Any) -> "RewardResult":
         """Accept what a user-supplied reward function may return: a result, a dict or a number."""
         if isinstance(value, RewardResult):
-            _finite(value.reward)
-            return value
+            return cls(_finite(value.reward), _verdict(value.correct), _info(value.info))
         if isinstance(value, dict):
             if "reward" not in value:
-                raise InvalidReward(f"reward function returned a dict without 'reward': {sorted(value)}")
+                keys = sorted(map(str, value))
+                raise InvalidReward(f"reward function returned a dict without 'reward': {keys}"[:300])
             reward = _finite(value["reward"])
-            return cls(reward, bool(value.get("correct", reward > 0)), dict(value.get("info") or {}))
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return cls(_finite(value), value > 0, {})
+            correct = _verdict(value["correct"]) if "correct" in value else reward > 0
+            return cls(reward, correct, _info(value.get("info")))
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):  # numpy scalars included
+            reward = _finite(value)
+            return cls(reward, reward > 0, {})
         raise InvalidReward(f"reward function must return a dict or a number, got {type(value).__name__}")
 
 
 def _finite(value: Any) -> float:
+    # A bool or a string is no reward: "0" and "False" would otherwise read as numbers or verdicts.
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InvalidReward(f"reward function returned a reward that is not a number: {value!r}"[:300])
     try:
         reward = float(value)
-    except (TypeError, ValueError) as exc:
-        raise InvalidReward(f"reward function returned a reward that is not a number: {value!r}"[:300]) from exc
+    except (OverflowError, TypeError, ValueError) as exc:  # OverflowError: an int beyond float range
+        raise InvalidReward(f"reward function returned a reward that is not a float: {value!r}"[:300]) from exc
     if not math.isfinite(reward):  # a NaN reward would turn every advantage of its group into NaN
         raise InvalidReward(f"reward function returned a non-finite reward {reward}")
     return reward
+
+
+def _verdict(value: Any) -> bool:
+    # bool("False") is True: a verdict that is not a bool (numpy's included) is no verdict.
+    if not isinstance(value, (bool, np.bool_)):
+        raise InvalidReward(f"reward function returned 'correct' that is not a bool: {value!r}"[:300])
+    return bool(value)
+
+
+def _info(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):  # the reward worker reads info["failure"] and info["error"]
+        raise InvalidReward(f"reward function returned 'info' that is not a dict: {type(value).__name__}")
+    return dict(value)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,6 @@
 """The verdict parser on a table of judge outputs (well-formed and malformed), and the templates."""
+import time
+
 import pytest
 
 from rewards.judge_prompts import JudgePromptConfig, parse_verdict
@@ -38,6 +40,13 @@ TABLE = [
     ("I think the answer is plausible but I cannot verify every step of it here.", 10, None, "no_verdict"),
     ("12/10", 10, None, "out_of_range"),
     ("aaaa####!!!!", 10, None, "no_verdict"),
+    # a short answer is yes/no only when it opens with one that nothing after it takes back
+    ("No, the step is not correct", 1, 0.0, ""),
+    ("Not yes", 1, None, "ambiguous"),
+    ("Yes? Not sure.", 1, None, "ambiguous"),
+    ("Yes, it is wrong", 1, None, "ambiguous"),
+    ("Yes, 3/10", 10, None, "ambiguous"),
+    ("No errors found.", 1, None, "ambiguous"),
 ]
 
 
@@ -72,3 +81,13 @@ def test_templates_fill_fields_and_split_prefixes_into_steps():
     assert "New step:\n 9\n" in steps[2]
     custom = JudgePromptConfig(process_template="Q={question} P={previous} S={step}")
     assert custom.process_prompts("q", ["ab", "abc"]) == ["Q=q P=(none) S=ab", "Q=q P=ab S=c"]
+
+
+@pytest.mark.parametrize("text", ["<think>" * 20_000, "<score>" * 20_000, "Score" + " " * 20_000 + "x",
+                                  "<score>" + " " * 20_000 + "x</score>"])
+def test_parser_is_linear_on_repeated_tags(text):
+    # A judge stuck repeating a tag must cost milliseconds, not minutes (lazy tag regexes were quadratic).
+    start = time.perf_counter()
+    v = parse_verdict(text, 10)
+    assert time.perf_counter() - start < 0.5
+    assert not v.ok and v.reason in {"unfinished_thinking", "no_verdict", "not_a_number"}, v

@@ -105,3 +105,16 @@ def test_a_crashing_or_miscounting_rule_scores_zero_with_the_reason():
     scores, failures = rule_scores(lambda texts, row: [1.0], ["a", "ab"], {})
     assert scores == [0.0, 0.0] and "1 scores for 2 prefixes" in failures[0]
     assert rule_scores(lambda texts, row: [0.5, 1], ["a", "ab"], {}) == ([0.5, 1.0], [])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_rule_with_a_non_finite_score_fails_every_chunk(bad):
+    scores, failures = rule_scores(lambda texts, row: [0.5, bad], ["a", "ab"], {})
+    assert scores == [0.0, 0.0]
+    assert failures == [f"rule_error: ValueError: returned a non-finite score: {bad}"] * 2
+
+
+def test_a_rule_that_exits_fails_every_chunk():
+    def exits(texts, row):
+        raise SystemExit(1)
+    assert rule_scores(exits, ["a"], {}) == ([0.0], ["rule_error: SystemExit: 1"])

@@ -2,6 +2,7 @@ import math
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from rewards import CodeReward, MathReward, RewardResult, get_reward, score_batch
@@ -88,3 +89,50 @@ def test_hung_reward_functions_time_out_and_the_batch_goes_on():
     assert [o["reward"] for o in out] == [1.0 if r == "ok" else 0.0 for r in responses]
     with pytest.raises(ValueError, match="timeout"):
         score_batch(sometimes_hangs, [], [], timeout=0)
+
+
+@pytest.mark.parametrize("bad, error", [
+    ({"reward": 0.0, "correct": "False"}, "'correct' that is not a bool: 'False'"),  # bool("False") read as correct
+    (RewardResult(1.0, "no"), "'correct' that is not a bool: 'no'"),
+    ({"reward": 1.0, "correct": None}, "'correct' that is not a bool: None"),
+    ({"reward": True}, "not a number: True"),
+    ({"reward": "1.0"}, "not a number: '1.0'"),
+    ({"reward": 1.0, "info": "text"}, "'info' that is not a dict: str"),
+    (RewardResult(1.0, True, ["x"]), "'info' that is not a dict: list"),
+    (10 ** 400, "not a float"),
+])
+def test_malformed_verdicts_or_info_are_invalid_rewards(bad, error):
+    [out] = score_batch(lambda response, row: bad, ["x"], [{}])
+    assert out["reward"] == 0.0 and out["correct"] is False
+    assert out["info"]["failure"] == "invalid_reward" and error in out["info"]["error"], out
+
+
+@pytest.mark.parametrize("value, expected", [
+    (np.float32(0.5), {"reward": 0.5, "correct": True, "info": {}}),
+    (np.int64(0), {"reward": 0.0, "correct": False, "info": {}}),
+    ({"reward": np.float64(1.0), "correct": np.bool_(True)}, {"reward": 1.0, "correct": True, "info": {}}),
+    (RewardResult(1.0, True, None), {"reward": 1.0, "correct": True, "info": {}}),  # info None: the worker reads it
+])
+def test_numpy_scalars_and_missing_info_are_accepted(value, expected):
+    assert score_batch(lambda response, row: value, ["x"], [{}]) == [expected]
+
+
+class _UnprintableError(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no message")
+
+
+def _exits(response: str, row: dict) -> float:
+    raise SystemExit(3)
+
+
+def _unprintable(response: str, row: dict) -> float:
+    raise _UnprintableError()
+
+
+@pytest.mark.parametrize("fn, error", [(_exits, "SystemExit: 3"),
+                                       (_unprintable, "_UnprintableError (its message could not be read)")])
+def test_a_reward_that_exits_or_cannot_be_described_is_a_reward_error_not_a_timeout(fn, error):
+    # Before: the thread died without an answer, so the item read as a timeout (or hung without one).
+    [out] = score_batch(fn, ["x"], [{}], timeout=5.0)
+    assert out == {"reward": 0.0, "correct": False, "info": {"failure": "reward_error", "error": error}}

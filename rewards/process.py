@@ -12,6 +12,7 @@ re-tokenised.
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -96,7 +97,7 @@ def rule_scores(fn: ProcessFn, texts: list[str], row: dict) -> tuple[list[float]
     """A rule's scores for one response's prefixes; a crash or a wrong count scores every chunk 0
     with the reason, never the step's loss."""
     try:
-        scores = [float(x) for x in fn(texts, row)]
+        scores = [float(x) for x in fn(texts, copy.deepcopy(row))]  # a rule that edits its row edits its own
         if len(scores) != len(texts):
             raise ValueError(f"returned {len(scores)} scores for {len(texts)} prefixes")
         if not all(math.isfinite(x) for x in scores):  # NaN would reach the advantages or the value model

@@ -8,6 +8,7 @@ arguments of a custom function.
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib
 from typing import Any, Callable
@@ -56,7 +57,9 @@ def _score_one(fn: RewardFn, response: str, row: dict) -> dict:
     """One response's score. A reward function that raises or returns no valid reward gives an
     explicit failure (no verdict) with the reason, never the batch's loss and never a "wrong"."""
     try:
-        return RewardResult.coerce(fn(response, row)).as_dict()
+        # Its own copy: the samples of one prompt share their row, and a function that edits it
+        # (row.pop(...)) must not change what its siblings are scored against.
+        return RewardResult.coerce(fn(response, copy.deepcopy(row))).as_dict()
     except InvalidReward as exc:
         return RewardResult.unavailable("invalid_reward", error=str(exc)).as_dict()
     # BaseException too: a SystemExit would end the thread without an answer, read as a timeout

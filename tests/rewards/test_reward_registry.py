@@ -44,6 +44,16 @@ def test_batch_keeps_order_and_isolates_crashes():
     assert out[1]["info"] == {"failure": "reward_error", "error": "RuntimeError: exploded"}
 
 
+def test_a_reward_that_edits_its_row_does_not_change_the_siblings_row():
+    # The samples of one prompt share their row dict (actors/rollout_group.py sends it once per prompt).
+    def popping(response: str, row: dict) -> float:
+        return float(row.pop("ground_truth_answer") == response)
+
+    row = {"ground_truth_answer": "2"}
+    out = score_batch(popping, ["2", "2", "3"], [row, row, row], concurrency=1)
+    assert [o["reward"] for o in out] == [1.0, 1.0, 0.0] and row == {"ground_truth_answer": "2"}
+
+
 def test_batch_reports_bad_rows_per_item():
     out = score_batch("math", ["\\boxed{2}", "\\boxed{2}"], [{"ground_truth_answer": "2"}, {"question": "?"}])
     assert out[0]["correct"] is True

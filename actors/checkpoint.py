@@ -17,7 +17,8 @@ from typing import Any
 import ray
 from ray.actor import ActorHandle
 
-from .metrics import logged_lines
+from .metrics import METRICS, logged_lines
+from .trackers import IDS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +26,9 @@ DRIVER_STATE = "driver.json"
 BEST = "best"  # checkpoints/best/: the HF export of the best held-out evaluation (never pruned)
 BEST_STATE = "best.json"
 ABANDONED = "abandoned"  # run_dir/abandoned/<n>/: history a start abandoned, set aside whole (never deleted)
-METRICS = "metrics.jsonl"
 # What a run writes into run_dir besides checkpoints and config.json (actors.metrics, actors.trackers,
 # actors.report, actors.evaluate): a fresh start would append to it, read it back or overwrite it.
-RUN_OUTPUTS = (METRICS, "tensorboard", "trackers.json", "summary.json", "curves.png", "trajectories.html")
+RUN_OUTPUTS = (METRICS, "tensorboard", IDS_FILE, "summary.json", "curves.png", "trajectories.html")
 _STEP = re.compile(r"^step_(\d+)$")
 # Config keys whose change makes a checkpoint's learner state unloadable or another model's; DeepSpeed
 # also partitions its optimizer state by ZeRO stage and rank count.
@@ -74,17 +74,18 @@ def resolve_resume(run_dir: Path, resume: str) -> Path | None:
     if resume == "never":
         return None
     if resume == "auto":
-        found = step_dirs(run_dir)
-        for _, path in reversed(found):
+        skipped: list[str] = []
+        for _, path in reversed(step_dirs(run_dir)):
             why = incomplete(path)
             if why is None:
                 return path
             log.warning("trainer.resume=auto: skipping %s, an incomplete checkpoint (%s)", path, why)
-        if found:
+            skipped.append(f"{path.name}: {why}")
+        if skipped:
             raise FileNotFoundError(
                 f"trainer.resume=auto: no complete checkpoint under {checkpoint_root(run_dir)}, only incomplete "
-                f"ones ({', '.join(f'{p.name}: {incomplete(p)}' for _, p in found)}); remove them, or set "
-                "trainer.resume=never or a checkpoint directory")
+                f"ones ({', '.join(reversed(skipped))}); remove them, or set trainer.resume=never or a "
+                "checkpoint directory")
         return None
     path = Path(resume)
     if why := incomplete(path):
@@ -117,11 +118,12 @@ def set_aside_abandoned(run_dir: Path, resume: str) -> Path | None:
     the metrics lines after K (TensorBoard hides those steps itself: the resume purges them).
     resume=auto over checkpoints continues the directory's own run: nothing moves. Each entry is
     renamed; a start that finds nothing to move makes no abandoned/<n>. The new place, or None."""
-    if resume == "auto" and step_dirs(run_dir):
+    steps = step_dirs(run_dir)
+    if resume == "auto" and steps:
         return None
     keep = None if resume in ("auto", "never") else _own_step(run_dir, resume)
     best = checkpoint_root(run_dir) / BEST
-    moves = [p for n, p in step_dirs(run_dir) if keep is None or n > keep]
+    moves = [p for n, p in steps if keep is None or n > keep]
     moves += [best] if best.exists() and _later_than(best, keep) else []
     moves += [p for p in (run_dir / name for name in RUN_OUTPUTS) if p.exists()] if keep is None else []
     metrics = run_dir / METRICS

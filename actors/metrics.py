@@ -17,6 +17,8 @@ from .trackers import open_trackers
 
 log = logging.getLogger(__name__)
 
+METRICS = "metrics.jsonl"  # run_dir/metrics.jsonl: one JSON line per logged step
+
 # Step metrics mirrored as Ray gauges (name in the step dict -> gauge description); Ray exports
 # each as ray_dllm_<name> with "/" as "_" (pool/rollout/size -> ray_dllm_pool_rollout_size).
 GAUGES = {
@@ -62,7 +64,7 @@ class MetricsLogger:
     def __init__(self, run_dir: Path, loggers: list[str], run_name: str, config: dict[str, Any],
                  resuming: bool = False) -> None:
         self.run_dir = run_dir
-        self.jsonl = (run_dir / "metrics.jsonl").open("a")
+        self.jsonl = (run_dir / METRICS).open("a")
         tags = ("run",)
         self.tags = {"run": run_name}
         self.gauges = {k: Gauge(_metric_name(k), description=d, tag_keys=tags) for k, d in GAUGES.items()}
@@ -113,7 +115,7 @@ class MetricsLogger:
     def rewind(self, step: int) -> None:
         """Forget what was logged after `step` (a resumed or recovered run logs those steps again):
         metrics.jsonl drops those lines, TensorBoard purges those events."""
-        path = self.run_dir / "metrics.jsonl"
+        path = self.run_dir / METRICS
         keep = [line for logged, line in logged_lines(path) if logged <= step]
         path.write_text("".join(line + "\n" for line in keep))  # self.jsonl appends: it writes at the new end
         if self.tb is not None:
@@ -129,7 +131,7 @@ class MetricsLogger:
         for tracker in self.trackers:
             tracker.close()
         if plot:
-            plot_curves(self.run_dir / "metrics.jsonl", self.run_dir / "curves.png")
+            plot_curves(self.run_dir / METRICS, self.run_dir / "curves.png")
 
 
 def logged_lines(path: Path) -> list[tuple[int, str]]:

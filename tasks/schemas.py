@@ -48,8 +48,8 @@ class MathRow(BaseModel):
         # A blank answer normalises to "", which \boxed{.} matches; NaN reads as "nan".
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise ValueError(f"must be a string or a number, got {type(value).__name__}")
-        if isinstance(value, str) and not value.strip():
-            raise ValueError("is blank")
+        if isinstance(value, str):
+            return _not_blank(value)
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"must be a finite number, got {value}")
         return value
